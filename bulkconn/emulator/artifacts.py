@@ -1,0 +1,92 @@
+"""Files the emulator writes for clients: a bulkconn configuration and a sample job.
+
+The configuration is the format ``bulkconn.config`` reads (see ``docs/configuration.md``). Secrets
+are not written into it: each tenant's client secret goes to its own file in a folder readable only
+by the owner, referenced with ``client_secret_file``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+
+from bulkconn.emulator.core import EmulatorCore
+from bulkconn.emulator.options import WINDOW_S
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_config(core: EmulatorCore, ca_file: Path, path: Path) -> Path:
+    """Write a configuration for every emulated tenant; return the secrets folder."""
+    path = path.resolve()
+    secrets_dir = path.parent / f"{path.stem}.secrets"
+    secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    secrets_dir.chmod(0o700)
+    opts = core.options
+    lines = [
+        "# Written by `bulkconn emulator serve --write-config`: the emulated tenants.",
+        "# Secrets live in the folder next to this file, readable only by you.",
+        "[defaults]",
+        f"graph_url = {_toml_str(core.base_url)}",
+        f"authority_host = {_toml_str(core.base_url)}",
+        f"ca_bundle = {_toml_str(str(ca_file.resolve()))}",
+        'api_version = "v1.0"',
+        "# The emulator runs its 20 s throttling windows at this time scale; pacing follows it.",
+        f"window_s = {WINDOW_S * opts.time_scale!r}",
+        f"writes_per_20s = {opts.writes_per_app}",
+        "",
+    ]
+    for tenant in core.world.tenants.values():
+        app = tenant.writer_app()
+        secret_file = secrets_dir / f"{tenant.alias}.secret"
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(app.secrets[0] + "\n")
+        lines += [
+            f"[tenants.{tenant.alias}]",
+            f"tenant_id = {_toml_str(tenant.tenant_id)}",
+            f"client_id = {_toml_str(app.client_id)}",
+            f"client_secret_file = {_toml_str(str(secret_file))}",
+            "",
+        ]
+    path.write_text("\n".join(lines))
+    return secrets_dir
+
+
+def write_job(core: EmulatorCore, path: Path, ops: int) -> int:
+    """Write a valid job of ``ops`` operations spread over every tenant's connectors.
+
+    The requested values depend only on the object, so a job longer than the number of objects
+    still names one well-defined final state per object. One operation in 50 is a ``deltaSync``.
+    """
+    pool = [(t, c) for t in core.world.tenants.values() for c in t.connectors.values()]
+    if not pool:
+        raise ValueError("the emulator has no connectors to write a job for")
+    pool.sort(key=lambda tc: (list(core.world.tenants).index(tc[0].tenant_id), tc[1]["id"]))
+    # Interleave tenants so the sample exercises fairness from the first line.
+    by_tenant: dict[str, list[tuple[str, str, str]]] = {}
+    for tenant, conn in pool:
+        by_tenant.setdefault(tenant.alias, []).append((tenant.alias, conn["id"], tenant.domain))
+    order: list[tuple[str, str, str]] = []
+    while any(by_tenant.values()):
+        for queue in by_tenant.values():
+            if queue:
+                order.append(queue.pop(0))
+    with path.open("wb") as out:
+        for n in range(ops):
+            alias, object_id, domain = order[n % len(order)]
+            line: dict[str, object] = {"tenant": alias, "id": object_id}
+            if n % 50 == 49 and n < len(order):
+                line.update({"action": "sync", "syncType": "deltaSync"})
+            else:
+                line["patch"] = {
+                    "serverName": f"mail-migrated-{object_id[:8]}.{domain}",
+                    "exchangeConnectorType": "serviceToService",
+                    "primarySmtpAddress": f"connector-{object_id[:8]}@{domain}",
+                }
+            out.write(orjson.dumps(line) + b"\n")
+    return ops

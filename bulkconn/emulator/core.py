@@ -1,0 +1,334 @@
+"""Shared emulator state and the wire shapes every handler uses (OData errors, standard headers).
+
+The handlers in :mod:`graph`, :mod:`batch`, :mod:`identity` and :mod:`admin` are functions over one
+:class:`EmulatorCore`; nothing here touches sockets.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import secrets
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import jwt
+import orjson
+
+from bulkconn.emulator.options import EmulatorOptions, Faults, RetryAfterFormat
+from bulkconn.emulator.state import Tenant, World, generate_world, load_world
+from bulkconn.emulator.throttling import TenantThrottle
+
+MISSING: Any = object()
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+_AGS = orjson.dumps(
+    {
+        "ServerInfo": {
+            "DataCenter": "Loopback",
+            "Slice": "E",
+            "Ring": "0",
+            "ScaleUnit": "000",
+            "RoleInstance": "BULKCONN-EMULATOR",
+        }
+    }
+).decode()
+
+
+@dataclass(slots=True)
+class Principal:
+    """Who a valid Graph token speaks for."""
+
+    tenant: Tenant
+    app_id: str
+    permissions: frozenset[str]
+    delegated: bool
+
+
+@dataclass(slots=True)
+class SubRequest:
+    """One Graph request, direct or from inside a ``$batch``; ``body`` is parsed JSON or MISSING."""
+
+    method: str
+    path: str  # below the version, e.g. "/deviceManagement/exchangeConnectors/abc"
+    query: Mapping[str, str]
+    headers: Mapping[str, str]  # lower-case names
+    body: Any = MISSING
+    body_invalid: bool = False
+    request_id: str = ""
+    client_request_id: str = ""
+    version: str = "v1.0"
+
+
+@dataclass(slots=True)
+class SubResponse:
+    """A status, headers and an optional JSON body."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters the tests and benchmarks read through ``/_emulator/stats``."""
+
+    requests_total: int = 0
+    writes_total: int = 0
+    throttled_total: int = 0
+    batches_total: int = 0
+    faults_total: int = 0
+    cross_tenant_attempts: int = 0
+    token_requests: Counter[str] = field(default_factory=Counter)  # tenant alias -> count
+    token_failures: Counter[str] = field(default_factory=Counter)
+    requests: Counter[str] = field(default_factory=Counter)  # tenant alias -> Graph requests
+    writes: Counter[str] = field(default_factory=Counter)
+    throttled: Counter[str] = field(default_factory=Counter)
+    syncs: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    patches: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    user_agents: Counter[str] = field(default_factory=Counter)
+    client_request_ids_missing: int = 0
+
+
+def imf_date(when: dt.datetime | None = None) -> str:
+    """An HTTP date (IMF-fixdate)."""
+    return format_datetime(when or dt.datetime.now(dt.UTC), usegmt=True)
+
+
+def graph_date() -> str:
+    """``innerError.date``: no timezone, no fraction, as live Graph writes it."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+class EmulatorCore:
+    """Everything the emulator knows and counts."""
+
+    def __init__(self, options: EmulatorOptions, state_dir: Path) -> None:
+        self.options = options
+        self.state_dir = state_dir
+        self.world: World = self._initial_world()
+        self.stats = Stats()
+        self.fault_rng = random.Random(options.seed)
+        self.batch_seq = 0
+        self.base_url = ""  # set once the socket is bound
+        self.throttles: dict[str, TenantThrottle] = {}
+        self.token_key = self._token_key()
+        self.revoked_before: dict[str, float] = {}  # tenant id -> tokens issued before are invalid
+        self.max_token_age_s: float | None = None  # tokens older than this are refused (early expiry)
+        self.device_codes: dict[str, dict[str, Any]] = {}
+        self.refresh_tokens: dict[str, dict[str, Any]] = {}
+
+    # -- setup -------------------------------------------------------------------------------
+    def _initial_world(self) -> World:
+        opts = self.options
+        if opts.world_file is not None:
+            return load_world(opts.world_file)
+        return generate_world(tenants=opts.tenants, connectors_per_tenant=opts.connectors_per_tenant, seed=opts.seed)
+
+    def _token_key(self) -> bytes:
+        path = self.state_dir / "token-signing.key"
+        if path.exists():
+            return path.read_bytes()
+        key = secrets.token_bytes(32)
+        path.touch(mode=0o600, exist_ok=True)
+        path.write_bytes(key)
+        return key
+
+    def reset(self) -> None:
+        """Back to the initial data and zero counters (tokens stay valid)."""
+        self.world = self._initial_world()
+        self.stats = Stats()
+        self.fault_rng = random.Random(self.options.seed)
+        self.batch_seq = 0
+        self.throttles.clear()
+        self.revoked_before.clear()
+        self.max_token_age_s = None
+
+    # -- lookups -----------------------------------------------------------------------------
+    def throttle_for(self, tenant: Tenant) -> TenantThrottle:
+        throttle = self.throttles.get(tenant.tenant_id)
+        if throttle is None:
+            o = self.options
+            throttle = self.throttles[tenant.tenant_id] = TenantThrottle(
+                window_s=o.window_s,
+                writes_per_app=o.writes_per_app,
+                writes_per_tenant=o.writes_per_tenant,
+                any_per_app=o.any_per_app,
+                any_per_tenant=o.any_per_tenant,
+            )
+        return throttle
+
+    def faults_for(self, tenant: Tenant | None) -> Faults:
+        if tenant is not None:
+            for key in (tenant.alias, tenant.tenant_id, tenant.domain):
+                if key in self.options.tenant_faults:
+                    return self.options.tenant_faults[key]
+        return self.options.faults
+
+    def graph_audiences(self) -> frozenset[str]:
+        return frozenset({"https://graph.microsoft.com", GRAPH_APP_ID, self.base_url})
+
+    # -- tokens --------------------------------------------------------------------------------
+    def issue_access_token(
+        self, tenant: Tenant, app_id: str, *, audience: str, roles: frozenset[str], user: str | None = None
+    ) -> tuple[str, int]:
+        now = time.time()
+        lifetime = self.options.token_lifetime_s
+        claims: dict[str, Any] = {
+            "aud": audience,
+            "iss": f"https://sts.windows.net/{tenant.tenant_id}/",
+            "iat": int(now),
+            "nbf": int(now),
+            "exp": int(now) + lifetime,
+            "appid": app_id,
+            "tid": tenant.tenant_id,
+            "oid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant.tenant_id}/{app_id}/{user}")),
+            "jti": uuid.uuid4().hex,
+            "ver": "1.0",
+            "iat_precise": now,
+        }
+        if user is None:
+            claims["roles"] = sorted(roles)
+            claims["idtyp"] = "app"
+        else:
+            claims["scp"] = " ".join(sorted(roles))
+            claims["upn"] = user
+        return jwt.encode(claims, self.token_key, algorithm="HS256"), lifetime
+
+    def check_token(self, header: str | None) -> Principal | str:
+        """A :class:`Principal`, or the Graph 401 message explaining why not."""
+        if not header:
+            return "Access token is empty."
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return "Access token is empty."
+        try:
+            claims = jwt.decode(
+                token.strip(),
+                self.token_key,
+                algorithms=["HS256"],
+                audience=list(self.graph_audiences()),
+                options={"require": ["exp", "tid", "appid", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            return "Lifetime validation failed, the token is expired."
+        except jwt.InvalidAudienceError:
+            return "Invalid audience."
+        except jwt.PyJWTError:
+            return "CompactToken parsing failed with error code: 80049217"
+        tenant = self.world.tenants.get(str(claims["tid"]))
+        if tenant is None:
+            return "Access token validation failure. Invalid tenant."
+        issued = float(claims.get("iat_precise", claims.get("iat", 0)))
+        if issued < self.revoked_before.get(tenant.tenant_id, 0.0):
+            return "Lifetime validation failed, the token is expired."
+        if self.max_token_age_s is not None and time.time() - issued > self.max_token_age_s:
+            return "Lifetime validation failed, the token is expired."
+        delegated = "scp" in claims
+        perms = frozenset(str(claims["scp"]).split()) if delegated else frozenset(claims.get("roles", []))
+        return Principal(tenant, str(claims["appid"]), perms, delegated)
+
+    # -- wire shapes ---------------------------------------------------------------------------
+    def error(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        req: SubRequest,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> SubResponse:
+        """An OData error; Intune-style (``_version: 3`` JSON string) when that option is on."""
+        if self.options.intune_errors and status != 401:
+            message = orjson.dumps(
+                {
+                    "_version": 3,
+                    "Message": f"{message} - Operation ID (for customer support): "
+                    f"00000000-0000-0000-0000-000000000000 - Activity ID: {req.request_id} - "
+                    f"Url: https://fef.emulator.manage.microsoft.com/DeviceManagement{req.path}"
+                    "?api-version=5024-01-01",
+                    "CustomApiErrorPhrase": "",
+                    "RetryAfter": None,
+                    "ErrorSourceService": "",
+                    "HttpHeaders": "{}",
+                },
+                option=orjson.OPT_INDENT_2,
+            ).decode()
+        inner: dict[str, Any] = {
+            "date": graph_date(),
+            "request-id": req.request_id,
+            "client-request-id": req.client_request_id,
+        }
+        if status == 429:
+            inner.update({"code": "429", "message": "Please retry after", "status": "429"})
+        body = {"error": {"code": code, "message": message, "innerError": inner}}
+        out = {"Content-Type": "application/json"}
+        out.update(headers or {})
+        return SubResponse(status, out, body)
+
+    def retry_after_header(self, wait_s: float) -> dict[str, str]:
+        """``Retry-After`` for a wait of ``wait_s`` real seconds, in the configured format.
+
+        With a time scale other than 1, whole seconds cannot express a scaled wait, so the
+        ``seconds`` format writes the scaled value of the rounded-up unscaled wait.
+        """
+        fmt = self.options.retry_after
+        scale = self.options.time_scale
+        if fmt is RetryAfterFormat.ABSENT:
+            return {}
+        if fmt is RetryAfterFormat.FRACTIONAL:
+            return {"Retry-After": f"{max(wait_s, 0.001):.3f}"}
+        if fmt is RetryAfterFormat.HTTP_DATE:
+            when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=wait_s)
+            # An HTTP date has whole-second resolution: round up so the client never comes early.
+            when = when.replace(microsecond=0) + dt.timedelta(seconds=1)
+            return {"Retry-After": imf_date(when)}
+        whole = -(-wait_s / scale // 1)  # ceil in emulated seconds
+        whole = max(whole, 1)
+        if scale == 1.0:
+            return {"Retry-After": str(int(whole))}
+        return {"Retry-After": f"{whole * scale:.3f}"}
+
+    def standard_headers(self, request_id: str, client_request_id: str) -> dict[str, str]:
+        return {
+            "request-id": request_id,
+            "client-request-id": client_request_id or request_id,
+            "x-ms-ags-diagnostic": _AGS,
+            "Date": imf_date(),
+            "Strict-Transport-Security": "max-age=31536000",
+        }
+
+    def stats_json(self) -> dict[str, Any]:
+        s = self.stats
+        tenants: dict[str, Any] = {}
+        for tenant in self.world.tenants.values():
+            throttle = self.throttles.get(tenant.tenant_id)
+            entry: dict[str, Any] = {
+                "tenant_id": tenant.tenant_id,
+                "requests": s.requests[tenant.alias],
+                "writes": s.writes[tenant.alias],
+                "throttled": s.throttled[tenant.alias],
+                "token_requests": s.token_requests[tenant.alias],
+                "token_failures": s.token_failures[tenant.alias],
+                "syncs": dict(s.syncs[tenant.alias]),
+                "patches": dict(s.patches[tenant.alias]),
+            }
+            entry.update(throttle.stats() if throttle else {"max_writes_in_window": 0, "apps": {}})
+            tenants[tenant.alias] = entry
+        return {
+            "requests_total": s.requests_total,
+            "writes_total": s.writes_total,
+            "throttled_total": s.throttled_total,
+            "batches_total": s.batches_total,
+            "faults_total": s.faults_total,
+            "cross_tenant_attempts": s.cross_tenant_attempts,
+            "client_request_ids_missing": s.client_request_ids_missing,
+            "token_requests": {a: s.token_requests[a] for a in tenants},
+            "user_agents": dict(s.user_agents),
+            "tenants": tenants,
+        }

@@ -1,0 +1,216 @@
+"""The emulator's data: tenants, their registered apps, and their Exchange Connectors.
+
+Generated deterministically from ``(tenants, connectors_per_tenant, seed)`` or loaded from a JSON
+file of the same shape as :meth:`World.to_json`. Secrets are derived from the seed: this is a local
+rehearsal service, never a place for real credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from bulkconn.resources import EXCHANGE_CONNECTOR, STATUS_VALUES, TYPE_VALUES
+
+WRITE_ROLES = frozenset({"DeviceManagementServiceConfig.ReadWrite.All", "DeviceManagementConfiguration.ReadWrite.All"})
+READ_ROLES = WRITE_ROLES | {
+    "DeviceManagementServiceConfig.Read.All",
+    "DeviceManagementConfiguration.Read.All",
+}
+
+_ALIASES = (
+    "contoso",
+    "fabrikam",
+    "northwind",
+    "adatum",
+    "litware",
+    "tailspin",
+    "wingtip",
+    "woodgrove",
+    "proseware",
+    "lucerne",
+)
+
+
+def thumbprint_sha1(cert_pem: str) -> str:
+    """Upper-case hex SHA-1 of a PEM certificate's DER, as Entra shows thumbprints."""
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    return cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - the x5t thumbprint is SHA-1 by spec
+
+
+@dataclass(slots=True)
+class App:
+    """An app registration with its credentials and its granted application permissions."""
+
+    client_id: str
+    display_name: str
+    roles: frozenset[str]
+    secrets: list[str] = field(default_factory=list)
+    certificates: dict[str, str] = field(default_factory=dict)  # SHA-1 thumbprint -> PEM
+    public_client: bool = False
+
+    def add_certificate(self, cert_pem: str) -> str:
+        thumb = thumbprint_sha1(cert_pem)
+        self.certificates[thumb] = cert_pem
+        return thumb
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "client_id": self.client_id,
+            "display_name": self.display_name,
+            "roles": sorted(self.roles),
+            "secrets": list(self.secrets),
+            "certificates": list(self.certificates.values()),
+            "public_client": self.public_client,
+        }
+
+
+@dataclass(slots=True)
+class Tenant:
+    """One customer tenant: identity (id, domain), apps, and the Intune objects."""
+
+    tenant_id: str
+    domain: str
+    alias: str
+    apps: dict[str, App] = field(default_factory=dict)
+    connectors: dict[str, dict[str, Any]] = field(default_factory=dict)  # lower-case id -> entity
+
+    def writer_app(self) -> App:
+        """The first app holding a write role (the one ``--write-config`` hands out)."""
+        for app in self.apps.values():
+            if app.roles & WRITE_ROLES and app.secrets:
+                return app
+        raise LookupError(f"tenant {self.alias} has no app with a write role")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tenant_id": self.tenant_id,
+            "domain": self.domain,
+            "alias": self.alias,
+            "apps": [a.to_json() for a in self.apps.values()],
+            "exchangeConnectors": list(self.connectors.values()),
+        }
+
+
+@dataclass(slots=True)
+class World:
+    """Every tenant, addressable by id, by verified domain, or by alias."""
+
+    tenants: dict[str, Tenant] = field(default_factory=dict)  # tenant_id -> Tenant
+
+    def find(self, name: str) -> Tenant | None:
+        key = name.lower()
+        for tenant in self.tenants.values():
+            if key in (tenant.tenant_id, tenant.domain.lower()):
+                return tenant
+        return None
+
+    def tenant_of_connector(self, object_id: str) -> Tenant | None:
+        key = object_id.lower()
+        for tenant in self.tenants.values():
+            if key in tenant.connectors:
+                return tenant
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tenants": [t.to_json() for t in self.tenants.values()]}
+
+
+def _guid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _secret(seed: int, tenant_index: int, app_name: str) -> str:
+    digest = hashlib.sha256(f"bulkconn-emulator:{seed}:{tenant_index}:{app_name}".encode()).hexdigest()
+    return f"emu~{digest[:34]}"
+
+
+def make_connector(rng: random.Random, domain: str, org: str, index: int) -> dict[str, Any]:
+    """A realistic connector entity (every documented property present, as a GET returns it)."""
+    day = rng.randint(1, 28)
+    return {
+        "@odata.type": EXCHANGE_CONNECTOR.odata_type,
+        "id": _guid(rng),
+        "lastSyncDateTime": f"2026-{rng.randint(1, 11):02d}-{day:02d}T{rng.randint(0, 23):02d}:"
+        f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 9999999):07d}Z",
+        "status": rng.choice(STATUS_VALUES[1:4]),
+        "primarySmtpAddress": f"intune-connector{index}@{domain}",
+        "serverName": f"mail{index}.{domain}",
+        "connectorServerName": f"EXCON{index:02d}",
+        "exchangeConnectorType": rng.choice(TYPE_VALUES[:4]),
+        "version": f"19.{rng.randint(0, 3)}.{rng.randint(100, 999)}.{rng.randint(1, 60)}",
+        "exchangeAlias": f"exch{index}",
+        "exchangeOrganization": f"{org} Exchange",
+    }
+
+
+def generate_world(*, tenants: int, connectors_per_tenant: int, seed: int) -> World:
+    """Build ``tenants`` tenants with ``connectors_per_tenant`` connectors each, deterministically."""
+    rng = random.Random(seed)
+    world = World()
+    for index in range(tenants):
+        alias = _ALIASES[index] if index < len(_ALIASES) else f"tenant{index + 1}"
+        domain = f"{alias}.onmicrosoft.com"
+        tenant = Tenant(tenant_id=_guid(rng), domain=domain, alias=alias)
+        writer = App(
+            client_id=_guid(rng),
+            display_name="bulkconn",
+            roles=frozenset({"DeviceManagementServiceConfig.ReadWrite.All"}),
+            secrets=[_secret(seed, index, "bulkconn")],
+        )
+        reader = App(
+            client_id=_guid(rng),
+            display_name="bulkconn-readonly",
+            roles=frozenset({"DeviceManagementServiceConfig.Read.All"}),
+            secrets=[_secret(seed, index, "readonly")],
+        )
+        admin_cli = App(
+            client_id=_guid(rng),
+            display_name="bulkconn-admin-cli",
+            roles=frozenset({"DeviceManagementServiceConfig.ReadWrite.All"}),
+            public_client=True,
+        )
+        tenant.apps = {a.client_id: a for a in (writer, reader, admin_cli)}
+        org = alias.capitalize()
+        for n in range(connectors_per_tenant):
+            entity = make_connector(rng, domain, org, n + 1)
+            tenant.connectors[entity["id"].lower()] = entity
+        world.tenants[tenant.tenant_id] = tenant
+    return world
+
+
+def load_world(path: Path) -> World:
+    """Load tenants from a JSON file shaped like :meth:`World.to_json`."""
+    data = orjson.loads(path.read_bytes())
+    world = World()
+    for raw in data["tenants"]:
+        tenant = Tenant(tenant_id=raw["tenant_id"].lower(), domain=raw["domain"], alias=raw["alias"])
+        for raw_app in raw.get("apps", []):
+            app = App(
+                client_id=raw_app["client_id"].lower(),
+                display_name=raw_app.get("display_name", "app"),
+                roles=frozenset(raw_app.get("roles", [])),
+                secrets=list(raw_app.get("secrets", [])),
+                public_client=bool(raw_app.get("public_client", False)),
+            )
+            for pem in raw_app.get("certificates", []):
+                app.add_certificate(pem)
+            tenant.apps[app.client_id] = app
+        for entity in raw.get("exchangeConnectors", []):
+            tenant.connectors[entity["id"].lower()] = dict(entity)
+        world.tenants[tenant.tenant_id] = tenant
+    return world
+
+
+def connector_summary(world: World) -> Mapping[str, Mapping[str, dict[str, Any]]]:
+    """``{tenant alias: {connector id: entity}}`` for state dumps and assertions."""
+    return {t.alias: {c["id"]: dict(c) for c in t.connectors.values()} for t in world.tenants.values()}
