@@ -1,0 +1,245 @@
+"""Token providers: MSAL off the event loop, one app and one lock per tenant.
+
+* One ``ConfidentialClientApplication`` per tenant, built lazily in a worker thread (its constructor
+  does network I/O), every call bounded by a timeout.
+* One ``asyncio.Lock`` per tenant: concurrent workers cause one token request, not one each.
+* MSAL's own cache is reused; it refreshes 5 minutes before expiry by itself.
+* A custom authority host (the emulator, a proxy) skips instance discovery, which would otherwise go
+  to login.microsoftonline.com.
+* With ``ca_bundle`` the identity calls use a ``requests`` session that trusts exactly that bundle and
+  ignores ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` (which would override ``verify=``; msal-local.md 4).
+
+msal and requests exceptions are translated to :class:`AuthError` here and nowhere else. Error
+texts carry Entra's code and description, never a secret, assertion or token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import msal
+import requests
+
+from bulkconn.config import (
+    CertificateCredential,
+    Config,
+    DeviceCodeCredential,
+    SecretCredential,
+    TenantConfig,
+)
+from bulkconn.errors import AuthError
+
+log = logging.getLogger(__name__)
+
+
+class TokenProvider(Protocol):
+    """Where the engine gets bearer tokens."""
+
+    async def token(self, tenant: str) -> str: ...
+
+    async def invalidate(self, tenant: str, token: str) -> None: ...
+
+    def token_requests(self, tenant: str) -> int: ...
+
+
+class _TimeoutSession(requests.Session):
+    """A requests session with a default timeout (msal ignores ``timeout=`` when given a session)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__()
+        self._timeout_s = timeout_s
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self._timeout_s)
+        return super().request(method, url, *args, **kwargs)
+
+
+def _describe(result: dict[str, Any]) -> str:
+    text = str(result.get("error_description", "")).split(" Trace ID:")[0].strip()
+    return text or str(result.get("error", "unknown error"))
+
+
+class MsalTokenProvider:
+    """Client-credential (secret or certificate) and device-code tokens for every configured tenant."""
+
+    def __init__(self, config: Config, *, timeout_s: float = 30.0) -> None:
+        self._config = config
+        self._timeout_s = timeout_s
+        self._apps: dict[str, msal.ClientApplication] = {}
+        self._sessions: list[requests.Session] = []
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._issued: dict[str, str] = {}
+        self._requests: dict[str, int] = {}
+
+    def token_requests(self, tenant: str) -> int:
+        """How many times this provider went to the identity service for ``tenant``."""
+        return self._requests.get(tenant, 0)
+
+    def _session(self, tenant: TenantConfig) -> requests.Session | None:
+        if tenant.ca_bundle is None:
+            return None
+        session = _TimeoutSession(self._timeout_s)
+        session.verify = str(tenant.ca_bundle)
+        session.trust_env = False
+        self._sessions.append(session)
+        return session
+
+    def _build(self, tenant: TenantConfig) -> msal.ClientApplication:
+        cred = tenant.credential
+        common: dict[str, Any] = {
+            "authority": f"{tenant.authority_host}/{tenant.tenant_id}",
+            "timeout": self._timeout_s,
+        }
+        if tenant.custom_authority:
+            common["instance_discovery"] = False
+        session = self._session(tenant)
+        if session is not None:
+            common["http_client"] = session
+        if isinstance(cred, DeviceCodeCredential):
+            cache = msal.SerializableTokenCache()
+            if cred.token_cache_file.exists():
+                cache.deserialize(cred.token_cache_file.read_text())
+            return msal.PublicClientApplication(tenant.client_id, token_cache=cache, **common)
+        credential: Any
+        if isinstance(cred, SecretCredential):
+            credential = cred.secret.reveal()
+        else:
+            assert isinstance(cred, CertificateCredential)
+            credential = {"private_key": cred.private_key_pem.reveal(), "public_certificate": cred.certificate_pem}
+        return msal.ConfidentialClientApplication(tenant.client_id, client_credential=credential, **common)
+
+    def _app(self, tenant: TenantConfig) -> msal.ClientApplication:
+        app = self._apps.get(tenant.alias)
+        if app is None:
+            try:
+                app = self._apps[tenant.alias] = self._build(tenant)
+            except ValueError as exc:
+                # msal raises ValueError when discovery answers 4xx: the tenant is unknown at that authority.
+                raise AuthError(
+                    tenant.alias,
+                    "invalid_tenant",
+                    f"tenant '{tenant.tenant_id}' was not found at {tenant.authority_host} ({str(exc)[:120]})",
+                ) from None
+        return app
+
+    def _acquire(self, tenant: TenantConfig) -> str:
+        """Blocking: runs in a worker thread."""
+        try:
+            app = self._app(tenant)
+            scopes = [tenant.scope]
+            if isinstance(app, msal.ConfidentialClientApplication):
+                result = app.acquire_token_for_client(scopes)
+            else:
+                accounts = app.get_accounts()
+                result = app.acquire_token_silent(scopes, account=accounts[0]) if accounts else None
+                if result is None:
+                    raise AuthError(
+                        tenant.alias, "login_required", f"no signed-in user: run `bulkconn login {tenant.alias}`"
+                    )
+                self._persist(tenant, app)
+        except requests.exceptions.RequestException as exc:
+            raise AuthError(
+                tenant.alias, "unreachable", f"cannot reach {tenant.authority_host} ({type(exc).__name__})"
+            ) from None
+        except msal.exceptions.MsalServiceError as exc:
+            raise AuthError(tenant.alias, "identity_service_error", str(exc)[:200]) from None
+        if result.get("token_source") != "cache":
+            self._requests[tenant.alias] = self._requests.get(tenant.alias, 0) + 1
+        if "access_token" not in result:
+            raise AuthError(tenant.alias, str(result.get("error", "unknown_error")), _describe(result))
+        token = str(result["access_token"])
+        self._issued[tenant.alias] = token
+        return token
+
+    def _persist(self, tenant: TenantConfig, app: msal.ClientApplication) -> None:
+        cred = tenant.credential
+        cache = app.token_cache
+        changed = isinstance(cache, msal.SerializableTokenCache) and cache.has_state_changed
+        if isinstance(cred, DeviceCodeCredential) and changed:
+            write_private(cred.token_cache_file, cache.serialize())
+
+    def _lock(self, tenant: str) -> asyncio.Lock:
+        lock = self._locks.get(tenant)
+        if lock is None:
+            lock = self._locks[tenant] = asyncio.Lock()
+        return lock
+
+    def _tenant(self, alias: str) -> TenantConfig:
+        try:
+            return self._config.tenants[alias]
+        except KeyError:
+            raise AuthError(alias, "unknown_tenant", "not in the configuration") from None
+
+    async def _in_thread(self, fn: Callable[[], Any], alias: str) -> Any:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(fn), self._timeout_s * 3)
+        except TimeoutError:
+            raise AuthError(
+                alias, "timeout", f"no answer from the identity service in {self._timeout_s * 3:g} s"
+            ) from None
+
+    async def token(self, tenant: str) -> str:
+        """A valid access token for ``tenant`` (from MSAL's cache when it still has one)."""
+        cfg = self._tenant(tenant)
+        async with self._lock(tenant):
+            token: str = await self._in_thread(lambda: self._acquire(cfg), tenant)
+            return token
+
+    async def invalidate(self, tenant: str, token: str) -> None:
+        """Forget ``token`` (Graph said 401) so the next :meth:`token` call gets a fresh one."""
+        async with self._lock(tenant):
+            app = self._apps.get(tenant)
+            if app is None or self._issued.get(tenant) != token:
+                return  # another worker already replaced it
+            self._issued.pop(tenant, None)
+            if isinstance(app, msal.ConfidentialClientApplication):
+                await self._in_thread(app.remove_tokens_for_client, tenant)
+            else:
+                cache = app.token_cache
+                for at in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
+                    cache.remove_at(at)
+
+    def close(self) -> None:
+        for session in self._sessions:
+            session.close()
+        self._sessions.clear()
+
+
+def write_private(path: os.PathLike[str] | str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable only by the owner."""
+    target = os.fspath(path)
+    os.makedirs(os.path.dirname(target) or ".", mode=0o700, exist_ok=True)
+    tmp = f"{target}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, target)
+
+
+def device_login(config: Config, alias: str, echo: Callable[[str], None], *, timeout_s: float = 30.0) -> str:
+    """Run the device-code flow for ``alias`` (blocking) and persist the token cache; return the user name."""
+    provider = MsalTokenProvider(config, timeout_s=timeout_s)
+    tenant = provider._tenant(alias)
+    if not isinstance(tenant.credential, DeviceCodeCredential):
+        raise AuthError(alias, "not_device_code", 'set auth = "device-code" for this tenant to sign in interactively')
+    try:
+        app = provider._app(tenant)
+        assert isinstance(app, msal.PublicClientApplication)
+        flow = app.initiate_device_flow(scopes=[tenant.scope])
+        if "user_code" not in flow:
+            raise AuthError(alias, str(flow.get("error", "device_flow_failed")), _describe(flow))
+        echo(str(flow["message"]))
+        result = app.acquire_token_by_device_flow(flow)
+        if "access_token" not in result:
+            raise AuthError(alias, str(result.get("error", "unknown_error")), _describe(result))
+        provider._persist(tenant, app)
+        claims = result.get("id_token_claims", {})
+        return str(claims.get("preferred_username", "signed in"))
+    except requests.exceptions.RequestException as exc:
+        raise AuthError(alias, "unreachable", f"cannot reach {tenant.authority_host} ({type(exc).__name__})") from None
+    finally:
+        provider.close()

@@ -1,0 +1,113 @@
+"""Pure: build request bodies, pack operations into ``$batch`` envelopes, unpack sub-responses.
+
+Sub-responses are matched to operations by id, never by position. A missing, duplicated or
+unreadable sub-response becomes a per-operation :class:`SubResult` with a clear error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from bulkconn.model import Action, ErrorInfo, Operation
+from bulkconn.resources import RESOURCES
+
+MAX_BATCH = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A single Graph request for one operation: method, URL below the version, JSON body."""
+
+    method: str
+    url: str
+    body: dict[str, Any]
+
+
+def request_for(op: Operation) -> Request:
+    resource = RESOURCES[op.resource]
+    path = resource.item_path(op.object_id)
+    if op.action is Action.SYNC:
+        action = resource.actions["sync"]
+        return Request("POST", f"{path}/{action.name}", {action.parameter: op.sync_type})
+    return Request("PATCH", path, {"@odata.type": resource.odata_type, **op.patch})
+
+
+def envelope(ops: Sequence[Operation]) -> bytes:
+    """A ``$batch`` body for ``ops``; sub-request ids are their positions as strings ("1".."20")."""
+    if not 0 < len(ops) <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH} operations, not {len(ops)}")
+    requests = []
+    for index, op in enumerate(ops, start=1):
+        req = request_for(op)
+        requests.append(
+            {
+                "id": str(index),
+                "method": req.method,
+                "url": req.url,
+                "headers": {"Content-Type": "application/json"},
+                "body": req.body,
+            }
+        )
+    return orjson.dumps({"requests": requests})
+
+
+@dataclass(frozen=True, slots=True)
+class SubResult:
+    """What the envelope says about one operation."""
+
+    status: int | None  # None: the envelope gave no usable answer for it
+    headers: Mapping[str, str] = field(default_factory=dict)
+    error: ErrorInfo | None = None
+
+
+def error_from_body(body: Any, status: int) -> ErrorInfo:
+    """The OData error in a response body, or a generic one."""
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        err = body["error"]
+        return ErrorInfo(str(err.get("code") or status), str(err.get("message") or f"HTTP {status}")[:2000])
+    return ErrorInfo(str(status), f"HTTP {status}")
+
+
+def unpack(raw: bytes, count: int) -> list[SubResult]:
+    """Match an envelope's sub-responses to the ``count`` operations sent (ids "1".."count")."""
+    try:
+        data = orjson.loads(raw)
+        responses = data["responses"]
+        if not isinstance(responses, list):
+            raise TypeError
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        bad = SubResult(None, error=ErrorInfo("BatchResponseInvalid", "the $batch answer was not readable JSON"))
+        return [bad] * count
+    seen: dict[str, dict[str, Any]] = {}
+    duplicated: set[str] = set()
+    for item in responses:
+        if not isinstance(item, dict) or "id" not in item:
+            continue
+        rid = str(item["id"]).lower()
+        if rid in seen:
+            duplicated.add(rid)
+        seen[rid] = item
+    results = []
+    for index in range(1, count + 1):
+        rid = str(index)
+        item = seen.get(rid)
+        if rid in duplicated:
+            results.append(
+                SubResult(
+                    None, error=ErrorInfo("BatchResponseDuplicate", f"the $batch answer holds sub-response {rid} twice")
+                )
+            )
+        elif item is None or not isinstance(item.get("status"), int):
+            results.append(
+                SubResult(None, error=ErrorInfo("BatchResponseMissing", f"the $batch answer has no sub-response {rid}"))
+            )
+        else:
+            status = int(item["status"])
+            headers = {str(k).lower(): str(v) for k, v in (item.get("headers") or {}).items()}
+            error = None if 200 <= status < 300 else error_from_body(item.get("body"), status)
+            results.append(SubResult(status, headers, error))
+    return results

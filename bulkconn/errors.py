@@ -1,0 +1,65 @@
+"""The exception tree. Only run-level failures are exceptions; a failed operation is data (an Outcome).
+
+::
+
+    BulkconnError                  anything bulkconn raises on purpose
+    ├── UsageError                 the user's input is wrong; nothing was sent (exit code 2)
+    │   ├── ConfigError            configuration file or environment (names file, tenant, key)
+    │   ├── JobError               the job file as a whole, or a line under --strict (names file, line)
+    │   └── ResumeError            a report that cannot be resumed (names the report and why)
+    ├── AuthError                  a tenant's credentials or consent failed (quarantines that tenant)
+    └── TransportError             a request got no HTTP answer (connection, TLS, timeout); retryable
+
+Third-party exceptions (aiohttp, msal, requests) are translated in ``transport`` and ``auth`` only.
+Messages never contain secrets, tokens, assertions or Authorization headers.
+"""
+
+from __future__ import annotations
+
+
+class BulkconnError(Exception):
+    """Base of every error bulkconn raises on purpose."""
+
+
+class UsageError(BulkconnError):
+    """The user's input is wrong; nothing was sent."""
+
+
+class ConfigError(UsageError):
+    """A configuration mistake, with where it is."""
+
+    def __init__(self, message: str, *, file: str = "", tenant: str = "", key: str = "") -> None:
+        where = ", ".join(
+            part for part in (file, f"tenant '{tenant}'" if tenant else "", f"key '{key}'" if key else "") if part
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+        self.file, self.tenant, self.key = file, tenant, key
+
+
+class JobError(UsageError):
+    """A job file that cannot be used, with where."""
+
+    def __init__(self, message: str, *, file: str = "", line: int = 0) -> None:
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {message}" if where else message)
+        self.file, self.line = file, line
+
+
+class ResumeError(UsageError):
+    """A report that cannot be resumed as asked."""
+
+
+class AuthError(BulkconnError):
+    """A tenant could not get a token (or lacks a permission); ``code`` is Entra's or Graph's."""
+
+    def __init__(self, tenant: str, code: str, message: str) -> None:
+        super().__init__(f"tenant '{tenant}': {code}: {message}")
+        self.tenant, self.code, self.message = tenant, code, message
+
+
+class TransportError(BulkconnError):
+    """No HTTP answer: connection refused or reset, TLS failure, or timeout."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message

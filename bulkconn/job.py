@@ -1,0 +1,271 @@
+"""Stream a JSON Lines job file into validated operations; every error carries file and line.
+
+A job is read twice, never held in memory:
+
+1. :func:`scan_job` checks every line before anything is sent (so ``--strict`` can refuse the whole
+   job), hashes the file, and remembers only the byte offset of each valid line, per tenant
+   (8 bytes per operation).
+2. :class:`LaneReader` re-reads one tenant's lines by offset as its lane needs them, so a tenant
+   with 3 operations at the end of the file starts at once, next to one with 100,000.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from array import array
+from collections.abc import Callable, Collection, Container
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from bulkconn.errors import JobError
+from bulkconn.model import Action, Operation
+from bulkconn.resources import RESOURCES, validate_patch
+
+LINE_FIELDS = frozenset({"tenant", "id", "patch", "action", "syncType", "resource", "key"})
+DEFAULT_FIELDS = frozenset({"tenant", "patch", "action", "syncType", "resource"})
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A line that cannot be sent, and why (the message names the line and the property)."""
+
+    line: int
+    key: str
+    tenant: str
+    object_id: str
+    action: str
+    message: str
+
+
+@dataclass(slots=True)
+class JobScan:
+    """What the validation pass learned: offsets of valid lines per tenant, counts, and the file hash."""
+
+    path: Path
+    sha256: str = ""
+    lines: int = 0
+    valid: int = 0
+    invalid: int = 0
+    skipped: int = 0
+    offsets: dict[str, array[int]] = field(default_factory=dict)  # tenant -> byte offsets of its valid lines
+    line_numbers: dict[str, array[int]] = field(default_factory=dict)  # tenant -> their line numbers
+    defaults: dict[str, Any] = field(default_factory=dict)
+    actions: dict[str, int] = field(default_factory=dict)
+
+
+def _target_problem(object_id: Any, resource: str, action: Any) -> str:
+    if not object_id:
+        return "missing 'id'"
+    if not isinstance(object_id, str) or not _ID.match(object_id):
+        return f"'id' {object_id!r} is not a valid object id"
+    if resource not in RESOURCES:
+        return f"unknown resource '{resource}' (known: {', '.join(RESOURCES)})"
+    if action not in ("update", "sync"):
+        return f"unknown action {action!r} (use 'update' or 'sync')"
+    return ""
+
+
+class _LineParser:
+    def __init__(self, defaults: dict[str, Any], tenants: Collection[str]) -> None:
+        self.defaults = defaults
+        self.tenants = tenants
+        self.only_tenant = next(iter(tenants)) if len(tenants) == 1 else None
+
+    def parse(self, data: Any, line: int) -> Operation | Invalid:
+        key = str(line)
+        if not isinstance(data, dict):
+            return Invalid(line, key, "", "", "", f"line {line}: expected a JSON object")
+        tenant = str(data.get("tenant", self.defaults.get("tenant", self.only_tenant or "")))
+        object_id = data.get("id", "")
+        action_raw = data.get("action", self.defaults.get("action", "update"))
+
+        def bad(message: str) -> Invalid:
+            return Invalid(line, key, tenant, str(object_id), str(action_raw), f"line {line}: {message}")
+
+        if "key" in data:
+            if not isinstance(data["key"], str) or not data["key"] or data["key"].isdigit():
+                return bad("'key' must be a non-empty string that is not a number (numbers are line keys)")
+            key = data["key"]
+        unknown = sorted(set(data) - LINE_FIELDS)
+        if unknown:
+            return bad(f"unknown field '{unknown[0]}' (known: {', '.join(sorted(LINE_FIELDS))})")
+        if not tenant:
+            return bad("no tenant: set 'tenant' on the line or in the defaults line")
+        if tenant not in self.tenants:
+            return bad(f"unknown tenant alias '{tenant}' (configured: {', '.join(sorted(self.tenants))})")
+        resource_name = str(data.get("resource", self.defaults.get("resource", "exchangeConnector")))
+        problem = _target_problem(object_id, resource_name, action_raw)
+        if problem:
+            return bad(problem)
+        resource = RESOURCES[resource_name]
+        if action_raw == "sync":
+            return self._sync(data, line, key, tenant, object_id, resource.name, bad)
+        patch = dict(self.defaults.get("patch", {}))
+        if "patch" in data:
+            if not isinstance(data["patch"], dict):
+                return bad("'patch' must be a JSON object")
+            patch.update(data["patch"])
+        if not patch:
+            return bad("empty patch: nothing to change")
+        problems = validate_patch(resource, patch)
+        if problems:
+            return bad("; ".join(p.message for p in problems))
+        return Operation(key, line, tenant, resource.name, object_id, Action.UPDATE, patch)
+
+    def _sync(
+        self,
+        data: dict[str, Any],
+        line: int,
+        key: str,
+        tenant: str,
+        object_id: str,
+        resource: str,
+        bad: Callable[[str], Invalid],
+    ) -> Operation | Invalid:
+        if "patch" in data:
+            return bad("a 'sync' line takes no 'patch'")
+        action = RESOURCES[resource].actions["sync"]
+        sync_type = data.get("syncType", self.defaults.get("syncType"))
+        if sync_type not in action.values:
+            return bad(f"'syncType' must be one of {', '.join(action.values)}, not {sync_type!r}")
+        return Operation(key, line, tenant, resource, object_id, Action.SYNC, sync_type=str(sync_type))
+
+
+def _read_defaults(data: Any, file: str, line: int) -> dict[str, Any]:
+    defaults = data.get("defaults")
+    if not isinstance(defaults, dict) or len(data) != 1:
+        raise JobError('the defaults line must be {"defaults": {...}} and nothing else', file=file, line=line)
+    unknown = sorted(set(defaults) - DEFAULT_FIELDS)
+    if unknown:
+        raise JobError(
+            f"unknown field '{unknown[0]}' in defaults (allowed: {', '.join(sorted(DEFAULT_FIELDS))})",
+            file=file,
+            line=line,
+        )
+    if "patch" in defaults and not isinstance(defaults["patch"], dict):
+        raise JobError("'patch' in defaults must be a JSON object", file=file, line=line)
+    return defaults
+
+
+def scan_job(
+    path: Path,
+    tenants: Collection[str],
+    *,
+    on_invalid: Callable[[Invalid], None],
+    skip_keys: Container[str] = frozenset(),
+) -> JobScan:
+    """Validate every line (blocking; run it in a thread). Invalid lines go to ``on_invalid``."""
+    file = str(path)
+    scan = JobScan(path)
+    digest = hashlib.sha256()
+    explicit_keys: set[str] = set()
+    parser: _LineParser | None = None
+    offset = 0
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise JobError(f"cannot open the job file: {exc.strerror or exc}", file=file) from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            digest.update(raw)
+            start, offset = offset, offset + len(raw)
+            scan.lines = number
+            if not raw.strip():
+                continue
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                on_invalid(Invalid(number, str(number), "", "", "", f"line {number}: malformed JSON ({exc})"))
+                scan.invalid += 1
+                continue
+            if parser is None:
+                if isinstance(data, dict) and "defaults" in data:
+                    scan.defaults = _read_defaults(data, file, number)
+                    parser = _LineParser(scan.defaults, tenants)
+                    continue
+                parser = _LineParser({}, tenants)
+            elif isinstance(data, dict) and "defaults" in data:
+                on_invalid(
+                    Invalid(number, str(number), "", "", "", f"line {number}: a defaults line must be the first line")
+                )
+                scan.invalid += 1
+                continue
+            result = parser.parse(data, number)
+            if isinstance(result, Operation) and result.key != str(number):
+                if result.key in explicit_keys:
+                    result = Invalid(
+                        number,
+                        result.key,
+                        result.tenant,
+                        result.object_id,
+                        result.action.value,
+                        f"line {number}: duplicate key '{result.key}'",
+                    )
+                explicit_keys.add(result.key)
+            if isinstance(result, Invalid):
+                if result.key in skip_keys:
+                    scan.skipped += 1
+                    continue
+                on_invalid(result)
+                scan.invalid += 1
+                continue
+            if result.key in skip_keys:
+                scan.skipped += 1
+                continue
+            scan.valid += 1
+            scan.actions[result.action.value] = scan.actions.get(result.action.value, 0) + 1
+            scan.offsets.setdefault(result.tenant, array("q")).append(start)
+            scan.line_numbers.setdefault(result.tenant, array("q")).append(number)
+    scan.sha256 = digest.hexdigest()
+    return scan
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class LaneReader:
+    """Re-reads one tenant's valid lines by offset (blocking reads; call :meth:`read` in a thread)."""
+
+    def __init__(self, scan: JobScan, tenant: str) -> None:
+        self._offsets = scan.offsets.get(tenant, array("q"))
+        self._lines = scan.line_numbers.get(tenant, array("q"))
+        self._next = 0
+        self._parser = _LineParser(scan.defaults, [tenant])
+        self._path = scan.path
+        self._handle: BinaryIO | None = None
+
+    @property
+    def remaining(self) -> int:
+        return len(self._offsets) - self._next
+
+    def read(self, count: int) -> list[Operation]:
+        """The next ``count`` operations of this tenant, in file order."""
+        if self._handle is None:
+            self._handle = self._path.open("rb")
+        out: list[Operation] = []
+        while self._next < len(self._offsets) and len(out) < count:
+            offset, line = self._offsets[self._next], self._lines[self._next]
+            self._next += 1
+            self._handle.seek(offset)
+            result = self._parser.parse(orjson.loads(self._handle.readline()), line)
+            if not isinstance(result, Operation):  # the file changed under us since the scan
+                raise JobError(
+                    f"the line changed since it was validated: {result.message}", file=str(self._path), line=line
+                )
+            out.append(result)
+        return out
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None

@@ -1,0 +1,85 @@
+"""Plain data passed between the job reader, the engine and the report. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Action(StrEnum):
+    UPDATE = "update"
+    SYNC = "sync"
+
+
+class Status(StrEnum):
+    """Final state of one operation in the report."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INVALID = "invalid"
+    SKIPPED = "skipped"
+    UNCERTAIN = "uncertain"  # a non-idempotent action may or may not have happened (see docs/report-format.md)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One validated line of a job."""
+
+    key: str
+    line: int
+    tenant: str
+    resource: str
+    object_id: str
+    action: Action
+    patch: dict[str, Any] = field(default_factory=dict)
+    sync_type: str = ""
+
+    @property
+    def idempotent(self) -> bool:
+        return self.action is Action.UPDATE
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    code: str
+    message: str
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The final result of one operation: one report line."""
+
+    key: str
+    line: int
+    tenant: str
+    object_id: str
+    action: str
+    status: Status
+    http_status: int | None = None
+    attempts: int = 0
+    throttled: int = 0
+    error: ErrorInfo | None = None
+    request_id: str = ""
+    client_request_id: str = ""
+    duration_ms: int = 0
+    finished_at: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "result",
+            "key": self.key,
+            "line": self.line,
+            "tenant": self.tenant,
+            "id": self.object_id,
+            "action": self.action,
+            "status": self.status.value,
+            "http_status": self.http_status,
+            "attempts": self.attempts,
+            "throttled": self.throttled,
+            "error": None if self.error is None else {"code": self.error.code, "message": self.error.message},
+            "request_id": self.request_id,
+            "client_request_id": self.client_request_id,
+            "duration_ms": self.duration_ms,
+            "finished_at": self.finished_at,
+        }

@@ -1,0 +1,200 @@
+"""Glue for one run: scan the job, open the report, run the engine, handle signals, write the summary.
+
+The CLI and the tests both call :func:`execute`. Nothing here prints; the caller gets a
+:class:`RunResult` and a live :class:`Progress` through ``on_tick``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Container
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bulkconn import __version__
+from bulkconn.auth import MsalTokenProvider, TokenProvider
+from bulkconn.config import Config
+from bulkconn.engine import Engine, EngineSettings, Progress
+from bulkconn.errors import JobError
+from bulkconn.job import Invalid, JobScan, file_sha256, scan_job
+from bulkconn.model import ErrorInfo, Outcome, Status
+from bulkconn.report import ReportWriter, utc_now
+from bulkconn.transport import Transport
+
+
+@dataclass(slots=True)
+class RunResult:
+    report: Path
+    counts: Counter[str] = field(default_factory=Counter)
+    auth_failures: dict[str, str] = field(default_factory=dict)
+    tenants: int = 0
+    interrupted: bool = False
+    skipped_from_report: int = 0
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOptions:
+    report: Path
+    settings: EngineSettings = field(default_factory=EngineSettings)
+    strict: bool = False
+    drain_timeout_s: float = 5.0
+    tick_s: float = 0.5
+    skip_keys: Container[str] = frozenset()
+    resumed: bool = False
+
+
+def invalid_outcome(item: Invalid) -> Outcome:
+    return Outcome(
+        key=item.key,
+        line=item.line,
+        tenant=item.tenant,
+        object_id=item.object_id,
+        action=item.action or "update",
+        status=Status.INVALID,
+        error=ErrorInfo("InvalidLine", item.message),
+        finished_at=utc_now(),
+    )
+
+
+async def strict_check(job: Path, config: Config, limit: int = 20) -> tuple[JobScan, list[Invalid]]:
+    """Scan without writing anything; return the scan and up to ``limit`` invalid lines."""
+    problems: list[Invalid] = []
+
+    def keep(item: Invalid) -> None:
+        if len(problems) < limit:
+            problems.append(item)
+
+    scan = await asyncio.to_thread(scan_job, job, list(config.tenants), on_invalid=keep)
+    return scan, problems
+
+
+def _settings_json(options: RunOptions) -> dict[str, Any]:
+    s = options.settings
+    return {
+        "batch_size": s.batch_size,
+        "concurrency": s.concurrency,
+        "tenant_concurrency": s.tenant_concurrency,
+        "policy": asdict(s.policy),
+        "strict": options.strict,
+    }
+
+
+async def execute(
+    job: Path,
+    config: Config,
+    options: RunOptions,
+    *,
+    auth: TokenProvider | None = None,
+    on_tick: Callable[[Progress], None] = lambda p: None,
+    install_signals: bool = True,
+) -> RunResult:
+    """Run ``job`` to the end (or until interrupted) and return what happened."""
+    if options.strict:
+        _, problems = await strict_check(job, config)
+        if problems:
+            raise JobError(
+                f"{len(problems)}{'+' if len(problems) >= 20 else ''} invalid line(s); --strict sends nothing:\n"
+                + "\n".join(p.message for p in problems),
+                file=str(job),
+            )
+    result = RunResult(report=options.report)
+    started = time.monotonic()
+    sha = await asyncio.to_thread(file_sha256, job)
+    writer = ReportWriter(options.report)
+    provider = auth or MsalTokenProvider(config)
+    transport = Transport()
+    try:
+        writer.header(
+            run_id=str(uuid.uuid4()),
+            job=str(job),
+            job_sha256=sha,
+            bulkconn_version=__version__,
+            started_at=utc_now(),
+            resumed=options.resumed,
+            tenants=sorted(config.tenants),
+            settings=_settings_json(options),
+        )
+
+        def record(outcome: Outcome) -> None:
+            result.counts[outcome.status.value] += 1
+            writer.result(outcome)
+
+        def record_invalid(item: Invalid) -> None:
+            record(invalid_outcome(item))
+
+        scan = await asyncio.to_thread(
+            scan_job, job, list(config.tenants), on_invalid=record_invalid, skip_keys=options.skip_keys
+        )
+        if scan.sha256 != sha:
+            raise JobError("the job file changed while it was being read", file=str(job))
+        result.skipped_from_report = scan.skipped
+        result.tenants = len(scan.offsets)
+        engine = Engine(
+            tenants=dict(config.tenants),
+            auth=provider,
+            transport=transport,
+            settings=options.settings,
+            on_outcome=record,
+            on_intent=writer.intent,
+        )
+        engine.progress.done.update(result.counts)
+        result.interrupted = await _run_with_signals(engine, scan, options, on_tick, install_signals)
+        result.auth_failures = {t: f"{e.code}: {e.message}" for t, e in engine.auth_failures.items()}
+        on_tick(engine.progress)
+    finally:
+        result.duration_s = time.monotonic() - started
+        writer.summary(
+            counts=dict(result.counts),
+            interrupted=result.interrupted,
+            skipped_from_earlier_runs=result.skipped_from_report,
+            auth_failures=result.auth_failures,
+            duration_s=round(result.duration_s, 3),
+            finished_at=utc_now(),
+        )
+        writer.close()
+        await transport.aclose()
+        if isinstance(provider, MsalTokenProvider) and auth is None:
+            provider.close()
+    return result
+
+
+async def _run_with_signals(
+    engine: Engine, scan: JobScan, options: RunOptions, on_tick: Callable[[Progress], None], install: bool
+) -> bool:
+    """Run the engine; the first SIGINT/SIGTERM drains (up to the timeout), the second stops at once."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(engine.run(scan))
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            engine.stop()
+            loop.call_later(options.drain_timeout_s, task.cancel)
+        else:
+            task.cancel()
+
+    if install:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=options.tick_s)
+            on_tick(engine.progress)
+        try:
+            await task
+        except asyncio.CancelledError:
+            if signals == 0:
+                raise
+    finally:
+        if install:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+    return signals > 0 or engine.stopping.is_set()
