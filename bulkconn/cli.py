@@ -1,19 +1,45 @@
-"""The command line: the only module that prints for users and picks exit codes.
+"""The command line: the only layer that prints for users and picks exit codes.
 
-Exit codes (documented in the README):
-    0    every operation succeeded
-    1    some operations failed or were invalid
+Exit codes (also in the README):
+    0    every operation succeeded (or, for validate/dry-run, every line is valid)
+    1    some operations failed, were invalid, or are uncertain
     2    usage, configuration or job error found before anything was sent
-    3    authentication failed for every tenant
-    130  interrupted (SIGINT/SIGTERM)
+    3    authentication failed for every tenant (``auth check``: for any tenant)
+    130  interrupted (SIGINT/SIGTERM); the report says how to resume
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import shlex
+import sys
+from pathlib import Path
+
 import click
+import orjson
 
 from bulkconn import __version__
+from bulkconn.batching import request_for
+from bulkconn.cli_auth import auth_group, login
+from bulkconn.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    config_option,
+    default_report,
+    err,
+    get_config,
+    run_and_report,
+    user_errors,
+)
+from bulkconn.cli_demo import demo
 from bulkconn.cli_emulator import emulator_group
+from bulkconn.config import Config
+from bulkconn.engine import EngineSettings
+from bulkconn.errors import UsageError
+from bulkconn.job import LaneReader
+from bulkconn.retry import RetryPolicy
+from bulkconn.runner import RunOptions, strict_check
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,6 +49,156 @@ def cli() -> None:
 
 
 cli.add_command(emulator_group)
+
+
+@cli.command()
+@click.argument("job", type=click.Path(dir_okay=False, path_type=Path))
+@config_option
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Report file (default: JOB.report.jsonl next to the job).",
+)
+@click.option(
+    "--batch-size",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="Operations per $batch request; 1 sends single requests.",
+)
+@click.option(
+    "--concurrency",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Requests in flight across all tenants.",
+)
+@click.option("--tenant-concurrency", type=click.IntRange(1, 100), help="Requests in flight per tenant.")
+@click.option("--strict", is_flag=True, help="Refuse the whole job if any line is invalid.")
+@click.option("--dry-run", is_flag=True, help="Validate and plan; send no write at all.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@click.option("--max-attempts", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--time-budget",
+    default=900.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Seconds an operation may keep retrying.",
+)
+@click.option("--backoff-base", default=0.5, show_default=True, type=click.FloatRange(0.001))
+@click.option("--backoff-cap", default=60.0, show_default=True, type=click.FloatRange(0.001))
+@click.option(
+    "--retry-uncertain-sync",
+    is_flag=True,
+    help="Resend a sync whose earlier attempt may have reached the service (it is not idempotent).",
+)
+@click.option(
+    "--drain-timeout",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds to let in-flight requests finish after Ctrl-C.",
+)
+@user_errors
+def run(
+    job: Path,
+    config_path: Path | None,
+    report_path: Path | None,
+    batch_size: int,
+    concurrency: int,
+    tenant_concurrency: int | None,
+    strict: bool,
+    dry_run: bool,
+    quiet: bool,
+    max_attempts: int,
+    time_budget: float,
+    backoff_base: float,
+    backoff_cap: float,
+    retry_uncertain_sync: bool,
+    drain_timeout: float,
+) -> None:
+    """Apply the changes listed in JOB (JSON Lines) and write a JSONL report."""
+    config = get_config(config_path)
+    if not job.is_file():
+        raise UsageError(f"{job}: job file not found")
+    if dry_run:
+        sys.exit(asyncio.run(_dry_run(job, config, batch_size)))
+    report = report_path or default_report(job)
+    if report.exists() and report.stat().st_size:
+        raise UsageError(f"{report}: report already exists; pass --report NEW, or resume it with --resume")
+    settings = EngineSettings(
+        batch_size=batch_size,
+        concurrency=concurrency,
+        tenant_concurrency=tenant_concurrency,
+        policy=RetryPolicy(
+            max_attempts=max_attempts,
+            time_budget_s=time_budget,
+            backoff_base_s=backoff_base,
+            backoff_cap_s=backoff_cap,
+            retry_uncertain_sync=retry_uncertain_sync,
+        ),
+    )
+    options = RunOptions(report=report, settings=settings, strict=strict, drain_timeout_s=drain_timeout)
+    resume = " ".join(
+        shlex.quote(a)
+        for a in [
+            "bulkconn",
+            "run",
+            str(job),
+            "--report",
+            str(report),
+            "--resume",
+            *(["--config", str(config_path)] if config_path else []),
+        ]
+    )
+    sys.exit(run_and_report(job, config, options, quiet, resume))
+
+
+async def _dry_run(job: Path, config: Config, batch_size: int) -> int:
+    scan, problems = await strict_check(job, config)
+    for problem in problems:
+        err(f"{job}:{problem.message}")
+    click.echo(f"dry run: {scan.valid} valid operation(s), {scan.invalid} invalid line(s); nothing will be sent.")
+    for alias, offsets in sorted(scan.offsets.items()):
+        tenant = config.tenants[alias]
+        count = len(offsets)
+        batches = math.ceil(count / batch_size)
+        minutes = count / (tenant.writes_per_20s * 0.9 / tenant.window_s) / 60
+        click.echo(
+            f"  {alias}: {count} operation(s) in {batches} request(s) to {tenant.graph_root}/"
+            f"{'$batch' if batch_size > 1 else '...'}; at least {minutes:.1f} min at "
+            f"{tenant.writes_per_20s} writes per {tenant.window_s:g} s"
+        )
+        reader = LaneReader(scan, alias)
+        try:
+            for op in await asyncio.to_thread(reader.read, 3):
+                req = request_for(op)
+                click.echo(f"    line {op.line}: {req.method} {req.url} {orjson.dumps(req.body).decode()}")
+        finally:
+            reader.close()
+    return EXIT_FAILED if scan.invalid else EXIT_OK
+
+
+@cli.command()
+@click.argument("job", type=click.Path(dir_okay=False, path_type=Path))
+@config_option
+@user_errors
+def validate(job: Path, config_path: Path | None) -> None:
+    """Check every line of JOB against the configuration and the resource's properties; send nothing."""
+    config = get_config(config_path)
+    scan, problems = asyncio.run(strict_check(job, config, limit=1000))
+    for problem in problems:
+        click.echo(f"{job}:{problem.message}")
+    if scan.invalid > len(problems):
+        click.echo(f"... and {scan.invalid - len(problems)} more invalid line(s)")
+    click.echo(f"{scan.valid} valid operation(s), {scan.invalid} invalid line(s) in {scan.lines} line(s)")
+    sys.exit(EXIT_FAILED if scan.invalid else EXIT_OK)
+
+
+cli.add_command(auth_group)
+cli.add_command(login)
+cli.add_command(demo)
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from bulkconn.transport import Transport
 class RunResult:
     report: Path
     counts: Counter[str] = field(default_factory=Counter)
+    per_tenant: dict[str, Counter[str]] = field(default_factory=dict)
     auth_failures: dict[str, str] = field(default_factory=dict)
     tenants: int = 0
     interrupted: bool = False
@@ -123,6 +124,7 @@ async def execute(
 
         def record(outcome: Outcome) -> None:
             result.counts[outcome.status.value] += 1
+            result.per_tenant.setdefault(outcome.tenant or "(none)", Counter())[outcome.status.value] += 1
             writer.result(outcome)
 
         def record_invalid(item: Invalid) -> None:

@@ -8,6 +8,7 @@ by the owner, referenced with ``client_secret_file``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
@@ -20,8 +21,13 @@ def _toml_str(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_config(core: EmulatorCore, ca_file: Path, path: Path) -> Path:
-    """Write a configuration for every emulated tenant; return the secrets folder."""
+def write_config(
+    core: EmulatorCore, ca_file: Path, path: Path, *, overrides: Mapping[str, Mapping[str, int | float | str]] = {}
+) -> Path:
+    """Write a configuration for every emulated tenant; return the secrets folder.
+
+    ``overrides`` adds keys to a tenant's table (the demo uses it to over-pace one tenant).
+    """
     path = path.resolve()
     secrets_dir = path.parent / f"{path.stem}.secrets"
     secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -51,8 +57,10 @@ def write_config(core: EmulatorCore, ca_file: Path, path: Path) -> Path:
             f"tenant_id = {_toml_str(tenant.tenant_id)}",
             f"client_id = {_toml_str(app.client_id)}",
             f"client_secret_file = {_toml_str(str(secret_file))}",
-            "",
         ]
+        for key, value in overrides.get(tenant.alias, {}).items():
+            lines.append(f"{key} = {_toml_str(value) if isinstance(value, str) else value!r}")
+        lines.append("")
     path.write_text("\n".join(lines))
     return secrets_dir
 

@@ -1,0 +1,93 @@
+"""Helpers shared by the CLI commands: messages, exit codes, the run-and-summarise path."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from bulkconn.config import Config, load_config
+from bulkconn.display import Display, summary_table
+from bulkconn.errors import AuthError, UsageError
+from bulkconn.runner import RunOptions, RunResult, execute
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def err(message: str) -> None:
+    click.echo(f"bulkconn: {message}", err=True)
+
+
+def user_errors(fn: F) -> F:
+    """Turn the user's own mistakes into one clear line and exit code 2, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UsageError as exc:
+            err(f"error: {exc}")
+            sys.exit(EXIT_USAGE)
+        except AuthError as exc:
+            err(f"authentication failed: {exc}")
+            sys.exit(EXIT_AUTH)
+        except KeyboardInterrupt:
+            err("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def get_config(path: Path | None) -> Config:
+    config = load_config(path)
+    for warning in config.warnings:
+        err(f"warning: {warning}")
+    return config
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Configuration file (default: $BULKCONN_CONFIG, else ./bulkconn.toml, else the AZURE_* variables).",
+)
+
+
+def exit_code(result: RunResult) -> int:
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    if result.tenants and len(result.auth_failures) >= result.tenants:
+        return EXIT_AUTH
+    bad = sum(result.counts[s] for s in ("failed", "invalid", "uncertain"))
+    return EXIT_FAILED if bad else EXIT_OK
+
+
+def default_report(job: Path) -> Path:
+    return job.with_name(job.name.removesuffix(".jsonl") + ".report.jsonl")
+
+
+def print_summary(result: RunResult, resume_command: str) -> None:
+    console = Console(stderr=True)
+    console.print(summary_table(result.counts, result.per_tenant))
+    for tenant, problem in sorted(result.auth_failures.items()):
+        console.print(f"[red]tenant {tenant} quarantined[/red]: {problem}", markup=True, highlight=False)
+    console.print(f"report: {result.report}  ({result.duration_s:.1f} s)", highlight=False)
+    if result.interrupted:
+        console.print(f"interrupted; resume with:\n  {resume_command}", highlight=False)
+
+
+def run_and_report(job: Path, config: Config, options: RunOptions, quiet: bool, resume_command: str) -> int:
+    display = Display(quiet=quiet)
+    try:
+        result = asyncio.run(execute(job, config, options, on_tick=display.update))
+    finally:
+        display.close()
+    print_summary(result, resume_command)
+    return exit_code(result)

@@ -1,0 +1,93 @@
+"""Progress and summaries for the terminal (part of the CLI layer: the only other module that prints).
+
+On a terminal: a live rich display (done, failed, throttled, rate, ETA; per tenant when there are few).
+Otherwise: a plain line every ``plain_every_s`` seconds. ``--quiet``: nothing until the summary.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from typing import TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from bulkconn.engine import Progress
+
+PER_TENANT_ROWS = 8
+
+
+def _rate_eta(progress: Progress) -> tuple[float, str]:
+    elapsed = max(time.monotonic() - progress.started, 1e-6)
+    rate = progress.finished / elapsed
+    left = progress.total - progress.finished
+    if rate <= 0 or left <= 0:
+        return rate, "-"
+    seconds = int(left / rate)
+    return rate, f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def progress_line(progress: Progress) -> str:
+    rate, eta = _rate_eta(progress)
+    done = progress.done
+    return (
+        f"{progress.finished}/{progress.total} done: {done['succeeded']} succeeded, {done['failed']} failed, "
+        f"{done['invalid']} invalid, {done['uncertain']} uncertain; {progress.throttled} throttled, "
+        f"{progress.retries} retries; {rate:.1f} ops/s; ETA {eta}"
+    )
+
+
+def _table(progress: Progress) -> Table:
+    table = Table(title=progress_line(progress), title_justify="left", expand=False)
+    if len(progress.per_tenant) <= PER_TENANT_ROWS:
+        for column in ("tenant", "succeeded", "failed", "other"):
+            table.add_column(column, justify="right" if column != "tenant" else "left")
+        for tenant, counts in sorted(progress.per_tenant.items()):
+            other = sum(counts.values()) - counts["succeeded"] - counts["failed"]
+            table.add_row(tenant, str(counts["succeeded"]), str(counts["failed"]), str(other))
+    return table
+
+
+class Display:
+    """Call :meth:`update` as often as you like; it decides what to show."""
+
+    def __init__(self, *, quiet: bool, stream: TextIO | None = None, plain_every_s: float = 10.0) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.live: Live | None = None
+        self.plain_every_s = plain_every_s
+        self._last_plain = 0.0
+        if not quiet and self.stream.isatty():
+            self.live = Live(console=Console(file=self.stream), refresh_per_second=4, transient=False)
+            self.live.start()
+
+    def update(self, progress: Progress) -> None:
+        if self.quiet:
+            return
+        if self.live is not None:
+            self.live.update(_table(progress))
+            return
+        now = time.monotonic()
+        if now - self._last_plain >= self.plain_every_s:
+            self._last_plain = now
+            print(progress_line(progress), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+def summary_table(counts: Mapping[str, int], per_tenant: Mapping[str, Mapping[str, int]]) -> Table:
+    table = Table(title="bulkconn summary", title_justify="left")
+    statuses = ["succeeded", "failed", "invalid", "uncertain", "skipped"]
+    table.add_column("tenant")
+    for status in statuses:
+        table.add_column(status, justify="right")
+    for tenant, row in sorted(per_tenant.items()):
+        table.add_row(tenant, *(str(row.get(s, 0)) for s in statuses))
+    table.add_row("[b]total[/b]", *(f"[b]{counts.get(s, 0)}[/b]" for s in statuses))
+    return table
