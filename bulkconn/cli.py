@@ -38,14 +38,18 @@ from bulkconn.config import Config
 from bulkconn.engine import EngineSettings
 from bulkconn.errors import UsageError
 from bulkconn.job import LaneReader
+from bulkconn.logs import enable_debug_logging
 from bulkconn.retry import RetryPolicy
 from bulkconn.runner import RunOptions, strict_check
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bulkconn")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="Log every request (method, URL, status, ids) to stderr.")
+def cli(debug: bool) -> None:
     """bulkconn: fast, safe, resumable bulk changes to Microsoft Graph across many tenants."""
+    if debug:
+        enable_debug_logging()
 
 
 cli.add_command(emulator_group)

@@ -60,6 +60,12 @@ def emulator_group() -> None:
 @click.option("--p504", default=0.0, callback=_probability, help="Probability of a 504.")
 @click.option("--p-drop", default=0.0, callback=_probability, help="Probability of dropping the connection.")
 @click.option("--p-batch-429", default=0.0, callback=_probability, help="Probability of a 429 on a $batch envelope.")
+@click.option(
+    "--p-batch-garbled",
+    default=0.0,
+    callback=_probability,
+    help="Probability of a $batch answer that drops or repeats a sub-response, or is not JSON.",
+)
 @click.option("--latency-ms", default=0.0, type=click.FloatRange(0), help="Added latency per request.")
 @click.option("--jitter-ms", default=0.0, type=click.FloatRange(0), help="Random extra latency, 0..N ms.")
 @click.option("--auto-approve-device-codes", is_flag=True, help="Approve device-code sign-ins at once.")
@@ -108,6 +114,7 @@ def serve(
     p504: float,
     p_drop: float,
     p_batch_429: float,
+    p_batch_garbled: float,
     latency_ms: float,
     jitter_ms: float,
     auto_approve_device_codes: bool,
@@ -125,6 +132,7 @@ def serve(
         p504=p504,
         p_drop=p_drop,
         p_batch_429=p_batch_429,
+        p_batch_garbled=p_batch_garbled,
         latency_ms=latency_ms,
         jitter_ms=jitter_ms,
     )

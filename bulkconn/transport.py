@@ -8,6 +8,7 @@ best practices ask) goes over a session that never reuses connections.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import aiohttp
 from bulkconn import __version__
 from bulkconn.errors import TransportError
 
+log = logging.getLogger(__name__)
 USER_AGENT = f"bulkconn/{__version__} (+https://github.com/bulkconn/bulkconn)"
 
 
@@ -72,6 +74,15 @@ class Transport:
         try:
             async with session.request(method, url, data=body, headers=headers) as resp:
                 raw = await resp.read()
+                # Method, URL, status and ids only: never headers (Authorization) or bodies.
+                log.debug(
+                    "%s %s -> %s request-id=%s client-request-id=%s",
+                    method,
+                    url,
+                    resp.status,
+                    resp.headers.get("request-id", ""),
+                    client_request_id,
+                )
                 return HttpResponse(resp.status, {k.lower(): v for k, v in resp.headers.items()}, raw)
         except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
             raise TransportError("TLSError", f"TLS failure talking to {_host(url)}: {type(exc).__name__}") from None

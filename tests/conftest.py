@@ -5,13 +5,20 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
+from bulkconn.config import Config, load_config
 from bulkconn.emulator import Emulator, EmulatorOptions
+from bulkconn.emulator.artifacts import write_config
 from bulkconn.emulator.state import Tenant
+from bulkconn.engine import EngineSettings
+from bulkconn.retry import RetryPolicy
+from bulkconn.runner import RunOptions, RunResult, execute
 
 EmulatorFactory = Callable[..., Awaitable[Emulator]]
 
@@ -68,3 +75,63 @@ async def get_token(
     ) as resp:
         assert resp.status == 200, await resp.text()
         return str((await resp.json())["access_token"])
+
+
+class Rehearsal:
+    """An emulator plus the configuration it wrote, and helpers to write jobs and read reports."""
+
+    def __init__(self, emu: Emulator, directory: Path, overrides: dict[str, dict[str, Any]] | None = None) -> None:
+        self.emu = emu
+        self.dir = directory
+        self.config_path = directory / "bulkconn.toml"
+        write_config(emu.core, emu.ca_file, self.config_path, overrides=overrides or {})
+
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    def connectors(self, alias: str) -> list[dict[str, Any]]:
+        return list(tenant(self.emu, alias).connectors.values())
+
+    def job(self, lines: list[dict[str, Any]], name: str = "job.jsonl") -> Path:
+        path = self.dir / name
+        path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+        return path
+
+    def patch_all(
+        self, aliases: list[str], make: Callable[[str, dict[str, Any]], dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        return [
+            {"tenant": alias, "id": c["id"], "patch": make(alias, c)}
+            for alias in aliases
+            for c in self.connectors(alias)
+        ]
+
+    async def run(self, job: Path, *, report: str = "report.jsonl", **options: Any) -> RunResult:
+        settings = options.pop("settings", EngineSettings(seed=1, policy=FAST_RETRY))
+        return await execute(
+            job,
+            self.config(),
+            RunOptions(report=self.dir / report, settings=settings, **options),
+            install_signals=False,
+        )
+
+
+FAST_RETRY = RetryPolicy(backoff_base_s=0.02, backoff_cap_s=0.2, max_attempts=30, time_budget_s=60)
+
+
+def read_report(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    header = next(line for line in lines if line["type"] == "header")
+    results = [line for line in lines if line["type"] == "result"]
+    summary = [line for line in lines if line["type"] == "summary"][-1]
+    return header, results, summary
+
+
+@pytest.fixture
+async def rehearsal(make_emulator: EmulatorFactory, tmp_path: Path) -> Callable[..., Awaitable[Rehearsal]]:
+    async def start(overrides: dict[str, dict[str, Any]] | None = None, **options: Any) -> Rehearsal:
+        options.setdefault("time_scale", 0.05)
+        emu = await make_emulator(**options)
+        return Rehearsal(emu, tmp_path, overrides)
+
+    return start

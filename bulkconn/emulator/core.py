@@ -93,6 +93,7 @@ class Stats:
     patches: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     user_agents: Counter[str] = field(default_factory=Counter)
     client_request_ids_missing: int = 0
+    connections: set[str] = field(default_factory=set)  # client (address, port) pairs seen by Graph routes
 
 
 def imf_date(when: dt.datetime | None = None) -> str:
@@ -328,6 +329,7 @@ class EmulatorCore:
             "faults_total": s.faults_total,
             "cross_tenant_attempts": s.cross_tenant_attempts,
             "client_request_ids_missing": s.client_request_ids_missing,
+            "connections_total": len(s.connections),
             "token_requests": {a: s.token_requests[a] for a in tenants},
             "user_agents": dict(s.user_agents),
             "tenants": tenants,

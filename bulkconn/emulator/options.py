@@ -27,6 +27,7 @@ class Faults:
     p504: float = 0.0
     p_drop: float = 0.0  # the connection is closed mid-request, no answer at all
     p_batch_429: float = 0.0  # a 429 on a whole $batch envelope
+    p_batch_garbled: float = 0.0  # a 200 $batch answer that drops, duplicates, or is not JSON
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
 
@@ -36,7 +37,15 @@ class Faults:
 
 
 CHAOS = Faults(
-    p500=0.01, p503=0.02, p503_bare=0.01, p504=0.02, p_drop=0.01, p_batch_429=0.03, latency_ms=5, jitter_ms=20
+    p500=0.01,
+    p503=0.02,
+    p503_bare=0.01,
+    p504=0.02,
+    p_drop=0.01,
+    p_batch_429=0.03,
+    p_batch_garbled=0.02,
+    latency_ms=5,
+    jitter_ms=20,
 )
 
 # Intune enrollment service limits (graph-protocol.md 2.3): per 20 s window.

@@ -73,6 +73,8 @@ class _Handlers:
         if not client_request_id:
             core.stats.client_request_ids_missing += 1
         core.stats.user_agents[request.headers.get("User-Agent", "")] += 1
+        if request.transport is not None:
+            core.stats.connections.add(str(request.transport.get_extra_info("peername")))
         raw = await request.read()
         req = SubRequest(
             method=request.method,
@@ -118,9 +120,25 @@ class _Handlers:
                 )
             else:
                 response = handle_batch(core, principal, req, time.monotonic())
+                if faults.p_batch_garbled and core.fault_rng.random() < faults.p_batch_garbled:
+                    core.stats.faults_total += 1
+                    return self._garbled(response, req)
         else:
             response = handle(core, principal, req, time.monotonic())
         return self._render(response, req)
+
+    def _garbled(self, response: SubResponse, req: SubRequest) -> web.Response:
+        """A 200 $batch answer that lost a sub-response, repeats one, or is not JSON at all."""
+        items = list(response.body["responses"])
+        kind = self.core.fault_rng.choice(("drop", "duplicate", "not-json"))
+        if kind == "not-json" or not items:
+            headers = self.core.standard_headers(req.request_id, req.client_request_id)
+            return web.Response(status=200, body=b'{"responses": [{"id": "1", "sta', headers=headers)
+        if kind == "drop":
+            items.pop()
+        else:
+            items.append(items[0])
+        return self._render(SubResponse(200, response.headers, {"responses": items}), req)
 
     # -- identity -------------------------------------------------------------------------------
     async def identity(self, request: web.Request, segments: list[str]) -> web.Response:
