@@ -106,13 +106,16 @@ class Rehearsal:
             for c in self.connectors(alias)
         ]
 
-    async def run(self, job: Path, *, report: str = "report.jsonl", **options: Any) -> RunResult:
+    async def run(
+        self, job: Path, *, report: str = "report.jsonl", on_tick: Callable[..., None] = lambda p: None, **options: Any
+    ) -> RunResult:
         settings = options.pop("settings", EngineSettings(seed=1, policy=FAST_RETRY))
         return await execute(
             job,
             self.config(),
             RunOptions(report=self.dir / report, settings=settings, **options),
             install_signals=False,
+            on_tick=on_tick,
         )
 
 

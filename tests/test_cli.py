@@ -1,0 +1,179 @@
+"""The command line as a user meets it: real subprocesses against an emulator in a background thread."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bulkconn.emulator import Emulator, EmulatorOptions, EmulatorThread
+from bulkconn.emulator.artifacts import write_config, write_job
+from tests.conftest import read_report
+
+
+class World:
+    def __init__(self, emu: Emulator, directory: Path) -> None:
+        self.emu, self.dir = emu, directory
+        self.config = directory / "bulkconn.toml"
+        write_config(emu.core, emu.ca_file, self.config)
+        self.job = directory / "job.jsonl"
+        write_job(emu.core, self.job, 40)
+
+    def bulkconn(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "BULKCONN_"))}
+        return subprocess.run(
+            [sys.executable, "-m", "bulkconn", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.dir,
+            env=env,
+            check=False,
+        )
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    options = EmulatorOptions(tenants=2, connectors_per_tenant=20, time_scale=0.05, auto_approve_device_codes=True)
+    with EmulatorThread(options) as emu:
+        yield World(emu, tmp_path)
+
+
+def test_run_succeeds_with_exit_0_and_summary(world: World) -> None:
+    """`bulkconn run` applies the job, prints a summary table and the report path, exits 0."""
+    proc = world.bulkconn("run", str(world.job), "--config", str(world.config), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "bulkconn summary" in proc.stderr and "report:" in proc.stderr
+    _, results, summary = read_report(world.dir / "job.report.jsonl")
+    assert len(results) == 40 and summary["counts"] == {"succeeded": 40}
+
+
+def test_strict_and_dry_run_send_nothing(world: World) -> None:
+    """--strict with a bad line exits 2; --dry-run prints the plan; the emulator sees no write at all."""
+    bad = world.dir / "bad.jsonl"
+    bad.write_bytes(world.job.read_bytes() + b'{"tenant": "contoso", "id": "x1", "patch": {"status": "nope"}}\n')
+    strict = world.bulkconn("run", str(bad), "--config", str(world.config), "--strict")
+    assert strict.returncode == 2
+    assert "line 41" in strict.stderr and "status" in strict.stderr
+    assert not (world.dir / "bad.report.jsonl").exists()
+    dry = world.bulkconn("run", str(world.job), "--config", str(world.config), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "nothing will be sent" in dry.stdout and "PATCH /deviceManagement/exchangeConnectors/" in dry.stdout
+    assert world.emu.stats()["writes_total"] == 0
+    assert world.emu.stats()["requests_total"] == 0
+
+
+def test_validate_names_file_and_line(world: World) -> None:
+    """`bulkconn validate` lists each bad line as FILE:line N: problem, exits 1; a clean job exits 0."""
+    bad = world.dir / "bad.jsonl"
+    bad.write_text('{"tenant": "contoso", "id": "abc", "patch": {"exchangeConnectorType": "cloud"}}\n{oops\n')
+    proc = world.bulkconn("validate", str(bad), "--config", str(world.config))
+    assert proc.returncode == 1
+    assert f"{bad}:line 1: property 'exchangeConnectorType'" in proc.stdout
+    assert f"{bad}:line 2: malformed JSON" in proc.stdout
+    assert world.bulkconn("validate", str(world.job), "--config", str(world.config)).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "missing.jsonl", "--config", "bulkconn.toml"], "job file not found"),
+        (["run", "job.jsonl", "--config", "nope.toml"], "configuration file not found"),
+        (["run", "job.jsonl", "--config", "bulkconn.toml", "--batch-size", "21"], "21 is not in the range"),
+    ],
+)
+def test_usage_errors_exit_2_without_traceback(world: World, args: list[str], message: str) -> None:
+    """The user's own mistakes: one clear line, exit code 2, no Python traceback."""
+    proc = world.bulkconn(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_existing_report_is_not_overwritten(world: World) -> None:
+    """Running again onto an existing report is refused and says how to resume."""
+    (world.dir / "job.report.jsonl").write_text('{"type": "header"}\n')
+    proc = world.bulkconn("run", "job.jsonl", "--config", "bulkconn.toml")
+    assert proc.returncode == 2 and "--resume" in proc.stderr
+    assert (world.dir / "job.report.jsonl").read_text() == '{"type": "header"}\n'
+
+
+def test_exit_1_on_failures_and_3_when_every_tenant_fails_auth(world: World) -> None:
+    """A failed operation gives exit 1; wrong secrets for every tenant give exit 3."""
+    job = world.dir / "one-bad.jsonl"
+    job.write_bytes(world.job.read_bytes() + b'{"tenant": "contoso", "id": "no-such-id", "patch": {"version": "1"}}\n')
+    assert world.bulkconn("run", str(job), "--config", "bulkconn.toml", "-q").returncode == 1
+    for secret in (world.dir / "bulkconn.secrets").iterdir():
+        secret.write_text("wrong\n")
+    proc = world.bulkconn("run", "job.jsonl", "--config", "bulkconn.toml", "-q", "--report", "r2.jsonl")
+    assert proc.returncode == 3
+    assert "quarantined" in proc.stderr and "invalid_client" in proc.stderr
+
+
+def test_no_secret_or_token_in_output_logs_or_report(world: World) -> None:
+    """With --debug, neither a client secret nor any JWT appears on stdout, stderr or in the report."""
+    secrets = [p.read_text().strip() for p in (world.dir / "bulkconn.secrets").iterdir()]
+    for secret in (world.dir / "bulkconn.secrets").iterdir():
+        if secret.name.startswith("fabrikam"):
+            secret.write_text("wrong-" + secrets[0] + "\n")  # an auth failure path too
+    proc = world.bulkconn("--debug", "run", "job.jsonl", "--config", "bulkconn.toml", "-q")
+    assert "GET" in proc.stderr or "POST" in proc.stderr  # debug logging really ran
+    everything = proc.stdout + proc.stderr + (world.dir / "job.report.jsonl").read_text()
+    for secret in secrets:
+        assert secret not in everything
+    assert not re.search(r"eyJ[A-Za-z0-9_-]{10,}\.", everything)
+    assert "Bearer " not in everything
+
+
+def test_auth_check_table_and_exit_code(world: World) -> None:
+    """`auth check` prints one row per tenant; a wrong secret is named and the exit code is 3."""
+    ok = world.bulkconn("auth", "check", "--config", "bulkconn.toml")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.count("ok") >= 2
+    (world.dir / "bulkconn.secrets" / "fabrikam.secret").write_text("wrong\n")
+    bad = world.bulkconn("auth", "check", "--config", "bulkconn.toml")
+    assert bad.returncode == 3
+    assert "invalid_client" in bad.stdout and "fabrikam" in bad.stdout
+
+
+def test_device_code_login_then_run(world: World) -> None:
+    """A tenant with auth = "device-code": `bulkconn login` signs in, the cache is 0600, runs use it silently."""
+    tenant = next(t for t in world.emu.core.world.tenants.values() if t.alias == "contoso")
+    cli_app = next(a for a in tenant.apps.values() if a.public_client)
+    text = world.config.read_text()
+    head = text.split("[tenants.")[0]
+    cache = world.dir / "tokens" / "contoso.json"
+    world.config.write_text(
+        head + f'[tenants.contoso]\ntenant_id = "{tenant.tenant_id}"\nclient_id = "{cli_app.client_id}"\n'
+        f'auth = "device-code"\ntoken_cache_file = "{cache}"\n'
+    )
+    login = world.bulkconn("login", "contoso", "--config", "bulkconn.toml")
+    assert login.returncode == 0, login.stderr
+    assert "enter the code" in login.stderr and "signed in to contoso" in login.stdout
+    assert cache.exists() and os.stat(cache).st_mode & 0o077 == 0
+    lines = [orjson.loads(x) for x in world.job.read_bytes().splitlines()]
+    job = world.dir / "contoso.jsonl"
+    job.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines if x["tenant"] == "contoso"))
+    run = world.bulkconn("run", str(job), "--config", "bulkconn.toml", "-q")
+    assert run.returncode == 0, run.stderr
+
+
+def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
+    """`bulkconn demo` needs no configuration: it runs its job on the embedded emulator and exits 0."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bulkconn", "demo", "--dir", str(tmp_path / "demo"), "--ops", "300", "--tenants", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "bulkconn summary" in proc.stderr and "429 answers" in proc.stderr
+    _, results, summary = read_report(tmp_path / "demo" / "demo-report.jsonl")
+    assert len(results) == 300 and summary["counts"] == {"succeeded": 300}
