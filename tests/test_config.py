@@ -112,7 +112,7 @@ def test_certificate_credential_and_unreadable_certificate(tmp_path: Path) -> No
     assert len(getattr(cred, "thumbprint", "")) == 40
     assert not config.warnings
     pem.write_text("not a certificate")
-    with pytest.raises(ConfigError, match="key 'certificate_file'.*PEM"):
+    with pytest.raises(ConfigError, match=r"key 'certificate_file'.*PEM"):
         parse_config(text, file="cfg.toml", base=tmp_path)
 
 
