@@ -14,6 +14,7 @@ import asyncio
 import math
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -23,22 +24,28 @@ from bulkconn import __version__
 from bulkconn.batching import request_for
 from bulkconn.cli_auth import auth_group, login
 from bulkconn.cli_common import (
+    EXIT_AUTH,
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     config_option,
     default_report,
     err,
+    exit_code_for,
     get_config,
     run_and_report,
     user_errors,
 )
 from bulkconn.cli_demo import demo
 from bulkconn.cli_emulator import emulator_group
+from bulkconn.cli_report import report_group
 from bulkconn.config import Config
 from bulkconn.engine import EngineSettings
 from bulkconn.errors import UsageError
 from bulkconn.job import LaneReader
 from bulkconn.logs import enable_debug_logging
+from bulkconn.resume import read_state
+from bulkconn.resume_plan import plan_resume
 from bulkconn.retry import RetryPolicy
 from bulkconn.runner import RunOptions, strict_check
 
@@ -104,6 +111,13 @@ cli.add_command(emulator_group)
     type=click.FloatRange(0),
     help="Seconds to let in-flight requests finish after Ctrl-C.",
 )
+@click.option("--resume", is_flag=True, help="Continue the run recorded in --report; skip what already ended.")
+@click.option("--retry-failed", is_flag=True, help="With --resume: also re-attempt operations that failed.")
+@click.option("--recheck-invalid", is_flag=True, help="With --resume: validate and run invalid lines again.")
+@click.option(
+    "--resend-uncertain", is_flag=True, help="With --resume: resend syncs that may have been sent before a stop."
+)
+@click.option("--force", is_flag=True, help="With --resume: accept a job file that changed since the report began.")
 @user_errors
 def run(
     job: Path,
@@ -121,6 +135,11 @@ def run(
     backoff_cap: float,
     retry_uncertain_sync: bool,
     drain_timeout: float,
+    resume: bool,
+    retry_failed: bool,
+    recheck_invalid: bool,
+    resend_uncertain: bool,
+    force: bool,
 ) -> None:
     """Apply the changes listed in JOB (JSON Lines) and write a JSONL report."""
     config = get_config(config_path)
@@ -129,7 +148,9 @@ def run(
     if dry_run:
         sys.exit(asyncio.run(_dry_run(job, config, batch_size)))
     report = report_path or default_report(job)
-    if report.exists() and report.stat().st_size:
+    if not resume and (retry_failed or recheck_invalid or resend_uncertain or force):
+        raise UsageError("--retry-failed, --recheck-invalid, --resend-uncertain and --force go with --resume")
+    if not resume and report.exists() and report.stat().st_size:
         raise UsageError(f"{report}: report already exists; pass --report NEW, or resume it with --resume")
     settings = EngineSettings(
         batch_size=batch_size,
@@ -144,19 +165,27 @@ def run(
         ),
     )
     options = RunOptions(report=report, settings=settings, strict=strict, drain_timeout_s=drain_timeout)
-    resume = " ".join(
-        shlex.quote(a)
-        for a in [
-            "bulkconn",
-            "run",
-            str(job),
-            "--report",
-            str(report),
-            "--resume",
-            *(["--config", str(config_path)] if config_path else []),
-        ]
-    )
-    sys.exit(run_and_report(job, config, options, quiet, resume))
+    if resume:
+        plan = plan_resume(
+            job,
+            report,
+            config,
+            retry_failed=retry_failed,
+            recheck_invalid=recheck_invalid,
+            resend_uncertain=resend_uncertain,
+            force=force,
+        )
+        click.echo(plan.message, err=True)
+        if plan.nothing_to_do:
+            sys.exit(exit_code_for(plan.counts))
+        options = replace(options, skip_keys=plan.skip_keys, resumed=True, prefill=plan.prefill)
+    again = ["bulkconn", "run", str(job), "--report", str(report), "--resume"]
+    if config_path:
+        again += ["--config", str(config_path)]
+    code = run_and_report(job, config, options, quiet, " ".join(shlex.quote(a) for a in again))
+    if resume and code not in (EXIT_INTERRUPTED, EXIT_AUTH):
+        code = exit_code_for(read_state(report).counts())  # the whole report's final state decides
+    sys.exit(code)
 
 
 async def _dry_run(job: Path, config: Config, batch_size: int) -> int:
@@ -201,6 +230,7 @@ def validate(job: Path, config_path: Path | None) -> None:
 
 
 cli.add_command(auth_group)
+cli.add_command(report_group)
 cli.add_command(login)
 cli.add_command(demo)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,13 +60,18 @@ config_option = click.option(
 )
 
 
+def exit_code_for(counts: Mapping[str, int]) -> int:
+    """1 when any operation failed, was invalid or is uncertain; else 0."""
+    bad = sum(counts.get(s, 0) for s in ("failed", "invalid", "uncertain"))
+    return EXIT_FAILED if bad else EXIT_OK
+
+
 def exit_code(result: RunResult) -> int:
     if result.interrupted:
         return EXIT_INTERRUPTED
     if result.tenants and len(result.auth_failures) >= result.tenants:
         return EXIT_AUTH
-    bad = sum(result.counts[s] for s in ("failed", "invalid", "uncertain"))
-    return EXIT_FAILED if bad else EXIT_OK
+    return exit_code_for(result.counts)
 
 
 def default_report(job: Path) -> Path:

@@ -19,8 +19,9 @@ import random
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -193,12 +194,15 @@ class Engine:
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._rng = random.Random(settings.seed)
         self._lanes: dict[str, Lane] = {}
+        self._wakers: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
         """Start nothing new; operations in flight finish and are recorded."""
         self.stopping.set()
         for lane in self._lanes.values():
-            asyncio.get_running_loop().create_task(self._wake(lane))
+            task = asyncio.get_running_loop().create_task(self._wake(lane))
+            self._wakers.add(task)
+            task.add_done_callback(self._wakers.discard)
 
     async def _wake(self, lane: Lane) -> None:
         async with lane.cond:
@@ -231,11 +235,30 @@ class Engine:
                     await self._fail_all(lane)
                 return
             try:
-                await lane.pacer.acquire(writes=len(batch))
+                # A stop while we wait for pacing or a slot drops the batch unsent (it is redone on resume).
+                if not await self._unless_stopped(lane.pacer.acquire(writes=len(batch))):
+                    return
                 async with self._slots:
+                    if self.stopping.is_set():
+                        return
                     await self._send(lane, batch)
             finally:
                 await lane.release(batch)
+
+    async def _unless_stopped(self, waiting: Coroutine[Any, Any, None]) -> bool:
+        """Await ``waiting`` unless the run is stopped first (then cancel it and return False)."""
+        task = asyncio.ensure_future(waiting)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, stop):
+                if not pending.done():
+                    pending.cancel()
+            await asyncio.gather(task, stop, return_exceptions=True)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+        return task.done() and not task.cancelled() and not self.stopping.is_set()
 
     async def _fail_all(self, lane: Lane) -> None:
         """End every remaining operation of a quarantined lane as failed, with the reason."""

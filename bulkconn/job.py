@@ -225,12 +225,27 @@ def scan_job(
     return scan
 
 
-def file_sha256(path: Path) -> str:
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What identifies a job file's content: recorded in the report header, checked on resume."""
+
+    sha256: str
+    size: int
+    lines: int
+
+
+def fingerprint(path: Path) -> Fingerprint:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    size = lines = 0
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+                size += len(chunk)
+                lines += chunk.count(b"\n")
+    except OSError as exc:
+        raise JobError(f"cannot read the job file: {exc.strerror or exc}", file=str(path)) from None
+    return Fingerprint(digest.hexdigest(), size, lines)
 
 
 class LaneReader:

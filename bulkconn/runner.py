@@ -21,7 +21,7 @@ from bulkconn.auth import MsalTokenProvider, TokenProvider
 from bulkconn.config import Config
 from bulkconn.engine import Engine, EngineSettings, Progress
 from bulkconn.errors import JobError
-from bulkconn.job import Invalid, JobScan, file_sha256, scan_job
+from bulkconn.job import Invalid, JobScan, fingerprint, scan_job
 from bulkconn.model import ErrorInfo, Outcome, Status
 from bulkconn.report import ReportWriter, utc_now
 from bulkconn.transport import Transport
@@ -48,6 +48,7 @@ class RunOptions:
     tick_s: float = 0.5
     skip_keys: Container[str] = frozenset()
     resumed: bool = False
+    prefill: tuple[Outcome, ...] = ()  # results to record first (syncs left uncertain by a crash)
 
 
 def invalid_outcome(item: Invalid) -> Outcome:
@@ -106,7 +107,7 @@ async def execute(
             )
     result = RunResult(report=options.report)
     started = time.monotonic()
-    sha = await asyncio.to_thread(file_sha256, job)
+    job_print = await asyncio.to_thread(fingerprint, job)
     writer = ReportWriter(options.report)
     provider = auth or MsalTokenProvider(config)
     transport = Transport()
@@ -114,7 +115,9 @@ async def execute(
         writer.header(
             run_id=str(uuid.uuid4()),
             job=str(job),
-            job_sha256=sha,
+            job_sha256=job_print.sha256,
+            job_bytes=job_print.size,
+            job_lines=job_print.lines,
             bulkconn_version=__version__,
             started_at=utc_now(),
             resumed=options.resumed,
@@ -130,10 +133,13 @@ async def execute(
         def record_invalid(item: Invalid) -> None:
             record(invalid_outcome(item))
 
+        for outcome in options.prefill:
+            record(outcome)
+
         scan = await asyncio.to_thread(
             scan_job, job, list(config.tenants), on_invalid=record_invalid, skip_keys=options.skip_keys
         )
-        if scan.sha256 != sha:
+        if scan.sha256 != job_print.sha256:
             raise JobError("the job file changed while it was being read", file=str(job))
         result.skipped_from_report = scan.skipped
         result.tenants = len(scan.offsets)

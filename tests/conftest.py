@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,8 +16,8 @@ import orjson
 import pytest
 
 from bulkconn.config import Config, load_config
-from bulkconn.emulator import Emulator, EmulatorOptions
-from bulkconn.emulator.artifacts import write_config
+from bulkconn.emulator import Emulator, EmulatorOptions, EmulatorThread
+from bulkconn.emulator.artifacts import write_config, write_job
 from bulkconn.emulator.state import Tenant
 from bulkconn.engine import EngineSettings
 from bulkconn.retry import RetryPolicy
@@ -123,7 +126,12 @@ FAST_RETRY = RetryPolicy(backoff_base_s=0.02, backoff_cap_s=0.2, max_attempts=30
 
 
 def read_report(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    lines = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    lines = []
+    for raw in path.read_bytes().splitlines():
+        try:
+            lines.append(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            continue  # a torn line from a crash; readers ignore it
     header = next(line for line in lines if line["type"] == "header")
     results = [line for line in lines if line["type"] == "result"]
     summary = [line for line in lines if line["type"] == "summary"][-1]
@@ -138,3 +146,46 @@ async def rehearsal(make_emulator: EmulatorFactory, tmp_path: Path) -> Callable[
         return Rehearsal(emu, tmp_path, overrides)
 
     return start
+
+
+class World:
+    """An emulator in a background thread, its configuration and a sample job, for CLI subprocesses."""
+
+    def __init__(self, emu: Emulator, directory: Path, ops: int = 40) -> None:
+        self.emu, self.dir = emu, directory
+        self.config = directory / "bulkconn.toml"
+        write_config(emu.core, emu.ca_file, self.config)
+        self.job = directory / "job.jsonl"
+        write_job(emu.core, self.job, ops)
+
+    @staticmethod
+    def env() -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "BULKCONN_"))}
+
+    def bulkconn(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bulkconn", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.dir,
+            env=self.env(),
+            check=False,
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bulkconn", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=self.dir,
+            env=self.env(),
+        )
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    options = EmulatorOptions(tenants=2, connectors_per_tenant=20, time_scale=0.05, auto_approve_device_codes=True)
+    with EmulatorThread(options) as emu:
+        yield World(emu, tmp_path)

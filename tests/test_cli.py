@@ -6,43 +6,12 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
-from bulkconn.emulator import Emulator, EmulatorOptions, EmulatorThread
-from bulkconn.emulator.artifacts import write_config, write_job
-from tests.conftest import read_report
-
-
-class World:
-    def __init__(self, emu: Emulator, directory: Path) -> None:
-        self.emu, self.dir = emu, directory
-        self.config = directory / "bulkconn.toml"
-        write_config(emu.core, emu.ca_file, self.config)
-        self.job = directory / "job.jsonl"
-        write_job(emu.core, self.job, 40)
-
-    def bulkconn(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "BULKCONN_"))}
-        return subprocess.run(
-            [sys.executable, "-m", "bulkconn", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=self.dir,
-            env=env,
-            check=False,
-        )
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    options = EmulatorOptions(tenants=2, connectors_per_tenant=20, time_scale=0.05, auto_approve_device_codes=True)
-    with EmulatorThread(options) as emu:
-        yield World(emu, tmp_path)
+from tests.conftest import World, read_report
 
 
 def test_run_succeeds_with_exit_0_and_summary(world: World) -> None:

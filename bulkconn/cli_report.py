@@ -1,0 +1,88 @@
+"""``bulkconn report summary`` and ``bulkconn report failed``: reading reports, resumed ones included."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from bulkconn.cli_common import EXIT_OK, user_errors
+from bulkconn.job import fingerprint
+from bulkconn.resume import check_job, read_state, summarize, write_failed_job
+
+
+@click.group(name="report")
+def report_group() -> None:
+    """Read a run's JSONL report."""
+
+
+@report_group.command(name="summary")
+@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@user_errors
+def summary(report: Path, as_json: bool) -> None:
+    """Counts by status, tenant and error code (latest result per operation), attempts and throttling."""
+    data = summarize(report)
+    if as_json:
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        sys.exit(EXIT_OK)
+    console = Console()
+    console.print(
+        f"{data['report']}: {data['operations']} operation(s) over {data['runs']} run(s); "
+        f"{data['attempts_total']} attempts (max {data['attempts_max']}), "
+        f"{data['throttled_total']} throttled; {data['started_at']} -> {data['finished_at']}",
+        highlight=False,
+    )
+    table = Table(title="by tenant", title_justify="left")
+    statuses = sorted(data["by_status"])
+    table.add_column("tenant")
+    for status in statuses:
+        table.add_column(status, justify="right")
+    for tenant, row in data["by_tenant"].items():
+        table.add_row(tenant, *(str(row.get(s, 0)) for s in statuses))
+    table.add_row("[b]total[/b]", *(f"[b]{data['by_status'][s]}[/b]" for s in statuses))
+    console.print(table)
+    for code, count in data["by_error_code"].items():
+        console.print(f"  error {code}: {count}", highlight=False)
+    sys.exit(EXIT_OK)
+
+
+@report_group.command(name="failed")
+@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the job of failed operations.",
+)
+@click.option(
+    "--job",
+    "job_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The original job (default: the path recorded in the report).",
+)
+@click.option("--include-uncertain", is_flag=True, help="Also include syncs whose outcome is uncertain.")
+@click.option("--force", is_flag=True, help="Accept a job file that changed since the report was written.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@user_errors
+def failed(
+    report: Path, output: Path, job_path: Path | None, include_uncertain: bool, force: bool, as_json: bool
+) -> None:
+    """Write a job of the operations whose latest result is 'failed', ready to run."""
+    state = read_state(report)
+    job = job_path or Path(str(state.header.get("job", "")))
+    if not job.is_file():
+        raise click.UsageError(f"the original job {job} is not there; pass --job PATH")
+    job_print = fingerprint(job)
+    check_job(state, job_print.sha256, job_print.size, job_print.lines, force=force)
+    count = write_failed_job(state, job, output, include_uncertain=include_uncertain)
+    if as_json:
+        click.echo(orjson.dumps({"job": str(output), "operations": count}).decode())
+    else:
+        click.echo(f"{output}: {count} failed operation(s) from {job}; run it with: bulkconn run {output}")
+    sys.exit(EXIT_OK)
