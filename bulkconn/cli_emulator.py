@@ -4,12 +4,44 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from bulkconn.emulator import CHAOS, Emulator, EmulatorOptions, Faults, RetryAfterFormat
 from bulkconn.emulator.artifacts import write_config, write_job
+
+_FAULT_NAMES = (
+    "p500",
+    "p503",
+    "p503_bare",
+    "p504",
+    "p_drop",
+    "p_batch_429",
+    "p_batch_garbled",
+    "latency_ms",
+    "jitter_ms",
+)
+
+
+def _tenant_faults(values: tuple[str, ...], base: Faults) -> dict[str, Faults]:
+    """Parse repeated ``ALIAS:NAME=VALUE`` options into per-tenant fault settings."""
+    out: dict[str, Faults] = {}
+    for value in values:
+        alias, _, assignment = value.partition(":")
+        name, _, number = assignment.partition("=")
+        name = name.replace("-", "_")
+        if not alias or name not in _FAULT_NAMES:
+            raise click.BadParameter(f"{value!r}: expected ALIAS:NAME=VALUE with NAME one of {', '.join(_FAULT_NAMES)}")
+        try:
+            parsed = float(number)
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: {number!r} is not a number") from None
+        if parsed < 0 or (name.startswith("p") and parsed > 1):
+            raise click.BadParameter(f"{value!r}: out of range")
+        out[alias] = replace(out.get(alias, base), **{name: parsed})
+    return out
 
 
 def _probability(ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -68,6 +100,14 @@ def emulator_group() -> None:
 )
 @click.option("--latency-ms", default=0.0, type=click.FloatRange(0), help="Added latency per request.")
 @click.option("--jitter-ms", default=0.0, type=click.FloatRange(0), help="Random extra latency, 0..N ms.")
+@click.option(
+    "--tenant-fault",
+    "tenant_fault",
+    multiple=True,
+    metavar="ALIAS:NAME=VALUE",
+    help="A fault setting for one tenant only, e.g. contoso:p503=0.2 (repeatable).",
+)
+@click.option("--token-max-age", type=click.FloatRange(0), help="Refuse tokens older than this many seconds.")
 @click.option("--auto-approve-device-codes", is_flag=True, help="Approve device-code sign-ins at once.")
 @click.option(
     "--state-dir",
@@ -117,6 +157,8 @@ def serve(
     p_batch_garbled: float,
     latency_ms: float,
     jitter_ms: float,
+    tenant_fault: tuple[str, ...],
+    token_max_age: float | None,
     auto_approve_device_codes: bool,
     state_dir: Path,
     ready_file: Path | None,
@@ -151,6 +193,8 @@ def serve(
         intune_errors=intune_errors,
         token_lifetime_s=token_lifetime,
         faults=CHAOS if chaos else faults,
+        tenant_faults=_tenant_faults(tenant_fault, CHAOS if chaos else faults),
+        token_max_age_s=token_max_age,
         auto_approve_device_codes=auto_approve_device_codes,
     )
     asyncio.run(_serve(options, ready_file, config_path, job_path, ops))

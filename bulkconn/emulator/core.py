@@ -120,7 +120,7 @@ class EmulatorCore:
         self.throttles: dict[str, TenantThrottle] = {}
         self.token_key = self._token_key()
         self.revoked_before: dict[str, float] = {}  # tenant id -> tokens issued before are invalid
-        self.max_token_age_s: float | None = None  # tokens older than this are refused (early expiry)
+        self.max_token_age_s: float | None = options.token_max_age_s  # older tokens are refused (early expiry)
         self.device_codes: dict[str, dict[str, Any]] = {}
         self.refresh_tokens: dict[str, dict[str, Any]] = {}
 
@@ -148,7 +148,7 @@ class EmulatorCore:
         self.batch_seq = 0
         self.throttles.clear()
         self.revoked_before.clear()
-        self.max_token_age_s = None
+        self.max_token_age_s = self.options.token_max_age_s
 
     # -- lookups -----------------------------------------------------------------------------
     def throttle_for(self, tenant: Tenant) -> TenantThrottle:

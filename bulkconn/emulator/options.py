@@ -73,6 +73,7 @@ class EmulatorOptions:
     retry_after: RetryAfterFormat = RetryAfterFormat.SECONDS
     intune_errors: bool = False
     token_lifetime_s: int = 3599
+    token_max_age_s: float | None = None  # refuse tokens older than this, before they expire (refresh tests)
     faults: Faults = field(default_factory=Faults)
     tenant_faults: Mapping[str, Faults] = field(default_factory=dict)  # alias, id or domain -> faults
     auto_approve_device_codes: bool = False

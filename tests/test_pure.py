@@ -1,0 +1,242 @@
+"""Pure modules without a loop or server: retry decisions, batching, job parsing, resources, pacing, redaction."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+from email.utils import format_datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bulkconn.batching import envelope, request_for, unpack
+from bulkconn.errors import JobError
+from bulkconn.job import Invalid, LaneReader, scan_job
+from bulkconn.logs import redact
+from bulkconn.model import Action, ErrorInfo, Operation
+from bulkconn.resources import EXCHANGE_CONNECTOR, parse_datetime_offset, validate_patch
+from bulkconn.retry import Done, Retry, RetryPolicy, backoff_s, classify, parse_retry_after
+from bulkconn.throttle import Bucket, Pacer
+
+POLICY = RetryPolicy()
+RNG = random.Random(1)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("10", 10.0), ("2.128", 2.128), ("0", 0.0), (None, None), ("soon", None), ("-3", None), ("nan", None)],
+)
+def test_parse_retry_after_seconds(value: str | None, expected: float | None) -> None:
+    """Whole and fractional seconds parse; absent, negative or garbage values mean 'back off'."""
+    assert parse_retry_after(value) == expected
+
+
+def test_parse_retry_after_http_date() -> None:
+    """An HTTP date is the seconds until then (never negative)."""
+    now = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
+    later = format_datetime(now + dt.timedelta(seconds=7), usegmt=True)
+    assert parse_retry_after(later, now=now) == pytest.approx(7)
+    assert parse_retry_after(format_datetime(now - dt.timedelta(seconds=5), usegmt=True), now=now) == 0.0
+
+
+def _decide(
+    status: int | None,
+    *,
+    attempt: int = 1,
+    idempotent: bool = True,
+    retry_after: str | None = None,
+    elapsed: float = 0.0,
+    policy: RetryPolicy = POLICY,
+) -> Done | Retry:
+    return classify(
+        status=status,
+        retry_after=retry_after,
+        error=ErrorInfo("x", "y"),
+        attempt=attempt,
+        elapsed_s=elapsed,
+        idempotent=idempotent,
+        policy=policy,
+        rng=RNG,
+    )
+
+
+def test_classify_rules() -> None:
+    """2xx done; 4xx final; 429/5xx/no answer retried; Retry-After honoured; 503 asks for a new connection."""
+    assert _decide(200) == Done(True) and _decide(204) == Done(True)
+    assert isinstance(_decide(400), Done) and not _decide(404).succeeded  # type: ignore[union-attr]
+    throttled = _decide(429, retry_after="3")
+    assert isinstance(throttled, Retry) and throttled.after_s == 3 and throttled.throttled
+    unavailable = _decide(503)
+    assert isinstance(unavailable, Retry) and unavailable.new_connection and not unavailable.throttled
+    assert isinstance(_decide(None), Retry) and isinstance(_decide(504), Retry)
+
+
+def test_classify_budgets() -> None:
+    """Attempts run out (500 sooner than others), and the time budget is respected."""
+    assert isinstance(_decide(500, attempt=2), Retry)
+    assert isinstance(_decide(500, attempt=3), Done)
+    assert isinstance(_decide(503, attempt=9), Retry)
+    final = _decide(503, attempt=10)
+    assert isinstance(final, Done) and "gave up after 10 attempts" in final.error.message  # type: ignore[union-attr]
+    late = _decide(429, retry_after="30", elapsed=880)
+    assert isinstance(late, Done) and "time budget" in late.error.message  # type: ignore[union-attr]
+
+
+def test_sync_is_not_resent_after_an_ambiguous_answer() -> None:
+    """A sync is resent after a 429 only; a 5xx or no answer makes it 'uncertain'."""
+    assert isinstance(_decide(429, idempotent=False), Retry)
+    for status in (500, 503, 504, None):
+        decision = _decide(status, idempotent=False)
+        assert isinstance(decision, Done) and decision.uncertain
+    allowed = RetryPolicy(retry_uncertain_sync=True)
+    assert isinstance(_decide(503, idempotent=False, policy=allowed), Retry)
+
+
+def test_backoff_is_full_jitter_and_capped() -> None:
+    """Backoff stays within [0, min(cap, base*2^(n-1))]."""
+    rng = random.Random(3)
+    for attempt in range(1, 12):
+        wait = backoff_s(attempt, POLICY, rng)
+        assert 0 <= wait <= min(POLICY.backoff_cap_s, POLICY.backoff_base_s * 2 ** (attempt - 1))
+
+
+def _op(n: int, action: Action = Action.UPDATE) -> Operation:
+    return Operation(
+        str(n),
+        n,
+        "contoso",
+        "exchangeConnector",
+        f"id-{n}",
+        action,
+        {"serverName": f"s{n}"},
+        sync_type="deltaSync" if action is Action.SYNC else "",
+    )
+
+
+def test_envelope_and_request_bodies() -> None:
+    """PATCH bodies carry @odata.type; sync posts its syncType; ids are positions; 21 is refused."""
+    body = orjson.loads(envelope([_op(1), _op(2, Action.SYNC)]))
+    first, second = body["requests"]
+    assert first == {
+        "id": "1",
+        "method": "PATCH",
+        "url": "/deviceManagement/exchangeConnectors/id-1",
+        "headers": {"Content-Type": "application/json"},
+        "body": {"@odata.type": EXCHANGE_CONNECTOR.odata_type, "serverName": "s1"},
+    }
+    assert second["url"].endswith("/id-2/sync") and second["body"] == {"syncType": "deltaSync"}
+    assert request_for(_op(3)).method == "PATCH"
+    with pytest.raises(ValueError):
+        envelope([_op(i) for i in range(21)])
+
+
+def test_unpack_matches_by_id_not_position() -> None:
+    """Out-of-order sub-responses land on the right operation; missing/duplicate/garbage are per-op errors."""
+    raw = orjson.dumps(
+        {
+            "responses": [
+                {
+                    "id": "3",
+                    "status": 429,
+                    "headers": {"Retry-After": "2"},
+                    "body": {"error": {"code": "TooManyRequests", "message": "slow"}},
+                },
+                {"id": "1", "status": 200, "body": {}},
+                {"id": "1", "status": 200, "body": {}},
+                {"id": "2", "status": 204},
+            ]
+        }
+    )
+    first, second, third, fourth = unpack(raw, 4)
+    assert first.status is None and first.error and first.error.code == "BatchResponseDuplicate"
+    assert second.status == 204 and second.error is None
+    assert third.status == 429 and third.headers["retry-after"] == "2" and third.error.code == "TooManyRequests"  # type: ignore[union-attr]
+    assert fourth.status is None and fourth.error.code == "BatchResponseMissing"  # type: ignore[union-attr]
+    assert {r.error.code for r in unpack(b"<html>", 2)} == {"BatchResponseInvalid"}  # type: ignore[union-attr]
+
+
+def test_datetime_offset_parsing() -> None:
+    """Graph's 7-digit fractions and offsets parse; a missing offset or an impossible date does not."""
+    assert parse_datetime_offset("2017-01-01T00:02:49.3205976-08:00") is not None
+    assert parse_datetime_offset("2017-01-01T00:02:49Z") is not None
+    for bad in ("2017-01-01T00:02:49", "2017-02-30T00:00:00Z", "yesterday", "2017-01-01T00:00:00+15:00"):
+        assert parse_datetime_offset(bad) is None
+
+
+def test_validate_patch_accepts_the_seed_example_and_unknown_future_value() -> None:
+    """The documented example and the evolvable-enum sentinel are valid; a job may not set id."""
+    seed = {
+        "@odata.type": EXCHANGE_CONNECTOR.odata_type,
+        "status": "unknownFutureValue",
+        "exchangeConnectorType": "dedicated",
+        "lastSyncDateTime": "2017-01-01T00:02:49.3205976-08:00",
+    }
+    assert validate_patch(EXCHANGE_CONNECTOR, seed) == []
+    assert [p.property for p in validate_patch(EXCHANGE_CONNECTOR, {"id": "x"})] == ["id"]
+
+
+def test_scan_job_defaults_override_and_duplicate_keys(tmp_path: Path) -> None:
+    """Defaults merge under each line's patch; a repeated explicit key is invalid; lines re-read by offset."""
+    job = tmp_path / "job.jsonl"
+    job.write_text(
+        '{"defaults": {"tenant": "contoso", "patch": {"serverName": "d", "version": "1"}}}\n'
+        '{"id": "a", "patch": {"serverName": "own"}}\n'
+        "\n"
+        '{"id": "b", "key": "k1"}\n'
+        '{"id": "c", "key": "k1"}\n'
+        '{"tenant": "fabrikam", "id": "d", "action": "sync", "syncType": "fullSync"}\n'
+        '{"id": "e", "key": "7"}\n'
+    )
+    invalid: list[Invalid] = []
+    scan = scan_job(job, ["contoso", "fabrikam"], on_invalid=invalid.append)
+    assert [(i.line, i.key) for i in invalid] == [(5, "k1"), (7, "7")]
+    assert "duplicate key 'k1'" in invalid[0].message
+    reader = LaneReader(scan, "contoso")
+    ops = reader.read(10)
+    reader.close()
+    assert [(o.line, o.key, o.patch) for o in ops] == [
+        (2, "2", {"serverName": "own", "version": "1"}),
+        (4, "k1", {"serverName": "d", "version": "1"}),
+    ]
+    assert scan.actions == {"update": 2, "sync": 1}
+
+
+def test_scan_job_rejects_a_bad_defaults_line(tmp_path: Path) -> None:
+    """A defaults line with an unknown field stops the job with file:line."""
+    job = tmp_path / "job.jsonl"
+    job.write_text('{"defaults": {"colour": "red"}}\n')
+    with pytest.raises(JobError, match=r"job.jsonl:1: unknown field 'colour'"):
+        scan_job(job, ["contoso"], on_invalid=lambda i: None)
+
+
+def test_bucket_never_exceeds_the_window_limit() -> None:
+    """Capacity + rate x window stays at or under 90% of the limit for Intune's and small limits."""
+    for limit, window in ((100, 20.0), (200, 20.0), (10, 1.0), (3, 1.0)):
+        bucket = Bucket(limit, window)
+        admitted = bucket.capacity + window * bucket.capacity / bucket.limiter.time_period
+        assert admitted <= max(limit * 0.9, bucket.capacity + 1) + 1e-9
+
+
+async def test_pacer_aimd() -> None:
+    """A 429 halves the rate once per cool-down and shrinks the batch; successes bring it back slowly."""
+    pacer = Pacer(writes_per_window=100, reads_per_window=1000, window_s=20)
+    assert pacer.max_batch == 20
+    pacer.throttled(0.05)
+    pacer.throttled(0.05)  # same episode: no second cut
+    assert pacer.factor == 0.5 and pacer.max_batch == 10
+    assert pacer.cooldown_remaining_s() > 0
+    await pacer.wait_cooldown()
+    assert pacer.cooldown_remaining_s() == 0
+    pacer.succeeded(50)
+    assert 0.7 < pacer.factor < 0.8
+    pacer.succeeded(1000)
+    assert pacer.factor == 1.0
+    await asyncio.wait_for(pacer.acquire(writes=20), 1)
+
+
+def test_redaction() -> None:
+    """Anything token-shaped in a log line is masked."""
+    text = redact("Authorization: Bearer abc.def.ghi client_secret=hunter2&x=1 eyJhbGciOiJIUzI1.eyJzdWIiOiIx.sig")
+    assert "abc.def" not in text and "hunter2" not in text and "eyJhbGci" not in text
