@@ -205,4 +205,7 @@ async def _run_with_signals(
         if install:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+                if signals:
+                    # Already stopping: a further Ctrl-C while the summary is written changes nothing.
+                    signal.signal(sig, signal.SIG_IGN)
     return signals > 0 or engine.stopping.is_set()
