@@ -73,16 +73,19 @@ def _target_problem(object_id: Any, resource: str, action: Any) -> str:
 class _LineParser:
     def __init__(self, defaults: dict[str, Any], tenants: Collection[str]) -> None:
         self.defaults = defaults
-        self.tenants = tenants
+        self.tenants = frozenset(tenants)  # an MSP may have thousands: membership must be O(1)
         self.only_tenant = next(iter(tenants)) if len(tenants) == 1 else None
+        self.default_tenant = str(defaults.get("tenant", self.only_tenant or ""))
+        self.default_action = defaults.get("action", "update")
+        self.default_patch: dict[str, Any] = dict(defaults.get("patch", {}))
 
     def parse(self, data: Any, line: int) -> Operation | Invalid:
         key = str(line)
         if not isinstance(data, dict):
             return Invalid(line, key, "", "", "", f"line {line}: expected a JSON object")
-        tenant = str(data.get("tenant", self.defaults.get("tenant", self.only_tenant or "")))
+        tenant = str(data.get("tenant", self.default_tenant))
         object_id = data.get("id", "")
-        action_raw = data.get("action", self.defaults.get("action", "update"))
+        action_raw = data.get("action", self.default_action)
 
         def bad(message: str) -> Invalid:
             return Invalid(line, key, tenant, str(object_id), str(action_raw), f"line {line}: {message}")
@@ -91,8 +94,8 @@ class _LineParser:
             if not isinstance(data["key"], str) or not data["key"] or data["key"].isdigit():
                 return bad("'key' must be a non-empty string that is not a number (numbers are line keys)")
             key = data["key"]
-        unknown = sorted(set(data) - LINE_FIELDS)
-        if unknown:
+        if not LINE_FIELDS.issuperset(data):
+            unknown = sorted(set(data) - LINE_FIELDS)
             return bad(f"unknown field '{unknown[0]}' (known: {', '.join(sorted(LINE_FIELDS))})")
         if not tenant:
             return bad("no tenant: set 'tenant' on the line or in the defaults line")
@@ -105,7 +108,7 @@ class _LineParser:
         resource = RESOURCES[resource_name]
         if action_raw == "sync":
             return self._sync(data, line, key, tenant, object_id, resource.name, bad)
-        patch = dict(self.defaults.get("patch", {}))
+        patch = dict(self.default_patch)
         if "patch" in data:
             if not isinstance(data["patch"], dict):
                 return bad("'patch' must be a JSON object")
@@ -218,7 +221,7 @@ def scan_job(
                 scan.skipped += 1
                 continue
             scan.valid += 1
-            scan.actions[result.action.value] = scan.actions.get(result.action.value, 0) + 1
+            scan.actions[result.action] = scan.actions.get(result.action, 0) + 1
             scan.offsets.setdefault(result.tenant, array("q")).append(start)
             scan.line_numbers.setdefault(result.tenant, array("q")).append(number)
     scan.sha256 = digest.hexdigest()
