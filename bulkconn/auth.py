@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -34,6 +35,7 @@ from bulkconn.config import (
 from bulkconn.errors import AuthError
 
 log = logging.getLogger(__name__)
+REFRESH_MARGIN_S = 300.0  # as MSAL: a token with less than 5 minutes left is renewed
 
 
 class TokenProvider(Protocol):
@@ -73,6 +75,7 @@ class MsalTokenProvider:
         self._sessions: list[requests.Session] = []
         self._locks: dict[str, asyncio.Lock] = {}
         self._issued: dict[str, str] = {}
+        self._fresh_until: dict[str, float] = {}  # tenant -> monotonic time until which _issued is served as is
         self._requests: dict[str, int] = {}
 
     def token_requests(self, tenant: str) -> int:
@@ -153,6 +156,9 @@ class MsalTokenProvider:
             raise AuthError(tenant.alias, str(result.get("error", "unknown_error")), _describe(result))
         token = str(result["access_token"])
         self._issued[tenant.alias] = token
+        # Serve it from memory while it has more than MSAL's own 5-minute refresh margin left.
+        lifetime_s = float(result.get("expires_in", 0))
+        self._fresh_until[tenant.alias] = time.monotonic() + lifetime_s - REFRESH_MARGIN_S
         return token
 
     def _persist(self, tenant: TenantConfig, app: msal.ClientApplication) -> None:
@@ -185,6 +191,9 @@ class MsalTokenProvider:
     async def token(self, tenant: str) -> str:
         """A valid access token for ``tenant`` (from MSAL's cache when it still has one)."""
         cfg = self._tenant(tenant)
+        cached = self._issued.get(tenant)
+        if cached is not None and time.monotonic() < self._fresh_until.get(tenant, 0.0):
+            return cached  # the hot path: no thread hop, no lock
         async with self._lock(tenant):
             token: str = await self._in_thread(lambda: self._acquire(cfg), tenant)
             return token
@@ -196,6 +205,7 @@ class MsalTokenProvider:
             if app is None or self._issued.get(tenant) != token:
                 return  # another worker already replaced it
             self._issued.pop(tenant, None)
+            self._fresh_until.pop(tenant, None)
             if isinstance(app, msal.ConfidentialClientApplication):
                 await self._in_thread(app.remove_tokens_for_client, tenant)
             else:

@@ -236,7 +236,9 @@ class Engine:
                 return
             try:
                 # A stop while we wait for pacing or a slot drops the batch unsent (it is redone on resume).
-                if not await self._unless_stopped(lane.pacer.acquire(writes=len(batch))):
+                if lane.pacer.ready(writes=len(batch)):
+                    await lane.pacer.acquire(writes=len(batch))  # returns at once: no need to race a stop
+                elif not await self._unless_stopped(lane.pacer.acquire(writes=len(batch))):
                     return
                 async with self._slots:
                     if self.stopping.is_set():

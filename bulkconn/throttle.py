@@ -59,6 +59,12 @@ class Pacer:
         while (remaining := self.cooldown_remaining_s()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(remaining)
 
+    def ready(self, *, writes: int) -> bool:
+        """True when :meth:`acquire` for ``writes`` would not wait (no cool-down, room in the bucket)."""
+        return self.cooldown_remaining_s() == 0 and self.writes.limiter.has_capacity(
+            min(writes / self.factor, self.writes.capacity)
+        )
+
     async def acquire(self, *, writes: int, reads: int = 0) -> None:
         """Wait for the cool-down and for bucket room for ``writes`` writes and ``reads`` reads."""
         await self.wait_cooldown()
