@@ -34,7 +34,8 @@ def summary(report: Path, as_json: bool) -> None:
     console.print(
         f"{data['report']}: {data['operations']} operation(s) over {data['runs']} run(s); "
         f"{data['attempts_total']} attempts (max {data['attempts_max']}), "
-        f"{data['throttled_total']} throttled; {data['started_at']} -> {data['finished_at']}",
+        f"{data['throttled_total']} throttled; {data['duration_s']:.1f} s of running time, "
+        f"{data['started_at']} -> {data['finished_at']}",
         highlight=False,
     )
     table = Table(title="by tenant", title_justify="left")

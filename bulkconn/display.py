@@ -6,14 +6,17 @@ Otherwise: a plain line every ``plain_every_s`` seconds. ``--quiet``: nothing un
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Mapping
 from typing import TextIO
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
 
 from bulkconn.engine import Progress
 
@@ -40,15 +43,20 @@ def progress_line(progress: Progress) -> str:
     )
 
 
-def _table(progress: Progress) -> Table:
-    table = Table(title=progress_line(progress), title_justify="left", expand=False)
-    if len(progress.per_tenant) <= PER_TENANT_ROWS:
-        for column in ("tenant", "succeeded", "failed", "other"):
+def _view(progress: Progress) -> RenderableType:
+    bar = Table.grid()  # a grid row ends the line, which a bare ProgressBar does not
+    bar.add_row(ProgressBar(total=max(progress.total, 1), completed=progress.finished, width=60))
+    parts: list[RenderableType] = [Text(progress_line(progress)), bar]
+    if progress.per_tenant and len(progress.per_tenant) <= PER_TENANT_ROWS:
+        table = Table(expand=False)
+        for column in ("tenant", "succeeded", "failed", "other", "throttled"):
             table.add_column(column, justify="right" if column != "tenant" else "left")
         for tenant, counts in sorted(progress.per_tenant.items()):
             other = sum(counts.values()) - counts["succeeded"] - counts["failed"]
-            table.add_row(tenant, str(counts["succeeded"]), str(counts["failed"]), str(other))
-    return table
+            throttled = progress.throttled_by_tenant[tenant]
+            table.add_row(tenant, str(counts["succeeded"]), str(counts["failed"]), str(other), str(throttled))
+        parts.append(table)
+    return Group(*parts)
 
 
 class Display:
@@ -59,7 +67,7 @@ class Display:
         self.quiet = quiet
         self.live: Live | None = None
         self.plain_every_s = plain_every_s
-        self._last_plain = 0.0
+        self._last_plain = -math.inf
         if not quiet and self.stream.isatty():
             self.live = Live(console=Console(file=self.stream), refresh_per_second=4, transient=False)
             self.live.start()
@@ -68,7 +76,7 @@ class Display:
         if self.quiet:
             return
         if self.live is not None:
-            self.live.update(_table(progress))
+            self.live.update(_view(progress))
             return
         now = time.monotonic()
         if now - self._last_plain >= self.plain_every_s:

@@ -70,6 +70,7 @@ class Progress:
     throttled: int = 0
     retries: int = 0
     per_tenant: dict[str, Counter[str]] = field(default_factory=dict)
+    throttled_by_tenant: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -416,6 +417,7 @@ class Engine:
         if decision.throttled:
             state.throttled += 1
             self.progress.throttled += 1
+            self.progress.throttled_by_tenant[lane.tenant.alias] += 1
             lane.pacer.throttled(decision.after_s)
         state.fresh_connection = decision.new_connection
         lane.schedule_retry(state, asyncio.get_running_loop().time() + decision.after_s)

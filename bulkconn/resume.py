@@ -125,6 +125,7 @@ def summarize(path: Path) -> dict[str, Any]:
     by_error: Counter[str] = Counter()
     attempts = throttled = max_attempts = 0
     runs = 0
+    duration_s = 0.0
     started = finished = ""
     torn = 0
     for index, record in iter_lines(path):
@@ -136,6 +137,7 @@ def summarize(path: Path) -> dict[str, Any]:
             started = started or str(record.get("started_at", ""))
         elif record.get("type") == "summary":
             finished = str(record.get("finished_at", finished))
+            duration_s += float(record.get("duration_s") or 0)
         if index not in wanted:
             continue
         status = str(record.get("status"))
@@ -156,6 +158,7 @@ def summarize(path: Path) -> dict[str, Any]:
         "attempts_max": max_attempts,
         "throttled_total": throttled,
         "runs": runs,
+        "duration_s": round(duration_s, 3),
         "started_at": started,
         "finished_at": finished,
         "torn_lines": torn,
