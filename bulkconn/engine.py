@@ -12,13 +12,10 @@ permissions fail is quarantined: its remaining operations end ``failed`` and the
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import heapq
-import itertools
 import random
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,13 +27,11 @@ from bulkconn.batching import MAX_BATCH, SubResult, envelope, error_from_body, r
 from bulkconn.config import TenantConfig
 from bulkconn.errors import AuthError, TransportError
 from bulkconn.job import JobScan, LaneReader
+from bulkconn.lanes import READ_CHUNK, Lane, OpState
 from bulkconn.model import Action, ErrorInfo, Operation, Outcome, Status
 from bulkconn.report import utc_now
 from bulkconn.retry import Done, Retry, RetryPolicy, classify
-from bulkconn.throttle import Pacer
 from bulkconn.transport import HttpResponse, Transport
-
-READ_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,19 +41,6 @@ class EngineSettings:
     tenant_concurrency: int | None = None  # overrides each tenant's own `concurrency`
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     seed: int | None = None  # jitter seed, for reproducible tests
-
-
-@dataclass(slots=True)
-class OpState:
-    op: Operation
-    attempts: int = 0
-    throttled: int = 0
-    started: float = 0.0
-    fresh_connection: bool = False
-    last_status: int | None = None
-    request_id: str = ""
-    client_request_id: str = ""
-    auth_retried: bool = False
 
 
 @dataclass(slots=True)
@@ -76,98 +58,6 @@ class Progress:
     @property
     def finished(self) -> int:
         return sum(self.done.values())
-
-
-class Lane:
-    """One tenant's operations, retry queue, in-flight bookkeeping and pacer."""
-
-    def __init__(self, tenant: TenantConfig, reader: LaneReader, batch_size: int) -> None:
-        self.tenant = tenant
-        self.reader = reader
-        self.pacer = Pacer(
-            writes_per_window=tenant.writes_per_20s, reads_per_window=tenant.reads_per_20s, window_s=tenant.window_s
-        )
-        self.batch_size = batch_size
-        self.pending: deque[OpState] = deque()
-        self.retry: list[tuple[float, int, OpState]] = []
-        self.busy: set[str] = set()
-        self.parked: dict[str, deque[OpState]] = {}
-        self.inflight = 0
-        self.cond = asyncio.Condition()
-        self.quarantine: ErrorInfo | None = None
-        self._seq = itertools.count()
-
-    def schedule_retry(self, state: OpState, at: float) -> None:
-        heapq.heappush(self.retry, (at, next(self._seq), state))
-
-    def _pick(self, state: OpState, picked: list[OpState]) -> None:
-        oid = state.op.object_id.lower()
-        if oid in self.busy:
-            self.parked.setdefault(oid, deque()).append(state)
-        else:
-            self.busy.add(oid)
-            picked.append(state)
-
-    async def _refill(self) -> None:
-        if not self.pending and self.reader.remaining:
-            ops = await asyncio.to_thread(self.reader.read, READ_CHUNK)
-            self.pending.extend(OpState(op) for op in ops)
-
-    def _has_work(self) -> bool:
-        return bool(self.pending or self.retry or self.parked or self.reader.remaining or self.inflight)
-
-    async def take(self, limit: int, stopping: asyncio.Event) -> list[OpState] | None:
-        """The next batch to send, or None when the lane is finished (or the run is stopping)."""
-        loop = asyncio.get_running_loop()
-        async with self.cond:
-            while True:
-                if stopping.is_set():
-                    return None
-                if self.quarantine is not None:
-                    # Wait for the batches in flight, so that nothing is re-queued after the drain.
-                    while self.inflight:
-                        await self.cond.wait()
-                    return None
-                picked: list[OpState] = []
-                while self.retry and self.retry[0][0] <= loop.time() and len(picked) < limit:
-                    self._pick(heapq.heappop(self.retry)[2], picked)
-                while len(picked) < limit:
-                    await self._refill()
-                    if not self.pending:
-                        break
-                    self._pick(self.pending.popleft(), picked)
-                if picked:
-                    self.inflight += 1
-                    return picked
-                if not self._has_work():
-                    self.cond.notify_all()
-                    return None
-                timeout = max(self.retry[0][0] - loop.time(), 0.0) if self.retry else None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.cond.wait(), timeout)
-
-    async def release(self, batch: list[OpState]) -> None:
-        async with self.cond:
-            self.inflight -= 1
-            for state in batch:
-                oid = state.op.object_id.lower()
-                self.busy.discard(oid)
-                waiting = self.parked.get(oid)
-                if waiting:
-                    self.pending.appendleft(waiting.popleft())
-                    if not waiting:
-                        del self.parked[oid]
-            self.cond.notify_all()
-
-    def drain(self) -> list[OpState]:
-        """Every operation not yet sent (for quarantine or a stop)."""
-        out = list(self.pending) + [s for _, _, s in self.retry]
-        for waiting in self.parked.values():
-            out.extend(waiting)
-        self.pending.clear()
-        self.retry.clear()
-        self.parked.clear()
-        return out
 
 
 class Engine:
@@ -259,8 +149,9 @@ class Engine:
                 if not pending.done():
                     pending.cancel()
             await asyncio.gather(task, stop, return_exceptions=True)
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        failure = task.exception() if task.done() and not task.cancelled() else None
+        if failure is not None:
+            raise failure
         return task.done() and not task.cancelled() and not self.stopping.is_set()
 
     async def _fail_all(self, lane: Lane) -> None:

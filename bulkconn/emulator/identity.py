@@ -45,10 +45,19 @@ def entra_error(status: int, error: str, code: int, description: str) -> Answer:
     }
 
 
+def unknown_tenant(segment: str) -> Answer:
+    return entra_error(
+        400,
+        "invalid_tenant",
+        90002,
+        f"Tenant '{segment}' not found. Check to make sure you have the correct tenant ID.",
+    )
+
+
 def discovery(core: EmulatorCore, tenant_segment: str) -> Answer:
     tenant = core.world.find(tenant_segment)
     if tenant is None:
-        return entra_error(400, "invalid_tenant", 90002, f"Tenant '{tenant_segment}' not found.")
+        return unknown_tenant(tenant_segment)
     root = f"{core.base_url}/{tenant.tenant_id}"
     return 200, {
         "issuer": f"{root}/v2.0",
@@ -193,7 +202,7 @@ def _user_tokens(core: EmulatorCore, tenant: Tenant, app: App, user: str, resour
 def device_authorization(core: EmulatorCore, tenant_segment: str, form: dict[str, str]) -> Answer:
     tenant = core.world.find(tenant_segment)
     if tenant is None:
-        return entra_error(400, "invalid_tenant", 90002, f"Tenant '{tenant_segment}' not found.")
+        return unknown_tenant(tenant_segment)
     app = tenant.apps.get(form.get("client_id", "").lower())
     if app is None:
         return entra_error(400, "unauthorized_client", 700016, "Application not found in the directory.")
@@ -262,12 +271,7 @@ def token(core: EmulatorCore, tenant_segment: str, form: dict[str, str]) -> Answ
     """``POST /{tenant}/oauth2/v2.0/token``."""
     tenant = core.world.find(tenant_segment)
     if tenant is None:
-        return entra_error(
-            400,
-            "invalid_tenant",
-            90002,
-            f"Tenant '{tenant_segment}' not found. Check to make sure you have the correct tenant ID.",
-        )
+        return unknown_tenant(tenant_segment)
     core.stats.token_requests[tenant.alias] += 1
     grant = form.get("grant_type", "")
     if grant == "client_credentials":
