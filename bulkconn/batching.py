@@ -64,11 +64,25 @@ class SubResult:
     error: ErrorInfo | None = None
 
 
+def readable_message(message: str) -> str:
+    """Intune puts a JSON-encoded ``{"_version": 3, "Message": ...}`` string in ``error.message``:
+    keep its ``Message`` (which carries the Activity ID) instead of the escaped JSON."""
+    if message.lstrip().startswith("{") and "_version" in message:
+        try:
+            nested = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            return message
+        if isinstance(nested, dict) and isinstance(nested.get("Message"), str):
+            return str(nested["Message"])
+    return message
+
+
 def error_from_body(body: Any, status: int) -> ErrorInfo:
     """The OData error in a response body, or a generic one."""
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         err = body["error"]
-        return ErrorInfo(str(err.get("code") or status), str(err.get("message") or f"HTTP {status}")[:2000])
+        message = readable_message(str(err.get("message") or f"HTTP {status}"))
+        return ErrorInfo(str(err.get("code") or status), message[:2000])
     return ErrorInfo(str(status), f"HTTP {status}")
 
 

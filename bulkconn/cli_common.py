@@ -41,6 +41,11 @@ def user_errors(fn: F) -> F:
         except KeyboardInterrupt:
             err("interrupted")
             sys.exit(EXIT_INTERRUPTED)
+        except OSError as exc:
+            # A disk that filled up or a file that vanished mid-run: say so plainly. What the report
+            # already holds is durable; resume once the cause is fixed.
+            err(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+            sys.exit(EXIT_FAILED)
 
     return wrapper  # type: ignore[return-value]
 

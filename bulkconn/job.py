@@ -27,6 +27,7 @@ from bulkconn.resources import RESOURCES, validate_patch
 
 LINE_FIELDS = frozenset({"tenant", "id", "patch", "action", "syncType", "resource", "key"})
 DEFAULT_FIELDS = frozenset({"tenant", "patch", "action", "syncType", "resource"})
+UTF8_BOM = b"\xef\xbb\xbf"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
@@ -178,6 +179,9 @@ def scan_job(
             digest.update(raw)
             start, offset = offset, offset + len(raw)
             scan.lines = number
+            if number == 1 and raw.startswith(UTF8_BOM):  # files saved by Windows editors
+                raw = raw[len(UTF8_BOM) :]
+                start += len(UTF8_BOM)
             if not raw.strip():
                 continue
             try:

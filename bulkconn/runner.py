@@ -20,7 +20,7 @@ from bulkconn import __version__
 from bulkconn.auth import MsalTokenProvider, TokenProvider
 from bulkconn.config import Config
 from bulkconn.engine import Engine, EngineSettings, Progress
-from bulkconn.errors import JobError
+from bulkconn.errors import JobError, UsageError
 from bulkconn.job import Invalid, JobScan, fingerprint, scan_job
 from bulkconn.model import ErrorInfo, Outcome, Status
 from bulkconn.report import ReportWriter, utc_now
@@ -108,7 +108,10 @@ async def execute(
     result = RunResult(report=options.report)
     started = time.monotonic()
     job_print = await asyncio.to_thread(fingerprint, job)
-    writer = ReportWriter(options.report)
+    try:
+        writer = ReportWriter(options.report)
+    except OSError as exc:
+        raise UsageError(f"{options.report}: cannot write the report: {exc.strerror or exc}") from None
     provider = auth or MsalTokenProvider(config)
     transport = Transport()
     try:

@@ -229,3 +229,14 @@ async def test_503_retry_uses_a_new_connection(rehearsal: Start) -> None:
     stats = r.emu.stats()
     assert stats["faults_total"] > 0
     assert stats["connections_total"] >= 1 + stats["faults_total"]
+
+
+async def test_intune_style_errors_are_readable_in_the_report(rehearsal: Start) -> None:
+    """Against --intune-errors, a 404's report message is Intune's inner Message with the Activity ID."""
+    r = await rehearsal(tenants=1, connectors_per_tenant=2, intune_errors=True)
+    result = await r.run(r.job([{"tenant": "contoso", "id": "no-such-connector", "patch": {"version": "1"}}]))
+    assert result.counts == Counter({"failed": 1})
+    _, (line,), _ = read_report(r.dir / "report.jsonl")
+    assert line["error"]["code"] == "ResourceNotFound"
+    assert line["error"]["message"].startswith("DeviceManagementExchangeConnector with id 'no-such-connector'")
+    assert f"Activity ID: {line['request_id']}" in line["error"]["message"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bulkconn.batching import envelope, request_for, unpack
+from bulkconn.batching import envelope, error_from_body, request_for, unpack
 from bulkconn.errors import JobError
 from bulkconn.job import Invalid, LaneReader, scan_job
 from bulkconn.logs import redact
@@ -240,3 +240,24 @@ def test_redaction() -> None:
     """Anything token-shaped in a log line is masked."""
     text = redact("Authorization: Bearer abc.def.ghi client_secret=hunter2&x=1 eyJhbGciOiJIUzI1.eyJzdWIiOiIx.sig")
     assert "abc.def" not in text and "hunter2" not in text and "eyJhbGci" not in text
+
+
+def test_utf8_bom_on_the_first_line_is_accepted(tmp_path: Path) -> None:
+    """A job saved with a UTF-8 byte-order mark (Windows editors) validates and re-reads correctly."""
+    job = tmp_path / "job.jsonl"
+    job.write_bytes(b'\xef\xbb\xbf{"tenant": "contoso", "id": "a", "patch": {"version": "1"}}\n')
+    invalid: list[Invalid] = []
+    scan = scan_job(job, ["contoso"], on_invalid=invalid.append)
+    assert invalid == [] and scan.valid == 1
+    reader = LaneReader(scan, "contoso")
+    assert reader.read(1)[0].object_id == "a"
+    reader.close()
+
+
+def test_intune_nested_error_message_is_unwrapped() -> None:
+    """Intune's JSON-encoded _version 3 message becomes its readable Message (with the Activity ID)."""
+    nested = orjson.dumps({"_version": 3, "Message": "Not found - Activity ID: abc", "RetryAfter": None}).decode()
+    error = error_from_body({"error": {"code": "ResourceNotFound", "message": nested}}, 404)
+    assert error == ErrorInfo("ResourceNotFound", "Not found - Activity ID: abc")
+    plain = error_from_body({"error": {"code": "BadRequest", "message": "{not json _version"}}, 400)
+    assert plain.message == "{not json _version"
