@@ -101,7 +101,7 @@ class Engine:
 
     async def run(self, scan: JobScan) -> Progress:
         """Send every valid operation of ``scan``; return the counters."""
-        self.progress.total = scan.valid
+        self.progress.total += scan.valid
         readers = {alias: LaneReader(scan, alias) for alias in scan.offsets}
         try:
             async with asyncio.TaskGroup() as group:

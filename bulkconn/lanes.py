@@ -18,7 +18,7 @@ from bulkconn.job import LaneReader
 from bulkconn.model import ErrorInfo, Operation
 from bulkconn.throttle import Pacer
 
-READ_CHUNK = 500
+READ_CHUNK = 64  # per lane: with thousands of tenants, operations read ahead stay few
 
 
 @dataclass(slots=True)

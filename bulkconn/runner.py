@@ -154,7 +154,8 @@ async def execute(
             on_outcome=record,
             on_intent=writer.intent,
         )
-        engine.progress.done.update(result.counts)
+        engine.progress.done.update(result.counts)  # invalid lines and settled syncs are already final
+        engine.progress.total = sum(result.counts.values())
         result.interrupted = await _run_with_signals(engine, scan, options, on_tick, install_signals)
         result.auth_failures = {t: f"{e.code}: {e.message}" for t, e in engine.auth_failures.items()}
         on_tick(engine.progress)

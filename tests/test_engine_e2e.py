@@ -240,3 +240,14 @@ async def test_intune_style_errors_are_readable_in_the_report(rehearsal: Start) 
     assert line["error"]["code"] == "ResourceNotFound"
     assert line["error"]["message"].startswith("DeviceManagementExchangeConnector with id 'no-such-connector'")
     assert f"Activity ID: {line['request_id']}" in line["error"]["message"]
+
+
+async def test_many_tenants_each_with_a_few_operations(rehearsal: Start) -> None:
+    """An MSP run: 100 tenants x 3 objects; one token request per tenant, every change applied."""
+    r = await rehearsal(tenants=100, connectors_per_tenant=3)
+    aliases = [t.alias for t in r.emu.core.world.tenants.values()]
+    lines = r.patch_all(aliases, _change)
+    result = await r.run(r.job(lines))
+    assert result.counts == Counter({"succeeded": 300})
+    assert set(r.emu.stats()["token_requests"].values()) == {1}
+    _assert_applied(r, lines)
