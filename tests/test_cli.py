@@ -147,3 +147,25 @@ def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
     assert "bulkconn summary" in proc.stderr and "429 answers" in proc.stderr
     _, results, summary = read_report(tmp_path / "demo" / "demo-report.jsonl")
     assert len(results) == 300 and summary["counts"] == {"succeeded": 300}
+
+
+def test_auth_check_names_unknown_tenant_and_missing_permission(world: World) -> None:
+    """`auth check` says which tenant is unknown and which app lacks the write permission."""
+    fabrikam = next(t for t in world.emu.core.world.tenants.values() if t.alias == "fabrikam")
+    reader = next(a for a in fabrikam.apps.values() if a.display_name == "bulkconn-readonly")
+    lines = []
+    section = ""
+    for line in world.config.read_text().splitlines():
+        section = line if line.startswith("[") else section
+        if section == "[tenants.contoso]" and line.startswith("tenant_id"):
+            line = 'tenant_id = "99999999-9999-9999-9999-999999999999"'
+        if section == "[tenants.fabrikam]" and line.startswith("client_id"):
+            line = f'client_id = "{reader.client_id}"'
+        lines.append(line)
+    world.config.write_text("\n".join(lines) + "\n")
+    (world.dir / "bulkconn.secrets" / "fabrikam.secret").write_text(reader.secrets[0])
+    proc = world.bulkconn("auth", "check", "--config", "bulkconn.toml")
+    assert proc.returncode == 3
+    flat = " ".join(proc.stdout.split())
+    assert "invalid_tenant" in flat and "99999999-9999-9999-9999-999999999999" in flat
+    assert "no write permission" in flat
