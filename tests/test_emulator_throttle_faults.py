@@ -209,8 +209,32 @@ def test_emulator_serve_subprocess(tmp_path: Path) -> None:
         assert all(os.stat(f).st_mode & 0o077 == 0 for f in secret_files)
         lines = [orjson.loads(line) for line in job.read_text().splitlines()]
         assert len(lines) == 6 and {line["tenant"] for line in lines} == {"contoso", "fabrikam"}
+        # The written configuration and job work unchanged with `bulkconn run` (the rehearsal path).
+        run = subprocess.run(
+            [sys.executable, "-m", "bulkconn", "run", str(job), "--config", str(config), "-q"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "emulator stopped" in out
+
+
+async def test_read_windows_throttle_gets_too(make_emulator: EmulatorFactory) -> None:
+    """The 'any request' window applies to reads: with 5 allowed per app, the 6th GET is a 429."""
+    emu = await make_emulator(any_per_app=5)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context(emu))) as http:
+        token = await get_token(http, emu)
+        statuses = []
+        for _ in range(6):
+            async with http.get(
+                f"{emu.base_url}/v1.0/deviceManagement/exchangeConnectors", headers={"Authorization": f"Bearer {token}"}
+            ) as r:
+                statuses.append(r.status)
+    assert statuses == [200] * 5 + [429]
+    assert emu.stats()["tenants"]["contoso"]["max_requests_in_window"] == 5
