@@ -131,10 +131,12 @@ class Engine:
                     await lane.pacer.acquire(writes=len(batch))  # returns at once: no need to race a stop
                 elif not await self._unless_stopped(lane.pacer.acquire(writes=len(batch))):
                     return
+                # The token first: a slow identity service must not hold one of the global slots.
+                token = await self._token(lane)
                 async with self._slots:
                     if self.stopping.is_set():
                         return
-                    await self._send(lane, batch)
+                    await self._send(lane, batch, token)
             finally:
                 await lane.release(batch)
 
@@ -202,8 +204,7 @@ class Engine:
             lane.quarantine = error
             self.auth_failures[lane.tenant.alias] = error
 
-    async def _send(self, lane: Lane, batch: list[OpState]) -> None:
-        token = await self._token(lane)
+    async def _send(self, lane: Lane, batch: list[OpState], token: str | None) -> None:
         loop_now = time.monotonic()
         for state in batch:
             state.started = state.started or loop_now

@@ -273,16 +273,17 @@ class EmulatorThread:
 
     def __init__(self, options: EmulatorOptions | None = None) -> None:
         self.emulator = Emulator(options)
-        self._loop = asyncio.new_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="bulkconn-emulator", daemon=True)
         self._started = threading.Event()
         self._stop: asyncio.Event | None = None
         self._error: BaseException | None = None
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._main())
-        self._loop.close()
+        # asyncio.Runner cancels handlers still running at the end (a client that went away mid-latency).
+        with asyncio.Runner() as runner:
+            self._loop = runner.get_loop()
+            runner.run(self._main())
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
@@ -306,6 +307,6 @@ class EmulatorThread:
         return self.emulator
 
     def __exit__(self, *exc: object) -> None:
-        if self._stop is not None:
+        if self._stop is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
