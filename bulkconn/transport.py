@@ -44,8 +44,10 @@ class Transport:
         if session is None:
             context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
             connector = aiohttp.TCPConnector(ssl=context, limit=self._pool_size, force_close=fresh)
+            # With a tenant's own ca_bundle (the emulator, a private endpoint) the environment's proxy settings
+            # are ignored, as for the identity calls; otherwise HTTPS_PROXY/NO_PROXY apply, as users expect.
             session = self._sessions[key] = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, trust_env=False
+                connector=connector, timeout=self._timeout, trust_env=ca_bundle is None
             )
         return session
 
