@@ -62,7 +62,12 @@ def tenant(emu: Emulator, alias: str) -> Tenant:
 
 
 async def get_token(
-    session: aiohttp.ClientSession, emu: Emulator, alias: str = "contoso", *, app: str = "bulkconn"
+    session: aiohttp.ClientSession,
+    emu: Emulator,
+    alias: str = "contoso",
+    *,
+    app: str = "bulkconn",
+    scope: str = "https://graph.microsoft.com/.default",
 ) -> str:
     """A client-credentials token over the real token endpoint (form POST, as any OAuth client does)."""
     t = tenant(emu, alias)
@@ -73,7 +78,7 @@ async def get_token(
             "grant_type": "client_credentials",
             "client_id": registered.client_id,
             "client_secret": registered.secrets[0],
-            "scope": "https://graph.microsoft.com/.default",
+            "scope": scope,
         },
     ) as resp:
         assert resp.status == 200, await resp.text()

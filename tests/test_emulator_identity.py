@@ -154,18 +154,7 @@ async def test_graph_rejects_bad_tokens(emu: Emulator, http: aiohttp.ClientSessi
 
 async def test_wrong_audience_is_401(emu: Emulator, http: aiohttp.ClientSession) -> None:
     """A token for another resource (Azure management) is refused by Graph."""
-    t = tenant(emu, "contoso")
-    app = t.writer_app()
-    async with http.post(
-        f"{emu.base_url}/{t.tenant_id}/oauth2/v2.0/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": app.client_id,
-            "client_secret": app.secrets[0],
-            "scope": "https://management.azure.com/.default",
-        },
-    ) as resp:
-        token = (await resp.json())["access_token"]
+    token = await get_token(http, emu, scope="https://management.azure.com/.default")
     url = f"{emu.base_url}/v1.0/deviceManagement/exchangeConnectors"
     async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
         assert resp.status == 401
