@@ -85,11 +85,21 @@ cli.add_command(emulator_group)
     type=click.IntRange(1, 1000),
     help="Requests in flight across all tenants.",
 )
-@click.option("--tenant-concurrency", type=click.IntRange(1, 100), help="Requests in flight per tenant.")
+@click.option(
+    "--tenant-concurrency",
+    type=click.IntRange(1, 100),
+    help="Requests in flight per tenant (default: each tenant's `concurrency` setting, 4).",
+)
 @click.option("--strict", is_flag=True, help="Refuse the whole job if any line is invalid.")
 @click.option("--dry-run", is_flag=True, help="Validate and plan; send no write at all.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-@click.option("--max-attempts", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--max-attempts",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Sends per operation before giving up (a 500 gets at most 3).",
+)
 @click.option(
     "--time-budget",
     default=900.0,
@@ -97,8 +107,14 @@ cli.add_command(emulator_group)
     type=click.FloatRange(1),
     help="Seconds an operation may keep retrying.",
 )
-@click.option("--backoff-base", default=0.5, show_default=True, type=click.FloatRange(0.001))
-@click.option("--backoff-cap", default=60.0, show_default=True, type=click.FloatRange(0.001))
+@click.option(
+    "--backoff-base",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0.001),
+    help="Seconds; without Retry-After the n-th wait is uniform(0, min(cap, base*2^(n-1))).",
+)
+@click.option("--backoff-cap", default=60.0, show_default=True, type=click.FloatRange(0.001), help="Seconds.")
 @click.option(
     "--retry-uncertain-sync",
     is_flag=True,
