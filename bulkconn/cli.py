@@ -14,6 +14,7 @@ import asyncio
 import math
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from bulkconn.cli_report import report_group
 from bulkconn.config import Config
 from bulkconn.engine import EngineSettings
 from bulkconn.errors import UsageError
-from bulkconn.job import LaneReader
+from bulkconn.job import JobScan, LaneReader
 from bulkconn.logs import enable_debug_logging
 from bulkconn.resume import read_state
 from bulkconn.resume_plan import plan_resume
@@ -181,24 +182,28 @@ def run(
         ),
     )
     options = RunOptions(report=report, settings=settings, strict=strict, drain_timeout_s=drain_timeout)
+    on_scanned: Callable[[JobScan], None] | None = None
     if resume:
         plan = plan_resume(
             job,
             report,
-            config,
             retry_failed=retry_failed,
             recheck_invalid=recheck_invalid,
             resend_uncertain=resend_uncertain,
             force=force,
         )
-        click.echo(plan.message, err=True)
-        if plan.nothing_to_do:
-            sys.exit(exit_code_for(plan.counts))
         options = replace(options, skip_keys=plan.skip_keys, resumed=True, prefill=plan.prefill)
+
+        def say_what_is_left(scan: JobScan) -> None:
+            click.echo(plan.starting(scan.valid + scan.invalid), err=True)
+
+        on_scanned = say_what_is_left
+
     again = ["bulkconn", "run", str(job), "--report", str(report), "--resume"]
     if config_path:
         again += ["--config", str(config_path)]
-    code = run_and_report(job, config, options, quiet, " ".join(shlex.quote(a) for a in again))
+    command = " ".join(shlex.quote(a) for a in again)
+    code = run_and_report(job, config, options, quiet, command, on_scanned or (lambda scan: None))
     if resume and code not in (EXIT_INTERRUPTED, EXIT_AUTH):
         code = exit_code_for(read_state(report).counts())  # the whole report's final state decides
     sys.exit(code)

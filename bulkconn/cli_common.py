@@ -15,6 +15,7 @@ from rich.console import Console
 from bulkconn.config import Config, load_config
 from bulkconn.display import Display, summary_table
 from bulkconn.errors import AuthError, UsageError
+from bulkconn.job import JobScan
 from bulkconn.runner import RunOptions, RunResult, execute
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -93,11 +94,20 @@ def print_summary(result: RunResult, resume_command: str) -> None:
         console.print(f"interrupted; resume with:\n  {resume_command}", highlight=False)
 
 
-def run_and_report(job: Path, config: Config, options: RunOptions, quiet: bool, resume_command: str) -> int:
+def run_and_report(
+    job: Path,
+    config: Config,
+    options: RunOptions,
+    quiet: bool,
+    resume_command: str,
+    on_scanned: Callable[[JobScan], None] = lambda scan: None,
+) -> int:
     display = Display(quiet=quiet)
     try:
-        result = asyncio.run(execute(job, config, options, on_tick=display.update))
+        result = asyncio.run(execute(job, config, options, on_tick=display.update, on_scanned=on_scanned))
     finally:
         display.close()
+    if result.nothing_to_do:
+        return EXIT_OK  # a resume with nothing left: the caller judges the report as it stands
     print_summary(result, resume_command)
     return exit_code(result)

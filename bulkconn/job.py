@@ -50,6 +50,7 @@ class JobScan:
     path: Path
     sha256: str = ""
     lines: int = 0
+    size: int = 0
     valid: int = 0
     invalid: int = 0
     skipped: int = 0
@@ -229,6 +230,7 @@ def scan_job(
             scan.offsets.setdefault(result.tenant, array("q")).append(start)
             scan.line_numbers.setdefault(result.tenant, array("q")).append(number)
     scan.sha256 = digest.hexdigest()
+    scan.size = offset
     return scan
 
 
@@ -238,21 +240,23 @@ class Fingerprint:
 
     sha256: str
     size: int
-    lines: int
+    lines: int  # counted as the scan counts them: a last line without a newline is a line
 
 
 def fingerprint(path: Path) -> Fingerprint:
     digest = hashlib.sha256()
     size = lines = 0
+    last = b"\n"
     try:
         with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
                 size += len(chunk)
                 lines += chunk.count(b"\n")
+                last = chunk[-1:]
     except OSError as exc:
         raise JobError(f"cannot read the job file: {exc.strerror or exc}", file=str(path)) from None
-    return Fingerprint(digest.hexdigest(), size, lines)
+    return Fingerprint(digest.hexdigest(), size, lines + (last != b"\n"))
 
 
 class LaneReader:

@@ -6,8 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from bulkconn.config import Config
-from bulkconn.job import fingerprint, scan_job
+from bulkconn.job import fingerprint
 from bulkconn.model import ErrorInfo, Outcome, Status
 from bulkconn.report import utc_now
 from bulkconn.resume import check_job, read_state
@@ -15,28 +14,34 @@ from bulkconn.resume import check_job, read_state
 
 @dataclass(frozen=True, slots=True)
 class ResumePlan:
+    report: Path
     skip_keys: frozenset[str]
     prefill: tuple[Outcome, ...]
-    remaining: int
     counts: Counter[str]
-    message: str
+    torn_lines: int
 
-    @property
-    def nothing_to_do(self) -> bool:
-        return self.remaining == 0 and not self.prefill
+    def starting(self, remaining: int) -> str:
+        """What to tell the user once the job's scan knows how many operations are left."""
+        done = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) or "none"
+        if remaining == 0 and not self.prefill:
+            return f"nothing to resume: every operation in {self.report} already has a final result ({done})"
+        torn = f"; ignored {self.torn_lines} torn line(s)" if self.torn_lines else ""
+        return (
+            f"resuming {self.report}: {len(self.skip_keys)} operation(s) already final ({done}){torn}; "
+            f"{remaining} to go"
+        )
 
 
 def plan_resume(
     job: Path,
     report: Path,
-    config: Config,
     *,
     retry_failed: bool,
     recheck_invalid: bool,
     resend_uncertain: bool,
     force: bool,
 ) -> ResumePlan:
-    """Read the report, refuse a changed job (unless ``force``), and count what is left."""
+    """Read the report, refuse a changed job (unless ``force``), and choose what to skip and settle."""
     state = read_state(report)
     job_print = fingerprint(job)
     check_job(state, job_print.sha256, job_print.size, job_print.lines, force=force)
@@ -62,15 +67,4 @@ def plan_resume(
             )
             for key, tenant, object_id, line in state.uncertain_intents()
         )
-    scan = scan_job(job, list(config.tenants), on_invalid=lambda item: None, skip_keys=skip)
-    remaining = scan.valid + scan.invalid
-    counts = state.counts()
-    done = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    torn = f"; ignored {state.torn_lines} torn line(s)" if state.torn_lines else ""
-    if remaining == 0 and not prefill:
-        message = f"nothing to resume: every operation in {report} already has a final result ({done or 'none'})"
-    else:
-        message = (
-            f"resuming {report}: {len(skip)} operation(s) already final ({done or 'none'}){torn}; {remaining} to go"
-        )
-    return ResumePlan(skip, prefill, remaining, counts, message)
+    return ResumePlan(report, skip, prefill, state.counts(), state.torn_lines)

@@ -8,28 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Container
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import orjson
 
 from bulkconn import __version__
 from bulkconn.auth import MsalTokenProvider, TokenProvider
 from bulkconn.config import Config
 from bulkconn.engine import Engine, EngineSettings, Progress
 from bulkconn.errors import JobError, UsageError
-from bulkconn.job import Invalid, JobScan, fingerprint, scan_job
+from bulkconn.job import Invalid, JobScan, scan_job
 from bulkconn.model import ErrorInfo, Outcome, Status
 from bulkconn.report import ReportWriter, utc_now
 from bulkconn.transport import Transport
+
+STRICT_PREVIEW = 20  # invalid lines quoted when --strict refuses a job
 
 
 @dataclass(slots=True)
 class RunResult:
     report: Path
+    nothing_to_do: bool = False  # a resume found every operation already final; the report is untouched
     counts: Counter[str] = field(default_factory=Counter)
     per_tenant: dict[str, Counter[str]] = field(default_factory=dict)
     auth_failures: dict[str, str] = field(default_factory=dict)
@@ -94,20 +100,55 @@ async def execute(
     *,
     auth: TokenProvider | None = None,
     on_tick: Callable[[Progress], None] = lambda p: None,
+    on_scanned: Callable[[JobScan], None] = lambda scan: None,
     install_signals: bool = True,
 ) -> RunResult:
-    """Run ``job`` to the end (or until interrupted) and return what happened."""
-    if options.strict:
-        _, problems = await strict_check(job, config)
-        if problems:
-            raise JobError(
-                f"{len(problems)}{'+' if len(problems) >= 20 else ''} invalid line(s); --strict sends nothing:\n"
-                + "\n".join(p.message for p in problems),
-                file=str(job),
-            )
+    """Run ``job`` to the end (or until interrupted) and return what happened.
+
+    The job is validated first, in one pass, before the report is touched: ``--strict`` can then refuse
+    it, and a resume with nothing left to do appends nothing. Invalid lines wait in a spool file until
+    the header is written, so even a job of a million bad lines is not held in memory.
+    """
     result = RunResult(report=options.report)
     started = time.monotonic()
-    job_print = await asyncio.to_thread(fingerprint, job)
+    with tempfile.TemporaryFile() as spool:
+        preview: list[Invalid] = []
+
+        def spool_invalid(item: Invalid) -> None:
+            if len(preview) < STRICT_PREVIEW:
+                preview.append(item)
+            spool.write(orjson.dumps(invalid_outcome(item).to_json()) + b"\n")
+
+        scan = await asyncio.to_thread(
+            scan_job, job, list(config.tenants), on_invalid=spool_invalid, skip_keys=options.skip_keys
+        )
+        on_scanned(scan)
+        if options.strict and scan.invalid:
+            raise JobError(
+                f"{scan.invalid} invalid line(s); --strict sends nothing:\n" + "\n".join(p.message for p in preview),
+                file=str(job),
+            )
+        if options.resumed and not (scan.valid or scan.invalid or options.prefill):
+            result.nothing_to_do = True
+            return result
+        spool.seek(0)
+        return await _execute_scanned(
+            job, config, options, scan, spool, result, started, auth, on_tick, install_signals
+        )
+
+
+async def _execute_scanned(
+    job: Path,
+    config: Config,
+    options: RunOptions,
+    scan: JobScan,
+    spool: IO[bytes],
+    result: RunResult,
+    started: float,
+    auth: TokenProvider | None,
+    on_tick: Callable[[Progress], None],
+    install_signals: bool,
+) -> RunResult:
     try:
         writer = ReportWriter(options.report)
     except OSError as exc:
@@ -118,9 +159,9 @@ async def execute(
         writer.header(
             run_id=str(uuid.uuid4()),
             job=str(job),
-            job_sha256=job_print.sha256,
-            job_bytes=job_print.size,
-            job_lines=job_print.lines,
+            job_sha256=scan.sha256,
+            job_bytes=scan.size,
+            job_lines=scan.lines,
             bulkconn_version=__version__,
             started_at=utc_now(),
             resumed=options.resumed,
@@ -133,17 +174,15 @@ async def execute(
             result.per_tenant.setdefault(outcome.tenant or "(none)", Counter())[outcome.status.value] += 1
             writer.result(outcome)
 
-        def record_invalid(item: Invalid) -> None:
-            record(invalid_outcome(item))
+        def record_line(line: dict[str, Any]) -> None:
+            result.counts[line["status"]] += 1
+            result.per_tenant.setdefault(line["tenant"] or "(none)", Counter())[line["status"]] += 1
+            writer.write(line)
 
         for outcome in options.prefill:
             record(outcome)
-
-        scan = await asyncio.to_thread(
-            scan_job, job, list(config.tenants), on_invalid=record_invalid, skip_keys=options.skip_keys
-        )
-        if scan.sha256 != job_print.sha256:
-            raise JobError("the job file changed while it was being read", file=str(job))
+        for raw in spool:
+            record_line(orjson.loads(raw))
         result.skipped_from_report = scan.skipped
         result.tenants = len(scan.offsets)
         engine = Engine(

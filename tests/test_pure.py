@@ -233,7 +233,8 @@ async def test_pacer_aimd() -> None:
     assert 0.7 < pacer.factor < 0.8
     pacer.succeeded(1000)
     assert pacer.factor == 1.0
-    await asyncio.wait_for(pacer.acquire(writes=20), 1)
+    await asyncio.wait_for(pacer.acquire(writes=20, reads=5), 1)
+    assert not pacer.ready(writes=20)  # the bucket holds the 20 just taken
 
 
 def test_redaction() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -86,6 +86,3 @@ class EmulatorOptions:
     def window_s(self) -> float:
         """The real length of a throttling window (20 s times the time scale)."""
         return WINDOW_S * self.time_scale
-
-    def with_chaos(self) -> EmulatorOptions:
-        return replace(self, faults=CHAOS)

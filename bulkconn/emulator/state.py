@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import random
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,8 +208,3 @@ def load_world(path: Path) -> World:
             tenant.connectors[entity["id"].lower()] = dict(entity)
         world.tenants[tenant.tenant_id] = tenant
     return world
-
-
-def connector_summary(world: World) -> Mapping[str, Mapping[str, dict[str, Any]]]:
-    """``{tenant alias: {connector id: entity}}`` for state dumps and assertions."""
-    return {t.alias: {c["id"]: dict(c) for c in t.connectors.values()} for t in world.tenants.values()}
