@@ -172,24 +172,25 @@ def structured_type(name: str) -> StructuredType | None:
     )
 
 
-def _lineage(name: str) -> set[str]:
-    """``name``, its base types and every descendant: the types whose bound actions apply to its collection."""
+def _is_a(name: str, ancestor: str) -> bool:
+    """Whether ``name`` is ``ancestor`` or derives from it (walking the base chain)."""
     types = _data()["types"]
-    family = {name, *types[name]["concrete"]}
-    base = types[name].get("base")
-    while base:
-        family.add(base)
-        base = types.get(base, {}).get("base")
-    return family
+    current: str | None = name
+    while current:
+        if current == ancestor:
+            return True
+        current = types.get(current, {}).get("base")
+    return False
 
 
 def _actions(entity_type: str) -> dict[str, Action]:
-    family = _lineage(entity_type)
+    """Actions bound to the type, its bases, or any type derived from it (those need the object to be one)."""
     found = {}
     for raw in _data()["actions"]:
-        if raw["binding"] in family:
+        binding = raw["binding"]
+        if _is_a(entity_type, binding) or _is_a(binding, entity_type):
             params = {p[0]: _type_ref(p[1], p[2]) for p in raw["params"]}
-            found[raw["name"]] = Action(raw["name"], raw["binding"], raw["collection"], params, raw["returns"])
+            found[raw["name"]] = Action(raw["name"], binding, raw["collection"], params, raw["returns"])
     return found
 
 
@@ -320,15 +321,21 @@ def _check_fields(stype: StructuredType, body: Mapping[str, Any], prefix: str, *
     return problems
 
 
-def validate_patch(resource: Resource, body: Mapping[str, Any], odata_type: str | None = None) -> list[Problem]:
+def validate_patch(
+    resource: Resource, body: Mapping[str, Any], odata_type: str | None = None, *, current_id: str | None = None
+) -> list[Problem]:
     """Problems with a PATCH ``body`` for one object of ``resource`` (empty when it may be sent).
 
     ``odata_type`` is the object's own type when the caller knows it (the emulator does; a job line may say
     it); the body's ``@odata.type`` must agree with it. For an abstract entity type one of the two must name
-    a concrete derived type, and the body is validated against that type.
+    a concrete derived type, and the body is validated against that type. ``current_id`` (the emulator's,
+    like Graph) lets a body repeat the object's own ``id``, case-insensitively; any other ``id`` is refused.
     """
     if resource.no_patch:
         return [Problem("", resource.no_patch)]
+    own_id = body.get("id")
+    if current_id is not None and isinstance(own_id, str) and own_id.lower() == current_id.lower():
+        body = {k: v for k, v in body.items() if k != "id"}
     named = body.get(ODATA_TYPE)
     if named is not None and odata_type is not None and _type_name(str(named)) != _type_name(odata_type):
         return [Problem(ODATA_TYPE, f"'{ODATA_TYPE}' is '{named}' but the object is '{odata_type}'")]
@@ -351,9 +358,7 @@ def validate_action(
         hint = suggest(name, list(resource.actions))
         known = _listing(sorted(resource.actions)) or "none"
         return [Problem("action", f"'{name}' is not an action of {resource.name}{hint}; its actions: {known}")]
-    if odata_type is not None and (
-        _type_name(odata_type) not in _data()["types"] or action.bound_to not in _lineage(_type_name(odata_type))
-    ):
+    if odata_type is not None and not _is_a(_type_name(odata_type), action.bound_to):
         return [Problem("action", f"'{name}' applies to '{action.bound_to}' objects, not '{odata_type}'")]
     problems: list[Problem] = []
     for key, value in params.items():

@@ -211,6 +211,21 @@ def test_read_only_properties_are_refused_with_their_reason() -> None:
     assert "key" in _messages(validate_patch(category, {"id": "abc"}))
 
 
+def test_the_emulator_may_accept_the_objects_own_id() -> None:
+    """As today's Exchange Connector: the object's own id may be repeated, never changed."""
+    connector = resource("exchangeConnectors")
+    assert validate_patch(connector, {"id": "ABC", "serverName": "x"}, current_id="abc") == []
+    assert [p.property for p in validate_patch(connector, {"id": "other"}, current_id="abc")] == ["id"]
+
+
+def test_actions_bound_to_another_kind_are_refused_for_that_object() -> None:
+    """An action bound to a type applies to objects of that type or a derived one only."""
+    devices = resource("managedDevices")
+    assert validate_action(devices, "syncDevice", {}, odata_type="#microsoft.graph.managedDevice") == []
+    problems = validate_action(devices, "syncDevice", {}, odata_type="#microsoft.graph.deviceCategory")
+    assert [p.property for p in problems] == ["action"]
+
+
 def test_relationships_cannot_be_patched() -> None:
     """A navigation property is named as a relationship, not as an unknown property."""
     problems = validate_patch(resource("managedDevices"), {"deviceCategory": {"displayName": "x"}})
