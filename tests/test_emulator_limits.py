@@ -4,6 +4,11 @@ limit, $batch sub-requests, the stats a pacing test reads, and Retry-After rotat
 from __future__ import annotations
 
 import datetime as dt
+import signal
+import ssl
+import subprocess
+import sys
+import urllib.request
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ from bulkconn.emulator.options import parse_tenant_limit
 from bulkconn.emulator.state import generate_world
 from bulkconn.emulator.throttling import TenantThrottle, Window
 from tests.conftest import EmulatorFactory, get_token, ssl_context, tenant
+from tests.emulator_helpers import post_batch, wait_ready
 
 JSON = {"Content-Type": "application/json"}
 
@@ -221,6 +227,8 @@ async def test_set_limits_python_api_for_all_tenants(make_emulator: EmulatorFact
     assert await _gets(emu, "fabrikam", 3) == [200, 200, 429]
     with pytest.raises(ValueError, match="unknown limit"):
         emu.set_limits(colour=1)
+    emu.core.reset()
+    assert emu.limits()["tenants"]["fabrikam"]["any_per_tenant"] == 2000
 
 
 async def test_global_limit_per_app_across_tenants(make_emulator: EmulatorFactory, tmp_path: Path) -> None:
@@ -250,13 +258,7 @@ async def test_batch_sub_requests_count_one_by_one(make_emulator: EmulatorFactor
         | {"body": {"exchangeAlias": f"b{i}"}}
         for i, cid in enumerate(ids[:5])
     ]
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context(emu))) as http:
-        token = await get_token(http, emu)
-        async with http.post(
-            f"{emu.base_url}/v1.0/$batch", json={"requests": requests}, headers={"Authorization": f"Bearer {token}"}
-        ) as r:
-            assert r.status == 200
-            statuses = sorted(item["status"] for item in (await r.json())["responses"])
+    statuses = sorted(item["status"] for item in await post_batch(emu, requests))
     assert statuses == [200, 200, 200, 429, 429]
     app = _app_stats(emu, "contoso")
     assert (app["writes_total"], app["max_writes_in_window"], app["windows_over_limit"]) == (5, 3, 2)
@@ -273,3 +275,45 @@ async def test_retry_after_rotates_through_every_form(make_emulator: EmulatorFac
     assert 0 < (parsedate_to_datetime(values[2]) - dt.datetime.now(dt.UTC)).total_seconds() <= 21
     assert values[3] is None
     assert values[4] is not None and values[4].isdigit()
+
+
+def test_serve_options_reach_the_running_emulator(tmp_path: Path) -> None:
+    """`emulator serve` limit, Retry-After and --fault options show in GET /_emulator/limits and the config it writes."""
+    ready, config, state = tmp_path / "ready", tmp_path / "bulkconn.toml", tmp_path / "state"
+    args = [
+        *("--tenants", "2", "--connectors-per-tenant", "1", "--state-dir", str(state), "--ready-file", str(ready)),
+        *("--write-config", str(config), "--writes-per-app", "50", "--window-s", "3", "--global-per-app", "999"),
+        *("--tenant-limit", "contoso:writes_per_app=40,window_s=2", "--retry-after", "rotating"),
+        *("--fault", "p_html_502=1", "--tenant-fault", "fabrikam:p_html_502=0"),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bulkconn", "emulator", "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        base_url = wait_ready(proc, ready)
+        context = ssl.create_default_context(cafile=str(state / "ca.pem"))
+        with urllib.request.urlopen(f"{base_url}/_emulator/limits", context=context, timeout=10) as answer:
+            limits = orjson.loads(answer.read())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert limits["tenants"]["contoso"] == Limits(window_s=2, writes_per_app=40).to_json()
+    assert limits["tenants"]["fabrikam"] == Limits(window_s=3, writes_per_app=50).to_json()
+    assert limits["global_per_app"] == 999
+    text = config.read_text()
+    assert "window_s = 3.0" in text and "writes_per_20s = 50" in text
+    assert proc.returncode == 0
+
+
+def test_serve_refuses_a_bad_tenant_limit(tmp_path: Path) -> None:
+    """A mistake in --tenant-limit is a usage error naming the option, not a traceback."""
+    run = subprocess.run(
+        [sys.executable, "-m", "bulkconn", "emulator", "serve", "--tenant-limit", "contoso:speed=3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 2
+    assert "unknown limit 'speed'" in run.stderr and "Traceback" not in run.stderr

@@ -44,12 +44,19 @@ def _draw(core: EmulatorCore, choices: Sequence[tuple[str, float]]) -> str | Non
     return None
 
 
+def closed(request: web.Request) -> web.StreamResponse:
+    """Close the connection; the response returned can never be sent, which aiohttp treats as a client gone."""
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=500)
+
+
 def _head(status: int, headers: dict[str, str]) -> bytes:
     lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"] + [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def _hold_then_close(request: web.Request, limit_s: float, reason: str) -> web.StreamResponse:
+async def _hold_then_close(request: web.Request, limit_s: float) -> web.StreamResponse:
     """Keep the connection open, saying nothing more, until the client leaves or ``limit_s`` passes."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit_s
@@ -58,9 +65,7 @@ async def _hold_then_close(request: web.Request, limit_s: float, reason: str) ->
         if transport is None or transport.is_closing():
             break
         await asyncio.sleep(_HOLD_POLL_S)
-    if request.transport is not None:
-        request.transport.close()
-    raise ConnectionResetError(reason)
+    return closed(request)
 
 
 async def proxy_answer(
@@ -81,7 +86,7 @@ async def proxy_answer(
     if kind == "html_502":
         return web.Response(status=502, body=PROXY_502, headers={"Server": "nginx", "Content-Type": "text/html"})
     if kind == "silent":
-        return await _hold_then_close(request, faults.stall_s, "injected silence")
+        return await _hold_then_close(request, faults.stall_s)
     host = EVIL_HOST if kind == "redirect_offhost" else core.base_url
     return web.Response(status=faults.redirect_status, headers=base | {"Location": host + request.path_qs})
 
@@ -111,15 +116,14 @@ async def damage(
     body = answer.body if isinstance(answer.body, bytes) and answer.body else b'{"value": []}'
     transport = request.transport
     if transport is None:
-        raise ConnectionResetError("client went away")
+        return closed(request)  # the client went away already
     if kind == "truncated":
         headers |= {"Content-Length": str(len(body) + 100), "Connection": "close"}
         transport.write(_head(status, headers) + body[: len(body) // 2])
-        transport.close()
-        raise ConnectionResetError("injected truncated body")
+        return closed(request)
     headers |= {"Content-Length": str(len(body))}
     transport.write(_head(status, headers))
-    return await _hold_then_close(request, faults.stall_s, "injected stall")
+    return await _hold_then_close(request, faults.stall_s)
 
 
 async def _huge(request: web.Request, status: int, headers: dict[str, str], size: int) -> web.StreamResponse:

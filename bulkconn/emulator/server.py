@@ -106,9 +106,7 @@ class _Handlers:
             return instead
         if faults.p_drop and core.fault_rng.random() < faults.p_drop:
             core.stats.faults_total += 1
-            if request.transport is not None:
-                request.transport.close()
-            raise ConnectionResetError("injected connection drop")
+            return hostile.closed(request)
         if path.lower() == "/$batch" and request.method == "POST":
             if faults.p_batch_429 and core.fault_rng.random() < faults.p_batch_429:
                 core.stats.faults_total += 1
