@@ -128,7 +128,8 @@ def test_limit_parsing_refuses_mistakes() -> None:
     assert _tenant_limits(("contoso:writes_per_app=40", "contoso:window_s=2")) == {
         "contoso": {"writes_per_app": 40.0, "window_s": 2.0}
     }
-    for bad in ("contoso", ":writes_per_app=1", "contoso:speed=1", "contoso:writes_per_app=0", "c:window_s=x"):
+    bad_limits = ("contoso", ":writes_per_app=1", "contoso:speed=1", "contoso:writes_per_app=0", "c:writes_per_app=2.5")
+    for bad in (*bad_limits, "c:window_s=x"):
         with pytest.raises(click.BadParameter):
             _tenant_limits((bad,))
     assert _extra_faults(("p-html-502=0.5", "huge_body_bytes=1000"), Faults()) == Faults(

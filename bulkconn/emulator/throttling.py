@@ -42,6 +42,8 @@ class Limits:
                 raise ValueError(f"unknown limit {name!r}; expected one of {', '.join(sorted(known))}")
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"limit {name} must be a positive number, not {value!r}")
+            if name != "window_s" and value != int(value):
+                raise ValueError(f"limit {name} must be a whole number, not {value!r}")
             changes[name] = float(value) if name == "window_s" else int(value)
         return replace(self, **changes)
 
@@ -185,12 +187,8 @@ class TenantThrottle:
 
     def apply(self, limits: Limits) -> None:
         """Change the limits in force now; events already admitted stay in their windows."""
-        self.window_s, self.writes_per_app, self.writes_per_tenant = (
-            limits.window_s,
-            limits.writes_per_app,
-            limits.writes_per_tenant,
-        )
-        self.any_per_app, self.any_per_tenant = limits.any_per_app, limits.any_per_tenant
+        for name, value in limits.to_json().items():
+            setattr(self, name, value)
         pairs: list[tuple[Window | WriteMeter, int]] = [
             (self.writes, self.writes_per_tenant),
             (self.anything, self.any_per_tenant),
