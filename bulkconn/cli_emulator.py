@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from bulkconn.emulator import CHAOS, Emulator, EmulatorOptions, Faults, RetryAfterFormat
 from bulkconn.emulator.artifacts import write_config, write_job
-
-_FAULT_NAMES = (
-    "p500",
-    "p503",
-    "p503_bare",
-    "p504",
-    "p_drop",
-    "p_batch_429",
-    "p_batch_garbled",
-    "latency_ms",
-    "jitter_ms",
-)
+from bulkconn.emulator.options import ROTATING, parse_tenant_limit
 
 
 def _tenant_faults(values: tuple[str, ...], base: Faults) -> dict[str, Faults]:
@@ -31,16 +19,35 @@ def _tenant_faults(values: tuple[str, ...], base: Faults) -> dict[str, Faults]:
     for value in values:
         alias, _, assignment = value.partition(":")
         name, _, number = assignment.partition("=")
-        name = name.replace("-", "_")
-        if not alias or name not in _FAULT_NAMES:
-            raise click.BadParameter(f"{value!r}: expected ALIAS:NAME=VALUE with NAME one of {', '.join(_FAULT_NAMES)}")
+        if not alias:
+            raise click.BadParameter(f"{value!r}: expected ALIAS:NAME=VALUE")
         try:
-            parsed = float(number)
-        except ValueError:
-            raise click.BadParameter(f"{value!r}: {number!r} is not a number") from None
-        if parsed < 0 or (name.startswith("p") and parsed > 1):
-            raise click.BadParameter(f"{value!r}: out of range")
-        out[alias] = replace(out.get(alias, base), **{name: parsed})
+            out[alias] = out.get(alias, base).with_setting(name, number)
+        except ValueError as exc:
+            raise click.BadParameter(f"{value!r}: {exc}") from None
+    return out
+
+
+def _extra_faults(values: tuple[str, ...], base: Faults) -> Faults:
+    """Apply repeated ``NAME=VALUE`` options (any field of Faults, e.g. p_html_502=0.1) to every tenant."""
+    for value in values:
+        name, _, number = value.partition("=")
+        try:
+            base = base.with_setting(name, number)
+        except ValueError as exc:
+            raise click.BadParameter(f"{value!r}: {exc}") from None
+    return base
+
+
+def _tenant_limits(values: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Parse repeated ``ALIAS:NAME=VALUE[,NAME=VALUE]`` options into per-tenant limit overrides."""
+    out: dict[str, dict[str, float]] = {}
+    for value in values:
+        try:
+            alias, overrides = parse_tenant_limit(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        out.setdefault(alias, {}).update(overrides)
     return out
 
 
@@ -81,7 +88,54 @@ def emulator_group() -> None:
     "retry_after",
     default="seconds",
     show_default=True,
-    type=click.Choice([f.value for f in RetryAfterFormat]),
+    type=click.Choice([*(f.value for f in RetryAfterFormat), "rotating"]),
+    help="Form of Retry-After on 429/503; rotating cycles seconds, fractional, http-date, absent.",
+)
+@click.option(
+    "--writes-per-app", default=100, show_default=True, type=click.IntRange(1), help="Writes per app per window."
+)
+@click.option(
+    "--writes-per-tenant", default=200, show_default=True, type=click.IntRange(1), help="Writes per tenant per window."
+)
+@click.option(
+    "--requests-per-app",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Any request per app per window.",
+)
+@click.option(
+    "--requests-per-tenant",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Any request per tenant per window.",
+)
+@click.option(
+    "--window-s",
+    type=click.FloatRange(0.001, min_open=False),
+    help="Throttling window in real seconds, whatever --time-scale says (default: 20 x time scale).",
+)
+@click.option(
+    "--global-per-app",
+    default=130_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Graph's limit per app across all tenants, per 10 s x time scale.",
+)
+@click.option(
+    "--tenant-limit",
+    "tenant_limit",
+    multiple=True,
+    metavar="ALIAS:NAME=VALUE[,...]",
+    help="Limits for one tenant, e.g. contoso:writes_per_app=40,window_s=2 (repeatable).",
+)
+@click.option(
+    "--fault",
+    "fault",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Any fault setting for every tenant, e.g. p_html_502=0.05 or huge_body_bytes=1000000 (repeatable).",
 )
 @click.option("--intune-errors", is_flag=True, help="Intune-style error messages (a JSON-encoded _version 3 string).")
 @click.option("--token-lifetime", default=3599, show_default=True, type=click.IntRange(1, 86_400))
@@ -145,6 +199,14 @@ def serve(
     patch_status: str,
     page_size: int,
     retry_after: str,
+    writes_per_app: int,
+    writes_per_tenant: int,
+    requests_per_app: int,
+    requests_per_tenant: int,
+    window_s: float | None,
+    global_per_app: int,
+    tenant_limit: tuple[str, ...],
+    fault: tuple[str, ...],
     intune_errors: bool,
     token_lifetime: int,
     chaos: bool,
@@ -178,6 +240,8 @@ def serve(
         latency_ms=latency_ms,
         jitter_ms=jitter_ms,
     )
+    faults = _extra_faults(fault, CHAOS if chaos else faults)
+    rotating = retry_after == "rotating"
     options = EmulatorOptions(
         host=host,
         port=port,
@@ -189,11 +253,19 @@ def serve(
         time_scale=time_scale,
         patch_status=int(patch_status),
         page_size=page_size,
-        retry_after=RetryAfterFormat(retry_after),
+        retry_after=RetryAfterFormat.SECONDS if rotating else RetryAfterFormat(retry_after),
+        retry_after_cycle=ROTATING if rotating else (),
+        writes_per_app=writes_per_app,
+        writes_per_tenant=writes_per_tenant,
+        any_per_app=requests_per_app,
+        any_per_tenant=requests_per_tenant,
+        limit_window_s=window_s,
+        global_per_app=global_per_app,
+        tenant_limits=_tenant_limits(tenant_limit),
         intune_errors=intune_errors,
         token_lifetime_s=token_lifetime,
-        faults=CHAOS if chaos else faults,
-        tenant_faults=_tenant_faults(tenant_fault, CHAOS if chaos else faults),
+        faults=faults,
+        tenant_faults=_tenant_faults(tenant_fault, faults),
         token_max_age_s=token_max_age,
         auto_approve_device_codes=auto_approve_device_codes,
     )

@@ -5,7 +5,19 @@ See ``docs/emulator.md`` for what it does and the choices made where Graph is un
 
 from __future__ import annotations
 
-from bulkconn.emulator.options import CHAOS, EmulatorOptions, Faults, RetryAfterFormat
+from bulkconn.emulator.hostile import SilentServer
+from bulkconn.emulator.options import CHAOS, ROTATING, EmulatorOptions, Faults, RetryAfterFormat
 from bulkconn.emulator.server import Emulator, EmulatorThread
+from bulkconn.emulator.throttling import Limits
 
-__all__ = ["CHAOS", "Emulator", "EmulatorOptions", "EmulatorThread", "Faults", "RetryAfterFormat"]
+__all__ = [
+    "CHAOS",
+    "ROTATING",
+    "Emulator",
+    "EmulatorOptions",
+    "EmulatorThread",
+    "Faults",
+    "Limits",
+    "RetryAfterFormat",
+    "SilentServer",
+]

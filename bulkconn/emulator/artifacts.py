@@ -14,7 +14,6 @@ from pathlib import Path
 import orjson
 
 from bulkconn.emulator.core import EmulatorCore
-from bulkconn.emulator.options import WINDOW_S
 
 
 def _toml_str(value: str) -> str:
@@ -41,8 +40,9 @@ def write_config(
         f"authority_host = {_toml_str(core.base_url)}",
         f"ca_bundle = {_toml_str(str(ca_file.resolve()))}",
         'api_version = "v1.0"',
-        "# The emulator runs its 20 s throttling windows at this time scale; pacing follows it.",
-        f"window_s = {WINDOW_S * opts.time_scale!r}",
+        "# The emulator's default throttling window and write limit (20 s x time scale unless --window-s);",
+        "# tenants given other limits with --tenant-limit are over-paced here on purpose.",
+        f"window_s = {opts.window_s!r}",
         f"writes_per_20s = {opts.writes_per_app}",
         "",
     ]

@@ -23,7 +23,7 @@ import orjson
 
 from bulkconn.emulator.options import EmulatorOptions, Faults, RetryAfterFormat
 from bulkconn.emulator.state import Tenant, World, generate_world, load_world
-from bulkconn.emulator.throttling import TenantThrottle
+from bulkconn.emulator.throttling import GlobalThrottle, Limits, TenantThrottle
 
 MISSING: Any = object()
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
@@ -94,6 +94,7 @@ class Stats:
     user_agents: Counter[str] = field(default_factory=Counter)
     client_request_ids_missing: int = 0
     connections: set[str] = field(default_factory=set)  # client (address, port) pairs seen by Graph routes
+    faults: Counter[str] = field(default_factory=Counter)  # fault kind -> times injected
 
 
 def imf_date(when: dt.datetime | None = None) -> str:
@@ -118,6 +119,10 @@ class EmulatorCore:
         self.batch_seq = 0
         self.base_url = ""  # set once the socket is bound
         self.throttles: dict[str, TenantThrottle] = {}
+        self.limits: dict[str, Limits] = {}  # tenant id -> limits changed at run time
+        self.global_throttle = GlobalThrottle(per_app=options.global_per_app, window_s=options.global_window_s)
+        self.retry_after_seq = 0
+        self.origin = time.monotonic()  # stats' *_s fields count from here
         self.token_key = self._token_key()
         self.revoked_before: dict[str, float] = {}  # tenant id -> tokens issued before are invalid
         self.max_token_age_s: float | None = options.token_max_age_s  # older tokens are refused (early expiry)
@@ -147,6 +152,12 @@ class EmulatorCore:
         self.fault_rng = random.Random(self.options.seed)
         self.batch_seq = 0
         self.throttles.clear()
+        self.limits.clear()
+        self.global_throttle = GlobalThrottle(
+            per_app=self.options.global_per_app, window_s=self.options.global_window_s
+        )
+        self.retry_after_seq = 0
+        self.origin = time.monotonic()
         self.revoked_before.clear()
         self.max_token_age_s = self.options.token_max_age_s
 
@@ -154,15 +165,47 @@ class EmulatorCore:
     def throttle_for(self, tenant: Tenant) -> TenantThrottle:
         throttle = self.throttles.get(tenant.tenant_id)
         if throttle is None:
-            o = self.options
-            throttle = self.throttles[tenant.tenant_id] = TenantThrottle(
-                window_s=o.window_s,
-                writes_per_app=o.writes_per_app,
-                writes_per_tenant=o.writes_per_tenant,
-                any_per_app=o.any_per_app,
-                any_per_tenant=o.any_per_tenant,
-            )
+            limits = self.limits_for(tenant)
+            throttle = self.throttles[tenant.tenant_id] = TenantThrottle.from_limits(limits, origin=self.origin)
         return throttle
+
+    def limits_for(self, tenant: Tenant) -> Limits:
+        """The limits in force for a tenant: changed at run time, else ``tenant_limits``, else the defaults."""
+        if tenant.tenant_id in self.limits:
+            return self.limits[tenant.tenant_id]
+        base = self.options.limits()
+        for key in (tenant.alias, tenant.tenant_id, tenant.domain):
+            if key in self.options.tenant_limits:
+                return base.with_overrides(self.options.tenant_limits[key])
+        return base
+
+    def set_limits(self, tenant: str | None, overrides: Mapping[str, float]) -> dict[str, Any]:
+        """Change the limits of one tenant (alias, id or domain) or of all, from now on.
+
+        ``global_per_app`` changes Graph's global limit. Raises ``ValueError`` (unknown tenant or limit).
+        """
+        changes = dict(overrides)
+        if "global_per_app" in changes:
+            value = changes.pop("global_per_app")
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"limit global_per_app must be a positive number, not {value!r}")
+            self.global_throttle.apply(per_app=int(value))
+        chosen = [t for t in self.world.tenants.values() if tenant in (None, t.alias, t.tenant_id, t.domain)]
+        if not chosen:
+            raise ValueError(f"no tenant {tenant!r}")
+        updated = {t.tenant_id: self.limits_for(t).with_overrides(changes) for t in chosen}
+        for tenant_id, limits in updated.items():
+            self.limits[tenant_id] = limits
+            if tenant_id in self.throttles:
+                self.throttles[tenant_id].apply(limits)
+        return self.limits_json()
+
+    def limits_json(self) -> dict[str, Any]:
+        return {
+            "tenants": {t.alias: self.limits_for(t).to_json() for t in self.world.tenants.values()},
+            "global_per_app": self.global_throttle.per_app,
+            "global_window_s": self.global_throttle.window_s,
+        }
 
     def faults_for(self, tenant: Tenant | None) -> Faults:
         if tenant is not None:
@@ -279,6 +322,9 @@ class EmulatorCore:
         ``seconds`` format writes the scaled value of the rounded-up unscaled wait.
         """
         fmt = self.options.retry_after
+        if cycle := self.options.retry_after_cycle:
+            fmt = cycle[self.retry_after_seq % len(cycle)]
+            self.retry_after_seq += 1
         scale = self.options.time_scale
         if fmt is RetryAfterFormat.ABSENT:
             return {}
@@ -319,7 +365,9 @@ class EmulatorCore:
                 "syncs": dict(s.syncs[tenant.alias]),
                 "patches": dict(s.patches[tenant.alias]),
             }
-            entry.update(throttle.stats() if throttle else {"max_writes_in_window": 0, "apps": {}})
+            if throttle is None:
+                throttle = TenantThrottle.from_limits(self.limits_for(tenant), origin=self.origin)
+            entry.update(throttle.stats())
             tenants[tenant.alias] = entry
         return {
             "requests_total": s.requests_total,
@@ -332,5 +380,7 @@ class EmulatorCore:
             "connections_total": len(s.connections),
             "token_requests": {a: s.token_requests[a] for a in tenants},
             "user_agents": dict(s.user_agents),
+            "faults": dict(s.faults),
+            "global": self.global_throttle.stats(),
             "tenants": tenants,
         }

@@ -133,7 +133,8 @@ def _gate(core: EmulatorCore, principal: Principal, req: SubRequest, route: Rout
             f"Application must have one of the following scopes: {', '.join(sorted(needed))}",
             req,
         )
-    wait = core.throttle_for(principal.tenant).admit(principal.app_id, is_write=is_write, now=now)
+    global_window = core.global_throttle.window(principal.app_id)
+    wait = core.throttle_for(principal.tenant).admit(principal.app_id, is_write=is_write, now=now, also=[global_window])
     if wait > 0:
         core.stats.throttled_total += 1
         core.stats.throttled[principal.tenant.alias] += 1

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
+
+from bulkconn.emulator.throttling import GLOBAL_PER_APP, GLOBAL_WINDOW_S, Limits
 
 
 class RetryAfterFormat(StrEnum):
@@ -15,6 +17,15 @@ class RetryAfterFormat(StrEnum):
     FRACTIONAL = "fractional"  # e.g. 2.128 (seen in older Graph samples and batch sub-responses)
     HTTP_DATE = "http-date"  # an IMF-fixdate, RFC 9110
     ABSENT = "absent"  # no header at all (seen from Intune)
+
+
+# ``retry_after_cycle`` value that rotates through every form, one throttled answer after another.
+ROTATING = (
+    RetryAfterFormat.SECONDS,
+    RetryAfterFormat.FRACTIONAL,
+    RetryAfterFormat.HTTP_DATE,
+    RetryAfterFormat.ABSENT,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,10 +41,61 @@ class Faults:
     p_batch_garbled: float = 0.0  # a 200 $batch answer that drops, duplicates, or is not JSON
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
+    # Hostile answers (docs/emulator.md, "Hostile answers"). A proxy answers instead of Graph: nothing happens.
+    p_html_502: float = 0.0  # 502 text/html error page, as a reverse proxy writes it
+    p_redirect_offhost: float = 0.0  # redirect to another host (https://evil.invalid/...)
+    p_redirect_samehost: float = 0.0  # redirect to the same URL on this host
+    p_silent: float = 0.0  # the request is read, nothing is ever answered
+    # Graph did the work, then the answer is damaged on the way back.
+    p_not_json: float = 0.0  # 200, Content-Type application/json, a body that is not JSON
+    p_truncated: float = 0.0  # Content-Length larger than the bytes sent, then the connection closes
+    p_huge: float = 0.0  # a valid JSON body of huge_body_bytes
+    p_stall: float = 0.0  # status and headers, then the body never comes
+    p_batch_missing_id: float = 0.0  # a $batch answer without one requested id
+    p_batch_extra_id: float = 0.0  # one more sub-response, for an id nobody asked for
+    p_batch_duplicate_id: float = 0.0  # one id answered twice, the copy a 500
+    p_batch_unknown_id: float = 0.0  # one sub-response's id replaced by an unknown one
+    p_batch_no_status: float = 0.0  # one sub-response without "status"
+    huge_body_bytes: int = 50 * 1024 * 1024
+    redirect_status: int = 307
+    stall_s: float = 3600.0  # the longest a stalled or silent answer holds the connection
 
     @property
     def any_status_fault(self) -> bool:
         return (self.p500 + self.p503 + self.p503_bare + self.p504) > 0
+
+    def with_setting(self, name: str, text: str) -> Faults:
+        """A copy with one field set from text (``p503``, ``p-html-502``...); ``ValueError`` says what is wrong."""
+        name = name.strip().replace("-", "_")
+        kinds = {f.name: f.type for f in fields(self)}
+        if name not in kinds:
+            raise ValueError(f"unknown fault {name!r}; expected one of {', '.join(kinds)}")
+        try:
+            value: float = int(text) if kinds[name] == "int" else float(text)
+        except ValueError:
+            raise ValueError(f"{name}: {text!r} is not a number") from None
+        if value < 0 or (name.startswith("p") and value > 1):
+            raise ValueError(f"{name}: {text!r} is out of range")
+        if name == "redirect_status" and value not in (301, 302, 303, 307, 308):
+            raise ValueError(f"redirect_status: {text!r} is not a redirect status")
+        changed: Faults = replace(self, **{name: value})  # type: ignore[arg-type]  # the field's own type
+        return changed
+
+
+def parse_tenant_limit(text: str) -> tuple[str, dict[str, float]]:
+    """``ALIAS:writes_per_app=40,window_s=2`` -> (alias, overrides); ``ValueError`` says what is wrong."""
+    alias, _, assignments = text.partition(":")
+    overrides: dict[str, float] = {}
+    for assignment in filter(None, assignments.split(",")):
+        name, _, number = assignment.partition("=")
+        try:
+            overrides[name.strip().replace("-", "_")] = float(number)
+        except ValueError:
+            raise ValueError(f"{text!r}: {number!r} is not a number") from None
+    if not alias or not overrides:
+        raise ValueError(f"{text!r}: expected ALIAS:NAME=VALUE[,NAME=VALUE...]")
+    Limits().with_overrides(overrides)  # refuses unknown names and values out of range
+    return alias, overrides
 
 
 CHAOS = Faults(
@@ -81,8 +143,27 @@ class EmulatorOptions:
     writes_per_tenant: int = WRITES_PER_TENANT
     any_per_app: int = ANY_PER_APP
     any_per_tenant: int = ANY_PER_TENANT
+    limit_window_s: float | None = None  # real seconds; None: 20 s times the time scale
+    tenant_limits: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # alias, id or domain -> overrides
+    global_per_app: int = GLOBAL_PER_APP  # Graph's limit per app across all tenants, per global_window_s
+    retry_after_cycle: tuple[RetryAfterFormat, ...] = ()  # when set, throttled answers rotate through these forms
 
     @property
     def window_s(self) -> float:
-        """The real length of a throttling window (20 s times the time scale)."""
-        return WINDOW_S * self.time_scale
+        """The real length of a throttling window: ``limit_window_s``, else 20 s times the time scale."""
+        return self.limit_window_s if self.limit_window_s is not None else WINDOW_S * self.time_scale
+
+    @property
+    def global_window_s(self) -> float:
+        """The real length of Graph's global window (10 s times the time scale)."""
+        return GLOBAL_WINDOW_S * self.time_scale
+
+    def limits(self) -> Limits:
+        """The limits every tenant starts with unless ``tenant_limits`` names it."""
+        return Limits(
+            window_s=self.window_s,
+            writes_per_app=self.writes_per_app,
+            writes_per_tenant=self.writes_per_tenant,
+            any_per_app=self.any_per_app,
+            any_per_tenant=self.any_per_tenant,
+        )

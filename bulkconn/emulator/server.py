@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from bulkconn.emulator import identity
+from bulkconn.emulator import hostile, identity
 from bulkconn.emulator.batch import handle_batch
 from bulkconn.emulator.core import EmulatorCore, SubRequest, SubResponse
 from bulkconn.emulator.graph import handle
@@ -101,11 +101,12 @@ class _Handlers:
         if faults.latency_ms or faults.jitter_ms:
             delay_ms = faults.latency_ms + core.fault_rng.random() * faults.jitter_ms
             await asyncio.sleep(delay_ms / 1000 * core.options.time_scale)
+        base_headers = core.standard_headers(req.request_id, req.client_request_id)
+        if (instead := await hostile.proxy_answer(core, request, faults, base_headers)) is not None:
+            return instead
         if faults.p_drop and core.fault_rng.random() < faults.p_drop:
             core.stats.faults_total += 1
-            if request.transport is not None:
-                request.transport.close()
-            raise ConnectionResetError("injected connection drop")
+            return hostile.closed(request)
         if path.lower() == "/$batch" and request.method == "POST":
             if faults.p_batch_429 and core.fault_rng.random() < faults.p_batch_429:
                 core.stats.faults_total += 1
@@ -120,12 +121,15 @@ class _Handlers:
                 )
             else:
                 response = handle_batch(core, principal, req, time.monotonic())
+                if response.status == 200:
+                    response = hostile.damage_batch(core, faults, response)
                 if faults.p_batch_garbled and core.fault_rng.random() < faults.p_batch_garbled:
                     core.stats.faults_total += 1
                     return self._garbled(response, req)
         else:
             response = handle(core, principal, req, time.monotonic())
-        return self._render(response, req)
+        answer = self._render(response, req)
+        return await hostile.damage(core, request, faults, answer) or answer
 
     def _garbled(self, response: SubResponse, req: SubRequest) -> web.Response:
         """A 200 $batch answer that lost a sub-response, repeats one, or is not JSON at all."""
@@ -166,13 +170,32 @@ class _Handlers:
         if route == ("POST", "reset"):
             core.reset()
             return _json(200, {"reset": True})
-        body = orjson.loads(await request.read() or b"{}")
+        try:
+            body = orjson.loads(await request.read() or b"{}")
+        except orjson.JSONDecodeError:
+            return _json(400, {"error": "the body is not JSON"})
+        if route == ("GET", "limits"):
+            return _json(200, core.limits_json())
+        if route == ("POST", "limits"):
+            return _limits_control(core, body)
         if route == ("POST", "tokens"):
             return _json(200, _token_control(core, body))
         if route == ("POST", "device/approve"):
             ok = identity.approve_device_code(core, str(body.get("user_code", "")), str(body.get("user", "admin")))
             return _json(200 if ok else 404, {"approved": ok})
         return _json(404, {"error": f"no admin route {request.method} /_emulator/{route[1]}"})
+
+
+def _limits_control(core: EmulatorCore, body: Any) -> web.Response:
+    """``{"tenant": ALIAS or absent for all, "writes_per_app": 40, "window_s": 2, ...}``: new limits from now on."""
+    if not isinstance(body, dict):
+        return _json(400, {"error": "expected a JSON object"})
+    tenant = body.get("tenant")
+    overrides = {k: v for k, v in body.items() if k != "tenant"}
+    try:
+        return _json(200, core.set_limits(None if tenant is None else str(tenant), overrides))
+    except ValueError as exc:
+        return _json(400, {"error": str(exc)})
 
 
 def _token_control(core: EmulatorCore, body: dict[str, Any]) -> dict[str, Any]:
@@ -266,6 +289,19 @@ class Emulator:
 
     def revoke_tokens(self, tenant: str | None = None) -> None:
         _token_control(self.core, {"revoke": True, "tenant": tenant})
+
+    def set_limits(self, tenant: str | None = None, **limits: float) -> dict[str, Any]:
+        """Change throttling limits from now on (as ``POST /_emulator/limits``); ``tenant=None`` changes all.
+
+        Names: ``window_s``, ``writes_per_app``, ``writes_per_tenant``, ``any_per_app``, ``any_per_tenant``,
+        ``global_per_app``. Call it on the emulator's loop (in-process tests); from another thread, use the
+        HTTP endpoint. Raises ``ValueError`` for an unknown tenant or limit.
+        """
+        return self.core.set_limits(tenant, limits)
+
+    def limits(self) -> dict[str, Any]:
+        """The limits in force, per tenant, and Graph's global limit (as ``GET /_emulator/limits``)."""
+        return self.core.limits_json()
 
 
 class EmulatorThread:
