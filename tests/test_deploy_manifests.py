@@ -33,6 +33,7 @@ def load(name: str) -> dict[str, Any]:
 
 def container(job: dict[str, Any]) -> dict[str, Any]:
     (only,) = job["spec"]["template"]["spec"]["containers"]
+    assert isinstance(only, dict)
     return only
 
 

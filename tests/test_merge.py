@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -82,7 +83,7 @@ def complete_set(tmp_path: Path, plan: Partition) -> list[Shard]:
     return [Shard(tmp_path, i, plan).run([outcome(k, t) for k, t in ops_of(plan, i)]) for i in range(plan.count)]
 
 
-def lines_of(path: Path) -> list[dict[str, object]]:
+def lines_of(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(raw) for raw in path.read_bytes().splitlines()]
 
 
