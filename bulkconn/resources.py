@@ -166,7 +166,7 @@ def check_value(prop: Property, value: Any) -> str | None:
     if value is None:
         return None if prop.nullable else f"property '{prop.name}' cannot be null"
     if not isinstance(value, str):
-        expected = "an enum string" if prop.kind is _ENUM else f"a {prop.kind.value} string"
+        expected = {_ENUM: "an enum string", _DATETIME: "a DateTimeOffset string"}.get(prop.kind, "a string")
         return f"property '{prop.name}' must be {expected}, not {_type_name(value)}"
     if prop.kind is _ENUM and value not in prop.enum_values:
         allowed = ", ".join(prop.enum_values)

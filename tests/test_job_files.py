@@ -1,0 +1,164 @@
+"""Job files as Windows tools write them (UTF-16, BOM, CRLF, code pages) and CSV jobs from spreadsheets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bulkconn.errors import JobError
+from bulkconn.job import Invalid, JobScan, LaneReader, fingerprint, scan_job
+from bulkconn.model import Operation
+from bulkconn.suggest import closest
+
+TENANTS = ["contoso", "fabrikam"]
+ID1, ID2, ID3 = "d5f4b3b2-e4b0-4ce6-8741-c7a87ce42c82", "e6c3f339-1a2b-4f1f-b1fd-42a29755d4c1", "701966a0-c381"
+
+JSONL = (
+    f'{{"tenant": "contoso", "id": "{ID1}", "patch": {{"serverName": "mail2.contoso.com"}}}}\n'
+    f'{{"tenant": "fabrikam", "id": "{ID2}", "patch": {{"serverName": "ex\\nchange", "version": null}}}}\n'
+    f'{{"tenant": "contoso", "id": "{ID3}", "action": "sync", "syncType": "deltaSync"}}\n'
+)
+# The same job as a spreadsheet: line 3's cell spans two lines, so the sync row is line 5, as in the report.
+CSV = (
+    "tenant,id,action,syncType,serverName,version\n"
+    f"contoso,{ID1},,,mail2.contoso.com,\n"
+    f'fabrikam,{ID2},,,"ex\nchange",#null\n'
+    f"contoso,{ID3},sync,deltaSync,,\n"
+)
+
+
+def _scan(path: Path, tenants: list[str] = TENANTS) -> tuple[JobScan, list[Invalid]]:
+    invalid: list[Invalid] = []
+    return scan_job(path, tenants, on_invalid=invalid.append), invalid
+
+
+def _operations(scan: JobScan) -> list[Operation]:
+    ops: list[Operation] = []
+    for tenant in scan.offsets:
+        reader = LaneReader(scan, tenant)
+        ops += reader.read(100)
+        reader.close()
+    return sorted(ops, key=lambda op: op.line)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_the_same_job_as_jsonl_and_csv_yields_identical_operations(tmp_path: Path) -> None:
+    """A CSV row becomes exactly the operation its JSON line would (keys and properties; lines count the header)."""
+    jsonl_scan, jsonl_invalid = _scan(_write(tmp_path / "job.jsonl", JSONL.encode()))
+    csv_scan, csv_invalid = _scan(_write(tmp_path / "job.csv", CSV.encode()))
+    assert jsonl_invalid == csv_invalid == []
+    from_jsonl, from_csv = _operations(jsonl_scan), _operations(csv_scan)
+    assert [op.line for op in from_csv] == [2, 3, 5]
+    assert [(op.tenant, op.object_id, op.action, op.patch, op.sync_type) for op in from_csv] == [
+        (op.tenant, op.object_id, op.action, op.patch, op.sync_type) for op in from_jsonl
+    ]
+    assert from_csv[1].patch == {"serverName": "ex\nchange", "version": None}
+    assert csv_scan.lines == fingerprint(tmp_path / "job.csv").lines == 5
+
+
+def test_excel_semicolon_export_with_bom_and_crlf(tmp_path: Path) -> None:
+    """Excel's 'CSV UTF-8' in a ';' locale: BOM, CRLF, trailing empty rows; '##null' is the text '#null'."""
+    text = f"tenant;id;exchangeConnectorType;serverName\r\ncontoso;{ID1};hosted;##null\r\n;;;\r\n"
+    scan, invalid = _scan(_write(tmp_path / "excel.csv", b"\xef\xbb\xbf" + text.encode()))
+    assert invalid == []
+    (op,) = _operations(scan)
+    assert op.patch == {"exchangeConnectorType": "hosted", "serverName": "#null"}
+    assert (op.line, op.key) == (2, "2")
+
+
+def test_csv_rows_are_validated_like_json_lines(tmp_path: Path) -> None:
+    """Bad enum values, missing cells and short rows are invalid lines naming the CSV line and a suggestion."""
+    text = f"tenant,id,exchangeConnectorType\ncontosso,{ID1},hosted\ncontoso,{ID2},Hosted\ncontoso,{ID3}\ncontoso,,\n"
+    _, invalid = _scan(_write(tmp_path / "bad.csv", text.encode()))
+    messages = {i.line: i.message for i in invalid}
+    assert "did you mean 'contoso'?" in messages[2]
+    assert "did you mean 'hosted'?" in messages[3]
+    assert "2 cells but the header has 3 columns" in messages[4]
+    assert messages[5] == "line 5: missing 'id'"
+
+
+def test_unknown_csv_column_is_one_error_with_a_suggestion(tmp_path: Path) -> None:
+    """A misspelt header stops the job once (not once per row) and says which column was meant."""
+    path = _write(tmp_path / "typo.csv", f"tenant,id,servername\ncontoso,{ID1},x\ncontoso,{ID2},y\n".encode())
+    with pytest.raises(JobError, match=r"typo.csv:1: unknown column 'servername' \(did you mean 'serverName'\?\)"):
+        _scan(path)
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_powershell_utf16_job_is_read_and_reread(tmp_path: Path, codec: str) -> None:
+    """UTF-16 with a BOM (PowerShell 5.1 '>') is read; 0x0A 0x00 bytes across two characters do not split a line."""
+    bom = b"\xff\xfe" if codec == "utf-16-le" else b"\xfe\xff"
+    text = JSONL.replace("mail2.contoso.com", "mail\u0a05\u0100\u0a05.contoso.com").replace("\n", "\r\n")
+    path = _write(tmp_path / "ps.jsonl", bom + text.encode(codec))
+    scan, invalid = _scan(path)
+    assert invalid == []
+    ops = _operations(scan)
+    assert [op.line for op in ops] == [1, 2, 3]
+    assert ops[0].patch == {"serverName": "mail\u0a05\u0100\u0a05.contoso.com"}
+    assert fingerprint(path).lines == scan.lines == 3
+
+
+def test_utf16_csv_is_read(tmp_path: Path) -> None:
+    """A CSV saved as 'Unicode Text' style UTF-16 reads like its UTF-8 twin."""
+    scan, invalid = _scan(_write(tmp_path / "job.csv", b"\xff\xfe" + CSV.encode("utf-16-le")))
+    assert invalid == []
+    assert [op.line for op in _operations(scan)] == [2, 3, 5]
+
+
+def test_code_page_bytes_are_one_error_naming_file_line_and_conversion(tmp_path: Path) -> None:
+    """Windows-1252 text is refused once, at the first bad line, with how to convert; no per-line errors."""
+    lines = [f'{{"tenant": "contoso", "id": "{ID1}", "patch": {{"serverName": "caf\u00e9"}}}}'] * 3
+    path = _write(tmp_path / "ansi.jsonl", ("\n".join(lines) + "\n").encode("cp1252"))
+    with pytest.raises(JobError) as caught:
+        _scan(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:1: byte ")
+    assert "not valid UTF-8 (0xe9" in message
+    assert "Get-Content ansi.jsonl | Set-Content -Encoding utf8 ansi-utf8.jsonl" in message
+
+
+@pytest.mark.parametrize(
+    ("data", "found"),
+    [(b"\xff\xfe\x00\x00{\x00\x00\x00", "UTF-32"), (b"{\x00}\x00\n\x00", "UTF-16 without a byte-order mark")],
+)
+def test_unreadable_encodings_are_refused_once(tmp_path: Path, data: bytes, found: str) -> None:
+    """UTF-32 and BOM-less UTF-16 are named, with the conversion command."""
+    with pytest.raises(JobError, match=found) as caught:
+        _scan(_write(tmp_path / "odd.jsonl", data))
+    assert "Set-Content -Encoding utf8" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("typed", "choices", "meant"),
+    [
+        ("servername", ["serverName", "connectorServerName", "version"], "serverName"),
+        ("contosso", ["contoso", "fabrikam", "northwind"], "contoso"),
+        ("Hosted", ["onPremises", "hosted", "serviceToService", "dedicated"], "hosted"),
+        ("delta", ["fullSync", "deltaSync"], "deltaSync"),
+        ("zzz", ["fullSync", "deltaSync"], None),
+    ],
+)
+def test_closest_name(typed: str, choices: list[str], meant: str | None) -> None:
+    """Case slips, prefixes and typos land on the intended name; nonsense gets no guess."""
+    assert closest(typed, choices) == meant
+
+
+def test_jsonl_messages_suggest_and_read_well(tmp_path: Path) -> None:
+    """Unknown property, enum and syncType get a suggestion; type and missing-field messages read naturally."""
+    lines = [
+        f'{{"tenant": "contoso", "id": "{ID1}", "patch": {{"servername": "x"}}}}',
+        f'{{"tenant": "contoso", "id": "{ID1}", "action": "sync", "syncType": "delta"}}',
+        f'{{"tenant": "contoso", "id": "{ID1}", "patch": {{"serverName": 5}}}}',
+        f'{{"tenant": "contoso", "id": "{ID1}", "action": "sync"}}',
+    ]
+    _, invalid = _scan(_write(tmp_path / "j.jsonl", ("\n".join(lines) + "\n").encode()))
+    messages = [i.message for i in invalid]
+    assert "(did you mean 'serverName'?)" in messages[0]
+    assert messages[1].endswith("""not "delta" (did you mean 'deltaSync'?)""")
+    assert messages[2] == "line 3: property 'serverName' must be a string, not number"
+    assert messages[3] == "line 4: a 'sync' line needs 'syncType': one of fullSync, deltaSync"
