@@ -234,6 +234,16 @@ def _csv_items(stream: LineStream, scan: JobScan) -> Iterator[tuple[int, int, An
         )
 
 
+def job_objects(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, object)`` of every well-formed line, JSON Lines or CSV rows alike (for rewriting a job)."""
+    stream = LineStream.open(path)
+    with closing(stream):
+        items = _csv_items(stream, JobScan(path)) if is_csv(path) else _jsonl_items(stream)
+        for number, _, data in items:
+            if not isinstance(data, Invalid):
+                yield number, data
+
+
 def scan_job(
     path: Path,
     tenants: Collection[str],

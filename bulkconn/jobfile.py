@@ -41,20 +41,20 @@ UTF16_LE = Encoding("utf-16-le", codecs.BOM_UTF16_LE, b"\n\x00")
 UTF16_BE = Encoding("utf-16-be", codecs.BOM_UTF16_BE, b"\x00\n")
 
 
-def convert_hint(file: str) -> str:
-    """How to turn ``file`` into UTF-8, in the tools its author most likely has."""
+def convert_hint(file: str, source: str) -> str:
+    """How to turn ``file`` (believed to be in iconv's ``source`` encoding) into UTF-8, in its author's tools."""
     path = Path(file)
     target = path.with_name(f"{path.stem}-utf8{path.suffix}").name
     return (
         f"convert it to UTF-8, e.g. in PowerShell: Get-Content {path.name} | Set-Content -Encoding utf8 {target} "
-        f"(or save it from Excel as 'CSV UTF-8'; on Linux/macOS: iconv -t UTF-8 {path.name} > {target})"
+        f"(or save it from Excel as 'CSV UTF-8'; on Linux/macOS: iconv -f {source} -t UTF-8 {path.name} > {target})"
     )
 
 
 def detect(head: bytes, file: str) -> Encoding:
     """The encoding of a file that starts with ``head`` (its first bytes); refuses what cannot be read."""
     if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-        raise JobError(f"the file is UTF-32, which bulkconn does not read; {convert_hint(file)}", file=file)
+        raise JobError(f"the file is UTF-32, which bulkconn does not read; {convert_hint(file, 'UTF-32')}", file=file)
     if head.startswith(codecs.BOM_UTF8):
         return UTF8_BOM
     if head.startswith(codecs.BOM_UTF16_LE):
@@ -62,8 +62,9 @@ def detect(head: bytes, file: str) -> Encoding:
     if head.startswith(codecs.BOM_UTF16_BE):
         return UTF16_BE
     if b"\x00" in head:
+        source = "UTF-16LE" if head.find(b"\x00") % 2 else "UTF-16BE"  # '{' 00 is little-endian
         raise JobError(
-            f"the file holds NUL bytes: it looks like UTF-16 without a byte-order mark; {convert_hint(file)}",
+            f"the file holds NUL bytes: it looks like UTF-16 without a byte-order mark; {convert_hint(file, source)}",
             file=file,
         )
     return UTF8
@@ -77,7 +78,7 @@ def decode(raw: bytes, encoding: Encoding, file: str, line: int) -> str:
         found = "UTF-8" if encoding.utf8 else encoding.codec.upper()
         raise JobError(
             f"byte {exc.start + 1} of the line is not valid {found} (0x{raw[exc.start]:02x}; perhaps the file "
-            f"was saved as Windows-1252 or another legacy code page); {convert_hint(file)}",
+            f"was saved as Windows-1252 or another legacy code page); {convert_hint(file, 'WINDOWS-1252')}",
             file=file,
             line=line,
         ) from None

@@ -6,10 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from bulkconn.config import load_config
+from bulkconn.emulator import Emulator, EmulatorOptions
+from bulkconn.emulator.artifacts import write_config
+from bulkconn.engine import EngineSettings
 from bulkconn.errors import JobError
-from bulkconn.job import Invalid, JobScan, LaneReader, fingerprint, scan_job
+from bulkconn.job import Invalid, JobScan, LaneReader, fingerprint, job_objects, scan_job
 from bulkconn.model import Operation
+from bulkconn.runner import RunOptions, execute
 from bulkconn.suggest import closest
+from tests.conftest import FAST_RETRY, read_report
 
 TENANTS = ["contoso", "fabrikam"]
 ID1, ID2, ID3 = "d5f4b3b2-e4b0-4ce6-8741-c7a87ce42c82", "e6c3f339-1a2b-4f1f-b1fd-42a29755d4c1", "701966a0-c381"
@@ -162,3 +168,35 @@ def test_jsonl_messages_suggest_and_read_well(tmp_path: Path) -> None:
     assert messages[1].endswith("""not "delta" (did you mean 'deltaSync'?)""")
     assert messages[2] == "line 3: property 'serverName' must be a string, not number"
     assert messages[3] == "line 4: a 'sync' line needs 'syncType': one of fullSync, deltaSync"
+
+
+def test_example_csv_matches_its_jsonl_twin() -> None:
+    """jobs/rename-servers.csv and jobs/rename-servers.jsonl describe the same changes."""
+    jobs = Path(__file__).parent.parent / "jobs"
+    csv_ops, jsonl_ops = (_operations(_scan(jobs / f"rename-servers.{ext}")[0]) for ext in ("csv", "jsonl"))
+    assert len(csv_ops) == 20
+    assert [(o.tenant, o.object_id, o.patch) for o in csv_ops] == [(o.tenant, o.object_id, o.patch) for o in jsonl_ops]
+
+
+async def test_utf16_csv_job_runs_against_the_emulator(tmp_path: Path) -> None:
+    """The example CSV, saved by PowerShell as UTF-16, runs end to end; report keys are the CSV line numbers."""
+    job = tmp_path / "rename-servers.csv"
+    text = (Path(__file__).parent.parent / "jobs" / "rename-servers.csv").read_text()
+    job.write_bytes(b"\xff\xfe" + text.replace("\n", "\r\n").encode("utf-16-le"))
+    async with Emulator(EmulatorOptions(time_scale=0.05, state_dir=tmp_path / "state")) as emu:
+        write_config(emu.core, emu.ca_file, tmp_path / "bulkconn.toml")
+        options = RunOptions(report=tmp_path / "r.jsonl", settings=EngineSettings(seed=1, policy=FAST_RETRY))
+        result = await execute(job, load_config(tmp_path / "bulkconn.toml"), options, install_signals=False)
+        connectors = emu.state()["tenants"]["contoso"]["exchangeConnectors"]
+    assert result.counts == {"succeeded": 20}
+    assert {connectors[line.split(",")[1]]["serverName"] for line in text.splitlines()[1:]} == {"mail2.contoso.com"}
+    _, results, _ = read_report(tmp_path / "r.jsonl")
+    assert {r["key"] for r in results} == {str(n) for n in range(2, 22)}
+
+
+def test_failed_lines_of_a_csv_job_are_written_as_json_lines(tmp_path: Path) -> None:
+    """Rewriting a CSV job's lines (as `report failed` does) yields the JSON objects, named by CSV line."""
+    job = _write(tmp_path / "job.csv", b"\xef\xbb\xbf" + CSV.replace("\n", "\r\n").encode())
+    objects = dict(job_objects(job))
+    assert sorted(objects) == [2, 3, 5]
+    assert objects[3] == {"tenant": "fabrikam", "id": ID2, "patch": {"serverName": "ex\r\nchange", "version": None}}
