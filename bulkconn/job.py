@@ -99,7 +99,7 @@ def _target_problem(object_id: Any, resource: str, action: Any) -> str:
     if not object_id:
         return "missing 'id'"
     if not isinstance(object_id, str) or not _ID.match(object_id):
-        return f"'id' {object_id!r} is not a valid object id"
+        return f"'id' {orjson.dumps(object_id).decode()} is not a valid object id"
     if resource not in RESOURCES:
         return f"unknown resource '{resource}' (known: {', '.join(RESOURCES)})"
     if action not in ("update", "sync"):

@@ -11,6 +11,7 @@ the client refuses exactly what the server would refuse.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -191,7 +192,9 @@ def validate_patch(resource: Resource, body: Mapping[str, Any], *, current_id: s
     for name, value in body.items():
         if name == "@odata.type":
             if value != resource.odata_type:
-                problems.append(Problem(name, f"'@odata.type' must be '{resource.odata_type}', not {value!r}"))
+                problems.append(
+                    Problem(name, f"'@odata.type' must be '{resource.odata_type}', not {json.dumps(value)}")
+                )
             continue
         prop = resource.properties.get(name)
         if prop is None:

@@ -116,16 +116,25 @@ def test_utf16_csv_is_read(tmp_path: Path) -> None:
     assert [op.line for op in _operations(scan)] == [2, 3, 5]
 
 
-def test_code_page_bytes_are_one_error_naming_file_line_and_conversion(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        ("ansi.jsonl", f'{{"tenant": "contoso", "id": "{ID1}", "patch": {{"serverName": "caf\u00e9"}}}}\n' * 3, 1),
+        ("ansi.csv", "tenant;id;serverName\r\n" + f"contoso;{ID1};caf\u00e9\r\n" * 3, 2),  # Excel's plain 'CSV'
+    ],
+)
+def test_code_page_bytes_are_one_error_naming_file_line_and_conversion(
+    tmp_path: Path, name: str, text: str, line: int
+) -> None:
     """Windows-1252 text is refused once, at the first bad line, with how to convert; no per-line errors."""
-    lines = [f'{{"tenant": "contoso", "id": "{ID1}", "patch": {{"serverName": "caf\u00e9"}}}}'] * 3
-    path = _write(tmp_path / "ansi.jsonl", ("\n".join(lines) + "\n").encode("cp1252"))
+    path = _write(tmp_path / name, text.encode("cp1252"))
     with pytest.raises(JobError) as caught:
         _scan(path)
     message = str(caught.value)
-    assert message.startswith(f"{path}:1: byte ")
+    assert message.startswith(f"{path}:{line}: byte ")
     assert "not valid UTF-8 (0xe9" in message
-    assert "Get-Content ansi.jsonl | Set-Content -Encoding utf8 ansi-utf8.jsonl" in message
+    stem, suffix = name.split(".")
+    assert f"Get-Content {name} | Set-Content -Encoding utf8 {stem}-utf8.{suffix}" in message
 
 
 @pytest.mark.parametrize(
