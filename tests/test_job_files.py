@@ -23,14 +23,14 @@ ID1, ID2, ID3 = "d5f4b3b2-e4b0-4ce6-8741-c7a87ce42c82", "e6c3f339-1a2b-4f1f-b1fd
 JSONL = (
     f'{{"tenant": "contoso", "id": "{ID1}", "patch": {{"serverName": "mail2.contoso.com"}}}}\n'
     f'{{"tenant": "fabrikam", "id": "{ID2}", "patch": {{"serverName": "ex\\nchange", "version": null}}}}\n'
-    f'{{"tenant": "contoso", "id": "{ID3}", "action": "sync", "syncType": "deltaSync"}}\n'
+    f'{{"tenant": "contoso", "id": "{ID3}", "action": "sync", "syncType": "deltaSync", "key": "sync-1"}}\n'
 )
 # The same job as a spreadsheet: line 3's cell spans two lines, so the sync row is line 5, as in the report.
 CSV = (
-    "tenant,id,action,syncType,serverName,version\n"
-    f"contoso,{ID1},,,mail2.contoso.com,\n"
-    f'fabrikam,{ID2},,,"ex\nchange",#null\n'
-    f"contoso,{ID3},sync,deltaSync,,\n"
+    "tenant,id,action,syncType,serverName,version,key\n"
+    f"contoso,{ID1},,,mail2.contoso.com,,\n"
+    f'fabrikam,{ID2},,,"ex\nchange",#null,\n'
+    f"contoso,{ID3},sync,deltaSync,,,sync-1\n"
 )
 
 
@@ -60,6 +60,7 @@ def test_the_same_job_as_jsonl_and_csv_yields_identical_operations(tmp_path: Pat
     assert jsonl_invalid == csv_invalid == []
     from_jsonl, from_csv = _operations(jsonl_scan), _operations(csv_scan)
     assert [op.line for op in from_csv] == [2, 3, 5]
+    assert [op.key for op in from_csv] == ["2", "3", "sync-1"]
     assert [(op.tenant, op.object_id, op.action, op.patch, op.sync_type) for op in from_csv] == [
         (op.tenant, op.object_id, op.action, op.patch, op.sync_type) for op in from_jsonl
     ]
@@ -86,6 +87,13 @@ def test_csv_rows_are_validated_like_json_lines(tmp_path: Path) -> None:
     assert "did you mean 'hosted'?" in messages[3]
     assert "2 cells but the header has 3 columns" in messages[4]
     assert messages[5] == "line 5: missing 'id'"
+
+
+def test_unclosed_quote_stops_the_job_once_at_the_row_it_starts(tmp_path: Path) -> None:
+    """A quote left open would swallow every later row: one error naming the line where that row starts."""
+    path = _write(tmp_path / "open.csv", f'tenant,id,serverName\ncontoso,{ID1},"x\ncontoso,{ID2},y\n'.encode())
+    with pytest.raises(JobError, match=r"open.csv:2: malformed CSV"):
+        _scan(path)
 
 
 def test_unknown_csv_column_is_one_error_with_a_suggestion(tmp_path: Path) -> None:
@@ -199,8 +207,9 @@ async def test_utf16_csv_job_runs_against_the_emulator(tmp_path: Path) -> None:
         connectors = emu.state()["tenants"]["contoso"]["exchangeConnectors"]
     assert result.counts == {"succeeded": 20}
     assert {connectors[line.split(",")[1]]["serverName"] for line in text.splitlines()[1:]} == {"mail2.contoso.com"}
-    _, results, _ = read_report(tmp_path / "r.jsonl")
+    header, results, _ = read_report(tmp_path / "r.jsonl")
     assert {r["key"] for r in results} == {str(n) for n in range(2, 22)}
+    assert header["job_lines"] == fingerprint(job).lines == 21  # what a resume checks
 
 
 def test_failed_lines_of_a_csv_job_are_written_as_json_lines(tmp_path: Path) -> None:
