@@ -220,7 +220,11 @@ class MsalTokenProvider:
 
 
 def write_private(path: os.PathLike[str] | str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable only by the owner."""
+    """Write ``text`` to ``path`` atomically, readable only by the owner.
+
+    On Windows the modes only set the read-only flag; the file takes the folder's ACL, which under the
+    user's profile (the default ``~/.bulkconn``) admits the user, SYSTEM and Administrators only.
+    """
     target = os.fspath(path)
     os.makedirs(os.path.dirname(target) or ".", mode=0o700, exist_ok=True)
     tmp = f"{target}.tmp"

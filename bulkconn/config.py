@@ -7,6 +7,7 @@ or a file, and they are held in :class:`Secret` so that no repr, log line or rep
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import tomllib
@@ -18,10 +19,16 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from bulkconn.errors import ConfigError
 
 DEFAULT_CONFIG = Path("bulkconn.toml")
+# Who may read a file: mode bits on POSIX; on Windows, NTFS ACLs, which st_mode does not show (docs/configuration.md).
+MODE_BITS_MEAN_ACCESS = os.name == "posix"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +158,14 @@ _KEYS = frozenset(
 _SECRET_LITERALS = frozenset({"client_secret", "secret", "password", "certificate_password", "private_key"})
 
 
+def _readable_by_others(path: Path) -> bool:
+    """Whether the mode bits let group or others at ``path``; never claimed where mode bits do not decide."""
+    if not MODE_BITS_MEAN_ACCESS:
+        log.debug("%s: access is not checked: on Windows, NTFS ACLs decide it (see docs/configuration.md)", path)
+        return False
+    return bool(path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO))
+
+
 class _Reader:
     """Reads one tenant's merged table, raising errors that say where."""
 
@@ -186,7 +201,7 @@ class _Reader:
             data = path.read_bytes()
         except OSError as exc:
             raise self.fail(key, f"cannot read {path}: {exc.strerror or exc}") from exc
-        if os.name == "posix" and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        if _readable_by_others(path):
             self.warnings.append(
                 f"{self.file}: tenant '{self.alias}': {path} is readable by other users; run: chmod 600 {path}"
             )
@@ -200,18 +215,49 @@ class _Reader:
         return value
 
 
-def _certificate(reader: _Reader) -> CertificateCredential:
-    data = reader.private_file("certificate_file")
-    password = reader.env("certificate_password_env").encode() if "certificate_password_env" in reader.table else None
+_PEM_MARK = b"-----BEGIN"
+
+
+def _load_pem(reader: _Reader, data: bytes, password: bytes | None) -> tuple[PrivateKeyTypes, x509.Certificate]:
     try:
-        key = serialization.load_pem_private_key(data, password=password)
-        cert = x509.load_pem_x509_certificate(data)
-    except (ValueError, TypeError) as exc:
+        return serialization.load_pem_private_key(data, password=password), x509.load_pem_x509_certificate(data)
+    except TypeError as exc:  # cryptography: a password for a plain key, or none for an encrypted one
+        needed = (
+            "is encrypted: set certificate_password_env"
+            if password is None
+            else "is not encrypted: remove certificate_password_env"
+        )
+        raise reader.fail("certificate_file", f"the private key {needed} ({type(exc).__name__})") from None
+    except ValueError:
         raise reader.fail(
             "certificate_file",
-            "is not a PEM file holding both an unencrypted (or password-protected) private key and its certificate "
-            f"({type(exc).__name__})",
+            "is not a PEM file holding both a private key and its certificate, or the password in "
+            "certificate_password_env does not open its key",
         ) from None
+
+
+def _load_pfx(reader: _Reader, data: bytes, password: bytes | None) -> tuple[PrivateKeyTypes, x509.Certificate]:
+    # Windows exports (Export-PfxCertificate, certlm.msc) are PKCS#12; azure-identity reads them too.
+    try:
+        key, cert, _ = pkcs12.load_key_and_certificates(data, password)
+    except ValueError:
+        why = "needs a password: set certificate_password_env" if password is None else "cannot be opened"
+        raise reader.fail(
+            "certificate_file",
+            f"is neither a PEM file nor a PFX/PKCS#12 file that opens with the password given: the file {why} "
+            "(the password is read from the environment variable named by certificate_password_env)",
+        ) from None
+    if key is None or cert is None:
+        raise reader.fail("certificate_file", "the PFX file must hold both the private key and its certificate")
+    return key, cert
+
+
+def _certificate(reader: _Reader) -> CertificateCredential:
+    """A certificate credential from a PEM or PFX file; the key is held decrypted in memory only."""
+    data = reader.private_file("certificate_file")
+    password = reader.env("certificate_password_env").encode() if "certificate_password_env" in reader.table else None
+    load = _load_pem if _PEM_MARK in data else _load_pfx
+    key, cert = load(reader, data, password)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise reader.fail("certificate_file", "must hold an RSA key (Entra signs client assertions with RSA)")
     key_pem = key.private_bytes(

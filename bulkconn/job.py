@@ -1,4 +1,4 @@
-"""Stream a JSON Lines job file into validated operations; every error carries file and line.
+"""Stream a job file (JSON Lines, or CSV from a spreadsheet) into validated operations; errors carry file and line.
 
 A job is read twice, never held in memory:
 
@@ -7,14 +7,20 @@ A job is read twice, never held in memory:
    (8 bytes per operation).
 2. :class:`LaneReader` re-reads one tenant's lines by offset as its lane needs them, so a tenant
    with 3 operations at the end of the file starts at once, next to one with 100,000.
+
+The file's encoding (UTF-8, with or without a BOM, or UTF-16 from PowerShell) is :mod:`bulkconn.jobfile`'s
+concern; a CSV row becomes the very object its JSON line would be (:mod:`bulkconn.jobcsv`), so everything
+after parsing is the same for both formats.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from array import array
-from collections.abc import Callable, Collection, Container
+from collections.abc import Callable, Collection, Container, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,12 +28,17 @@ from typing import Any, BinaryIO
 import orjson
 
 from bulkconn.errors import JobError
+from bulkconn.jobcsv import CsvLayout, read_header, records, row_object, sniff_delimiter
+from bulkconn.jobfile import UTF8, Encoding, LineStream, decode, lines_from
 from bulkconn.model import Action, Operation
-from bulkconn.resources import RESOURCES, validate_patch
+from bulkconn.resources import EXCHANGE_CONNECTOR, RESOURCES, Problem, Resource, validate_patch
+from bulkconn.suggest import did_you_mean
 
 LINE_FIELDS = frozenset({"tenant", "id", "patch", "action", "syncType", "resource", "key"})
 DEFAULT_FIELDS = frozenset({"tenant", "patch", "action", "syncType", "resource"})
-UTF8_BOM = b"\xef\xbb\xbf"
+CSV_RESOURCE = EXCHANGE_CONNECTOR  # a CSV job has no defaults line to name another resource
+_REREAD_CHUNK = 4096  # a lane re-reads one line at a time: read UTF-16 in small pieces
+_LISTED = 10  # names shown in an "unknown tenant" message; an MSP may configure thousands
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
@@ -58,17 +69,42 @@ class JobScan:
     line_numbers: dict[str, array[int]] = field(default_factory=dict)  # tenant -> their line numbers
     defaults: dict[str, Any] = field(default_factory=dict)
     actions: dict[str, int] = field(default_factory=dict)
+    encoding: Encoding = UTF8
+    layout: CsvLayout | None = None  # a CSV job's header; None for JSON Lines
+
+
+def is_csv(path: Path) -> bool:
+    """Whether ``path`` is read as a CSV job (by its extension, as Excel names it)."""
+    return path.suffix.lower() == ".csv"
+
+
+def _listing(names: Iterable[str]) -> str:
+    ordered = sorted(names)
+    more = f" and {len(ordered) - _LISTED} more" if len(ordered) > _LISTED else ""
+    return ", ".join(ordered[:_LISTED]) + more
+
+
+def _explain(resource: Resource, problem: Problem, patch: dict[str, Any]) -> str:
+    """A validation problem's message, with the property or enum value the user probably meant."""
+    prop = resource.properties.get(problem.property)
+    if prop is None and problem.property != "@odata.type":
+        return problem.message + did_you_mean(problem.property, resource.properties)
+    value = patch.get(problem.property)
+    if prop is not None and prop.enum_values and isinstance(value, str):
+        return problem.message + did_you_mean(value, prop.enum_values)
+    return problem.message
 
 
 def _target_problem(object_id: Any, resource: str, action: Any) -> str:
     if not object_id:
         return "missing 'id'"
     if not isinstance(object_id, str) or not _ID.match(object_id):
-        return f"'id' {object_id!r} is not a valid object id"
+        return f"'id' {orjson.dumps(object_id).decode()} is not a valid object id"
     if resource not in RESOURCES:
         return f"unknown resource '{resource}' (known: {', '.join(RESOURCES)})"
     if action not in ("update", "sync"):
-        return f"unknown action {action!r} (use 'update' or 'sync')"
+        hint = did_you_mean(action, ("update", "sync")) if isinstance(action, str) else ""
+        return f"unknown action {orjson.dumps(action).decode()}{hint} (use 'update' or 'sync')"
     return ""
 
 
@@ -98,11 +134,13 @@ class _LineParser:
             key = data["key"]
         if not LINE_FIELDS.issuperset(data):
             unknown = sorted(set(data) - LINE_FIELDS)
-            return bad(f"unknown field '{unknown[0]}' (known: {', '.join(sorted(LINE_FIELDS))})")
+            hint = did_you_mean(unknown[0], LINE_FIELDS)
+            return bad(f"unknown field '{unknown[0]}'{hint} (known: {', '.join(sorted(LINE_FIELDS))})")
         if not tenant:
             return bad("no tenant: set 'tenant' on the line or in the defaults line")
         if tenant not in self.tenants:
-            return bad(f"unknown tenant alias '{tenant}' (configured: {', '.join(sorted(self.tenants))})")
+            hint = did_you_mean(tenant, self.tenants)
+            return bad(f"unknown tenant alias '{tenant}'{hint} (configured: {_listing(self.tenants)})")
         resource_name = str(data.get("resource", self.defaults.get("resource", "exchangeConnector")))
         problem = _target_problem(object_id, resource_name, action_raw)
         if problem:
@@ -119,7 +157,7 @@ class _LineParser:
             return bad("empty patch: nothing to change")
         problems = validate_patch(resource, patch)
         if problems:
-            return bad("; ".join(p.message for p in problems))
+            return bad("; ".join(_explain(resource, p, patch) for p in problems))
         return Operation(key, line, tenant, resource.name, object_id, Action.UPDATE, patch)
 
     def _sync(
@@ -136,8 +174,13 @@ class _LineParser:
             return bad("a 'sync' line takes no 'patch'")
         action = RESOURCES[resource].actions["sync"]
         sync_type = data.get("syncType", self.defaults.get("syncType"))
+        if sync_type is None:
+            return bad(f"a 'sync' line needs 'syncType': one of {', '.join(action.values)}")
         if sync_type not in action.values:
-            return bad(f"'syncType' must be one of {', '.join(action.values)}, not {sync_type!r}")
+            hint = did_you_mean(sync_type, action.values) if isinstance(sync_type, str) else ""
+            return bad(
+                f"'syncType' must be one of {', '.join(action.values)}, not {orjson.dumps(sync_type).decode()}{hint}"
+            )
         return Operation(key, line, tenant, resource, object_id, Action.SYNC, sync_type=str(sync_type))
 
 
@@ -157,6 +200,50 @@ def _read_defaults(data: Any, file: str, line: int) -> dict[str, Any]:
     return defaults
 
 
+def _jsonl_items(stream: LineStream) -> Iterator[tuple[int, int, Any]]:
+    """``(line, offset, parsed object or Invalid)`` for every non-blank JSON line."""
+    for number, offset, raw in stream:
+        content: bytes | str = raw if stream.encoding.utf8 else stream.text(raw, number)
+        if not content.strip():
+            continue
+        try:
+            yield number, offset, orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            stream.text(raw, number)  # bytes that are not UTF-8 stop the job with one message
+            yield number, offset, Invalid(number, str(number), "", "", "", f"line {number}: malformed JSON ({exc})")
+
+
+def _csv_items(stream: LineStream, scan: JobScan) -> Iterator[tuple[int, int, Any]]:
+    """``(line, offset, object or Invalid)`` for every CSV data row, the header read into ``scan.layout``."""
+    texts = ((number, offset, stream.text(raw, number)) for number, offset, raw in stream)
+    head = next(texts, None)
+    while head is not None and not head[2].strip():
+        head = next(texts, None)
+    if head is None:
+        return
+    file = str(stream.path)
+    rows = records(itertools.chain([head], texts), sniff_delimiter(head[2]), file)
+    number, _, cells = next(rows)
+    scan.layout = read_header(cells, sniff_delimiter(head[2]), CSV_RESOURCE, file, number)
+    for number, offset, cells in rows:
+        data = row_object(scan.layout, cells, CSV_RESOURCE)
+        yield (
+            number,
+            offset,
+            data if isinstance(data, dict) else Invalid(number, str(number), "", "", "", f"line {number}: {data}"),
+        )
+
+
+def job_objects(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, object)`` of every well-formed line, JSON Lines or CSV rows alike (for rewriting a job)."""
+    stream = LineStream.open(path)
+    with closing(stream):
+        items = _csv_items(stream, JobScan(path)) if is_csv(path) else _jsonl_items(stream)
+        for number, _, data in items:
+            if not isinstance(data, Invalid):
+                yield number, data
+
+
 def scan_job(
     path: Path,
     tenants: Collection[str],
@@ -164,74 +251,69 @@ def scan_job(
     on_invalid: Callable[[Invalid], None],
     skip_keys: Container[str] = frozenset(),
 ) -> JobScan:
-    """Validate every line (blocking; run it in a thread). Invalid lines go to ``on_invalid``."""
-    file = str(path)
-    scan = JobScan(path)
-    digest = hashlib.sha256()
+    """Validate every line (blocking; run it in a thread). Invalid lines go to ``on_invalid``.
+
+    A ``.csv`` file is read as rows of a spreadsheet (:mod:`bulkconn.jobcsv`), anything else as JSON Lines.
+    """
+    stream = LineStream.open(path)
+    scan = JobScan(path, encoding=stream.encoding)
+    with closing(stream):
+        items = _csv_items(stream, scan) if is_csv(path) else _jsonl_items(stream)
+        _check_items(scan, items, tenants, on_invalid, skip_keys)
+    scan.sha256, scan.size, scan.lines = stream.sha256, stream.size, stream.lines
+    return scan
+
+
+def _check_items(
+    scan: JobScan,
+    items: Iterator[tuple[int, int, Any]],
+    tenants: Collection[str],
+    on_invalid: Callable[[Invalid], None],
+    skip_keys: Container[str],
+) -> None:
+    file = str(scan.path)
     explicit_keys: set[str] = set()
     parser: _LineParser | None = None
-    offset = 0
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise JobError(f"cannot open the job file: {exc.strerror or exc}", file=file) from None
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            digest.update(raw)
-            start, offset = offset, offset + len(raw)
-            scan.lines = number
-            if number == 1 and raw.startswith(UTF8_BOM):  # files saved by Windows editors
-                raw = raw[len(UTF8_BOM) :]
-                start += len(UTF8_BOM)
-            if not raw.strip():
+    for number, start, data in items:
+        if isinstance(data, Invalid):
+            on_invalid(data)
+            scan.invalid += 1
+            continue
+        if parser is None:
+            if isinstance(data, dict) and "defaults" in data:
+                scan.defaults = _read_defaults(data, file, number)
+                parser = _LineParser(scan.defaults, tenants)
                 continue
-            try:
-                data = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                on_invalid(Invalid(number, str(number), "", "", "", f"line {number}: malformed JSON ({exc})"))
-                scan.invalid += 1
-                continue
-            if parser is None:
-                if isinstance(data, dict) and "defaults" in data:
-                    scan.defaults = _read_defaults(data, file, number)
-                    parser = _LineParser(scan.defaults, tenants)
-                    continue
-                parser = _LineParser({}, tenants)
-            elif isinstance(data, dict) and "defaults" in data:
-                on_invalid(
-                    Invalid(number, str(number), "", "", "", f"line {number}: a defaults line must be the first line")
+            parser = _LineParser({}, tenants)
+        elif isinstance(data, dict) and "defaults" in data:
+            on_invalid(
+                Invalid(number, str(number), "", "", "", f"line {number}: a defaults line must be the first line")
+            )
+            scan.invalid += 1
+            continue
+        result = parser.parse(data, number)
+        if isinstance(result, Operation) and result.key != str(number):
+            if result.key in explicit_keys:
+                result = Invalid(
+                    number,
+                    result.key,
+                    result.tenant,
+                    result.object_id,
+                    result.action.value,
+                    f"line {number}: duplicate key '{result.key}'",
                 )
-                scan.invalid += 1
-                continue
-            result = parser.parse(data, number)
-            if isinstance(result, Operation) and result.key != str(number):
-                if result.key in explicit_keys:
-                    result = Invalid(
-                        number,
-                        result.key,
-                        result.tenant,
-                        result.object_id,
-                        result.action.value,
-                        f"line {number}: duplicate key '{result.key}'",
-                    )
-                explicit_keys.add(result.key)
-            if isinstance(result, Invalid):
-                if result.key in skip_keys:
-                    scan.skipped += 1
-                    continue
-                on_invalid(result)
-                scan.invalid += 1
-                continue
-            if result.key in skip_keys:
-                scan.skipped += 1
-                continue
-            scan.valid += 1
-            scan.actions[result.action] = scan.actions.get(result.action, 0) + 1
-            scan.offsets.setdefault(result.tenant, array("q")).append(start)
-            scan.line_numbers.setdefault(result.tenant, array("q")).append(number)
-    scan.sha256 = digest.hexdigest()
-    scan.size = offset
-    return scan
+            explicit_keys.add(result.key)
+        if result.key in skip_keys:
+            scan.skipped += 1
+            continue
+        if isinstance(result, Invalid):
+            on_invalid(result)
+            scan.invalid += 1
+            continue
+        scan.valid += 1
+        scan.actions[result.action] = scan.actions.get(result.action, 0) + 1
+        scan.offsets.setdefault(result.tenant, array("q")).append(start)
+        scan.line_numbers.setdefault(result.tenant, array("q")).append(number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +326,14 @@ class Fingerprint:
 
 
 def fingerprint(path: Path) -> Fingerprint:
+    """The job file's hash, size and line count, counted as :func:`scan_job` counts them."""
+    stream = LineStream.open(path)
+    if not stream.encoding.utf8:  # a UTF-16 line ends at a code unit, not at any 0x0A byte
+        with closing(stream):
+            for _ in stream:
+                pass
+        return Fingerprint(stream.sha256, stream.size, stream.lines)
+    stream.close()
     digest = hashlib.sha256()
     size = lines = 0
     last = b"\n"
@@ -268,6 +358,8 @@ class LaneReader:
         self._next = 0
         self._parser = _LineParser(scan.defaults, [tenant])
         self._path = scan.path
+        self._encoding = scan.encoding
+        self._layout = scan.layout
         self._handle: BinaryIO | None = None
 
     @property
@@ -282,14 +374,25 @@ class LaneReader:
         while self._next < len(self._offsets) and len(out) < count:
             offset, line = self._offsets[self._next], self._lines[self._next]
             self._next += 1
-            self._handle.seek(offset)
-            result = self._parser.parse(orjson.loads(self._handle.readline()), line)
+            result = self._parser.parse(self._object_at(self._handle, offset, line), line)
             if not isinstance(result, Operation):  # the file changed under us since the scan
                 raise JobError(
                     f"the line changed since it was validated: {result.message}", file=str(self._path), line=line
                 )
             out.append(result)
         return out
+
+    def _object_at(self, handle: BinaryIO, offset: int, line: int) -> Any:
+        file = str(self._path)
+        if self._layout is None and self._encoding.utf8:
+            handle.seek(offset)
+            return orjson.loads(handle.readline())
+        raws = lines_from(handle, self._encoding, offset, chunk=_REREAD_CHUNK)
+        if self._layout is None:
+            return orjson.loads(decode(next(raws)[1], self._encoding, file, line))
+        texts = ((line + i, at, decode(raw, self._encoding, file, line + i)) for i, (at, raw) in enumerate(raws))
+        _, _, cells = next(records(texts, self._layout.delimiter, file))
+        return row_object(self._layout, cells, CSV_RESOURCE)
 
     def close(self) -> None:
         if self._handle is not None:

@@ -11,6 +11,7 @@ the client refuses exactly what the server would refuse.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -166,7 +167,7 @@ def check_value(prop: Property, value: Any) -> str | None:
     if value is None:
         return None if prop.nullable else f"property '{prop.name}' cannot be null"
     if not isinstance(value, str):
-        expected = "an enum string" if prop.kind is _ENUM else f"a {prop.kind.value} string"
+        expected = {_ENUM: "an enum string", _DATETIME: "a DateTimeOffset string"}.get(prop.kind, "a string")
         return f"property '{prop.name}' must be {expected}, not {_type_name(value)}"
     if prop.kind is _ENUM and value not in prop.enum_values:
         allowed = ", ".join(prop.enum_values)
@@ -191,7 +192,9 @@ def validate_patch(resource: Resource, body: Mapping[str, Any], *, current_id: s
     for name, value in body.items():
         if name == "@odata.type":
             if value != resource.odata_type:
-                problems.append(Problem(name, f"'@odata.type' must be '{resource.odata_type}', not {value!r}"))
+                problems.append(
+                    Problem(name, f"'@odata.type' must be '{resource.odata_type}', not {json.dumps(value)}")
+                )
             continue
         prop = resource.properties.get(name)
         if prop is None:

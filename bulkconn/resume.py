@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from bulkconn.errors import ResumeError
+from bulkconn.job import job_objects
 
 _CODES = {"succeeded": 1, "failed": 2, "invalid": 3, "skipped": 4, "uncertain": 5}
 _NAMES = {v: k for k, v in _CODES.items()}
@@ -176,14 +177,8 @@ def write_failed_job(state: ReportState, job: Path, out: Path, *, include_uncert
     written = 0
     first = True
     tmp = out.with_name(out.name + ".tmp")
-    with job.open("rb") as source, tmp.open("wb") as sink:
-        for number, raw in enumerate(source, start=1):
-            if not raw.strip():
-                continue
-            try:
-                data = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
+    with tmp.open("wb") as sink:
+        for number, data in job_objects(job):  # a CSV or UTF-16 job's failures are written as JSON Lines
             if not isinstance(data, dict):
                 continue
             if first and "defaults" in data:

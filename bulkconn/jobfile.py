@@ -1,0 +1,171 @@
+"""The bytes of a job file: which encoding, physical lines with byte offsets, decoding with file and line.
+
+Job files come from editors, Excel and PowerShell. Windows PowerShell 5.1 writes UTF-16 LE with a
+byte-order mark (``>`` and ``Out-File``); Excel's "CSV UTF-8" and Notepad write UTF-8 with a BOM and
+CRLF line ends. Both are read as they are, streamed line by line: a UTF-16 line ends at the code unit
+``U+000A``, which is always 2-byte aligned, so a byte offset still names a line for the re-read.
+What cannot be read (UTF-32, UTF-16 without a BOM, bytes that are not UTF-8) is refused with one
+message that names the file, the encoding found and how to convert it; never one error per line.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from bulkconn.errors import JobError
+
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    """How a job file's text is stored: the codec, the byte-order mark and the newline's bytes."""
+
+    codec: str
+    bom: bytes
+    newline: bytes
+
+    @property
+    def utf8(self) -> bool:
+        return self.codec == "utf-8"
+
+
+UTF8 = Encoding("utf-8", b"", b"\n")
+UTF8_BOM = Encoding("utf-8", codecs.BOM_UTF8, b"\n")
+UTF16_LE = Encoding("utf-16-le", codecs.BOM_UTF16_LE, b"\n\x00")
+UTF16_BE = Encoding("utf-16-be", codecs.BOM_UTF16_BE, b"\x00\n")
+
+
+def convert_hint(file: str, source: str) -> str:
+    """How to turn ``file`` (believed to be in iconv's ``source`` encoding) into UTF-8, in its author's tools."""
+    path = Path(file)
+    target = path.with_name(f"{path.stem}-utf8{path.suffix}").name
+    return (
+        f"convert it to UTF-8, e.g. in PowerShell: Get-Content {path.name} | Set-Content -Encoding utf8 {target} "
+        f"(or save it from Excel as 'CSV UTF-8'; on Linux/macOS: iconv -f {source} -t UTF-8 {path.name} > {target})"
+    )
+
+
+def detect(head: bytes, file: str) -> Encoding:
+    """The encoding of a file that starts with ``head`` (its first bytes); refuses what cannot be read."""
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        raise JobError(f"the file is UTF-32, which bulkconn does not read; {convert_hint(file, 'UTF-32')}", file=file)
+    if head.startswith(codecs.BOM_UTF8):
+        return UTF8_BOM
+    if head.startswith(codecs.BOM_UTF16_LE):
+        return UTF16_LE
+    if head.startswith(codecs.BOM_UTF16_BE):
+        return UTF16_BE
+    if b"\x00" in head:
+        source = "UTF-16LE" if head.find(b"\x00") % 2 else "UTF-16BE"  # '{' 00 is little-endian
+        raise JobError(
+            f"the file holds NUL bytes: it looks like UTF-16 without a byte-order mark; {convert_hint(file, source)}",
+            file=file,
+        )
+    return UTF8
+
+
+def decode(raw: bytes, encoding: Encoding, file: str, line: int) -> str:
+    """One line's text; bytes that are not valid in ``encoding`` stop the job with one message."""
+    try:
+        return raw.decode(encoding.codec)
+    except UnicodeDecodeError as exc:
+        found = "UTF-8" if encoding.utf8 else encoding.codec.upper()
+        raise JobError(
+            f"byte {exc.start + 1} of the line is not valid {found} (0x{raw[exc.start]:02x}; perhaps the file "
+            f"was saved as Windows-1252 or another legacy code page); {convert_hint(file, 'WINDOWS-1252')}",
+            file=file,
+            line=line,
+        ) from None
+
+
+def lines_from(
+    handle: BinaryIO, encoding: Encoding, offset: int, *, chunk: int = _CHUNK
+) -> Iterator[tuple[int, bytes]]:
+    """``(byte offset, raw line with its newline)`` from ``offset`` on (which must start a line)."""
+    handle.seek(offset)
+    if encoding.utf8:
+        for raw in handle:
+            yield offset, raw
+            offset += len(raw)
+        return
+    yield from _wide_lines(handle, encoding.newline, offset, chunk)
+
+
+def _wide_lines(handle: BinaryIO, newline: bytes, offset: int, chunk_size: int) -> Iterator[tuple[int, bytes]]:
+    # A 2-byte newline only counts on a code-unit boundary: b"\n\x00" also occurs inside U+0A00..U+0AFF.
+    buffer = b""
+    while chunk := handle.read(chunk_size):
+        buffer += chunk
+        start = 0
+        found = buffer.find(newline)
+        while found != -1:
+            if (found - start) % 2:
+                found = buffer.find(newline, found + 1)
+                continue
+            end = found + len(newline)
+            yield offset, buffer[start:end]
+            offset += end - start
+            start = end
+            found = buffer.find(newline, start)
+        buffer = buffer[start:]
+    if buffer:
+        yield offset, buffer
+
+
+@dataclass(slots=True)
+class LineStream:
+    """Physical lines of a job file (byte-order mark removed), numbered from 1, hashed as they are read.
+
+    After iterating, ``sha256``, ``size`` and ``lines`` describe the whole file exactly as
+    :func:`bulkconn.job.fingerprint` does.
+    """
+
+    path: Path
+    handle: BinaryIO
+    encoding: Encoding
+    lines: int = 0
+    size: int = 0
+    _digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+
+    @classmethod
+    def open(cls, path: Path) -> LineStream:
+        """Open ``path`` and detect its encoding; :class:`JobError` when it cannot be read."""
+        try:
+            handle = path.open("rb")
+            head = handle.read(4)
+        except OSError as exc:
+            raise JobError(f"cannot open the job file: {exc.strerror or exc}", file=str(path)) from None
+        try:
+            encoding = detect(head, str(path))
+        except JobError:
+            handle.close()
+            raise
+        return cls(path, handle, encoding)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
+        """``(line number, byte offset, raw line)``; the first line's offset skips the byte-order mark."""
+        bom = len(self.encoding.bom)
+        for offset, raw in lines_from(self.handle, self.encoding, 0):
+            self._digest.update(raw)
+            self.size += len(raw)
+            self.lines += 1
+            if offset == 0 and bom:
+                yield 1, bom, raw[bom:]
+            else:
+                yield self.lines, offset, raw
+
+    def text(self, raw: bytes, line: int) -> str:
+        return decode(raw, self.encoding, str(self.path), line)
+
+    def close(self) -> None:
+        self.handle.close()
