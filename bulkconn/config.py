@@ -8,6 +8,7 @@ or a file, and they are held in :class:`Secret` so that no repr, log line or rep
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -148,6 +149,7 @@ _KEYS = frozenset(
         "token_cache_file",
     }
 )
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_LITERALS = frozenset({"client_secret", "secret", "password", "certificate_password", "private_key"})
 
 
@@ -192,8 +194,19 @@ class _Reader:
             )
         return data
 
+    def env_name(self, key: str) -> str:
+        """The variable name in ``key``; a value that is no name is refused without being shown."""
+        value = self.table.get(key)
+        if not isinstance(value, str) or not _ENV_NAME.fullmatch(value.strip()):
+            raise self.fail(
+                key,
+                "is not a valid environment variable name (it looks like a secret was pasted there; "
+                "put the secret in the environment and name the variable)",
+            )
+        return value.strip()
+
     def env(self, key: str) -> str:
-        name = self.text(key)
+        name = self.env_name(key)
         value = os.environ.get(name)
         if not value:
             raise self.fail(key, f"environment variable {name} is not set")
@@ -242,7 +255,7 @@ def _credential(reader: _Reader, config_dir: Path) -> Credential:
     if len(given) > 1:
         raise reader.fail(given[1], f"two credentials for one tenant ({' and '.join(given)}); keep one")
     if given[0] == "client_secret_env":
-        return SecretCredential(Secret(reader.env("client_secret_env")), f"env:{reader.table['client_secret_env']}")
+        return SecretCredential(Secret(reader.env("client_secret_env")), f"env:{reader.env_name('client_secret_env')}")
     if given[0] == "client_secret_file":
         secret = reader.private_file("client_secret_file").decode().strip()
         if not secret:
@@ -263,6 +276,8 @@ def _tenant(file: str, base: Path, alias: str, table: Mapping[str, Any], warning
             )
         if key not in _KEYS:
             raise reader.fail(key, f"unknown key (known keys: {', '.join(sorted(_KEYS))})")
+        if key.endswith("_env"):
+            reader.env_name(key)  # even where unused: a pasted secret must never reach a later message
     cloud_name = reader.text("cloud", "global")
     cloud = CLOUDS.get(cloud_name)
     if cloud is None:
