@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from array import array
-from collections.abc import Callable, Collection, Container
+from collections.abc import Callable, Collection, Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -29,6 +29,8 @@ LINE_FIELDS = frozenset({"tenant", "id", "patch", "action", "syncType", "resourc
 DEFAULT_FIELDS = frozenset({"tenant", "patch", "action", "syncType", "resource"})
 UTF8_BOM = b"\xef\xbb\xbf"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# A line holds one operation (well under 10 KB); a longer one is refused without being held in memory.
+MAX_LINE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,32 @@ def _read_defaults(data: Any, file: str, line: int) -> dict[str, Any]:
     return defaults
 
 
+def _bounded_lines(handle: BinaryIO, digest: Any) -> Iterator[tuple[bytes | None, int]]:
+    """Each line with its size in bytes, every byte fed to ``digest``; a line over MAX_LINE_BYTES comes as None."""
+    while raw := handle.readline(MAX_LINE_BYTES + 1):
+        digest.update(raw)
+        size = len(raw)
+        if size <= MAX_LINE_BYTES:
+            yield raw, size
+            continue
+        while not raw.endswith(b"\n") and (raw := handle.readline(MAX_LINE_BYTES)):
+            digest.update(raw)
+            size += len(raw)
+        yield None, size
+
+
+def _decode(raw: bytes | None, number: int, size: int) -> Any:
+    """The JSON value of a line (None from :func:`_bounded_lines`: too long), or an :class:`Invalid` saying why not."""
+    if raw is None:
+        message = f"too long ({size} bytes; a line holds one operation, at most {MAX_LINE_BYTES} bytes)"
+    else:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            message = f"malformed JSON ({exc})"
+    return Invalid(number, str(number), "", "", "", f"line {number}: {message}")
+
+
 def scan_job(
     path: Path,
     tenants: Collection[str],
@@ -176,19 +204,17 @@ def scan_job(
     except OSError as exc:
         raise JobError(f"cannot open the job file: {exc.strerror or exc}", file=file) from None
     with handle:
-        for number, raw in enumerate(handle, start=1):
-            digest.update(raw)
-            start, offset = offset, offset + len(raw)
+        for number, (raw, size) in enumerate(_bounded_lines(handle, digest), start=1):
+            start, offset = offset, offset + size
             scan.lines = number
-            if number == 1 and raw.startswith(UTF8_BOM):  # files saved by Windows editors
+            if number == 1 and raw is not None and raw.startswith(UTF8_BOM):  # files saved by Windows editors
                 raw = raw[len(UTF8_BOM) :]
                 start += len(UTF8_BOM)
-            if not raw.strip():
+            if raw is not None and not raw.strip():
                 continue
-            try:
-                data = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                on_invalid(Invalid(number, str(number), "", "", "", f"line {number}: malformed JSON ({exc})"))
+            data = _decode(raw, number, size)
+            if isinstance(data, Invalid):
+                on_invalid(data)
                 scan.invalid += 1
                 continue
             if parser is None:
@@ -283,7 +309,7 @@ class LaneReader:
             offset, line = self._offsets[self._next], self._lines[self._next]
             self._next += 1
             self._handle.seek(offset)
-            result = self._parser.parse(orjson.loads(self._handle.readline()), line)
+            result = self._parser.parse(orjson.loads(self._handle.readline(MAX_LINE_BYTES + 1)), line)
             if not isinstance(result, Operation):  # the file changed under us since the scan
                 raise JobError(
                     f"the line changed since it was validated: {result.message}", file=str(self._path), line=line
