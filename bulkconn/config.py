@@ -11,7 +11,7 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,8 +179,7 @@ class _Reader:
         return value
 
     def path(self, key: str) -> Path:
-        raw = Path(self.text(key)).expanduser()
-        return raw if raw.is_absolute() else self.base / raw
+        return _resolve(self.text(key), self.base, lambda message: self.fail(key, message))
 
     def private_file(self, key: str) -> bytes:
         path = self.path(key)
@@ -188,6 +187,8 @@ class _Reader:
             data = path.read_bytes()
         except OSError as exc:
             raise self.fail(key, f"cannot read {path}: {exc.strerror or exc}") from exc
+        except ValueError:  # a NUL byte in the name
+            raise self.fail(key, "is not a usable file name") from None
         if os.name == "posix" and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             self.warnings.append(
                 f"{self.file}: tenant '{self.alias}': {path} is readable by other users; run: chmod 600 {path}"
@@ -211,6 +212,15 @@ class _Reader:
         if not value:
             raise self.fail(key, f"environment variable {name} is not set")
         return value
+
+
+def _resolve(text: str, base: Path, fail: Callable[[str], ConfigError]) -> Path:
+    """``text`` as a path: ``~`` expanded, relative to ``base``."""
+    try:
+        raw = Path(text).expanduser()
+    except RuntimeError:  # "~someone" for a user that does not exist
+        raise fail("names a home directory that does not exist") from None
+    return raw if raw.is_absolute() else base / raw
 
 
 def _certificate(reader: _Reader) -> CertificateCredential:
@@ -245,8 +255,7 @@ def _credential(reader: _Reader, config_dir: Path) -> Credential:
     given = [k for k in ("client_secret_env", "client_secret_file", "certificate_file") if k in reader.table]
     if auth == "device-code":
         cache = reader.table.get("token_cache_file", f"~/.bulkconn/tokens-{reader.alias}.json")
-        raw = Path(str(cache)).expanduser()
-        return DeviceCodeCredential(raw if raw.is_absolute() else config_dir / raw)
+        return DeviceCodeCredential(_resolve(str(cache), config_dir, lambda m: reader.fail("token_cache_file", m)))
     if not given:
         raise reader.fail(
             "client_secret_env",
@@ -317,6 +326,8 @@ def parse_config(text: str, *, file: str, base: Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=file) from None
+    except RecursionError:
+        raise ConfigError("not valid TOML: arrays or tables nested too deeply", file=file) from None
     unknown = set(data) - {"defaults", "tenants"}
     if unknown:
         raise ConfigError(
