@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 import sys
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import click
@@ -17,9 +20,25 @@ from bulkconn.auth import MsalTokenProvider, device_login
 from bulkconn.cli_common import EXIT_AUTH, EXIT_OK, config_option, get_config, user_errors
 from bulkconn.config import Config, TenantConfig
 from bulkconn.errors import AuthError, TransportError
-from bulkconn.transport import Transport
+from bulkconn.model import ErrorInfo
+from bulkconn.retry import Done, RetryPolicy, classify
+from bulkconn.transport import HttpResponse, Transport
 
 WRITE_ROLES = {"DeviceManagementServiceConfig.ReadWrite.All", "DeviceManagementConfiguration.ReadWrite.All"}
+# `auth check` only: the service (5xx, 429, no answer) kept failing after retries; not a credential problem.
+EXIT_SERVICE = 4
+# The one read is retried like any idempotent request (retry.classify), within a short budget: a pre-flight
+# should answer in seconds. Retry-After is honoured up to 30 s.
+READ_POLICY = RetryPolicy(
+    max_attempts=4,
+    max_attempts_500=3,
+    time_budget_s=60.0,
+    backoff_base_s=0.5,
+    backoff_cap_s=4.0,
+    retry_after_cap_s=30.0,
+)
+OK, AUTH, SERVICE = "ok", "auth", "service"
+Sleep = Callable[[float], Awaitable[None]]
 
 
 def _granted(token: str) -> set[str] | None:
@@ -32,35 +51,73 @@ def _granted(token: str) -> set[str] | None:
     return set(claims.get("roles", [])) | set(str(claims.get("scp", "")).split())
 
 
-async def _check_one(provider: MsalTokenProvider, transport: Transport, tenant: TenantConfig) -> tuple[bool, str]:
+async def _read(
+    transport: Transport, tenant: TenantConfig, token: str, *, sleep: Sleep = asyncio.sleep
+) -> tuple[HttpResponse | None, ErrorInfo | None]:
+    """The cheap read, retried on 429, 5xx and no answer; the last answer, or the error when there was none."""
+    rng = random.Random()
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
+        resp: HttpResponse | None = None
+        error: ErrorInfo | None = None
+        try:
+            resp = await transport.send(
+                "GET",
+                f"{tenant.graph_root}/deviceManagement/exchangeConnectors?$top=1",
+                token=token,
+                client_request_id=str(uuid.uuid4()),
+                ca_bundle=tenant.ca_bundle,
+            )
+        except TransportError as exc:
+            error = ErrorInfo(exc.code, exc.message)
+        decision = classify(
+            status=resp.status if resp else None,
+            retry_after=resp.headers.get("retry-after") if resp else None,
+            error=error,
+            attempt=attempt,
+            elapsed_s=time.monotonic() - started,
+            idempotent=True,
+            policy=READ_POLICY,
+            rng=rng,
+        )
+        if isinstance(decision, Done):
+            return resp, error
+        await sleep(decision.after_s)
+
+
+def _graph_detail(resp: HttpResponse) -> str:
+    try:
+        error = orjson.loads(resp.body)["error"]
+        return f"{error.get('code')}: {str(error.get('message'))[:200]}"
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return f"HTTP {resp.status}"
+
+
+async def _check_one(
+    provider: MsalTokenProvider, transport: Transport, tenant: TenantConfig, *, sleep: Sleep = asyncio.sleep
+) -> tuple[str, str]:
+    """(OK, "ok"), (AUTH, why) for a credential or permission problem, (SERVICE, why) for a service error."""
     try:
         token = await provider.token(tenant.alias)
     except AuthError as exc:
-        return False, f"{exc.code}: {exc.message}"
+        return AUTH, f"{exc.code}: {exc.message}"
     granted = _granted(token)
     if granted is not None and not granted & WRITE_ROLES:
-        return False, "the token has no write permission (needs DeviceManagementServiceConfig.ReadWrite.All)"
-    try:
-        resp = await transport.send(
-            "GET",
-            f"{tenant.graph_root}/deviceManagement/exchangeConnectors?$top=1",
-            token=token,
-            client_request_id=str(uuid.uuid4()),
-            ca_bundle=tenant.ca_bundle,
-        )
-    except TransportError as exc:
-        return False, f"{exc.code}: {exc.message}"
+        return AUTH, "the token has no write permission (needs DeviceManagementServiceConfig.ReadWrite.All)"
+    resp, error = await _read(transport, tenant, token, sleep=sleep)
+    if resp is None:
+        assert error is not None
+        return SERVICE, f"service error: no answer from Graph after retries ({error.code}: {error.message})"
     if resp.status == 200:
-        return True, "ok"
-    try:
-        error = orjson.loads(resp.body)["error"]
-        detail = f"{error.get('code')}: {str(error.get('message'))[:200]}"
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        detail = f"HTTP {resp.status}"
-    return False, f"Graph answered {resp.status} ({detail})"
+        return OK, "ok"
+    if resp.status == 429 or resp.status >= 500:
+        return SERVICE, f"service error: Graph answered {resp.status} after retries ({_graph_detail(resp)})"
+    return AUTH, f"Graph answered {resp.status} ({_graph_detail(resp)})"
 
 
-async def _check(config: Config) -> list[tuple[str, bool, str]]:
+async def _check(config: Config) -> list[tuple[str, str, str]]:
     provider = MsalTokenProvider(config)
     transport = Transport(timeout_s=30)
     try:
@@ -68,7 +125,7 @@ async def _check(config: Config) -> list[tuple[str, bool, str]]:
     finally:
         await transport.aclose()
         provider.close()
-    return [(alias, ok, text) for alias, (ok, text) in zip(config.tenants, results, strict=True)]
+    return [(alias, kind, text) for alias, (kind, text) in zip(config.tenants, results, strict=True)]
 
 
 @click.group(name="auth")
@@ -80,16 +137,21 @@ def auth_group() -> None:
 @config_option
 @user_errors
 def check(config_path: Path | None) -> None:
-    """For every tenant: get a token and make one cheap read; exit 3 if any tenant fails."""
+    """For every tenant: get a token and make one cheap read.
+
+    Exit 3 if any tenant's credentials or permissions fail, else 4 if Graph kept answering 5xx/429 (or not at
+    all) after retries, else 0.
+    """
     config = get_config(config_path)
     rows = asyncio.run(_check(config))
     table = Table(title=f"auth check ({config.source})", title_justify="left")
     table.add_column("tenant")
     table.add_column("result")
-    for alias, ok, text in rows:
-        table.add_row(alias, "[green]ok[/green]" if ok else f"[red]{text}[/red]")
+    for alias, kind, text in rows:
+        table.add_row(alias, "[green]ok[/green]" if kind == OK else f"[red]{text}[/red]")
     Console().print(table)
-    sys.exit(EXIT_OK if all(ok for _, ok, _ in rows) else EXIT_AUTH)
+    kinds = {kind for _, kind, _ in rows}
+    sys.exit(EXIT_AUTH if AUTH in kinds else EXIT_SERVICE if SERVICE in kinds else EXIT_OK)
 
 
 @click.command()

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,7 @@ _KEYS = frozenset(
         "token_cache_file",
     }
 )
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_LITERALS = frozenset({"client_secret", "secret", "password", "certificate_password", "private_key"})
 
 
@@ -192,8 +194,7 @@ class _Reader:
         return value
 
     def path(self, key: str) -> Path:
-        raw = Path(self.text(key)).expanduser()
-        return raw if raw.is_absolute() else self.base / raw
+        return _resolve(self.text(key), self.base, lambda message: self.fail(key, message))
 
     def private_file(self, key: str) -> bytes:
         path = self.path(key)
@@ -201,18 +202,40 @@ class _Reader:
             data = path.read_bytes()
         except OSError as exc:
             raise self.fail(key, f"cannot read {path}: {exc.strerror or exc}") from exc
+        except ValueError:  # a NUL byte in the name
+            raise self.fail(key, "is not a usable file name") from None
         if _readable_by_others(path):
             self.warnings.append(
                 f"{self.file}: tenant '{self.alias}': {path} is readable by other users; run: chmod 600 {path}"
             )
         return data
 
+    def env_name(self, key: str) -> str:
+        """The variable name in ``key``; a value that is no name is refused without being shown."""
+        value = self.table.get(key)
+        if not isinstance(value, str) or not _ENV_NAME.fullmatch(value.strip()):
+            raise self.fail(
+                key,
+                "is not a valid environment variable name (it looks like a secret was pasted there; "
+                "put the secret in the environment and name the variable)",
+            )
+        return value.strip()
+
     def env(self, key: str) -> str:
-        name = self.text(key)
+        name = self.env_name(key)
         value = os.environ.get(name)
         if not value:
             raise self.fail(key, f"environment variable {name} is not set")
         return value
+
+
+def _resolve(text: str, base: Path, fail: Callable[[str], ConfigError]) -> Path:
+    """``text`` as a path: ``~`` expanded, relative to ``base``."""
+    try:
+        raw = Path(text).expanduser()
+    except RuntimeError:  # "~someone" for a user that does not exist
+        raise fail("names a home directory that does not exist") from None
+    return raw if raw.is_absolute() else base / raw
 
 
 _PEM_MARK = b"-----BEGIN"
@@ -278,8 +301,7 @@ def _credential(reader: _Reader, config_dir: Path) -> Credential:
     given = [k for k in ("client_secret_env", "client_secret_file", "certificate_file") if k in reader.table]
     if auth == "device-code":
         cache = reader.table.get("token_cache_file", f"~/.bulkconn/tokens-{reader.alias}.json")
-        raw = Path(str(cache)).expanduser()
-        return DeviceCodeCredential(raw if raw.is_absolute() else config_dir / raw)
+        return DeviceCodeCredential(_resolve(str(cache), config_dir, lambda m: reader.fail("token_cache_file", m)))
     if not given:
         raise reader.fail(
             "client_secret_env",
@@ -288,7 +310,7 @@ def _credential(reader: _Reader, config_dir: Path) -> Credential:
     if len(given) > 1:
         raise reader.fail(given[1], f"two credentials for one tenant ({' and '.join(given)}); keep one")
     if given[0] == "client_secret_env":
-        return SecretCredential(Secret(reader.env("client_secret_env")), f"env:{reader.table['client_secret_env']}")
+        return SecretCredential(Secret(reader.env("client_secret_env")), f"env:{reader.env_name('client_secret_env')}")
     if given[0] == "client_secret_file":
         secret = reader.private_file("client_secret_file").decode().strip()
         if not secret:
@@ -309,6 +331,8 @@ def _tenant(file: str, base: Path, alias: str, table: Mapping[str, Any], warning
             )
         if key not in _KEYS:
             raise reader.fail(key, f"unknown key (known keys: {', '.join(sorted(_KEYS))})")
+        if key.endswith("_env"):
+            reader.env_name(key)  # even where unused: a pasted secret must never reach a later message
     cloud_name = reader.text("cloud", "global")
     cloud = CLOUDS.get(cloud_name)
     if cloud is None:
@@ -348,6 +372,8 @@ def parse_config(text: str, *, file: str, base: Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=file) from None
+    except RecursionError:
+        raise ConfigError("not valid TOML: arrays or tables nested too deeply", file=file) from None
     unknown = set(data) - {"defaults", "tenants"}
     if unknown:
         raise ConfigError(

@@ -29,7 +29,7 @@ import orjson
 
 from bulkconn.errors import JobError
 from bulkconn.jobcsv import CsvLayout, read_header, records, row_object, sniff_delimiter
-from bulkconn.jobfile import UTF8, Encoding, LineStream, decode, lines_from
+from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
 from bulkconn.model import Action, Operation
 from bulkconn.resources import EXCHANGE_CONNECTOR, RESOURCES, Problem, Resource, validate_patch
 from bulkconn.suggest import did_you_mean
@@ -203,6 +203,10 @@ def _read_defaults(data: Any, file: str, line: int) -> dict[str, Any]:
 def _jsonl_items(stream: LineStream) -> Iterator[tuple[int, int, Any]]:
     """``(line, offset, parsed object or Invalid)`` for every non-blank JSON line."""
     for number, offset, raw in stream:
+        if raw is None:
+            message = f"too long ({stream.last_size} bytes; a line holds one operation, at most {MAX_LINE_BYTES} bytes)"
+            yield number, offset, Invalid(number, str(number), "", "", "", f"line {number}: {message}")
+            continue
         content: bytes | str = raw if stream.encoding.utf8 else stream.text(raw, number)
         if not content.strip():
             continue
@@ -213,15 +217,23 @@ def _jsonl_items(stream: LineStream) -> Iterator[tuple[int, int, Any]]:
             yield number, offset, Invalid(number, str(number), "", "", "", f"line {number}: malformed JSON ({exc})")
 
 
+def _bounded(raw: bytes | None, number: int, file: str) -> bytes:
+    if raw is None:  # a spreadsheet row cannot be skipped alone: a quoted cell may continue on the next line
+        raise JobError(
+            f"a line is longer than {MAX_LINE_BYTES} bytes; a row holds one operation", file=file, line=number
+        )
+    return raw
+
+
 def _csv_items(stream: LineStream, scan: JobScan) -> Iterator[tuple[int, int, Any]]:
     """``(line, offset, object or Invalid)`` for every CSV data row, the header read into ``scan.layout``."""
-    texts = ((number, offset, stream.text(raw, number)) for number, offset, raw in stream)
+    file = str(stream.path)
+    texts = ((number, offset, stream.text(_bounded(raw, number, file), number)) for number, offset, raw in stream)
     head = next(texts, None)
     while head is not None and not head[2].strip():
         head = next(texts, None)
     if head is None:
         return
-    file = str(stream.path)
     rows = records(itertools.chain([head], texts), sniff_delimiter(head[2]), file)
     number, _, cells = next(rows)
     scan.layout = read_header(cells, sniff_delimiter(head[2]), CSV_RESOURCE, file, number)
@@ -386,11 +398,14 @@ class LaneReader:
         file = str(self._path)
         if self._layout is None and self._encoding.utf8:
             handle.seek(offset)
-            return orjson.loads(handle.readline())
+            return orjson.loads(handle.readline(MAX_LINE_BYTES + 1))
         raws = lines_from(handle, self._encoding, offset, chunk=_REREAD_CHUNK)
         if self._layout is None:
-            return orjson.loads(decode(next(raws)[1], self._encoding, file, line))
-        texts = ((line + i, at, decode(raw, self._encoding, file, line + i)) for i, (at, raw) in enumerate(raws))
+            return orjson.loads(decode(_bounded(next(raws)[1], line, file), self._encoding, file, line))
+        texts = (
+            (line + i, at, decode(_bounded(raw, line + i, file), self._encoding, file, line + i))
+            for i, (at, raw, _) in enumerate(raws)
+        )
         _, _, cells = next(records(texts, self._layout.delimiter, file))
         return row_object(self._layout, cells, CSV_RESOURCE)
 

@@ -15,11 +15,13 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from bulkconn.errors import JobError
 
 _CHUNK = 1 << 16
+# A line holds one operation (well under 10 KB); a longer one is refused without being held in memory.
+MAX_LINE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +56,9 @@ def convert_hint(file: str, source: str) -> str:
 def detect(head: bytes, file: str) -> Encoding:
     """The encoding of a file that starts with ``head`` (its first bytes); refuses what cannot be read."""
     if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-        raise JobError(f"the file is UTF-32, which bulkconn does not read; {convert_hint(file, 'UTF-32')}", file=file)
+        raise JobError(
+            f"the file is UTF-32, which bulkconn does not read; {convert_hint(file, 'UTF-32')}", file=file, line=1
+        )
     if head.startswith(codecs.BOM_UTF8):
         return UTF8_BOM
     if head.startswith(codecs.BOM_UTF16_LE):
@@ -66,6 +70,7 @@ def detect(head: bytes, file: str) -> Encoding:
         raise JobError(
             f"the file holds NUL bytes: it looks like UTF-16 without a byte-order mark; {convert_hint(file, source)}",
             file=file,
+            line=1,
         )
     return UTF8
 
@@ -85,16 +90,37 @@ def decode(raw: bytes, encoding: Encoding, file: str, line: int) -> str:
 
 
 def lines_from(
-    handle: BinaryIO, encoding: Encoding, offset: int, *, chunk: int = _CHUNK
-) -> Iterator[tuple[int, bytes]]:
-    """``(byte offset, raw line with its newline)`` from ``offset`` on (which must start a line)."""
+    handle: BinaryIO, encoding: Encoding, offset: int, *, chunk: int = _CHUNK, digest: Any = None
+) -> Iterator[tuple[int, bytes | None, int]]:
+    """``(byte offset, raw line with its newline, size in bytes)`` from ``offset`` on (which must start a line).
+
+    A UTF-8 line longer than :data:`MAX_LINE_BYTES` comes as ``None``: it is skipped without being held in memory
+    (a line holds one operation, well under 10 KB). Every byte read is fed to ``digest`` when one is given.
+    """
     handle.seek(offset)
     if encoding.utf8:
-        for raw in handle:
-            yield offset, raw
-            offset += len(raw)
+        yield from _bounded_lines(handle, offset, digest)
         return
-    yield from _wide_lines(handle, encoding.newline, offset, chunk)
+    for at, raw in _wide_lines(handle, encoding.newline, offset, chunk):
+        if digest is not None:
+            digest.update(raw)
+        yield at, raw, len(raw)
+
+
+def _bounded_lines(handle: BinaryIO, offset: int, digest: Any) -> Iterator[tuple[int, bytes | None, int]]:
+    while raw := handle.readline(MAX_LINE_BYTES + 1):
+        if digest is not None:
+            digest.update(raw)
+        size = len(raw)
+        if size <= MAX_LINE_BYTES or raw.endswith(b"\n"):
+            yield offset, raw, size
+        else:
+            while not raw.endswith(b"\n") and (raw := handle.readline(MAX_LINE_BYTES)):
+                if digest is not None:
+                    digest.update(raw)
+                size += len(raw)
+            yield offset, None, size
+        offset += size
 
 
 def _wide_lines(handle: BinaryIO, newline: bytes, offset: int, chunk_size: int) -> Iterator[tuple[int, bytes]]:
@@ -131,6 +157,7 @@ class LineStream:
     encoding: Encoding
     lines: int = 0
     size: int = 0
+    last_size: int = 0
     _digest: hashlib._Hash = field(default_factory=hashlib.sha256)
 
     @classmethod
@@ -152,14 +179,17 @@ class LineStream:
     def sha256(self) -> str:
         return self._digest.hexdigest()
 
-    def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
-        """``(line number, byte offset, raw line)``; the first line's offset skips the byte-order mark."""
+    def __iter__(self) -> Iterator[tuple[int, int, bytes | None]]:
+        """``(line number, byte offset, raw line)``; the first line's offset skips the byte-order mark.
+
+        An over-long line comes as ``None`` (see :func:`lines_from`); ``last_size`` then says how long it was.
+        """
         bom = len(self.encoding.bom)
-        for offset, raw in lines_from(self.handle, self.encoding, 0):
-            self._digest.update(raw)
-            self.size += len(raw)
+        for offset, raw, size in lines_from(self.handle, self.encoding, 0, digest=self._digest):
+            self.size += size
+            self.last_size = size
             self.lines += 1
-            if offset == 0 and bom:
+            if offset == 0 and bom and raw is not None:
                 yield 1, bom, raw[bom:]
             else:
                 yield self.lines, offset, raw

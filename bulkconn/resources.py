@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any
+from urllib.parse import quote
 
 
 class Kind(StrEnum):
@@ -70,8 +71,15 @@ class Resource:
     actions: Mapping[str, Action] = field(default_factory=dict)
 
     def item_path(self, object_id: str) -> str:
-        """Relative URL of one object, e.g. ``/deviceManagement/exchangeConnectors/{id}``."""
-        return f"/{self.collection_path}/{object_id}"
+        """Relative URL of one object, e.g. ``/deviceManagement/exchangeConnectors/{id}``.
+
+        The id is always exactly one path segment: percent-encoded (``/``, ``?``, ``#``, ``%``, spaces, non-ASCII),
+        and ``.``, ``..`` or empty refused (``ValueError``), since no encoding stops a server resolving those.
+        The job reader already refuses such ids with file and line; this is the last line of defence.
+        """
+        if object_id in ("", ".", ".."):
+            raise ValueError(f"{object_id!r} is not an object id")
+        return f"/{self.collection_path}/{quote(object_id, safe='')}"
 
 
 @dataclass(frozen=True, slots=True)
