@@ -279,3 +279,58 @@ def median_window(times: list[float], window_s: float) -> float:
 def ideal_s(ops: int, per_window: int, window_s: float) -> float:
     """Operations divided by the allowed rate."""
     return ops * window_s / per_window
+
+
+# -- the figures quoted in docs/pacing.md: `python -m tests.pacing_sim` ----------------------------------
+def shorter_window(forms: tuple[str, ...] = FORMS) -> Scenario:
+    """The service allows 40 writes per 2 s while 1,000 per 20 s is configured: 2.5x lower, 10x shorter window."""
+    return Scenario(
+        server_app=(40, 2.0), client_writes=(1000, 20.0), client_tenant_writes=2000, ops_per_tenant=1000, forms=forms
+    )
+
+
+FIGURES: tuple[tuple[str, Scenario, int, float], ...] = (
+    ("a  configured right, 100/20 s", Scenario(ops_per_tenant=2500, jitter_s=0.1), 100, 20.0),
+    ("b1 40/20 s, 100/20 s configured", Scenario(server_app=(40, 20.0), ops_per_tenant=1000), 40, 20.0),
+    ("b2 40/2 s, 1000/20 s configured", shorter_window(), 40, 2.0),
+    ("b2 same, Retry-After whole seconds", shorter_window(("seconds",)), 40, 2.0),
+    ("b2 same, Retry-After HTTP date", shorter_window(("date",)), 40, 2.0),
+    ("b2 same, Retry-After always absent", shorter_window(("absent",)), 40, 2.0),
+    ("b3 80/40 s, 100/20 s configured", Scenario(server_app=(80, 40.0), ops_per_tenant=2000), 80, 40.0),
+    (
+        "c  40 -> 100/20 s at 200 s (ideal: 100)",
+        Scenario(server_app=(40, 20.0), change_at_s=200.0, changed_to=(100, 20.0), ops_per_tenant=3000),
+        100,
+        20.0,
+    ),
+    (
+        "d1 other apps keep 130 of 200/20 s",
+        Scenario(server_tenant=(200, 20.0), other_apps_per_s=130 / 20, ops_per_tenant=1700),
+        70,
+        20.0,
+    ),
+)
+
+
+def main() -> None:
+    """Print the figure of every scenario: wall time against ideal, refused share, windows as the service saw them."""
+    print(f"{'scenario':40} {'wall/ideal':>10} {'429 %':>6} {'busiest*':>9} {'median':>7} {'windows':>7}")
+    for name, scenario, per_window, window_s in FIGURES:
+        result = Simulation(scenario).run()
+        wall = result.wall_s / ideal_s(scenario.ops_per_tenant, per_window, window_s)
+        print(
+            f"{name:40} {wall:10.3f} {100 * result.throttled_share:6.2f} {busiest(result.attempts[0], window_s):9d}"
+            f" {median_window(result.admitted[0], window_s):7.0f} {len(window_counts(result.admitted[0], window_s)):7d}"
+        )
+    print("* busiest window as the service counts our writes that reached it, refused ones (start-up) included")
+    many = Scenario(tenants=30, ops_per_tenant=700, server_global=(1000, 10.0), client_global=(1000, 10.0))
+    result = Simulation(many).run()
+    print(
+        f"{'d2 30 tenants, global 1000/10 s':40} {result.wall_s / ideal_s(30 * 700, 1000, 10.0):10.3f}"
+        f" {100 * result.throttled / result.writes:6.2f} {busiest(result.global_admitted, 10.0):9d}"
+        f" {median_window(result.global_admitted, 10.0):7.0f} {len(window_counts(result.global_admitted, 10.0)):7d}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pacing_sim import FORMS, Scenario, Simulation, busiest, ideal_s, median_window, window_counts
+from tests.pacing_sim import (
+    FORMS,
+    Scenario,
+    Simulation,
+    busiest,
+    ideal_s,
+    median_window,
+    shorter_window,
+    window_counts,
+)
 
 SEEDS = (7, 11, 23)
-SHORTER_WINDOW = {"server_app": (40, 2.0), "client_writes": (1000, 20.0), "client_tenant_writes": 2000}
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -38,7 +46,7 @@ def test_limit_lower_than_configured_is_learned_whatever_retry_after(forms: tupl
 @pytest.mark.parametrize("forms", [FORMS, ("seconds",), ("fractional",), ("date",)], ids=lambda f: "+".join(f))
 def test_shorter_window_than_configured_is_learned(forms: tuple[str, ...]) -> None:
     """40 per 2 s while 1,000 per 20 s is configured (2.5x lower, 10x shorter window): <= 1.25x ideal, <= 5 % refused."""
-    result = Simulation(Scenario(**SHORTER_WINDOW, ops_per_tenant=1000, forms=forms)).run()
+    result = Simulation(shorter_window(forms)).run()
     assert len(window_counts(result.admitted[0], 2.0)) >= 20
     assert result.wall_s <= 1.25 * ideal_s(1000, 40, 2.0)
     assert result.throttled_share <= 0.05
@@ -46,7 +54,7 @@ def test_shorter_window_than_configured_is_learned(forms: tuple[str, ...]) -> No
 
 def test_shorter_window_without_any_retry_after_is_found_by_probing() -> None:
     """With Retry-After always absent the window is found by probing: slower (see docs/pacing.md), few 429s."""
-    result = Simulation(Scenario(**SHORTER_WINDOW, ops_per_tenant=1000, forms=("absent",))).run()
+    result = Simulation(shorter_window(("absent",))).run()
     assert result.throttled_share <= 0.05
     assert result.wall_s <= 3.5 * ideal_s(1000, 40, 2.0)
     assert max(window_counts(result.admitted[0], 2.0)[-10:]) >= 38  # at the end it runs at the real limit
@@ -72,10 +80,10 @@ def test_rate_follows_a_limit_that_rises_mid_run() -> None:
 
 def test_per_tenant_limit_shared_with_invisible_apps() -> None:
     """Other apps keep 130 of the tenant's 200 writes per 20 s: we learn our 70 with <= 5 % refused, <= 1.25x ideal."""
-    scenario = Scenario(server_tenant=(200, 20.0), other_apps_per_s=130 / 20, ops_per_tenant=1500)
+    scenario = Scenario(server_tenant=(200, 20.0), other_apps_per_s=130 / 20, ops_per_tenant=1700)
     result = Simulation(scenario).run()
     assert result.throttled_share <= 0.05
-    assert result.wall_s <= 1.25 * ideal_s(1500, 70, 20.0)
+    assert result.wall_s <= 1.25 * ideal_s(1700, 70, 20.0)
     assert median_window(result.admitted[0], 20.0) >= 66
 
 
