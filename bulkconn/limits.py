@@ -130,6 +130,7 @@ class Learner:
     __slots__ = (
         "_episode_probe",
         "_good",
+        "_history",
         "_probe_at",
         "_probe_window",
         "_shrink",
@@ -153,6 +154,8 @@ class Learner:
         self._window_doubt = False
         self._window_measured = False
         self._shrink = PROBE_FIRST_STEP
+        # (probe time, values before it, whether it shortened the window) for the probes not yet settled.
+        self._history: deque[tuple[float, Learned, bool]] = deque(maxlen=32)
 
     @property
     def probe_chunk(self) -> int | None:
@@ -179,6 +182,7 @@ class Learner:
         # because Retry-After was absent; the first window probe that fails settles it. Then the limit is probed.
         # A measured window (from Retry-After) is only refined, in small steps; an unmeasured one shrinks faster.
         self._probe_window = self._window_doubt and window > MIN_WINDOW_S
+        self._history.append((now, self.learned, self._probe_window))
         if self._probe_window:
             self._shrink = PROBE_FIRST_STEP if self._window_measured else min(2 * self._step, 0.5)
             self.learned = Learned(self.learned.per_window, max(window * (1 - self._shrink), MIN_WINDOW_S))
@@ -189,26 +193,32 @@ class Learner:
         else:
             self.learned = Learned(min(raised, self.configured.per_window), window)
 
-    def refused(self, now: float, *, new_episode: bool, estimate: Learned, measured: bool) -> None:
+    def refused(self, now: float, *, sent_at: float, new_episode: bool, estimate: Learned, measured: bool) -> None:
         """A 429 at ``now``: revert the probe that caused it, else take ``estimate`` (in an episode the latest wins).
 
-        ``new_episode`` is False for the other answers of a burst refused together (during the cool-down);
-        ``measured`` says whether a Retry-After gave the window length.
+        ``sent_at`` is when the refused request went out; ``new_episode`` is False for the other answers of a
+        burst refused together; ``measured`` says whether a Retry-After gave the window length.
         """
         if new_episode:
-            recent = self._probe_at is not None and now - self._probe_at <= 2 * self.current.window_s
-            self._episode_probe = recent and self._good is not None
+            # The request may have gone out under any probe of the current chain: revert to what held before it.
+            held = [(before, doubt) for probe_at, before, doubt in self._history if probe_at <= sent_at]
+            self._history.clear()
             self._probe_at = None
-        if self._episode_probe and self._good is not None:
-            self.learned = self._good
-            if self._probe_window and self._window_doubt:
-                # The window is settled a small step above the last that held: that step is the jitter cushion.
-                self._window_doubt = False
-                self.learned = Learned(self._good.per_window, self._good.window_s * (1 + PROBE_FIRST_STEP))
-        else:
+            self._episode_probe = bool(held)
+            if held:
+                before, window_probed = held[-1]
+                self.learned = before
+                if window_probed:
+                    # The window settles a small step above the last that held: that step is the jitter cushion.
+                    self._window_doubt = False
+                    self.learned = Learned(before.per_window, before.window_s * (1 + PROBE_FIRST_STEP))
+        if not self._episode_probe:
+            if measured:
+                self._window_measured = True
+                self._window_doubt = estimate.window_s != self.configured.window_s
+            elif self.learned is None:
+                self._window_measured, self._window_doubt = False, True  # first 429 and no Retry-After
             self.learned = estimate
-            self._window_measured = measured
-            self._window_doubt = not measured or estimate.window_s != self.configured.window_s
         self._stable_since = now
         self._step = PROBE_FIRST_STEP
 
@@ -259,6 +269,10 @@ class TenantLimits:
         self.batch_limit = self.configured_batch = batch_size
         self._batch_stable_since = 0.0
         self._episode_base = self.learner.current
+        self._episode_window: float | None = None
+        self._last_write_at = -math.inf
+        self._episode_at = -math.inf
+        self._burst_start = -math.inf
 
     # -- sending --------------------------------------------------------------------------------------
     @property
@@ -300,6 +314,10 @@ class TenantLimits:
 
     def record_send(self, now: float, *, writes: int, reads: int = 0) -> None:
         """Count a request (or a ``$batch`` of ``writes + reads`` sub-requests) sent at ``now``."""
+        if writes:
+            if now - self._last_write_at > self.writes.retention_s:
+                self._burst_start = now  # nothing of ours left in any window: a fresh start
+            self._last_write_at = now
         self.writes.add(now, writes)
         self.anything.add(now, writes + reads)
         if self.shared is not None:
@@ -318,6 +336,7 @@ class TenantLimits:
         self,
         now: float,
         *,
+        sent_at: float,
         refused: int,
         retry_after_s: float | None,
         refused_reads: int = 0,
@@ -325,7 +344,8 @@ class TenantLimits:
     ) -> None:
         """A 429 for ``refused`` writes: learn the real limit, pause the tenant, shrink the batch on an envelope 429.
 
-        ``retry_after_s`` is the parsed ``Retry-After`` (whole, fractional or from an HTTP date), None when absent.
+        ``sent_at`` is when the refused request went out: the answers to requests sent before this episode's
+        first 429 belong to that episode. ``retry_after_s`` is the parsed ``Retry-After`` (whole, fractional or from an HTTP date), None when absent.
         The refused sends are forgotten: the service does not count them in its window. Only refused writes
         teach the write limit; refused reads just pause the tenant.
         """
@@ -339,45 +359,51 @@ class TenantLimits:
             self.batch_limit = max(1, self.batch_limit // 2)
             self._batch_stable_since = now
         elif refused:
-            self._learn(now, retry_after_s)
+            self._learn(now, sent_at, retry_after_s)
         learned = self.learner.current
         self.writes.retention_s = max(self.window_s, learned.window_s) + self.margin_s
         # Without Retry-After: the wait the learned window implies (until it has room for one more write).
         wait_until = self._writes_room(now, learned, 1) if retry_after_s is None else now + retry_after_s
         self.cooldown_until = max(self.cooldown_until, wait_until)
 
-    def _learn(self, now: float, retry_after_s: float | None) -> None:
-        new_episode = now >= self.cooldown_until
+    def _learn(self, now: float, sent_at: float, retry_after_s: float | None) -> None:
+        new_episode = sent_at >= self._episode_at
         if new_episode:
-            self._episode_base = self.learner.current  # the later answers of the burst are read against it
+            self._episode_at = now
+            # The later answers of a refused burst are read against what we believed before it, and share
+            # the tightest window any of them measured (one of them may lack Retry-After).
+            self._episode_base = self.learner.current
+            self._episode_window = None
+        estimate = self._estimate(now, retry_after_s, self._episode_base)
         self.learner.refused(
-            now,
-            new_episode=new_episode,
-            estimate=self._estimate(now, retry_after_s, self._episode_base),
-            measured=retry_after_s is not None,
+            now, sent_at=sent_at, new_episode=new_episode, estimate=estimate, measured=self._episode_window is not None
         )
 
     def _estimate(self, now: float, retry_after_s: float | None, base: Learned) -> Learned:
         """The write limit the service enforces, from its admitted count and its ``Retry-After``.
 
         ``base`` is what we believed when the episode began. The service reopens when the oldest request in
-        its window leaves it, at ``now + Retry-After``; after a pause (start-up, a cool-down) the oldest send
-        we still hold is that request, so ``now + Retry-After - oldest`` bounds the window from above. The
+        its window leaves it, at ``now + Retry-After``; after a fresh start (nothing of ours left in any window)
+        the oldest send we still hold is that request, so ``now + Retry-After - oldest`` bounds the window from above. The
         limit is what we sent in the window that the service admitted.
         """
         window = base.window_s
         if retry_after_s is not None:
             lookback = max(window, self.window_s) + self.margin_s
             oldest = self.writes.oldest_since(now, now - lookback)
-            # Only when our oldest send is younger than the wait can it be the request the service waits for;
-            # otherwise another app's request leaves the window first and the length cannot be read.
-            if oldest is not None and retry_after_s >= now - oldest:
+            # Only after a fresh start can our oldest send be the request the service waits for; otherwise an
+            # older request (ours, or another app's) may leave the window first and the length cannot be read.
+            if oldest is not None and oldest == self._burst_start and retry_after_s >= now - oldest:
                 # Whole seconds and dates are rounded up and latency adds to it: take the tightest bound, but
                 # a Retry-After well beyond the window we believe means the window is longer.
                 bound = max(now + retry_after_s - oldest, MIN_WINDOW_S)
-                window = bound if retry_after_s > window + ROUNDING_S else min(window, bound)
+                measured = bound if retry_after_s > window + ROUNDING_S else min(window, bound)
+                self._episode_window = min(measured, self._episode_window or measured)
+        window = self._episode_window or window
         admitted = self.writes.count_since(now, now - window - self.margin_s)
         if admitted == 0:
             # Refused with nothing of ours in the window we believe: older sends still count, it is longer.
             return Learned(base.per_window, 2 * window)
-        return Learned(min(admitted, self.learner.configured.per_window), window)
+        # A learned limit at most halves per episode: a window a little too short also shows few sends in it.
+        floor = base.per_window // 2 if base != self.learner.configured else 1
+        return Learned(min(max(admitted, floor), self.learner.configured.per_window), window)

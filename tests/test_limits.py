@@ -46,8 +46,8 @@ def test_a_429_pauses_the_whole_tenant_until_the_latest_retry_after() -> None:
     """The cool-down is shared and only ever extended: a shorter Retry-After later does not shorten it."""
     limits = TenantLimits()
     limits.record_send(0.0, writes=60)
-    limits.throttled(1.0, refused=20, retry_after_s=10.0)
-    limits.throttled(2.0, refused=20, retry_after_s=1.0)
+    limits.throttled(1.0, sent_at=0.0, refused=20, retry_after_s=10.0)
+    limits.throttled(2.0, sent_at=0.0, refused=20, retry_after_s=1.0)
     assert limits.cooldown_until == pytest.approx(11.0)
     assert limits.room(5.0) == 0
     assert limits.earliest_send_at(5.0, writes=1) >= 11.0
@@ -57,7 +57,7 @@ def test_admitted_count_and_retry_after_give_the_real_limit() -> None:
     """40 of 80 admitted at start-up, Retry-After 1.9 s: the service allows 40 per ~2 s, and we pace to that."""
     limits = TenantLimits(writes_per_window=1000, tenant_writes_per_window=2000, margin_s=0.25)
     limits.record_send(0.0, writes=80)
-    limits.throttled(0.1, refused=40, retry_after_s=1.9)
+    limits.throttled(0.1, sent_at=0.0, refused=40, retry_after_s=1.9)
     learned = limits.learner.current
     assert learned.per_window == 40
     assert learned.window_s == pytest.approx(2.0)
@@ -69,7 +69,7 @@ def test_without_retry_after_the_wait_is_what_the_learned_window_implies() -> No
     """No Retry-After: the tenant waits until its learned window has room, not a blind exponential backoff."""
     limits = TenantLimits(margin_s=0.25)
     limits.record_send(0.0, writes=60)
-    limits.throttled(0.1, refused=20, retry_after_s=None)
+    limits.throttled(0.1, sent_at=0.0, refused=20, retry_after_s=None)
     assert limits.learner.current.per_window == 40
     assert limits.cooldown_until == pytest.approx(20.25)
 
@@ -78,11 +78,11 @@ def test_a_stable_period_probes_upwards_and_a_failed_probe_reverts() -> None:
     """After three quiet windows the limit is raised one step; a 429 soon after goes back to what held."""
     limits = TenantLimits(margin_s=0.0)
     limits.record_send(0.0, writes=60)
-    limits.throttled(0.1, refused=20, retry_after_s=19.9)  # 40 per 20 s
+    limits.throttled(0.1, sent_at=0.0, refused=20, retry_after_s=19.9)  # 40 per 20 s
     limits.succeeded(70.0)
     assert limits.learner.current.per_window == 42
     assert limits.max_batch == 2  # a probe goes out in small batches, so a failing one costs little
-    limits.throttled(75.0, refused=2, retry_after_s=5.0)
+    limits.throttled(75.0, sent_at=74.9, refused=2, retry_after_s=5.0)
     assert limits.learner.current.per_window == 40
 
 
@@ -90,9 +90,9 @@ def test_an_envelope_429_halves_the_batch_and_stable_windows_restore_it() -> Non
     """A throttled $batch envelope halves the batch size; each quiet window doubles it back to 20."""
     limits = TenantLimits()
     limits.record_send(0.0, writes=20)
-    limits.throttled(0.1, refused=20, retry_after_s=1.0, envelope=True)
+    limits.throttled(0.1, sent_at=0.0, refused=20, retry_after_s=1.0, envelope=True)
     limits.record_send(1.1, writes=10)
-    limits.throttled(1.2, refused=10, retry_after_s=1.0, envelope=True)
+    limits.throttled(1.2, sent_at=1.1, refused=10, retry_after_s=1.0, envelope=True)
     assert limits.max_batch == 5
     limits.succeeded(21.2)
     assert limits.max_batch == 10
