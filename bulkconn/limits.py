@@ -26,8 +26,8 @@ from dataclasses import dataclass
 DEFAULT_MARGIN_S = 0.25  # latency spread between our send time and the service's arrival time
 PROBE_AFTER_WINDOWS = 3.0  # learned windows without a 429 before the first probe
 PROBE_FIRST_STEP = 0.05  # the first probe adds 5 % of the learned limit; each success doubles the step
-MIN_WINDOW_S = 0.05
-MAX_STEP = 0.25
+MIN_WINDOW_S = 0.05  # the shortest window a probe or an estimate may reach
+MAX_STEP = 0.25  # the largest probe step (a share of the learned limit)
 ROUNDING_S = 2.0  # an HTTP-date Retry-After can be up to this much late (whole seconds, rounded up)
 
 
@@ -122,9 +122,9 @@ class Learned:
 class Learner:
     """The real write limit, learned from 429s and probed upwards while the service admits everything.
 
-    A probe raises the rate one step: alternately more writes per window and a shorter window (so a window
-    over-estimated from a rounded ``Retry-After`` is corrected too). A probe that holds for a window doubles
-    the next step; a 429 within two windows of a probe reverts to the last values that held.
+    A probe raises the rate one step: a shorter window while the window is in doubt (over-estimated from a
+    rounded ``Retry-After``, or never measured), else more writes per window. A probe that holds for a window
+    doubles the next step; a 429 for a request sent under a probe reverts to the values from before it.
     """
 
     __slots__ = (
@@ -132,7 +132,6 @@ class Learner:
         "_good",
         "_history",
         "_probe_at",
-        "_probe_window",
         "_shrink",
         "_stable_since",
         "_step",
@@ -147,7 +146,6 @@ class Learner:
         self.learned: Learned | None = None
         self._good: Learned | None = None
         self._probe_at: float | None = None
-        self._probe_window = False
         self._stable_since = 0.0
         self._step = PROBE_FIRST_STEP
         self._episode_probe = False
@@ -181,9 +179,9 @@ class Learner:
         # The window is probed (shortened) while it is in doubt: learned other than configured, or never measured
         # because Retry-After was absent; the first window probe that fails settles it. Then the limit is probed.
         # A measured window (from Retry-After) is only refined, in small steps; an unmeasured one shrinks faster.
-        self._probe_window = self._window_doubt and window > MIN_WINDOW_S
-        self._history.append((now, self.learned, self._probe_window))
-        if self._probe_window:
+        probe_window = self._window_doubt and window > MIN_WINDOW_S
+        self._history.append((now, self.learned, probe_window))
+        if probe_window:
             self._shrink = PROBE_FIRST_STEP if self._window_measured else min(2 * self._step, 0.5)
             self.learned = Learned(self.learned.per_window, max(window * (1 - self._shrink), MIN_WINDOW_S))
             return
@@ -201,7 +199,7 @@ class Learner:
         """
         if new_episode:
             # The request may have gone out under any probe of the current chain: revert to what held before it.
-            held = [(before, doubt) for probe_at, before, doubt in self._history if probe_at <= sent_at]
+            held = [(before, shortened) for probe_at, before, shortened in self._history if probe_at <= sent_at]
             self._history.clear()
             self._probe_at = None
             self._episode_probe = bool(held)
