@@ -117,8 +117,15 @@ class PlanCounts:
         )
 
 
+def _label(entry: PlanEntry) -> str:
+    """``ID (line N)``, with the line's own key when it has one (a selector match shows its line's key)."""
+    key = entry.key.removesuffix(f":{entry.tenant}:{entry.object_id}")
+    named = f", key {key}" if key != str(entry.line) else ""
+    return f"  {entry.object_id or '(no id)'} (line {entry.line}{named})"
+
+
 def _describe(entry: PlanEntry) -> Iterator[str]:
-    where = f"  {entry.object_id or '(no id)'} (line {entry.line}, key {entry.key})"
+    where = _label(entry)
     if entry.state is PlanState.CHANGE:
         yield f"{where}:"
         for change in entry.changes:

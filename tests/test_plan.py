@@ -95,12 +95,12 @@ def test_text_groups_by_tenant_and_quotes_values_as_json() -> None:
     lines = list(render_text(entries, counts))
     assert lines == [
         "tenant contoso",
-        "  A (line 1, key 1):",
+        "  A (line 1):",
         '    serverName: "old" -> "new"',
         '    exchangeAlias: "null" -> null',
         "tenant fabrikam",
-        "  B (line 2, key 2): no change",
-        "  (no id) (line 3, key 3): error: line 3: property 'x' does not exist",
+        "  B (line 2): no change",
+        "  (no id) (line 3): error: line 3: property 'x' does not exist",
         "Plan: 1 to change, 0 actions to send, 1 unchanged, 0 not found, 1 errors.",
     ]
     assert counts.exit_code() == EXIT_PLAN_ERRORS

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from bulkconn.emulator.state import generate_world
 from bulkconn.expansion import Expander, Match, done_record, match_record, operation_for, read_expansion
 from bulkconn.model import Action
 from bulkconn.selectors import Selector, SelectorProblem, listing_path, parse_selector, select_fields
@@ -160,3 +163,36 @@ def test_recorded_expansion_is_what_a_resume_uses_and_a_torn_group_is_listed_aga
     assert recorded.matches(5, "contoso") == ()
     assert recorded.matches(3, "fabrikam") is None
     assert recorded.incomplete == {(3, "fabrikam")}
+
+
+def test_the_example_migration_expands_to_exactly_the_matching_connectors_of_the_default_world() -> None:
+    """jobs/selectors/migrate-mail-servers.jsonl over `emulator serve`'s default tenants, listed in pages of 7."""
+    world = generate_world(tenants=3, connectors_per_tenant=20, seed=1)
+    aliases = tuple(t.alias for t in world.tenants.values())
+    raw = (Path(__file__).parent.parent / "jobs" / "selectors" / "migrate-mail-servers.jsonl").read_bytes()
+    selectors = [_ok(orjson.loads(text), line=n, tenants=aliases) for n, text in enumerate(raw.splitlines(), 1)]
+    for tenant in world.tenants.values():
+        listing = list(tenant.connectors.values())
+        expander = Expander(tenant.alias, [s for s in selectors if tenant.alias in s.tenants])
+        for start in range(0, len(listing), 7):
+            expander.add_page(listing[start : start + 7])
+        for selector in selectors:
+            found = [m.object_id for m in expander.matches(selector)]
+            wanted = [
+                c["id"]
+                for c in listing
+                if tenant.alias in selector.tenants and all(c[k] == v for k, v in selector.where.items())
+            ]
+            assert found == wanted, (tenant.alias, selector.key)
+    assert [len(s.tenants) for s in selectors] == [3, 1, 1]
+
+
+def test_a_sync_selector_expands_into_sync_operations() -> None:
+    """A selector can send an action to every match: each expanded operation is a sync with the line's type."""
+    selector = _ok(
+        {"tenant": "fabrikam", "where": {"status": "disconnected"}, "action": "sync", "syncType": "deltaSync"}
+    )
+    expander = Expander("fabrikam", [selector])
+    expander.add_page([{"id": "A", "status": "disconnected"}, {"id": "B", "status": "connected"}])
+    ops = [operation_for(selector, m) for m in expander.matches(selector)]
+    assert [(o.object_id, o.action, o.sync_type, o.patch) for o in ops] == [("A", Action.SYNC, "deltaSync", {})]
