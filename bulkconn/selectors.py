@@ -14,7 +14,7 @@ matches into operations is :mod:`bulkconn.expansion`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -99,25 +99,34 @@ def matches(collection: Resource, where: Mapping[str, Any], obj: Mapping[str, An
     return True
 
 
-def select_fields(selectors: Iterable[Selector], *, with_patched: bool) -> tuple[str, ...]:
-    """The ``$select`` a listing for these selectors needs: ``id``, every ``where`` property, and the
-    patched properties too when ``with_patched`` (``plan``, ``--skip-unchanged`` and ``--backup`` read them)."""
+def select_fields(selectors: Sequence[Selector], *, with_patched: bool) -> tuple[str, ...]:
+    """The ``$select`` a listing for these selectors (one collection) needs: ``id``, every ``where`` property,
+    and the patched ones too when ``with_patched`` (``plan``, ``--skip-unchanged`` and ``--backup`` read them).
+
+    Empty (no ``$select``: whole objects) when a property belongs to a derived type only: Graph refuses to
+    select it on the collection ("Could not find a property named ... on type", microsoftgraph/msgraph-beta-
+    sdk-dotnet issue 563).
+    """
     names: set[str] = set()
     for selector in selectors:
         names.update(selector.where)
         if with_patched:
             names.update(selector.patch)
-    names.discard("id")
-    return ("id", *sorted(n for n in names if not n.startswith("@")))
+    names = {n for n in names if not n.startswith("@") and n != "id"}
+    declared = selectors[0].collection.entity_type.properties if selectors else {}
+    if any(n not in declared for n in names):
+        return ()
+    return ("id", *sorted(names))
 
 
 def listing_path(collection: Resource, fields: Sequence[str]) -> str:
-    """Relative URL of the first page of a listing (later pages follow ``@odata.nextLink``).
+    """Relative URL of the first page of a listing (later pages follow ``@odata.nextLink``); no ``fields``: no
+    ``$select``.
 
     Matching is done here, not with ``$filter``: Intune collections support few ``$filter`` forms, and a
     listing's ``$select`` keeps each page small.
     """
-    return f"/{collection.path}?$select={','.join(fields)}"
+    return f"/{collection.path}?$select={','.join(fields)}" if fields else f"/{collection.path}"
 
 
 class _Checker:

@@ -103,6 +103,8 @@ def test_where_on_a_derived_type_validates_and_matches_that_type() -> None:
     )
     assert selector.matches({"@odata.type": W10, "id": "1", "cameraBlocked": False})
     assert not selector.matches({"@odata.type": "#microsoft.graph.iosGeneralDeviceConfiguration", "id": "2"})
+    assert select_fields([selector], with_patched=False) == ()  # Graph cannot $select a derived type's property
+    assert listing_path(selector.collection, ()) == "/deviceManagement/deviceConfigurations"
     bad = _problem(
         {
             "tenant": "contoso",
