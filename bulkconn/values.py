@@ -9,7 +9,7 @@ diffs, ``--skip-unchanged``, and the conflict check of an undo job. The rules, p
 - ``Edm.Guid``: case-insensitive. ``Edm.Boolean`` is never equal to a number (``true`` is not ``1``).
 - enums: member names exactly as Graph returns them; a flags value compares as a set (``a,b`` equals ``b, a``).
 - ``null`` and a property the answer omits are the same (OData JSON lets a service omit nulls:
-  the ``omit-values=nulls`` preference, OData v4.01 Protocol section 8.2.8.6).
+  the ``omit-values=nulls`` preference of OData v4.01, Part 1: Protocol, "Preference omit-values").
 - nested objects compare property by property (omitted = null, so a patch that leaves a nested property out
   only matches when it is null); lists compare element by element, in order.
 

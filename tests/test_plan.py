@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from bulkconn.emulator.state import generate_world
+from bulkconn.expansion import Expander, operation_for
 from bulkconn.model import Action, Operation
 from bulkconn.plan import (
     EXIT_CHANGES_PENDING,
@@ -21,6 +24,7 @@ from bulkconn.plan import (
     summary_record,
 )
 from bulkconn.registry import resource
+from bulkconn.selectors import Selector, parse_selector
 from bulkconn.values import Change
 
 CONNECTORS = resource("exchangeConnectors")
@@ -115,3 +119,28 @@ def test_jsonl_records_round_trip() -> None:
     counts = PlanCounts()
     counts.add(entry)
     assert summary_record(counts)["exit_code"] == EXIT_CHANGES_PENDING
+
+
+def test_the_documented_plan_of_the_example_migration_is_what_the_planner_renders() -> None:
+    """docs/selectors-plan-rollback.md quotes this plan of jobs/selectors/migrate-mail-servers.jsonl (default world)."""
+    world = generate_world(tenants=3, connectors_per_tenant=20, seed=1)
+    aliases = tuple(t.alias for t in world.tenants.values())
+    raw = (Path(__file__).parent.parent / "jobs" / "selectors" / "migrate-mail-servers.jsonl").read_bytes()
+    parsed = [
+        parse_selector(orjson.loads(t), line=n, file="j", tenants=aliases) for n, t in enumerate(raw.splitlines(), 1)
+    ]
+    selectors = [s for s in parsed if isinstance(s, Selector)]
+    planner, entries = Planner(), []
+    for tenant in world.tenants.values():
+        expander = Expander(tenant.alias, [s for s in selectors if tenant.alias in s.tenants])
+        expander.add_page(tenant.connectors.values())
+        for selector in selectors:
+            for match in expander.matches(selector):
+                current = tenant.connectors[match.object_id.lower()]
+                entries.append(planner.plan(operation_for(selector, match), CONNECTORS, current))
+    lines = list(render_text(entries, counts := PlanCounts()))
+    doc = (Path(__file__).parent.parent / "docs" / "selectors-plan-rollback.md").read_text()
+    assert "\n".join(lines[:4]) in doc
+    assert lines[-1] == "Plan: 36 to change, 0 actions to send, 0 unchanged, 0 not found, 0 errors."
+    assert lines[-1] in doc
+    assert counts.exit_code() == EXIT_CHANGES_PENDING

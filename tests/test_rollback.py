@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from bulkconn.emulator.state import generate_world
 from bulkconn.job import scan_job
 from bulkconn.model import Action, Operation
 from bulkconn.precheck import SkipCode, backup_for, backup_record, decide, read_backup
@@ -154,3 +156,14 @@ def test_export_line_holds_the_writable_properties_and_validates_as_a_job_line(t
     job.write_bytes(orjson.dumps(line) + b"\n")
     invalid: list[Any] = []
     assert scan_job(job, ["contoso"], on_invalid=invalid.append).valid == 1, invalid
+
+
+def test_the_documented_export_line_is_what_export_writes_for_the_default_world() -> None:
+    """docs/selectors-plan-rollback.md quotes the export of the first contoso connector of `emulator serve`."""
+    world = generate_world(tenants=3, connectors_per_tenant=20, seed=1)
+    contoso = next(t for t in world.tenants.values() if t.alias == "contoso")
+    line = export_line(
+        contoso.connectors["d5f4b3b2-e4b0-4ce6-8741-c7a87ce42c82"], tenant="contoso", collection=CONNECTORS
+    )
+    doc = (Path(__file__).parent.parent / "docs" / "selectors-plan-rollback.md").read_text()
+    assert orjson.dumps(line).decode() in doc
