@@ -148,23 +148,28 @@ def test_expansion_matches_across_pages_dedups_within_a_line_and_keeps_line_orde
 
 
 def test_recorded_expansion_is_what_a_resume_uses_and_a_torn_group_is_listed_again() -> None:
-    """Complete groups come back exactly; a group cut off by a crash (no done before the next header) does not."""
-    a, b = Match(3, "contoso", "3:contoso:A", "A"), Match(3, "fabrikam", "3:fabrikam:F", "F")
+    """Complete groups come back exactly; a group cut off by a crash is dropped at the next header and relisted."""
+    a, f = Match(3, "contoso", "3:contoso:A", "A"), Match(3, "fabrikam", "3:fabrikam:F", "F")
+    g = Match(3, "fabrikam", "3:fabrikam:G", "G")
     records = [
         {"type": "header", "format": 1},
         match_record(a),
         done_record(3, "contoso", 1, 10),
-        match_record(b),  # the crash came here
+        match_record(f),  # the crash came here
         {"type": "header", "format": 1, "resumed": True},
         match_record(Match(3, "contoso", "3:contoso:Z", "Z")),  # never overrides a complete group
         done_record(3, "contoso", 1, 10),
+        match_record(g),  # fabrikam listed again after the resume: the tenant changed meanwhile
+        done_record(3, "fabrikam", 1, 10),
         done_record(5, "contoso", 0, 10),
+        match_record(Match(5, "northwind", "5:northwind:N", "N")),  # cut off again
     ]
     recorded = read_expansion(records)
     assert recorded.matches(3, "contoso") == (a,)
+    assert recorded.matches(3, "fabrikam") == (g,)
     assert recorded.matches(5, "contoso") == ()
-    assert recorded.matches(3, "fabrikam") is None
-    assert recorded.incomplete == {(3, "fabrikam")}
+    assert recorded.matches(5, "northwind") is None
+    assert recorded.incomplete == {(5, "northwind")}
 
 
 def test_the_example_migration_expands_to_exactly_the_matching_connectors_of_the_default_world() -> None:
