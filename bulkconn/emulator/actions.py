@@ -66,9 +66,9 @@ def _effect(collection: str, action: str) -> Effect | None:
     return _EFFECTS.get((collection, action))
 
 
-def _params(core: EmulatorCore, req: SubRequest, action: registry.Action | None) -> dict[str, Any] | SubResponse:
+def _params(core: EmulatorCore, req: SubRequest, action: registry.Action) -> dict[str, Any] | SubResponse:
     """The action's parameters from the body; an action without parameters may come without a body."""
-    if req.body is MISSING and not req.body_invalid and action is not None and not action.parameters:
+    if req.body is MISSING and not req.body_invalid and not action.parameters:
         return {}
     if (bad := json_body_problem(core, req)) is not None:
         return bad
@@ -101,13 +101,14 @@ def call_action(
     """POST a bound action on ``obj`` (``None``: an action bound to the collection)."""
     resource = route.resource
     action = resource.actions.get(route.action)
+    if action is None:  # named before the body is read, with the actions that exist
+        return validation_error(core, req, registry.validate_action(resource, route.action, {}))
     params = _params(core, req, action)
     if isinstance(params, SubResponse):
         return params
     odata_type = obj.get(ODATA_TYPE) if obj is not None else None
     if problems := registry.validate_action(resource, route.action, params, odata_type=odata_type):
         return validation_error(core, req, problems)
-    assert action is not None  # validate_action refuses an unknown name
     object_id = str(obj["id"]) if obj is not None else ""
     alias = principal.tenant.alias
     core.stats.collections[alias][resource.name].actions[action.name][object_id] += 1
