@@ -291,7 +291,7 @@ async def test_tenant_isolation_and_state_dump(emu: Emulator, client: Client) ->
 
 async def test_create_and_delete_in_any_collection(emu: Emulator, client: Client) -> None:
     """POST creates a category (201, Location, new id) and DELETE removes it; an abstract collection needs the
-    concrete type; Autopilot devices cannot be created (405)."""
+    concrete type; Autopilot devices can be created (Graph documents it) though not patched."""
     status, created = await client.send("POST", "deviceCategories", {"displayName": "New"})
     assert status == 201 and created["@odata.type"] == "#microsoft.graph.deviceCategory"
     assert (await client.send("GET", f"deviceCategories/{created['id']}"))[1] == created
@@ -299,7 +299,9 @@ async def test_create_and_delete_in_any_collection(emu: Emulator, client: Client
     assert status == 400 and "abstract" in body["error"]["message"]
     status, created_policy = await client.send("POST", "deviceConfigurations", {"@odata.type": W10, "displayName": "x"})
     assert status == 201 and created_policy["version"] == 1 and created_policy["@odata.type"] == W10
-    assert (await client.send("POST", "windowsAutopilotDeviceIdentities", {"groupTag": "x"}))[0] == 405
+    status, device = await client.send("POST", "windowsAutopilotDeviceIdentities", {"serialNumber": "PF0000001"})
+    assert status == 201 and device["serialNumber"] == "PF0000001"
+    assert (await client.send("PATCH", f"windowsAutopilotDeviceIdentities/{device['id']}", {"groupTag": "x"}))[0] == 405
     assert await client.send("DELETE", f"deviceCategories/{created['id']}") == (204, None)
     assert (await client.send("GET", f"deviceCategories/{created['id']}"))[0] == 404
 
@@ -326,3 +328,12 @@ def test_serve_refuses_an_unknown_collection_count() -> None:
     result = CliRunner().invoke(emulator_group, ["serve", "--objects", "managedDevice=3"])
     assert result.exit_code == 2
     assert "did you mean 'managedDevices'?" in result.output
+
+
+async def test_connectors_keep_the_seed_table(emu: Emulator, client: Client) -> None:
+    """Exchange Connectors are checked as they always were: a null lastSyncDateTime is accepted, a bad enum is not."""
+    connector = first(emu, "exchangeConnectors")
+    path = f"exchangeConnectors/{connector['id']}"
+    status, body = await client.send("PATCH", path, {"lastSyncDateTime": None})
+    assert status == 200 and body["lastSyncDateTime"] is None
+    assert (await client.send("PATCH", path, {"status": "online"}))[0] == 400

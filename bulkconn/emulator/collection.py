@@ -1,7 +1,7 @@
 """Generic handlers over one tenant's store of a collection: list, get, create, PATCH and DELETE.
 
-Every collection is served the same way. Changes are validated with :mod:`bulkconn.registry` against the
-object's own concrete type (the stored ``@odata.type``), so abstract collections such as
+Every collection is served the same way. Changes are validated with :mod:`bulkconn.registry` (Exchange
+Connectors: with the seed documentation's table, as always) against the object's own concrete type (the stored ``@odata.type``), so abstract collections such as
 ``deviceConfigurations`` check each object against its real kind. Where the type has them, the service's own
 fields follow a change: ``lastModifiedDateTime`` becomes now, and a read-only integer ``version`` (configuration
 and compliance policies) goes up by one. Exchange Connectors have neither, so the seed documentation's example
@@ -14,9 +14,10 @@ import base64
 import datetime as dt
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from bulkconn import registry
+from bulkconn import registry, resources
 from bulkconn.emulator.core import MISSING, EmulatorCore, Principal, SubRequest, SubResponse
 from bulkconn.resources import Problem
 
@@ -66,6 +67,20 @@ def json_body_problem(core: EmulatorCore, req: SubRequest) -> SubResponse | None
 def validation_error(core: EmulatorCore, req: SubRequest, problems: list[Problem]) -> SubResponse:
     """400 ``BadRequest`` naming every problem (each names its property)."""
     return core.error(400, "BadRequest", "; ".join(p.message for p in problems), req)
+
+
+def problems_of(
+    resource: registry.Resource, body: Mapping[str, Any], odata_type: str | None = None, current_id: str | None = None
+) -> list[Problem]:
+    """Why ``body`` cannot change an object of ``resource`` (empty when it can).
+
+    Exchange Connectors keep the seed documentation's table (``bulkconn.resources``), exactly as the emulator
+    has always checked them (a null ``lastSyncDateTime`` is accepted there, although the metadata says
+    non-nullable); every other collection is checked against the registry.
+    """
+    if resource.name == _CONNECTORS:
+        return resources.validate_patch(resources.EXCHANGE_CONNECTOR, body, current_id=current_id)
+    return registry.validate_patch(resource, body, odata_type, current_id=current_id)
 
 
 def select(obj: Mapping[str, Any], query: Mapping[str, str]) -> dict[str, Any]:
@@ -129,7 +144,8 @@ def create(core: EmulatorCore, principal: Principal, req: SubRequest, resource: 
     if (bad := json_body_problem(core, req)) is not None:
         return bad
     body = {k: v for k, v in req.body.items() if k != "id"}  # the key is server-assigned on create
-    if problems := registry.validate_patch(resource, body):
+    # A collection without PATCH (Autopilot devices) may still be created: Graph documents a create method for it.
+    if problems := problems_of(replace(resource, no_patch=""), body):
         return validation_error(core, req, problems)
     kind = _kind(resource, body.get(ODATA_TYPE))
     fields = {k: v for k, v in body.items() if k != ODATA_TYPE}
@@ -169,8 +185,7 @@ def patch(
     """PATCH one object: 200 with the object (the seed documentation), or 204 when asked for minimal answers."""
     if (bad := json_body_problem(core, req)) is not None:
         return bad
-    problems = registry.validate_patch(resource, req.body, obj.get(ODATA_TYPE), current_id=obj["id"])
-    if problems:
+    if problems := problems_of(resource, req.body, obj.get(ODATA_TYPE), obj["id"]):
         return validation_error(core, req, problems)
     for name, value in req.body.items():
         if name not in (ODATA_TYPE, "id"):

@@ -70,7 +70,7 @@ def _gate(core: EmulatorCore, principal: Principal, req: SubRequest, route: Rout
     """Method, permission, throttling and injected faults, in the order Graph's gateway applies them."""
     is_write = req.method in WRITE_METHODS
     if not route.allows(req.method):
-        reason = f" {route.resource.no_patch}." if route.resource.no_patch and req.method != "GET" else ""
+        reason = f" {route.resource.no_patch}." if route.resource.no_patch and req.method == "PATCH" else ""
         return core.error(
             405, "Request_BadRequest", f"Specified HTTP method is not allowed for the request target.{reason}", req
         )

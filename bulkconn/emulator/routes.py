@@ -49,8 +49,8 @@ class Route:
     action: str = ""
 
     def allows(self, method: str) -> bool:
-        """Whether ``method`` applies here; collections without PATCH (per the registry) refuse PATCH and POST."""
-        if self.resource.no_patch and (method, self.kind) in (("PATCH", Kind.ITEM), ("POST", Kind.COLLECTION)):
+        """Whether ``method`` applies here; objects of collections without PATCH (per the registry) refuse PATCH."""
+        if self.resource.no_patch and method == "PATCH" and self.kind is Kind.ITEM:
             return False
         return method in _ALLOWED[self.kind]
 
