@@ -337,3 +337,21 @@ async def test_connectors_keep_the_seed_table(emu: Emulator, client: Client) -> 
     status, body = await client.send("PATCH", path, {"lastSyncDateTime": None})
     assert status == 200 and body["lastSyncDateTime"] is None
     assert (await client.send("PATCH", path, {"status": "online"}))[0] == 400
+
+
+async def test_world_file_loads_any_collection(make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    """A --world file's collections are served as given; a declared type fills a missing @odata.type, and an
+    abstract collection's object without one is refused when the world loads."""
+    seed = generate_world(tenants=1, connectors_per_tenant=1, seed=3).to_json()
+    seed["tenants"][0]["deviceCategories"] = [{"id": "cat-1", "displayName": "Kiosks"}]
+    seed["tenants"][0]["deviceConfigurations"] = [{"id": "cfg-1", "@odata.type": IOS, "displayName": "iOS"}]
+    path = tmp_path / "world.json"
+    path.write_bytes(orjson.dumps(seed))
+    emu = await make_emulator(world_file=path)
+    contoso = tenant(emu, "contoso")
+    assert contoso.store("deviceCategories")["cat-1"]["@odata.type"] == "#microsoft.graph.deviceCategory"
+    assert contoso.store("deviceConfigurations")["cfg-1"]["@odata.type"] == IOS
+    seed["tenants"][0]["deviceConfigurations"] = [{"id": "cfg-2", "displayName": "no type"}]
+    path.write_bytes(orjson.dumps(seed))
+    with pytest.raises(ValueError, match="abstract"):
+        Emulator(EmulatorOptions(world_file=path, state_dir=tmp_path / "state"))
