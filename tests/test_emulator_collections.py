@@ -218,7 +218,7 @@ async def test_batch_over_mixed_collections(emu: Emulator) -> None:
     policy = first(emu, "deviceConfigurations", IOS)
     json_headers = {"Content-Type": "application/json"}
     dm = "/deviceManagement"
-    requests = [
+    requests: list[dict[str, Any]] = [
         {"id": "1", "method": "PATCH", "url": f"{dm}/deviceCategories/{category['id']}", "headers": json_headers}
         | {"body": {"description": "Batch"}},
         {"id": "2", "method": "PATCH", "url": f"{dm}/exchangeConnectors/{connector['id']}", "headers": json_headers}
