@@ -11,6 +11,7 @@ import click
 from bulkconn.emulator import CHAOS, Emulator, EmulatorOptions, Faults, RetryAfterFormat
 from bulkconn.emulator.artifacts import write_config, write_job
 from bulkconn.emulator.options import ROTATING, parse_tenant_limit
+from bulkconn.registry import UnknownResourceError, resource
 
 
 def _tenant_faults(values: tuple[str, ...], base: Faults) -> dict[str, Faults]:
@@ -51,6 +52,17 @@ def _tenant_limits(values: tuple[str, ...]) -> dict[str, dict[str, float]]:
     return out
 
 
+def _collection_sizes(values: tuple[str, ...]) -> dict[str, int]:
+    """Parse repeated ``COLLECTION=COUNT`` options."""
+    out: dict[str, int] = {}
+    for value in values:
+        name, _, count = value.partition("=")
+        if not name or not count.strip().isdigit():
+            raise click.BadParameter(f"{value!r}: expected COLLECTION=COUNT, e.g. managedDevices=500")
+        out[name.strip()] = int(count)
+    return out
+
+
 def _probability(ctx: click.Context, param: click.Parameter, value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise click.BadParameter("must be a probability between 0 and 1")
@@ -67,6 +79,21 @@ def emulator_group() -> None:
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
 @click.option("--tenants", default=3, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--connectors-per-tenant", default=20, show_default=True, type=click.IntRange(0, 1_000_000))
+@click.option(
+    "--objects-per-collection",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0, 1_000_000),
+    help="Seeded objects per tenant in each of: Autopilot devices, managed devices, device categories, "
+    "device configurations, compliance policies.",
+)
+@click.option(
+    "--objects",
+    "objects",
+    multiple=True,
+    metavar="COLLECTION=COUNT",
+    help="Seeded objects per tenant for one /deviceManagement collection, e.g. managedDevices=500 (repeatable).",
+)
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option(
     "--world",
@@ -188,11 +215,20 @@ def emulator_group() -> None:
     help="Write a valid sample job over the emulated connectors here.",
 )
 @click.option("--ops", default=100, show_default=True, type=click.IntRange(1), help="Operations in --write-job.")
+@click.option(
+    "--write-job-resource",
+    "job_resource",
+    default="exchangeConnectors",
+    show_default=True,
+    help="The collection --write-job changes, e.g. windowsAutopilotDeviceIdentities.",
+)
 def serve(
     host: str,
     port: int,
     tenants: int,
     connectors_per_tenant: int,
+    objects_per_collection: int,
+    objects: tuple[str, ...],
     seed: int,
     world_file: Path | None,
     time_scale: float,
@@ -227,6 +263,7 @@ def serve(
     config_path: Path | None,
     job_path: Path | None,
     ops: int,
+    job_resource: str,
 ) -> None:
     """Serve the emulator over HTTPS until SIGINT or SIGTERM."""
     faults = Faults(
@@ -247,6 +284,8 @@ def serve(
         port=port,
         tenants=tenants,
         connectors_per_tenant=connectors_per_tenant,
+        objects_per_collection=objects_per_collection,
+        collection_sizes=_collection_sizes(objects),
         seed=seed,
         world_file=world_file,
         state_dir=state_dir,
@@ -269,10 +308,17 @@ def serve(
         token_max_age_s=token_max_age,
         auto_approve_device_codes=auto_approve_device_codes,
     )
-    asyncio.run(_serve(options, ready_file, config_path, job_path, ops))
+    try:
+        options.seeded_sizes()
+        resource(job_resource)
+    except (ValueError, UnknownResourceError) as exc:
+        raise click.BadParameter(str(exc)) from None
+    asyncio.run(_serve(options, ready_file, config_path, (job_path, ops, job_resource)))
 
 
-async def _serve(options: EmulatorOptions, ready: Path | None, config: Path | None, job: Path | None, ops: int) -> None:
+async def _serve(
+    options: EmulatorOptions, ready: Path | None, config: Path | None, job: tuple[Path | None, int, str]
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -281,9 +327,14 @@ async def _serve(options: EmulatorOptions, ready: Path | None, config: Path | No
         if config is not None:
             secrets_dir = write_config(emu.core, emu.ca_file, config)
             click.echo(f"configuration: {config} (secrets in {secrets_dir})")
-        if job is not None:
-            write_job(emu.core, job, ops)
-            click.echo(f"job: {job} ({ops} operations)")
+        job_path, ops, job_resource = job
+        if job_path is not None:
+            try:
+                write_job(emu.core, job_path, ops, resource=job_resource)
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from None
+            on = "" if job_resource == "exchangeConnectors" else f" on {job_resource}"
+            click.echo(f"job: {job_path} ({ops} operations{on})")
         click.echo(f"bulkconn emulator serving {emu.base_url} (CA: {emu.ca_file}); Ctrl-C stops it")
         if ready is not None:
             tmp = ready.with_name(ready.name + ".tmp")

@@ -1,4 +1,4 @@
-"""A local, faithful emulator of Microsoft Graph (Intune Exchange Connectors) and of Entra ID.
+"""A local, faithful emulator of Microsoft Graph (every Intune ``/deviceManagement`` collection) and of Entra ID.
 
 See ``docs/emulator.md`` for what it does and the choices made where Graph is undocumented.
 """

@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from bulkconn import registry
 from bulkconn.emulator.core import EmulatorCore
+from bulkconn.emulator.state import Tenant
 
 
 def _toml_str(value: str) -> str:
@@ -65,12 +68,19 @@ def write_config(
     return secrets_dir
 
 
-def write_job(core: EmulatorCore, path: Path, ops: int) -> int:
-    """Write a valid job of ``ops`` operations spread over every tenant's connectors.
+def write_job(core: EmulatorCore, path: Path, ops: int, *, resource: str = "exchangeConnectors") -> int:
+    """Write a valid job of ``ops`` operations spread over every tenant's objects of ``resource``.
 
     The requested values depend only on the object, so a job longer than the number of objects
-    still names one well-defined final state per object. One operation in 50 is a ``deltaSync``.
+    still names one well-defined final state per object. For connectors (lines without ``resource``,
+    as jobs have always been) one operation in 50 is a ``deltaSync``; other collections are described
+    in :func:`_resource_line`.
+
+    Raises:
+        ValueError: there are no objects of ``resource``, or no change the sample knows how to make to it.
     """
+    if resource != "exchangeConnectors":
+        return _write_resource_job(core, path, ops, resource)
     pool = [(t, c) for t in core.world.tenants.values() for c in t.connectors.values()]
     if not pool:
         raise ValueError("the emulator has no connectors to write a job for")
@@ -97,4 +107,40 @@ def write_job(core: EmulatorCore, path: Path, ops: int) -> int:
                     "primarySmtpAddress": f"connector-{object_id[:8]}@{domain}",
                 }
             out.write(orjson.dumps(line) + b"\n")
+    return ops
+
+
+def _resource_line(resource: str, tenant: Tenant, obj: dict[str, Any]) -> dict[str, Any]:
+    """One job line for an object of another collection than Exchange Connectors.
+
+    Autopilot devices get a group tag (``updateDeviceProperties``); managed devices and every other collection
+    whose type has a writable ``description`` or ``displayName`` get a patch of it (with the object's
+    ``@odata.type`` when the collection's type is abstract).
+    """
+    oid = str(obj["id"])
+    line: dict[str, Any] = {"tenant": tenant.alias, "resource": resource, "id": oid}
+    if resource == "windowsAutopilotDeviceIdentities":
+        return line | {"action": "updateDeviceProperties", "params": {"groupTag": f"Wave-{int(oid[:2], 16) % 4 + 1}"}}
+    entity = registry.resource(resource).entity_type
+    if resource == "managedDevices":
+        return line | {"patch": {"notes": f"Audited by bulkconn ({oid[:8]})"}}
+    name = next((n for n in ("description", "displayName") if n in entity.properties), None)
+    if name is None or entity.properties[name].read_only:
+        raise ValueError(f"the sample job cannot change {resource}: its type has no description or displayName")
+    patch: dict[str, Any] = {name: f"Reviewed {tenant.domain.split('.')[0].capitalize()} {oid[:8]}"}
+    if entity.abstract:
+        patch = {"@odata.type": obj["@odata.type"]} | patch
+    return line | {"patch": patch}
+
+
+def _write_resource_job(core: EmulatorCore, path: Path, ops: int, resource: str) -> int:
+    tenants = list(core.world.tenants.values())
+    queues = [[(t, o) for o in t.objects.get(resource, {}).values()] for t in tenants]
+    order = [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
+    if not order:
+        raise ValueError(f"the emulator has no {resource} to write a job for")
+    with path.open("wb") as out:
+        for n in range(ops):
+            tenant, obj = order[n % len(order)]
+            out.write(orjson.dumps(_resource_line(resource, tenant, obj)) + b"\n")
     return ops

@@ -75,6 +75,26 @@ class SubResponse:
 
 
 @dataclass(slots=True)
+class CollectionStats:
+    """What one tenant did to one collection: writes received, changes applied, actions by object."""
+
+    writes: int = 0  # POST, PATCH, DELETE and actions received, throttled or not
+    patches: int = 0
+    creates: int = 0
+    deletes: int = 0
+    actions: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))  # name -> id -> n
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "writes": self.writes,
+            "patches": self.patches,
+            "creates": self.creates,
+            "deletes": self.deletes,
+            "actions": {name: dict(by_id) for name, by_id in sorted(self.actions.items())},
+        }
+
+
+@dataclass(slots=True)
 class Stats:
     """Counters the tests and benchmarks read through ``/_emulator/stats``."""
 
@@ -95,6 +115,10 @@ class Stats:
     client_request_ids_missing: int = 0
     connections: set[str] = field(default_factory=set)  # client (address, port) pairs seen by Graph routes
     faults: Counter[str] = field(default_factory=Counter)  # fault kind -> times injected
+    # tenant alias -> collection -> counters
+    collections: defaultdict[str, defaultdict[str, CollectionStats]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(CollectionStats))
+    )
 
 
 def imf_date(when: dt.datetime | None = None) -> str:
@@ -134,7 +158,12 @@ class EmulatorCore:
         opts = self.options
         if opts.world_file is not None:
             return load_world(opts.world_file)
-        return generate_world(tenants=opts.tenants, connectors_per_tenant=opts.connectors_per_tenant, seed=opts.seed)
+        return generate_world(
+            tenants=opts.tenants,
+            connectors_per_tenant=opts.connectors_per_tenant,
+            seed=opts.seed,
+            sizes=opts.seeded_sizes(),
+        )
 
     def _token_key(self) -> bytes:
         path = self.state_dir / "token-signing.key"
@@ -364,6 +393,7 @@ class EmulatorCore:
                 "token_failures": s.token_failures[tenant.alias],
                 "syncs": dict(s.syncs[tenant.alias]),
                 "patches": dict(s.patches[tenant.alias]),
+                "collections": {name: c.to_json() for name, c in sorted(s.collections[tenant.alias].items())},
             }
             if throttle is None:
                 throttle = TenantThrottle.from_limits(self.limits_for(tenant), origin=self.origin)

@@ -1,44 +1,21 @@
-"""The Graph resource routes: ``/deviceManagement/exchangeConnectors`` and its items and action.
+"""The Graph resource routes: every ``/deviceManagement`` collection, its objects and their bound actions.
 
 :func:`handle` answers one :class:`SubRequest` for an authenticated :class:`Principal`. It is used
 for direct HTTP requests and for every sub-request of a ``$batch`` alike, so both are evaluated
-the same way, throttling included.
+the same way, throttling included: one tenant's windows count requests to every collection together.
+Objects are served generically from the tenant's stores (:mod:`bulkconn.emulator.state`) and validated
+with :mod:`bulkconn.registry`, the same validation a job goes through before anything is sent.
 """
 
 from __future__ import annotations
 
-import base64
-import re
-import uuid
-from dataclasses import dataclass
-from typing import Any
-
-from bulkconn.emulator.core import MISSING, EmulatorCore, Principal, SubRequest, SubResponse
+from bulkconn.emulator import collection
+from bulkconn.emulator.actions import call_action
+from bulkconn.emulator.core import EmulatorCore, Principal, SubRequest, SubResponse
+from bulkconn.emulator.routes import Kind, Route, resolve
 from bulkconn.emulator.state import READ_ROLES, WRITE_ROLES
-from bulkconn.resources import EXCHANGE_CONNECTOR, validate_patch
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_COLLECTION = re.compile(r"^/devicemanagement/exchangeconnectors/?$", re.IGNORECASE)
-_ITEM = re.compile(r"^/devicemanagement/exchangeconnectors/([^/]+)/?$", re.IGNORECASE)
-_SYNC = re.compile(r"^/devicemanagement/exchangeconnectors/([^/]+)/(?:microsoft\.graph\.)?sync/?$", re.IGNORECASE)
-_ALLOWED = {"collection": ("GET", "POST"), "item": ("GET", "PATCH", "DELETE"), "sync": ("POST",)}
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    kind: str  # collection | item | sync
-    object_id: str = ""
-
-
-def resolve(path: str) -> Route | None:
-    """Map a path below the version segment to a route, or ``None`` when there is none."""
-    if _COLLECTION.match(path):
-        return Route("collection")
-    if m := _SYNC.match(path):
-        return Route("sync", m.group(1))
-    if m := _ITEM.match(path):
-        return Route("item", m.group(1))
-    return None
 
 
 def _unknown_route(core: EmulatorCore, req: SubRequest) -> SubResponse:
@@ -56,33 +33,6 @@ def _unknown_route(core: EmulatorCore, req: SubRequest) -> SubResponse:
         )
     bad = segments[0] if segments else ""
     return core.error(400, "BadRequest", f"Resource not found for the segment '{bad}'.", req)
-
-
-def _json_body_problem(core: EmulatorCore, req: SubRequest) -> SubResponse | None:
-    content_type = req.headers.get("content-type", "")
-    if req.body is MISSING and not req.body_invalid:
-        return core.error(400, "BadRequest", "Empty Payload. JSON content expected.", req)
-    if not content_type:
-        return core.error(
-            400,
-            "BadRequest",
-            "A supported MIME type could not be found that matches "
-            "the content type of the request: a Content-Type header is required.",
-            req,
-        )
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        return core.error(
-            400,
-            "BadRequest",
-            f"A supported MIME type could not be found that matches the content type of the response. "
-            f"The content type '{content_type}' is not supported; use application/json.",
-            req,
-        )
-    if req.body_invalid:
-        return core.error(400, "BadRequest", "Invalid JSON. The request body could not be parsed.", req)
-    if not isinstance(req.body, dict):
-        return core.error(400, "BadRequest", "Invalid request body: a JSON object is expected.", req)
-    return None
 
 
 def _status_fault(core: EmulatorCore, principal: Principal, req: SubRequest) -> SubResponse | None:
@@ -119,9 +69,10 @@ def _count(core: EmulatorCore, principal: Principal, is_write: bool) -> None:
 def _gate(core: EmulatorCore, principal: Principal, req: SubRequest, route: Route, now: float) -> SubResponse | None:
     """Method, permission, throttling and injected faults, in the order Graph's gateway applies them."""
     is_write = req.method in WRITE_METHODS
-    if req.method not in _ALLOWED[route.kind]:
+    if not route.allows(req.method):
+        reason = f" {route.resource.no_patch}." if route.resource.no_patch and req.method == "PATCH" else ""
         return core.error(
-            405, "Request_BadRequest", "Specified HTTP method is not allowed for the request target.", req
+            405, "Request_BadRequest", f"Specified HTTP method is not allowed for the request target.{reason}", req
         )
     needed = WRITE_ROLES if is_write else READ_ROLES
     if not principal.permissions & needed:
@@ -146,131 +97,40 @@ def _gate(core: EmulatorCore, principal: Principal, req: SubRequest, route: Rout
 
 def handle(core: EmulatorCore, principal: Principal, req: SubRequest, now: float) -> SubResponse:
     """Answer one Graph request (authentication already done)."""
-    tenant = principal.tenant
-    _count(core, principal, req.method in WRITE_METHODS)
-    route = resolve(req.path)
+    is_write = req.method in WRITE_METHODS
+    _count(core, principal, is_write)
+    route = resolve(req.path, req.method)
     if route is None:
         return _unknown_route(core, req)
+    if is_write:
+        core.stats.collections[principal.tenant.alias][route.resource.name].writes += 1
     if (refused := _gate(core, principal, req, route, now)) is not None:
         return refused
-    if route.kind == "collection":
-        return _list(core, principal, req) if req.method == "GET" else _create(core, principal, req)
-    entity = tenant.connectors.get(route.object_id.lower())
-    if entity is None:
-        if core.world.tenant_of_connector(route.object_id) is not None:
-            core.stats.cross_tenant_attempts += 1
-        return core.error(
-            404,
-            "ResourceNotFound",
-            f"DeviceManagementExchangeConnector with id '{route.object_id}' was not found.",
-            req,
-        )
-    if route.kind == "sync":
-        return _sync(core, principal, req, entity)
+    if route.kind is Kind.COLLECTION:
+        if req.method == "GET":
+            return collection.list_page(core, principal, req, route.resource)
+        return collection.create(core, principal, req, route.resource)
+    if route.kind is Kind.COLLECTION_ACTION:
+        return call_action(core, principal, req, route, None)
+    obj = principal.tenant.store(route.resource.name).get(route.object_id.lower())
+    if obj is None:
+        return _not_found(core, req, route)
+    if route.kind is Kind.ACTION:
+        return call_action(core, principal, req, route, obj)
     if req.method == "GET":
-        return _ok(200, _select(entity, req.query))
+        return collection.ok(200, collection.select(obj, req.query))
     if req.method == "DELETE":
-        del tenant.connectors[route.object_id.lower()]
-        return SubResponse(204)
-    return _patch(core, principal, req, entity)
+        return collection.delete(core, principal, route.resource, obj)
+    return collection.patch(core, principal, req, route.resource, obj)
 
 
-def _ok(status: int, body: Any) -> SubResponse:
-    return SubResponse(status, {"Content-Type": "application/json", "OData-Version": "4.0"}, body)
-
-
-def _select(entity: dict[str, Any], query: Any) -> dict[str, Any]:
-    select = query.get("$select")
-    if not select:
-        return dict(entity)
-    wanted = {s.strip() for s in select.split(",")} | {"id", "@odata.type"}
-    return {k: v for k, v in entity.items() if k in wanted}
-
-
-def _list(core: EmulatorCore, principal: Principal, req: SubRequest) -> SubResponse:
-    items = list(principal.tenant.connectors.values())
-    token = req.query.get("$skiptoken", "")
-    try:
-        start = int(base64.urlsafe_b64decode(token.encode() + b"==").decode()) if token else 0
-    except ValueError:
-        return core.error(400, "BadRequest", "The $skiptoken is not valid.", req)
-    size = core.options.page_size
-    top = req.query.get("$top")
-    if top is not None:
-        if not top.isdigit() or int(top) < 1:
-            return core.error(400, "BadRequest", f"Invalid value '{top}' for $top.", req)
-        size = min(size, int(top))
-    page = [_select(e, req.query) for e in items[start : start + size]]
-    body: dict[str, Any] = {
-        "@odata.context": f"{core.base_url}/{req.version}/$metadata#deviceManagement/exchangeConnectors",
-        "value": page,
-    }
-    if start + size < len(items):
-        skip = base64.urlsafe_b64encode(str(start + size).encode()).decode().rstrip("=")
-        extra = f"&$top={top}" if top else ""
-        body["@odata.nextLink"] = (
-            f"{core.base_url}/{req.version}/deviceManagement/exchangeConnectors?$skiptoken={skip}{extra}"
-        )
-    return _ok(200, body)
-
-
-def _validation_error(core: EmulatorCore, req: SubRequest, problems: list[Any]) -> SubResponse:
-    return core.error(400, "BadRequest", "; ".join(p.message for p in problems), req)
-
-
-def _create(core: EmulatorCore, principal: Principal, req: SubRequest) -> SubResponse:
-    if (bad := _json_body_problem(core, req)) is not None:
-        return bad
-    body = dict(req.body)
-    body.pop("id", None)  # the key is server-assigned on create
-    if problems := validate_patch(EXCHANGE_CONNECTOR, body):
-        return _validation_error(core, req, problems)
-    entity: dict[str, Any] = {"@odata.type": EXCHANGE_CONNECTOR.odata_type, "id": str(uuid.uuid4())}
-    for name in EXCHANGE_CONNECTOR.properties:
-        if name != "id":
-            entity[name] = body.get(name, "none" if name == "status" else None)
-    entity["exchangeConnectorType"] = entity["exchangeConnectorType"] or "onPremises"
-    principal.tenant.connectors[entity["id"]] = entity
-    response = _ok(201, dict(entity))
-    response.headers["Location"] = f"{core.base_url}/{req.version}/deviceManagement/exchangeConnectors/{entity['id']}"
-    return response
-
-
-def _patch(core: EmulatorCore, principal: Principal, req: SubRequest, entity: dict[str, Any]) -> SubResponse:
-    if (bad := _json_body_problem(core, req)) is not None:
-        return bad
-    if problems := validate_patch(EXCHANGE_CONNECTOR, req.body, current_id=entity["id"]):
-        return _validation_error(core, req, problems)
-    for name, value in req.body.items():
-        if name not in ("@odata.type", "id"):
-            entity[name] = value
-    core.stats.patches[principal.tenant.alias][entity["id"]] += 1
-    minimal = "return=minimal" in req.headers.get("prefer", "").lower()
-    if core.options.patch_status == 204 or minimal:
-        return SubResponse(204)
-    return _ok(200, dict(entity))
-
-
-def _sync(core: EmulatorCore, principal: Principal, req: SubRequest, entity: dict[str, Any]) -> SubResponse:
-    if (bad := _json_body_problem(core, req)) is not None:
-        return bad
-    action = EXCHANGE_CONNECTOR.actions["sync"]
-    value = req.body.get(action.parameter, MISSING)
-    extra = set(req.body) - {action.parameter}
-    if extra:
-        return core.error(
-            400,
-            "BadRequest",
-            f"The parameter '{sorted(extra)[0]}' in the request payload is not a "
-            "valid parameter for the operation 'sync'.",
-            req,
-        )
-    if value not in action.values:
-        return core.error(
-            400,
-            "BadRequest",
-            f"syncType must be one of {', '.join(action.values)}, not {value if value is not MISSING else 'missing'}.",
-            req,
-        )
-    core.stats.syncs[principal.tenant.alias][entity["id"]] += 1
-    return SubResponse(204)
+def _not_found(core: EmulatorCore, req: SubRequest, route: Route) -> SubResponse:
+    if core.world.tenant_of(route.resource.name, route.object_id) is not None:
+        core.stats.cross_tenant_attempts += 1
+    type_name = route.resource.entity_type.name
+    return core.error(
+        404,
+        "ResourceNotFound",
+        f"{type_name[:1].upper()}{type_name[1:]} with id '{route.object_id}' was not found.",
+        req,
+    )

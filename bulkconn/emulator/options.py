@@ -126,6 +126,8 @@ class EmulatorOptions:
     port: int = 0
     tenants: int = 3
     connectors_per_tenant: int = 20
+    objects_per_collection: int = 10  # seeded objects per tenant in each collection of seeding.SEEDED
+    collection_sizes: Mapping[str, int] = field(default_factory=dict)  # collection -> objects per tenant
     seed: int = 1
     world_file: Path | None = None
     state_dir: Path | None = None
@@ -157,6 +159,26 @@ class EmulatorOptions:
     def global_window_s(self) -> float:
         """The real length of Graph's global window (10 s times the time scale)."""
         return GLOBAL_WINDOW_S * self.time_scale
+
+    def seeded_sizes(self) -> dict[str, int]:
+        """Objects per tenant for each seeded collection other than Exchange Connectors.
+
+        Raises:
+            ValueError: a size names Exchange Connectors (``connectors_per_tenant`` counts them) or is negative.
+            bulkconn.registry.UnknownResourceError: a size names no ``/deviceManagement`` collection.
+        """
+        from bulkconn import registry  # the registry loads on first use, not when options are built
+        from bulkconn.emulator.seeding import SEEDED
+
+        sizes = dict.fromkeys(SEEDED, self.objects_per_collection)
+        for name, count in self.collection_sizes.items():
+            registry.resource(name)
+            if name == "exchangeConnectors":
+                raise ValueError("Exchange Connectors are counted by connectors_per_tenant (--connectors-per-tenant)")
+            if count < 0:
+                raise ValueError(f"{name}: a count of objects cannot be negative ({count})")
+            sizes[name] = count
+        return sizes
 
     def limits(self) -> Limits:
         """The limits every tenant starts with unless ``tenant_limits`` names it."""

@@ -211,7 +211,7 @@ def _token_control(core: EmulatorCore, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _public_state(core: EmulatorCore) -> dict[str, Any]:
-    """Every tenant's objects and app ids, without secrets."""
+    """Every tenant's objects (one key per collection that holds or held objects) and app ids, without secrets."""
     return {
         "tenants": {
             t.alias: {
@@ -222,6 +222,7 @@ def _public_state(core: EmulatorCore) -> dict[str, Any]:
                 },
                 "exchangeConnectors": {c["id"]: dict(c) for c in t.connectors.values()},
             }
+            | {name: {o["id"]: dict(o) for o in objs.values()} for name, objs in sorted(t.objects.items())}
             for t in core.world.tenants.values()
         }
     }

@@ -1,7 +1,9 @@
-"""The emulator's data: tenants, their registered apps, and their Exchange Connectors.
+"""The emulator's data: tenants, their registered apps, and their Intune objects.
 
-Generated deterministically from ``(tenants, connectors_per_tenant, seed)`` or loaded from a JSON
-file of the same shape as :meth:`World.to_json`. Secrets are derived from the seed: this is a local
+Each tenant holds one store per ``/deviceManagement`` collection (collection name -> lower-case id ->
+object with ``id``, ``@odata.type`` and its properties); Exchange Connectors are one of them. Generated
+deterministically from ``(tenants, connectors_per_tenant, objects per collection, seed)`` or loaded from a
+JSON file of the same shape as :meth:`World.to_json`. Secrets are derived from the seed: this is a local
 rehearsal service, never a place for real credentials.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +20,25 @@ import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from bulkconn import registry
+from bulkconn.emulator.seeding import guid as _guid
+from bulkconn.emulator.seeding import seed_collection
 from bulkconn.resources import EXCHANGE_CONNECTOR, STATUS_VALUES, TYPE_VALUES
 
-WRITE_ROLES = frozenset({"DeviceManagementServiceConfig.ReadWrite.All", "DeviceManagementConfiguration.ReadWrite.All"})
+CONNECTORS = "exchangeConnectors"
+# Any Intune write role allows writes to every collection (the emulator does not model per-collection scopes).
+WRITE_ROLES = frozenset(
+    {
+        "DeviceManagementServiceConfig.ReadWrite.All",
+        "DeviceManagementConfiguration.ReadWrite.All",
+        "DeviceManagementManagedDevices.ReadWrite.All",
+        "DeviceManagementManagedDevices.PrivilegedOperations.All",
+    }
+)
 READ_ROLES = WRITE_ROLES | {
     "DeviceManagementServiceConfig.Read.All",
     "DeviceManagementConfiguration.Read.All",
+    "DeviceManagementManagedDevices.Read.All",
 }
 
 _ALIASES = (
@@ -81,7 +96,21 @@ class Tenant:
     domain: str
     alias: str
     apps: dict[str, App] = field(default_factory=dict)
-    connectors: dict[str, dict[str, Any]] = field(default_factory=dict)  # lower-case id -> entity
+    # collection name -> lower-case id -> object (with "id" and "@odata.type")
+    objects: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def connectors(self) -> dict[str, dict[str, Any]]:
+        """The Exchange Connectors: lower-case id -> entity."""
+        return self.store(CONNECTORS)
+
+    def store(self, collection: str) -> dict[str, dict[str, Any]]:
+        """One collection's objects (lower-case id -> object), created empty on first use."""
+        return self.objects.setdefault(collection, {})
+
+    def add(self, collection: str, obj: dict[str, Any]) -> None:
+        """Store ``obj`` (which has an ``id``) in ``collection``."""
+        self.store(collection)[str(obj["id"]).lower()] = obj
 
     def writer_app(self) -> App:
         """The first app holding a write role (the one ``--write-config`` hands out)."""
@@ -96,8 +125,8 @@ class Tenant:
             "domain": self.domain,
             "alias": self.alias,
             "apps": [a.to_json() for a in self.apps.values()],
-            "exchangeConnectors": list(self.connectors.values()),
-        }
+            CONNECTORS: list(self.connectors.values()),
+        } | {name: list(objs.values()) for name, objs in self.objects.items() if name != CONNECTORS}
 
 
 @dataclass(slots=True)
@@ -113,19 +142,16 @@ class World:
                 return tenant
         return None
 
-    def tenant_of_connector(self, object_id: str) -> Tenant | None:
+    def tenant_of(self, collection: str, object_id: str) -> Tenant | None:
+        """The tenant holding object ``object_id`` of ``collection``, if any."""
         key = object_id.lower()
         for tenant in self.tenants.values():
-            if key in tenant.connectors:
+            if key in tenant.objects.get(collection, {}):
                 return tenant
         return None
 
     def to_json(self) -> dict[str, Any]:
         return {"tenants": [t.to_json() for t in self.tenants.values()]}
-
-
-def _guid(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
 def _secret(seed: int, tenant_index: int, app_name: str) -> str:
@@ -152,8 +178,15 @@ def make_connector(rng: random.Random, domain: str, org: str, index: int) -> dic
     }
 
 
-def generate_world(*, tenants: int, connectors_per_tenant: int, seed: int) -> World:
-    """Build ``tenants`` tenants with ``connectors_per_tenant`` connectors each, deterministically."""
+def generate_world(
+    *, tenants: int, connectors_per_tenant: int, seed: int, sizes: Mapping[str, int] | None = None
+) -> World:
+    """Build ``tenants`` tenants with ``connectors_per_tenant`` connectors each, deterministically.
+
+    ``sizes`` (collection -> objects per tenant) adds seeded objects of other collections
+    (:mod:`bulkconn.emulator.seeding`); they come from their own random streams, so the tenants, apps and
+    connectors are the same with or without them.
+    """
     rng = random.Random(seed)
     world = World()
     for index in range(tenants):
@@ -183,6 +216,9 @@ def generate_world(*, tenants: int, connectors_per_tenant: int, seed: int) -> Wo
         for n in range(connectors_per_tenant):
             entity = make_connector(rng, domain, org, n + 1)
             tenant.connectors[entity["id"].lower()] = entity
+        for collection, count in (sizes or {}).items():
+            for obj in seed_collection(collection, count, seed=seed, tenant_index=index, domain=domain):
+                tenant.add(collection, obj)
         world.tenants[tenant.tenant_id] = tenant
     return world
 
@@ -204,7 +240,26 @@ def load_world(path: Path) -> World:
             for pem in raw_app.get("certificates", []):
                 app.add_certificate(pem)
             tenant.apps[app.client_id] = app
-        for entity in raw.get("exchangeConnectors", []):
-            tenant.connectors[entity["id"].lower()] = dict(entity)
+        tenant.store(CONNECTORS)
+        for name in registry.collections():
+            for obj in raw.get(name, []):
+                tenant.add(name, _loaded(name, obj))
         world.tenants[tenant.tenant_id] = tenant
     return world
+
+
+def _loaded(collection: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a loaded object with its ``@odata.type`` (the declared type when the file leaves it out).
+
+    Raises:
+        ValueError: the object has no ``id``, or no ``@odata.type`` where the collection's type is abstract.
+    """
+    if not isinstance(obj, dict) or "id" not in obj:
+        raise ValueError(f"every object of {collection} needs an 'id'")
+    out = dict(obj)
+    if "@odata.type" not in out:
+        declared = registry.resource(collection).entity_type
+        if declared.abstract:
+            raise ValueError(f"{collection} object {obj['id']} needs an '@odata.type' ({declared.name} is abstract)")
+        out = {"@odata.type": declared.odata_type} | out
+    return out
