@@ -68,4 +68,4 @@ def test_job_reader_refuses_ids_with_path_characters(tmp_path: Path, object_id: 
     problems: list[str] = []
     scan = scan_job(job, ["contoso"], on_invalid=lambda p: problems.append(p.message))
     assert scan.valid == 0
-    assert problems == [f"line 1: 'id' {object_id!r} is not a valid object id"]
+    assert problems == [f"line 1: 'id' {orjson.dumps(object_id).decode()} is not a valid object id"]
