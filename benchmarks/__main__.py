@@ -31,6 +31,7 @@ if __name__ == "__main__":
     prof = commands.add_parser("profile", help="profile bulkconn run in the overhead scenario with py-spy")
     prof.add_argument("--batch-size", type=int, default=20)
     prof.add_argument("--ops", type=int, default=20_000)
+    prof.add_argument("--all-threads", action="store_true", help="sample every busy thread, not only the GIL holder")
     args = parser.parse_args()
     if args.command == "tables":
         write_readme(json.loads(Path(args.results).read_text()), HERE / "README.md")
@@ -38,5 +39,5 @@ if __name__ == "__main__":
     if args.command == "profile":
         from benchmarks.profile import main as profile
 
-        sys.exit(profile(args.batch_size, args.ops))
+        sys.exit(profile(args.batch_size, args.ops, gil_only=not args.all_threads))
     sys.exit(main(quick=args.quick, only=args.only, output=args.output, work=args.work, readme=not args.no_readme))

@@ -47,8 +47,12 @@ def summarise(collapsed: Path) -> tuple[int, Counter[str], Counter[str]]:
     return total, own, inclusive
 
 
-def main(batch_size: int, ops: int) -> int:
-    """Run one profiled ``bulkconn run`` over ``ops`` PATCHes on 50 tenants and print its hotspots."""
+def main(batch_size: int, ops: int, *, gil_only: bool = True) -> int:
+    """Run one profiled ``bulkconn run`` over ``ops`` PATCHes on 50 tenants and print its hotspots.
+
+    ``gil_only`` samples only the thread holding the GIL (Python CPU); without it every thread py-spy considers
+    busy is sampled, which shows C work done with the GIL released (TLS in the token threads) but also some waiting.
+    """
     spy = shutil.which("py-spy")
     if spy is None:
         print("py-spy is not installed: pip install -e '.[bench]'", file=sys.stderr)
@@ -63,7 +67,19 @@ def main(batch_size: int, ops: int) -> int:
         contender = c.bulkconn(batch_size)
         collapsed = work / "bulkconn.collapsed.txt"
         command = contender.argv(job, server.config, work / "report.jsonl")
-        spied = [spy, "record", "--format", "raw", "--rate", "250", "--gil", "--output", str(collapsed), "--", *command]
+        spied = [
+            spy,
+            "record",
+            "--format",
+            "raw",
+            "--rate",
+            "250",
+            *(["--gil"] if gil_only else []),
+            "--output",
+            str(collapsed),
+            "--",
+            *command,
+        ]
         run_measured(pinned(client_cpu, spied), log=work / "py-spy.log")
     total, own, inclusive = summarise(collapsed)
     print(f"bulkconn run, {ops} PATCHes, batch size {batch_size}: {total} samples (stacks in {collapsed})")

@@ -43,9 +43,13 @@ def _full_report(slice_report: Path, job: Path, target: Path) -> int:
             elif line["type"] == "result":
                 results.append(line)
     assert header is not None and results, f"{slice_report} holds no header or no results"
-    data = job.read_bytes()
-    header.update(job=str(job), job_sha256=hashlib.sha256(data).hexdigest(), job_bytes=len(data))
-    header["job_lines"] = data.count(b"\n")
+    digest, size, lines_in_job = hashlib.sha256(), 0, 0
+    with job.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+            lines_in_job += block.count(b"\n")
+    header.update(job=str(job), job_sha256=digest.hexdigest(), job_bytes=size, job_lines=lines_in_job)
     with target.open("w") as out, job.open("rb") as lines:
         out.write(json.dumps(header) + "\n")
         for n, raw in enumerate(lines, start=1):
