@@ -1,105 +1,110 @@
-"""Scale check for the streaming paths: a million-line job scan and a million-line report scan.
+"""(4) Scale: job validation, dry-run and the resume scan at 1,000,000 lines, a run of a large slice, peak RSS.
 
-Run: python benchmarks/scale.py [LINES]. Each measurement runs in a fresh process; it prints wall
-time and the growth of that process's peak RSS, next to the time of a bare line-by-line orjson read
-of the same file (the floor), as a ratio. Numbers, not assertions: the tests never time anything.
+Every step is a ``bulkconn`` command in its own process; the floor is a bare orjson read of the same file.
+The resume scan reads a report that says every line already succeeded: the report of the real slice run,
+its result lines repeated over the whole job (header fingerprint rewritten to the big job), so ``--resume``
+must read all of it and then has nothing to send.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import resource
+import hashlib
+import json
 import sys
-import tempfile
-import time
-import uuid
 from pathlib import Path
+from typing import Any
 
-import orjson
+from benchmarks.alternation import patch_only
+from benchmarks.contenders import SCRIPTS
+from benchmarks.measure import Sample, run_measured
+from benchmarks.scenarios import UNTHROTTLED, Env
+from benchmarks.server import Server, ServerSpec, pinned
 
-from bulkconn.job import scan_job
-from bulkconn.resume import read_state
-
-
-def _phase(name: str, path: str, tenants: list[str], out: multiprocessing.Queue[tuple[float, float]]) -> None:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
-    if name == "job scan":
-        scan_job(Path(path), tenants, on_invalid=lambda i: None)
-    else:
-        read_state(Path(path))
-    elapsed = time.perf_counter() - started
-    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    out.put((elapsed, grown_mib))
+BULKCONN = [sys.executable, "-m", "bulkconn"]
 
 
-def _measure(name: str, path: Path, tenants: list[str]) -> tuple[float, float]:
-    queue: multiprocessing.Queue[tuple[float, float]] = multiprocessing.Queue()
-    proc = multiprocessing.get_context("fork").Process(target=_phase, args=(name, str(path), tenants, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
+def _head(source: Path, target: Path, lines: int) -> None:
+    with source.open("rb") as src, target.open("wb") as out:
+        for n, raw in enumerate(src):
+            if n >= lines:
+                break
+            out.write(raw)
 
 
-def _floor(path: Path) -> float:
-    started = time.perf_counter()
-    with path.open("rb") as handle:
-        for line in handle:
-            orjson.loads(line)
-    return time.perf_counter() - started
+def _full_report(slice_report: Path, job: Path, target: Path) -> int:
+    """A report in which every line of ``job`` succeeded, built from the slice run's real lines."""
+    header: dict[str, Any] | None = None
+    results: list[dict[str, Any]] = []
+    with slice_report.open("rb") as handle:
+        for raw in handle:
+            line = json.loads(raw)
+            if line["type"] == "header" and header is None:
+                header = line
+            elif line["type"] == "result":
+                results.append(line)
+    assert header is not None and results, f"{slice_report} holds no header or no results"
+    digest, size, lines_in_job = hashlib.sha256(), 0, 0
+    with job.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+            lines_in_job += block.count(b"\n")
+    header.update(job=str(job), job_sha256=digest.hexdigest(), job_bytes=size, job_lines=lines_in_job)
+    with target.open("w") as out, job.open("rb") as lines:
+        out.write(json.dumps(header) + "\n")
+        for n, raw in enumerate(lines, start=1):
+            op = json.loads(raw)
+            result = dict(results[(n - 1) % len(results)], key=str(n), line=n, tenant=op["tenant"], id=op["id"])
+            out.write(json.dumps(result) + "\n")
+    return int(header["job_lines"])
 
 
-def main(lines: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        job, report = Path(tmp) / "job.jsonl", Path(tmp) / "report.jsonl"
-        with job.open("wb") as out:
-            for n in range(lines):
-                out.write(
-                    orjson.dumps(
-                        {
-                            "tenant": f"t{n % 50}",
-                            "id": str(uuid.UUID(int=n)),
-                            "patch": {"serverName": f"mail{n}.example.com"},
-                        }
-                    )
-                    + b"\n"
-                )
-        with report.open("wb") as out:
-            out.write(orjson.dumps({"type": "header", "job_sha256": "x"}) + b"\n")
-            for n in range(1, lines + 1):
-                out.write(
-                    orjson.dumps(
-                        {
-                            "type": "result",
-                            "key": str(n),
-                            "line": n,
-                            "tenant": f"t{n % 50}",
-                            "id": str(uuid.UUID(int=n)),
-                            "action": "update",
-                            "status": "succeeded",
-                            "http_status": 200,
-                            "attempts": 1,
-                            "throttled": 0,
-                            "error": None,
-                            "request_id": str(uuid.uuid4()),
-                            "client_request_id": str(uuid.uuid4()),
-                            "duration_ms": 12,
-                            "finished_at": "2026-11-28T00:00:00.000Z",
-                        }
-                    )
-                    + b"\n"
-                )
-        tenants = [f"t{i}" for i in range(50)]
-        for name, path in (("job scan", job), ("report scan", report)):
-            floor = _floor(path)
-            elapsed, grown = _measure(name, path, tenants)
-            size = path.stat().st_size / 2**20
-            print(
-                f"{name}: {lines:,} lines ({size:.0f} MiB) in {elapsed:.2f} s "
-                f"({elapsed / floor:.2f}x a bare orjson read of {floor:.2f} s); peak RSS grew {grown:.0f} MiB"
+def _step(env: Env, work: Path, name: str, argv: list[str]) -> dict[str, Any]:
+    sample: Sample = run_measured(pinned(env.client_cpu, argv), log=work / f"{name}.log")
+    print(f"    {name:<28} cpu {sample.cpu_s:7.2f} s  wall {sample.wall_s:7.2f} s  rss {sample.peak_rss_mib:6.0f} MiB")
+    return sample.as_json()
+
+
+def scale(env: Env) -> dict[str, Any]:
+    """Validation, dry-run, resume scan and a slice run; one run each (these are minutes at full size)."""
+    s = env.sizes
+    work = env.work / "scale"
+    spec = ServerSpec(50, s.scale_slice // 50 + 1, s.scale_lines, UNTHROTTLED)
+    steps: dict[str, Any] = {}
+    with Server(spec, work, env.server_cpu) as server:
+        big, small, part = work / "job-big.jsonl", work / "job-small.jsonl", work / "job-slice.jsonl"
+        patch_only(server.sample_job, big)
+        _head(big, small, s.scale_small)
+        _head(big, part, s.scale_slice)
+        config = ["--config", str(server.config)]
+        steps["floor_read_big"] = _step(
+            env, work, "floor_read_big", [sys.executable, str(SCRIPTS / "read_floor.py"), str(big)]
+        )
+        for label, job in (("small", small), ("big", big)):
+            steps[f"validate_{label}"] = _step(
+                env, work, f"validate_{label}", [*BULKCONN, "validate", str(job), *config]
             )
-
-
-if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)
+            dry = [
+                *BULKCONN,
+                "run",
+                str(job),
+                *config,
+                "--dry-run",
+                "--quiet",
+                "--report",
+                str(work / f"dry-{label}.jsonl"),
+            ]
+            steps[f"dry_run_{label}"] = _step(env, work, f"dry_run_{label}", dry)
+        slice_report = work / "slice.report.jsonl"
+        run = [*BULKCONN, "run", str(part), *config, "--quiet", "--report", str(slice_report), "--concurrency", "8"]
+        steps["run_slice"] = _step(env, work, "run_slice", run)
+        full = work / "big.report.jsonl"
+        _full_report(slice_report, big, full)
+        floor_report = [sys.executable, str(SCRIPTS / "read_floor.py"), str(full)]
+        steps["floor_read_report"] = _step(env, work, "floor_read_report", floor_report)
+        resume = [*BULKCONN, "run", str(big), *config, "--quiet", "--resume", "--report", str(full)]
+        steps["resume_scan_big"] = _step(env, work, "resume_scan_big", resume)
+    setup: dict[str, Any] = {"lines": s.scale_lines, "small": s.scale_small, "slice": s.scale_slice, "tenants": 50}
+    setup["job_mib"] = big.stat().st_size / 2**20
+    setup["report_mib"] = full.stat().st_size / 2**20
+    return {"setup": setup, "steps": steps}

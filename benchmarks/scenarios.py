@@ -1,0 +1,192 @@
+"""The scenarios of issue #10, each a function of the sizes (full or --quick) returning its JSON result."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import contenders as c
+from benchmarks.alternation import alternate, patch_only, scenario_result
+from benchmarks.contenders import Contender
+from benchmarks.measure import run_measured
+from benchmarks.server import Server, ServerSpec, pinned
+
+# A time scale of 0.001 runs Intune's 20 s windows in 20 ms: 5,000 writes/s per app, far above what one client
+# reaches, so "no throttling" needs no hidden emulator option. Latency is scaled too, hence the large --latency-ms.
+UNTHROTTLED = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """How big each scenario is; ``QUICK`` keeps the whole harness well under a minute."""
+
+    rounds: int = 3
+    warm_up: bool = True
+    overhead_tenants: int = 50
+    overhead_ops: int = 20_000
+    sdk_ops: int = 2_000
+    startup_rounds: int = 5
+    throttle_window_scale: float = 0.02
+    throttle_ops_one: int = 1_000
+    throttle_ops_each: int = 500
+    latency_ops: int = 2_000
+    scale_lines: int = 1_000_000
+    scale_small: int = 10_000
+    scale_slice: int = 100_000
+    msp_tenants: int = 1_000
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    rounds=1,
+    warm_up=False,
+    overhead_tenants=5,
+    overhead_ops=400,
+    sdk_ops=100,
+    startup_rounds=1,
+    throttle_window_scale=0.005,
+    throttle_ops_one=200,
+    throttle_ops_each=100,
+    latency_ops=100,
+    scale_lines=5_000,
+    scale_small=1_000,
+    scale_slice=1_000,
+    msp_tenants=30,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Env:
+    """Where a scenario writes, and which CPUs the server and client use."""
+
+    work: Path
+    server_cpu: str | None
+    client_cpu: str | None
+    sizes: Sizes
+
+
+def _alternated(
+    env: Env, name: str, spec: ServerSpec, ops: int, field: list[Contender], pairs: list[tuple[str, str]]
+) -> dict[str, Any]:
+    work = env.work / name
+    with Server(spec, work, env.server_cpu) as server:
+        job = work / "job.jsonl"
+        patch_only(server.sample_job, job, ops)
+        samples = alternate(
+            server, field, job, rounds=env.sizes.rounds, warm_up=env.sizes.warm_up, work=work, client_cpu=env.client_cpu
+        )
+    setup = {
+        "tenants": spec.tenants,
+        "operations": ops,
+        "time_scale": spec.time_scale,
+        "emulator_flags": list(spec.extra),
+    }
+    setup["in_flight"] = {x.name: x.in_flight for x in field}
+    return scenario_result(samples, pairs, setup)
+
+
+def _unthrottled(env: Env, name: str, ops: int, field: list[Contender], pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """``ops`` PATCHes over the overhead scenario's tenants with throttling out of reach; CPU per operation added."""
+    tenants = env.sizes.overhead_tenants
+    spec = ServerSpec(tenants, ops // tenants + 1, ops, UNTHROTTLED)
+    result = _alternated(env, name, spec, ops, field, pairs)
+    for entry in result["contenders"].values():
+        cpu = entry["median"]["cpu_s"]
+        entry["median"]["cpu_us_per_op"] = cpu / ops * 1e6
+        entry["median"]["ops_per_cpu_s"] = ops / cpu
+    return result
+
+
+def overhead(env: Env) -> dict[str, Any]:
+    """(1) Client overhead: PATCHes over many tenants, throttling out of reach; bulkconn against the floor."""
+    field = [c.floor(1), c.bulkconn(1), c.floor(20), c.bulkconn(20)]
+    pairs = [("bulkconn-single", "floor-single"), ("bulkconn-batch", "floor-batch")]
+    return _unthrottled(env, "overhead", env.sizes.overhead_ops, field, pairs)
+
+
+def sdk(env: Env) -> dict[str, Any]:
+    """(1b) msgraph-sdk against bulkconn on a smaller job of the same shape (its single mode is slow per request)."""
+    field = [c.bulkconn(1), c.sdk(1), c.bulkconn(20), c.sdk(20)]
+    pairs = [("msgraph-sdk-single", "bulkconn-single"), ("msgraph-sdk-batch", "bulkconn-batch")]
+    return _unthrottled(env, "sdk", env.sizes.sdk_ops, field, pairs)
+
+
+def _throttle(env: Env, tenants: int, ops_each: int) -> dict[str, Any]:
+    s = env.sizes
+    spec = ServerSpec(tenants, ops_each + 1, tenants * ops_each, s.throttle_window_scale)
+    field = [c.bulkconn(20), c.bulkconn(1)]
+    result = _alternated(
+        env, f"throttle-{tenants}", spec, tenants * ops_each, field, [("bulkconn-batch", "bulkconn-single")]
+    )
+    window_s = 20 * s.throttle_window_scale
+    ideal_s = ops_each / 100 * window_s  # Intune: 100 writes per app per 20 s window, one app per tenant
+    result["setup"].update(window_s=window_s, ideal_wall_s=ideal_s, writes_per_window=100)
+    for entry in result["contenders"].values():
+        m = entry["median"]
+        m["wall_over_ideal"] = m["wall_s"] / ideal_s
+        m["utilisation"] = ideal_s / m["wall_s"]
+        m["share_429"] = m["throttled_429"] / max(1, m["writes"])
+    return result
+
+
+def throttle_one(env: Env) -> dict[str, Any]:
+    """(2a) Throttle-bound, one tenant at Intune's write limit (time-scaled)."""
+    return _throttle(env, 1, env.sizes.throttle_ops_one)
+
+
+def throttle_twenty(env: Env) -> dict[str, Any]:
+    """(2b) Throttle-bound, twenty tenants at the limit at once (time-scaled)."""
+    return _throttle(env, 20, env.sizes.throttle_ops_each)
+
+
+def latency(env: Env) -> dict[str, Any]:
+    """(3) Latency-bound: 100 +- 30 ms per request (emulator --latency-ms/--jitter-ms), 20 tenants."""
+    s = env.sizes
+    # Latency is multiplied by the time scale: 70,000 + uniform(0, 60,000) ms x 0.001 = 70..130 ms.
+    extra = ("--latency-ms", "70000", "--jitter-ms", "60000")
+    spec = ServerSpec(20, s.latency_ops // 20 + 1, s.latency_ops, UNTHROTTLED, extra=extra)
+    field = [c.floor(1), c.bulkconn(1), c.floor(20), c.bulkconn(20)]
+    pairs = [("bulkconn-single", "floor-single"), ("bulkconn-batch", "floor-batch")]
+    return _alternated(env, "latency", spec, s.latency_ops, field, pairs)
+
+
+def many_tenants(env: Env) -> dict[str, Any]:
+    """(5) 1,000 tenants x 3 operations with real token acquisition (one client-credentials grant each)."""
+    s = env.sizes
+    spec = ServerSpec(s.msp_tenants, 3, s.msp_tenants * 3, 1.0)
+    field = [c.floor(20, concurrency=64), c.bulkconn(20, concurrency=64)]
+    result = _alternated(env, "tenants", spec, s.msp_tenants * 3, field, [("bulkconn-batch", "floor-batch")])
+    result["setup"]["identity_latency_ms"] = 0  # the emulator has no option to delay token answers (see README)
+    return result
+
+
+def startup(env: Env) -> dict[str, Any]:
+    """Start-up: ``bulkconn --version`` against importing what the floor of a bulk tool needs."""
+    imports = "import aiohttp, msal, orjson, aiolimiter, click"
+    field = [
+        Contender("imports", 1, 1, lambda *_: [sys.executable, "-c", imports]),
+        Contender("bulkconn-version", 1, 1, lambda *_: [sys.executable, "-m", "bulkconn", "--version"]),
+    ]
+    work = env.work / "startup"
+    work.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[Any]] = {x.name: [] for x in field}
+    for n in range(env.sizes.startup_rounds + 1):
+        for x in field:
+            sample = run_measured(pinned(env.client_cpu, x.argv(work, work, work)), log=work / "startup.log")
+            if n:  # round 0 warms the file cache
+                runs[x.name].append(sample)
+    return scenario_result(runs, [("bulkconn-version", "imports")], {"floor": imports})
+
+
+SCENARIOS: dict[str, Callable[[Env], dict[str, Any]]] = {
+    "startup": startup,
+    "overhead": overhead,
+    "sdk": sdk,
+    "throttle-1": throttle_one,
+    "throttle-20": throttle_twenty,
+    "latency": latency,
+    "tenants": many_tenants,
+}
