@@ -17,7 +17,7 @@ from bulkconn.auth import MsalTokenProvider, device_login
 from bulkconn.cli_common import EXIT_AUTH, EXIT_OK, config_option, get_config, user_errors
 from bulkconn.config import Config, TenantConfig
 from bulkconn.errors import AuthError, TransportError
-from bulkconn.transport import Transport
+from bulkconn.transport import AiohttpTransport, HttpRequest, Transport
 
 WRITE_ROLES = {"DeviceManagementServiceConfig.ReadWrite.All", "DeviceManagementConfiguration.ReadWrite.All"}
 
@@ -42,11 +42,13 @@ async def _check_one(provider: MsalTokenProvider, transport: Transport, tenant: 
         return False, "the token has no write permission (needs DeviceManagementServiceConfig.ReadWrite.All)"
     try:
         resp = await transport.send(
-            "GET",
-            f"{tenant.graph_root}/deviceManagement/exchangeConnectors?$top=1",
-            token=token,
-            client_request_id=str(uuid.uuid4()),
-            ca_bundle=tenant.ca_bundle,
+            HttpRequest(
+                method="GET",
+                url=f"{tenant.graph_root}/deviceManagement/exchangeConnectors?$top=1",
+                token=token,
+                client_request_id=str(uuid.uuid4()),
+                ca_bundle=tenant.ca_bundle,
+            )
         )
     except TransportError as exc:
         return False, f"{exc.code}: {exc.message}"
@@ -62,11 +64,10 @@ async def _check_one(provider: MsalTokenProvider, transport: Transport, tenant: 
 
 async def _check(config: Config) -> list[tuple[str, bool, str]]:
     provider = MsalTokenProvider(config)
-    transport = Transport(timeout_s=30)
     try:
-        results = await asyncio.gather(*(_check_one(provider, transport, t) for t in config.tenants.values()))
+        async with AiohttpTransport(timeout_s=30) as transport:
+            results = await asyncio.gather(*(_check_one(provider, transport, t) for t in config.tenants.values()))
     finally:
-        await transport.aclose()
         provider.close()
     return [(alias, ok, text) for alias, (ok, text) in zip(config.tenants, results, strict=True)]
 

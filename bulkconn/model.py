@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+
+def utc_now() -> str:
+    """The current UTC time as the report writes it (ISO 8601, milliseconds, ``Z``)."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Action(StrEnum):
@@ -83,3 +91,29 @@ class Outcome:
             "duration_ms": self.duration_ms,
             "finished_at": self.finished_at,
         }
+
+
+@dataclass(slots=True)
+class Progress:
+    """Live counters of a run, fed by the engine and read by the progress display."""
+
+    total: int = 0
+    done: Counter[str] = field(default_factory=Counter)  # status -> count
+    throttled: int = 0
+    retries: int = 0
+    per_tenant: dict[str, Counter[str]] = field(default_factory=dict)
+    throttled_by_tenant: Counter[str] = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)  # the run's clock (monotonic seconds) at its start
+
+    @property
+    def finished(self) -> int:
+        return sum(self.done.values())
+
+    def record(self, tenant: str, status: Status) -> None:
+        """One operation reached its final status."""
+        self.done[status.value] += 1
+        self.per_tenant.setdefault(tenant, Counter())[status.value] += 1
+
+    def record_throttled(self, tenant: str) -> None:
+        self.throttled += 1
+        self.throttled_by_tenant[tenant] += 1

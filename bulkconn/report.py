@@ -6,7 +6,6 @@ non-idempotent action is about to be sent), ``result`` and ``summary``.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
 from pathlib import Path
@@ -14,13 +13,9 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from bulkconn.model import Operation, Outcome
+from bulkconn.model import Operation, Outcome, utc_now
 
 FORMAT_VERSION = 1
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ReportWriter:

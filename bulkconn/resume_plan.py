@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bulkconn.job import fingerprint
-from bulkconn.model import ErrorInfo, Outcome, Status
-from bulkconn.report import utc_now
+from bulkconn.model import ErrorInfo, Outcome, Status, utc_now
 from bulkconn.resume import check_job, read_state
 
 

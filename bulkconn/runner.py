@@ -22,12 +22,12 @@ import orjson
 from bulkconn import __version__
 from bulkconn.auth import MsalTokenProvider, TokenProvider
 from bulkconn.config import Config
-from bulkconn.engine import Engine, EngineSettings, Progress
+from bulkconn.engine import Engine, EngineSettings
 from bulkconn.errors import JobError, UsageError
 from bulkconn.job import Invalid, JobScan, scan_job
-from bulkconn.model import ErrorInfo, Outcome, Status
-from bulkconn.report import ReportWriter, utc_now
-from bulkconn.transport import Transport
+from bulkconn.model import ErrorInfo, Outcome, Progress, Status, utc_now
+from bulkconn.report import ReportWriter
+from bulkconn.transport import AiohttpTransport
 
 STRICT_PREVIEW = 20  # invalid lines quoted when --strict refuses a job
 
@@ -154,7 +154,7 @@ async def _execute_scanned(
     except OSError as exc:
         raise UsageError(f"{options.report}: cannot write the report: {exc.strerror or exc}") from None
     provider = auth or MsalTokenProvider(config)
-    transport = Transport()
+    transport = AiohttpTransport()
     try:
         writer.header(
             run_id=str(uuid.uuid4()),

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bulkconn.emulator.tls import make_client_certificate
-from bulkconn.engine import Progress
+from bulkconn.model import Progress
 from tests.conftest import Rehearsal, read_report, tenant
 
 Start = Callable[..., Awaitable[Rehearsal]]

@@ -89,9 +89,9 @@ def test_exit_1_on_failures_and_3_when_every_tenant_fails_auth(world: World) -> 
 def test_no_secret_or_token_in_output_logs_or_report(world: World) -> None:
     """With --debug, neither a client secret nor any JWT appears on stdout, stderr or in the report."""
     secrets = [p.read_text().strip() for p in (world.dir / "bulkconn.secrets").iterdir()]
-    for secret in (world.dir / "bulkconn.secrets").iterdir():
-        if secret.name.startswith("fabrikam"):
-            secret.write_text("wrong-" + secrets[0] + "\n")  # an auth failure path too
+    for secret_file in (world.dir / "bulkconn.secrets").iterdir():
+        if secret_file.name.startswith("fabrikam"):
+            secret_file.write_text("wrong-" + secrets[0] + "\n")  # an auth failure path too
     proc = world.bulkconn("--debug", "run", "job.jsonl", "--config", "bulkconn.toml", "-q")
     assert "GET" in proc.stderr or "POST" in proc.stderr  # debug logging really ran
     everything = proc.stdout + proc.stderr + (world.dir / "job.report.jsonl").read_text()

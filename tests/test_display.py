@@ -6,7 +6,7 @@ import io
 from collections import Counter
 
 from bulkconn.display import Display, progress_line, summary_table
-from bulkconn.engine import Progress
+from bulkconn.model import Progress
 
 
 class _Terminal(io.StringIO):

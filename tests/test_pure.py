@@ -16,9 +16,9 @@ from bulkconn.errors import JobError
 from bulkconn.job import Invalid, LaneReader, scan_job
 from bulkconn.logs import redact
 from bulkconn.model import Action, ErrorInfo, Operation
+from bulkconn.pacing import Bucket, Pacer
 from bulkconn.resources import EXCHANGE_CONNECTOR, parse_datetime_offset, validate_patch
 from bulkconn.retry import Done, Retry, RetryPolicy, backoff_s, classify, parse_retry_after
-from bulkconn.throttle import Bucket, Pacer
 
 POLICY = RetryPolicy()
 RNG = random.Random(1)
