@@ -23,7 +23,7 @@ import orjson
 
 from bulkconn.errors import JobError
 from bulkconn.model import Action, Operation
-from bulkconn.resources import RESOURCES, validate_patch
+from bulkconn.resources import RESOURCES, Resource, validate_patch
 
 LINE_FIELDS = frozenset({"tenant", "id", "patch", "action", "syncType", "resource", "key"})
 DEFAULT_FIELDS = frozenset({"tenant", "patch", "action", "syncType", "resource"})
@@ -41,6 +41,11 @@ class Invalid:
     object_id: str
     action: str
     message: str
+
+    @classmethod
+    def of_line(cls, line: int, message: str) -> Invalid:
+        """A line that is wrong before any of its fields can be read."""
+        return cls(line, str(line), "", "", "", f"line {line}: {message}")
 
 
 @dataclass(slots=True)
@@ -84,7 +89,7 @@ class _LineParser:
     def parse(self, data: Any, line: int) -> Operation | Invalid:
         key = str(line)
         if not isinstance(data, dict):
-            return Invalid(line, key, "", "", "", f"line {line}: expected a JSON object")
+            return Invalid.of_line(line, "expected a JSON object")
         tenant = str(data.get("tenant", self.default_tenant))
         object_id = data.get("id", "")
         action_raw = data.get("action", self.default_action)
@@ -92,24 +97,40 @@ class _LineParser:
         def bad(message: str) -> Invalid:
             return Invalid(line, key, tenant, str(object_id), str(action_raw), f"line {line}: {message}")
 
-        if "key" in data:
-            if not isinstance(data["key"], str) or not data["key"] or data["key"].isdigit():
-                return bad("'key' must be a non-empty string that is not a number (numbers are line keys)")
+        if _good_key(data.get("key")):
             key = data["key"]
-        if not LINE_FIELDS.issuperset(data):
-            unknown = sorted(set(data) - LINE_FIELDS)
-            return bad(f"unknown field '{unknown[0]}' (known: {', '.join(sorted(LINE_FIELDS))})")
-        if not tenant:
-            return bad("no tenant: set 'tenant' on the line or in the defaults line")
-        if tenant not in self.tenants:
-            return bad(f"unknown tenant alias '{tenant}' (configured: {', '.join(sorted(self.tenants))})")
         resource_name = str(data.get("resource", self.defaults.get("resource", "exchangeConnector")))
-        problem = _target_problem(object_id, resource_name, action_raw)
+        problem = self._line_problem(data, tenant) or _target_problem(object_id, resource_name, action_raw)
         if problem:
             return bad(problem)
         resource = RESOURCES[resource_name]
         if action_raw == "sync":
             return self._sync(data, line, key, tenant, object_id, resource.name, bad)
+        return self._update(data, line, key, tenant, object_id, resource, bad)
+
+    def _line_problem(self, data: dict[str, Any], tenant: str) -> str | None:
+        """What is wrong with the line's key, fields or tenant, if anything."""
+        if "key" in data and not _good_key(data["key"]):
+            return "'key' must be a non-empty string that is not a number (numbers are line keys)"
+        if not LINE_FIELDS.issuperset(data):
+            unknown = sorted(set(data) - LINE_FIELDS)
+            return f"unknown field '{unknown[0]}' (known: {', '.join(sorted(LINE_FIELDS))})"
+        if not tenant:
+            return "no tenant: set 'tenant' on the line or in the defaults line"
+        if tenant not in self.tenants:
+            return f"unknown tenant alias '{tenant}' (configured: {', '.join(sorted(self.tenants))})"
+        return None
+
+    def _update(
+        self,
+        data: dict[str, Any],
+        line: int,
+        key: str,
+        tenant: str,
+        object_id: str,
+        resource: Resource,
+        bad: Callable[[str], Invalid],
+    ) -> Operation | Invalid:
         patch = dict(self.default_patch)
         if "patch" in data:
             if not isinstance(data["patch"], dict):
@@ -139,6 +160,10 @@ class _LineParser:
         if sync_type not in action.values:
             return bad(f"'syncType' must be one of {', '.join(action.values)}, not {sync_type!r}")
         return Operation(key, line, tenant, resource, object_id, Action.SYNC, sync_type=str(sync_type))
+
+
+def _good_key(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and not value.isdigit()
 
 
 def _read_defaults(data: Any, file: str, line: int) -> dict[str, Any]:
@@ -188,50 +213,60 @@ def scan_job(
             try:
                 data = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
-                on_invalid(Invalid(number, str(number), "", "", "", f"line {number}: malformed JSON ({exc})"))
-                scan.invalid += 1
+                # Never skipped on resume: a line that cannot be read has no key of its own.
+                _admit(scan, Invalid.of_line(number, f"malformed JSON ({exc})"), start, (), on_invalid)
+                continue
+            if parser is None and isinstance(data, dict) and "defaults" in data:
+                scan.defaults = _read_defaults(data, file, number)
+                parser = _LineParser(scan.defaults, tenants)
                 continue
             if parser is None:
-                if isinstance(data, dict) and "defaults" in data:
-                    scan.defaults = _read_defaults(data, file, number)
-                    parser = _LineParser(scan.defaults, tenants)
-                    continue
                 parser = _LineParser({}, tenants)
-            elif isinstance(data, dict) and "defaults" in data:
-                on_invalid(
-                    Invalid(number, str(number), "", "", "", f"line {number}: a defaults line must be the first line")
-                )
-                scan.invalid += 1
+            if isinstance(data, dict) and "defaults" in data:
+                misplaced = Invalid.of_line(number, "a defaults line must be the first line")
+                _admit(scan, misplaced, start, (), on_invalid)
                 continue
-            result = parser.parse(data, number)
-            if isinstance(result, Operation) and result.key != str(number):
-                if result.key in explicit_keys:
-                    result = Invalid(
-                        number,
-                        result.key,
-                        result.tenant,
-                        result.object_id,
-                        result.action.value,
-                        f"line {number}: duplicate key '{result.key}'",
-                    )
-                explicit_keys.add(result.key)
-            if isinstance(result, Invalid):
-                if result.key in skip_keys:
-                    scan.skipped += 1
-                    continue
-                on_invalid(result)
-                scan.invalid += 1
-                continue
-            if result.key in skip_keys:
-                scan.skipped += 1
-                continue
-            scan.valid += 1
-            scan.actions[result.action] = scan.actions.get(result.action, 0) + 1
-            scan.offsets.setdefault(result.tenant, array("q")).append(start)
-            scan.line_numbers.setdefault(result.tenant, array("q")).append(number)
+            _admit(scan, _unique(parser.parse(data, number), explicit_keys), start, skip_keys, on_invalid)
     scan.sha256 = digest.hexdigest()
     scan.size = offset
     return scan
+
+
+def _unique(result: Operation | Invalid, explicit_keys: set[str]) -> Operation | Invalid:
+    """An operation whose explicit key an earlier line already used becomes invalid."""
+    if not isinstance(result, Operation) or result.key == str(result.line):
+        return result
+    if result.key in explicit_keys:
+        return Invalid(
+            result.line,
+            result.key,
+            result.tenant,
+            result.object_id,
+            result.action.value,
+            f"line {result.line}: duplicate key '{result.key}'",
+        )
+    explicit_keys.add(result.key)
+    return result
+
+
+def _admit(
+    scan: JobScan,
+    result: Operation | Invalid,
+    start: int,
+    skip_keys: Container[str],
+    on_invalid: Callable[[Invalid], None],
+) -> None:
+    """Count one parsed line: skipped (final in the report being resumed), invalid, or valid at ``start``."""
+    if result.key in skip_keys:
+        scan.skipped += 1
+    elif isinstance(result, Invalid):
+        on_invalid(result)
+        scan.invalid += 1
+    else:
+        scan.valid += 1
+        scan.actions[result.action] = scan.actions.get(result.action, 0) + 1
+        scan.offsets.setdefault(result.tenant, array("q")).append(start)
+        scan.line_numbers.setdefault(result.tenant, array("q")).append(result.line)
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,24 +73,37 @@ class Outcome:
     duration_ms: int = 0
     finished_at: str = ""
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "type": "result",
-            "key": self.key,
-            "line": self.line,
-            "tenant": self.tenant,
-            "id": self.object_id,
-            "action": self.action,
-            "status": self.status.value,
-            "http_status": self.http_status,
-            "attempts": self.attempts,
-            "throttled": self.throttled,
-            "error": None if self.error is None else {"code": self.error.code, "message": self.error.message},
-            "request_id": self.request_id,
-            "client_request_id": self.client_request_id,
-            "duration_ms": self.duration_ms,
-            "finished_at": self.finished_at,
-        }
+    @classmethod
+    def invalid(cls, *, key: str, line: int, tenant: str, object_id: str, action: str, message: str) -> Outcome:
+        """A job line that failed validation (never sent)."""
+        return cls(
+            key=key,
+            line=line,
+            tenant=tenant,
+            object_id=object_id,
+            action=action or Action.UPDATE.value,
+            status=Status.INVALID,
+            error=ErrorInfo("InvalidLine", message),
+            finished_at=utc_now(),
+        )
+
+    @classmethod
+    def uncertain_sync(cls, *, key: str, line: int, tenant: str, object_id: str) -> Outcome:
+        """A sync that was being sent when an earlier run stopped: it may have happened."""
+        return cls(
+            key=key,
+            line=line,
+            tenant=tenant,
+            object_id=object_id,
+            action=Action.SYNC.value,
+            status=Status.UNCERTAIN,
+            error=ErrorInfo(
+                "UncertainSync",
+                "the run stopped while this sync was being sent; it may have "
+                "happened, so it is not sent again (resume with --resend-uncertain to send it)",
+            ),
+            finished_at=utc_now(),
+        )
 
 
 @dataclass(slots=True)

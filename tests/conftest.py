@@ -194,3 +194,13 @@ def world(tmp_path: Path) -> Iterator[World]:
     options = EmulatorOptions(tenants=2, connectors_per_tenant=20, time_scale=0.05, auto_approve_device_codes=True)
     with EmulatorThread(options) as emu:
         yield World(emu, tmp_path)
+
+
+E2E_TIMEOUT_S = 120
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end tests get a longer per-test timeout than the 10 s of unit tests (pyproject.toml)."""
+    for item in items:
+        if item.get_closest_marker("e2e") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))

@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import World, read_report
 
+pytestmark = pytest.mark.e2e  # real emulator, sockets or subprocesses
+
 
 def test_run_succeeds_with_exit_0_and_summary(world: World) -> None:
     """`bulkconn run` applies the job, prints a summary table and the report path, exits 0."""

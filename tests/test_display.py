@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections import Counter
 
-from bulkconn.display import Display, progress_line, summary_table
+from bulkconn.cli.display import Display, progress_line, summary_table
 from bulkconn.model import Progress
 
 

@@ -13,6 +13,8 @@ from bulkconn.engine import EngineSettings
 from bulkconn.retry import RetryPolicy
 from tests.conftest import FAST_RETRY, Rehearsal, read_report
 
+pytestmark = pytest.mark.e2e  # real emulator, sockets or subprocesses
+
 Start = Callable[..., Awaitable[Rehearsal]]
 
 

@@ -54,6 +54,7 @@ class Engine:
         on_outcome: Callable[[Outcome], None],
         on_intent: Callable[[Operation], None] = lambda op: None,
         clock: Clock | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.tenants = tenants
         self.clock = clock or LoopClock()
@@ -62,7 +63,7 @@ class Engine:
         self.settings = settings
         self.on_outcome = on_outcome
         self.on_intent = on_intent
-        self.progress = Progress(started=self.clock.now())
+        self.progress = Progress(started=self.clock.now()) if progress is None else progress
         self.stopping = asyncio.Event()
         self.auth_failures: dict[str, ErrorInfo] = {}
         self._slots = asyncio.Semaphore(settings.concurrency)

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bulkconn.auth import MsalTokenProvider, device_login
-from bulkconn.cli_common import EXIT_AUTH, EXIT_OK, config_option, get_config, user_errors
+from bulkconn.cli.common import EXIT_AUTH, EXIT_OK, config_option, get_config, user_errors
 from bulkconn.config import Config, TenantConfig
 from bulkconn.errors import AuthError, TransportError
 from bulkconn.transport import AiohttpTransport, HttpRequest, Transport
