@@ -26,7 +26,7 @@ DEFAULT_CONFIG = Path("bulkconn.toml")
 
 @dataclass(frozen=True, slots=True)
 class Cloud:
-    """A national cloud's Graph root and login authority (graph-protocol.md section 5)."""
+    """A national cloud's Graph root and login authority (docs/service-facts.md §4)."""
 
     name: str
     graph_url: str
@@ -44,7 +44,7 @@ CLOUDS: Mapping[str, Cloud] = {
     "china": Cloud("china", "https://microsoftgraph.chinacloudapi.cn", "https://login.partner.microsoftonline.cn"),
 }
 
-# Intune's documented limits per app per tenant per 20 s (graph-protocol.md 2.3).
+# Intune's documented limits per app per tenant per 20 s (docs/service-facts.md §2).
 DEFAULT_WRITES_PER_20S = 100
 DEFAULT_READS_PER_20S = 1000
 DEFAULT_WINDOW_S = 20.0

@@ -25,24 +25,26 @@ from bulkconn.retry import RetryPolicy
 from bulkconn.transport import HttpRequest, HttpResponse
 from tests.fakes import FakeTransport, run_virtual
 
-CONFIG = """
+DEFAULTS = """
 [defaults]
 client_id = "11111111-1111-1111-1111-111111111111"
 client_secret_env = "BULKCONN_TEST_SECRET"
-
-[tenants.contoso]
-tenant_id = "00000000-0000-0000-0000-000000000001"
-
-[tenants.fabrikam]
-tenant_id = "00000000-0000-0000-0000-000000000002"
 """
 GRAPH = "https://graph.microsoft.com/v1.0"
 POLICY = RetryPolicy(backoff_base_s=0.5, backoff_cap_s=8.0, max_attempts=10, time_budget_s=900)
 
 
-def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str = "") -> Config:
+def config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, dict[str, Any]] | None = None
+) -> Config:
+    """Tenants contoso and fabrikam (plus any named in ``overrides``), each with its ``overrides`` settings."""
     monkeypatch.setenv("BULKCONN_TEST_SECRET", "not-a-real-secret")
-    return parse_config(CONFIG + extra, file="test.toml", base=tmp_path)
+    tenants = {"contoso": {}, "fabrikam": {}, **(overrides or {})}
+    text = DEFAULTS
+    for number, (alias, settings) in enumerate(tenants.items(), start=1):
+        text += f'\n[tenants.{alias}]\ntenant_id = "00000000-0000-0000-0000-{number:012d}"\n'
+        text += "".join(f"{key} = {value!r}\n" for key, value in settings.items())
+    return parse_config(text, file="test.toml", base=tmp_path)
 
 
 def oid(n: int) -> str:
@@ -104,11 +106,11 @@ def run_engine(
     *,
     settings: EngineSettings | None = None,
     auth: FakeAuth | None = None,
-    extra_config: str = "",
+    overrides: dict[str, dict[str, Any]] | None = None,
     during: Callable[[Engine], None] | None = None,
 ) -> Run:
     """Run ``lines`` through the engine with ``handler`` answering; ``during`` is called once the engine runs."""
-    cfg = config(tmp_path, monkeypatch, extra_config)
+    cfg = config(tmp_path, monkeypatch, overrides)
     job = tmp_path / "job.jsonl"
     job.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
     scan = scan_job(job, list(cfg.tenants), on_invalid=lambda item: pytest.fail(f"invalid test line: {item}"))

@@ -29,10 +29,12 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import math
 import selectors
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Executor
+from email.utils import format_datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar, TypeVarTuple
 
@@ -151,3 +153,66 @@ def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to the end on a fresh :class:`VirtualTimeLoop`."""
     with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
         return runner.run(coro)
+
+
+class FakeGraph:
+    """A handler for :class:`FakeTransport`: exchange connectors in memory, singles and ``$batch``, with Intune's
+    sliding write window per tenant (``writes_per_window`` accepted writes per ``window_s``, in loop time).
+
+    The tenant of a request is the part of its token before the last ``-`` (as ``tests.engine_harness.FakeAuth``
+    issues them). ``retry_after`` picks how a 429 says when to come back: ``"seconds"`` (rounded up),
+    ``"fractional"``, ``"http-date"`` or ``"absent"``. Counters: ``writes_total`` (every write attempt),
+    ``throttled_total``, ``accepted`` (times of accepted writes per tenant), ``objects`` and ``syncs``.
+    """
+
+    def __init__(self, *, writes_per_window: int = 100, window_s: float = 20.0, retry_after: str = "seconds") -> None:
+        self.writes_per_window = writes_per_window
+        self.window_s = window_s
+        self.retry_after = retry_after
+        self.writes_total = 0
+        self.throttled_total = 0
+        self.accepted: dict[str, list[float]] = {}
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.syncs: dict[tuple[str, str], int] = {}
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        tenant = request.token.rsplit("-", 1)[0]
+        body = orjson.loads(request.body) if request.body else {}
+        if not request.url.endswith("/$batch"):
+            status, headers, answer = self._one(tenant, request.method, request.url, body)
+            return respond(status, headers=headers, body=answer)
+        responses = {}
+        for item in body["requests"]:
+            responses[str(item["id"])] = self._one(tenant, item["method"], item["url"], item.get("body") or {})
+        return batch_response(responses)
+
+    def max_in_window(self, tenant: str) -> int:
+        """The most accepted writes any window of ``window_s`` seconds held."""
+        times = self.accepted.get(tenant, [])
+        return max((sum(1 for u in times if t <= u < t + self.window_s) for t in times), default=0)
+
+    def _one(self, tenant: str, method: str, url: str, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        self.writes_total += 1
+        now = asyncio.get_running_loop().time()
+        recent = [t for t in self.accepted.get(tenant, []) if t > now - self.window_s]
+        if len(recent) >= self.writes_per_window:
+            self.throttled_total += 1
+            return 429, self._retry_after(recent[0] + self.window_s - now), error_body("TooManyRequests")
+        self.accepted.setdefault(tenant, []).append(now)
+        parts = url.split("/")
+        if parts[-1] == "syncNow" or (method == "POST" and "syncType" in body):
+            key = (tenant, parts[-2])
+            self.syncs[key] = self.syncs.get(key, 0) + 1
+            return 204, {}, None
+        self.objects.setdefault((tenant, parts[-1]), {}).update(body)
+        return 204, {}, None
+
+    def _retry_after(self, wait_s: float) -> dict[str, str]:
+        if self.retry_after == "absent":
+            return {}
+        if self.retry_after == "fractional":
+            return {"retry-after": f"{wait_s:.3f}"}
+        if self.retry_after == "http-date":
+            when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=math.ceil(wait_s) + 1)
+            return {"retry-after": format_datetime(when, usegmt=True)}
+        return {"retry-after": str(math.ceil(wait_s))}

@@ -13,7 +13,7 @@ from bulkconn.errors import TransportError
 from bulkconn.retry import RetryPolicy
 from bulkconn.transport import HttpRequest, HttpResponse
 from tests.engine_harness import GRAPH, POLICY, FakeAuth, oid, run_engine, sync, update
-from tests.fakes import Handler, batch_ids, batch_response, error_body, respond
+from tests.fakes import FakeGraph, Handler, batch_ids, batch_response, error_body, respond
 
 SINGLE = EngineSettings(seed=1, batch_size=1, policy=POLICY)
 
@@ -240,7 +240,8 @@ def test_lanes_take_turns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     run = run_engine(tmp_path, monkeypatch, lines, lambda r: respond(204), settings=settings)
     order = [r.token.split("-")[0] for _, r in run.requests]
     assert len(order) == 103
-    assert max(i for i, tenant in enumerate(order) if tenant == "fabrikam") < 10
+    # At most contoso's first burst (one bucket: 20 writes) goes before fabrikam's three; then they take turns.
+    assert max(i for i, tenant in enumerate(order) if tenant == "fabrikam") < 20 + 3
 
 
 def test_pacing_keeps_every_window_under_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,3 +265,47 @@ def test_stop_sends_nothing_new(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         during=lambda engine: engine.stop(),
     )
     assert len(run.outcomes) == len(run.requests) < 100
+
+
+# -- against a fake Graph with Intune's sliding write window (moved here from the end-to-end tests) ------------
+def test_over_paced_tenant_429s_are_retried_individually(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pacing set above the service limit: sub-request 429s are retried alone and everything succeeds."""
+    graph = FakeGraph()
+    lines = [update(n) for n in range(1, 301)]
+    run = run_engine(tmp_path, monkeypatch, lines, graph, overrides={"contoso": {"writes_per_20s": 400}})
+    assert [o.status for o in run.outcomes] == ["succeeded"] * 300
+    assert graph.throttled_total > 0
+    assert graph.max_in_window("contoso") <= 100
+    assert sum(o.throttled for o in run.outcomes) == graph.throttled_total
+    assert graph.writes_total == 300 + graph.throttled_total  # only the throttled ones were sent again
+    assert all(graph.objects[("contoso", oid(n))]["serverName"] == f"mail{n}.example.com" for n in range(1, 301))
+
+
+@pytest.mark.parametrize("fmt", ["seconds", "fractional", "http-date", "absent"])
+def test_retry_after_in_every_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+    """Whole, fractional, HTTP-date and absent Retry-After all lead to success."""
+    graph = FakeGraph(writes_per_window=20, retry_after=fmt)
+    lines = [update(n) for n in range(1, 61)]
+    run = run_engine(tmp_path, monkeypatch, lines, graph, overrides={"contoso": {"writes_per_20s": 60}})
+    assert [o.status for o in run.outcomes] == ["succeeded"] * 60
+    assert graph.throttled_total > 0
+    assert len(graph.objects) == 60
+
+
+def test_small_tenant_is_not_held_back_by_a_large_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """300 contoso lines come first, 3 fabrikam lines last: fabrikam finishes long before contoso does."""
+    lines = [update(n) for n in range(1, 301)] + [update(n, tenant="fabrikam") for n in range(301, 304)]
+    run = run_engine(tmp_path, monkeypatch, lines, FakeGraph())
+    order = [o.tenant for o in run.outcomes]
+    assert order.index("fabrikam") < 60
+    assert max(i for i, t in enumerate(order) if t == "fabrikam") < 100
+
+
+def test_sync_throttled_is_resent_and_counted_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 429 means the sync was refused, not run: it is resent, and runs exactly once."""
+    graph = FakeGraph(writes_per_window=3)
+    lines = [sync(n) for n in range(1, 11)]
+    run = run_engine(tmp_path, monkeypatch, lines, graph, overrides={"contoso": {"writes_per_20s": 50}})
+    assert [o.status for o in run.outcomes] == ["succeeded"] * 10
+    assert graph.throttled_total > 0
+    assert set(graph.syncs.values()) == {1} and len(graph.syncs) == 10

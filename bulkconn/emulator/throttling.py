@@ -1,4 +1,4 @@
-"""Intune's sliding-window throttling, per tenant and per app (graph-protocol.md 2.3).
+"""Intune's sliding-window throttling, per tenant and per app (docs/service-facts.md §2).
 
 Four sliding windows of ``window_s`` seconds: writes per app, writes per tenant (all apps), any
 request per app, any request per tenant. A request is admitted only when every window that applies
