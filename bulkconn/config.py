@@ -211,7 +211,7 @@ def _certificate(reader: _Reader) -> CertificateCredential:
             "certificate_file",
             "is not a PEM file holding both an unencrypted (or password-protected) private key and its certificate "
             f"({type(exc).__name__})",
-        ) from None
+        ) from exc
     if not isinstance(key, rsa.RSAPrivateKey):
         raise reader.fail("certificate_file", "must hold an RSA key (Entra signs client assertions with RSA)")
     key_pem = key.private_bytes(
@@ -301,7 +301,7 @@ def parse_config(text: str, *, file: str, base: Path) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", file=file) from None
+        raise ConfigError(f"not valid TOML: {exc}", file=file) from exc
     unknown = set(data) - {"defaults", "tenants"}
     if unknown:
         raise ConfigError(
@@ -352,5 +352,5 @@ def load_config(path: Path | None = None) -> Config:
     try:
         text = candidate.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", file=str(candidate)) from None
+        raise ConfigError(f"cannot read: {exc}", file=str(candidate)) from exc
     return parse_config(text, file=str(candidate), base=candidate.resolve().parent)

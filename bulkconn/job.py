@@ -199,7 +199,7 @@ def scan_job(
     try:
         handle = path.open("rb")
     except OSError as exc:
-        raise JobError(f"cannot open the job file: {exc.strerror or exc}", file=file) from None
+        raise JobError(f"cannot open the job file: {exc.strerror or exc}", file=file) from exc
     with handle:
         for number, raw in enumerate(handle, start=1):
             digest.update(raw)
@@ -290,7 +290,7 @@ def fingerprint(path: Path) -> Fingerprint:
                 lines += chunk.count(b"\n")
                 last = chunk[-1:]
     except OSError as exc:
-        raise JobError(f"cannot read the job file: {exc.strerror or exc}", file=str(path)) from None
+        raise JobError(f"cannot read the job file: {exc.strerror or exc}", file=str(path)) from exc
     return Fingerprint(digest.hexdigest(), size, lines + (last != b"\n"))
 
 
