@@ -1,7 +1,7 @@
 """Per-tenant pacing under Intune's limits: the rate, a shared cool-down after 429, and the batch limit.
 
-The engine talks to a tenant's pacer through a small interface, so that another pacing algorithm can
-replace this one without touching the engine:
+The engine talks to a tenant's pacer through a small interface (:class:`Pacing`), so that another pacing
+algorithm can replace this one without touching the engine (``Engine(pacer_factory=...)``):
 
 - ``await acquire(writes=n, reads=m)``: wait until ``n`` writes and ``m`` reads may be sent now;
 - ``ready(writes=n)``: True when :meth:`Pacer.acquire` would not wait;
@@ -29,6 +29,7 @@ event loop's clock, which is why the production clock is the loop's (``LoopClock
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 from aiolimiter import AsyncLimiter
 
@@ -36,6 +37,23 @@ from bulkconn.transport import Clock, LoopClock
 
 SAFETY = 0.9
 MIN_FACTOR = 0.1
+
+
+class Pacing(Protocol):
+    """What the engine needs from a tenant's pacer (the interface described in the module docstring)."""
+
+    @property
+    def max_batch(self) -> int: ...
+
+    def ready(self, *, writes: int) -> bool: ...
+
+    async def acquire(self, *, writes: int, reads: int = 0) -> None: ...
+
+    def throttled(self, retry_after_s: float) -> None: ...
+
+    def succeeded(self, count: int = 1) -> None: ...
+
+    def batch_shrunk(self) -> None: ...
 
 
 class Bucket:

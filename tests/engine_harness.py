@@ -16,13 +16,14 @@ from typing import Any
 import orjson
 import pytest
 
-from bulkconn.config import Config, parse_config
+from bulkconn.config import Config, TenantConfig, parse_config
 from bulkconn.engine import Engine, EngineSettings
 from bulkconn.errors import AuthError
 from bulkconn.job import scan_job
 from bulkconn.model import Operation, Outcome
+from bulkconn.pacing import Pacing
 from bulkconn.retry import RetryPolicy
-from bulkconn.transport import HttpRequest, HttpResponse
+from bulkconn.transport import Clock, HttpRequest, HttpResponse
 from tests.fakes import FakeTransport, run_virtual
 
 DEFAULTS = """
@@ -108,6 +109,7 @@ def run_engine(
     auth: FakeAuth | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     during: Callable[[Engine], None] | None = None,
+    pacer_factory: Callable[[TenantConfig, Clock], Pacing] | None = None,
 ) -> Run:
     """Run ``lines`` through the engine with ``handler`` answering; ``during`` is called once the engine runs."""
     cfg = config(tmp_path, monkeypatch, overrides)
@@ -132,6 +134,7 @@ def run_engine(
                 settings=settings or EngineSettings(seed=1, policy=POLICY),
                 on_outcome=outcomes.append,
                 on_intent=intents.append,
+                pacer_factory=pacer_factory,
             )
             if during is not None:
                 asyncio.get_running_loop().call_soon(during, engine)

@@ -8,10 +8,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bulkconn.config import TenantConfig
 from bulkconn.engine import EngineSettings
 from bulkconn.errors import TransportError
+from bulkconn.pacing import Pacer, Pacing
 from bulkconn.retry import RetryPolicy
-from bulkconn.transport import HttpRequest, HttpResponse
+from bulkconn.transport import Clock, HttpRequest, HttpResponse
 from tests.engine_harness import GRAPH, POLICY, FakeAuth, oid, run_engine, sync, update
 from tests.fakes import FakeGraph, Handler, batch_ids, batch_response, error_body, respond
 
@@ -309,3 +311,24 @@ def test_sync_throttled_is_resent_and_counted_once(tmp_path: Path, monkeypatch: 
     assert [o.status for o in run.outcomes] == ["succeeded"] * 10
     assert graph.throttled_total > 0
     assert set(graph.syncs.values()) == {1} and len(graph.syncs) == 10
+
+
+def test_a_pacer_from_the_factory_hears_every_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Engine(pacer_factory=...) swaps the pacing algorithm: it is asked for room and told of 429s and successes."""
+    heard: list[tuple[str, float]] = []
+
+    class Recording(Pacer):
+        def throttled(self, retry_after_s: float) -> None:
+            heard.append(("throttled", retry_after_s))
+            super().throttled(retry_after_s)
+
+        def succeeded(self, count: int = 1) -> None:
+            heard.append(("succeeded", count))
+            super().succeeded(count)
+
+    def factory(tenant: TenantConfig, clock: Clock) -> Pacing:
+        return Recording(writes_per_window=tenant.writes_per_20s, reads_per_window=1000, window_s=20, clock=clock)
+
+    handler = script(respond(429, headers={"Retry-After": "3"}))
+    run_engine(tmp_path, monkeypatch, [update(1)], handler, settings=SINGLE, pacer_factory=factory)
+    assert heard == [("throttled", 3.0), ("succeeded", 1)]

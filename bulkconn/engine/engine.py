@@ -28,6 +28,7 @@ from bulkconn.engine.lane import READ_CHUNK, Lane, OpState
 from bulkconn.errors import AuthError
 from bulkconn.job import JobScan, LaneReader
 from bulkconn.model import Action, ErrorInfo, Operation, Outcome, Progress, Status, utc_now
+from bulkconn.pacing import Pacing
 from bulkconn.retry import Answer, Done, RetryPolicy, decide
 from bulkconn.transport import Clock, LoopClock, Transport
 
@@ -55,6 +56,7 @@ class Engine:
         on_intent: Callable[[Operation], None] = lambda op: None,
         clock: Clock | None = None,
         progress: Progress | None = None,
+        pacer_factory: Callable[[TenantConfig, Clock], Pacing] | None = None,
     ) -> None:
         self.tenants = tenants
         self.clock = clock or LoopClock()
@@ -70,6 +72,7 @@ class Engine:
         self._rng = random.Random(settings.seed)
         self._lanes: dict[str, Lane] = {}
         self._wakers: set[asyncio.Task[None]] = set()
+        self._pacer_factory = pacer_factory
 
     def stop(self) -> None:
         """Start nothing new; operations in flight finish and are recorded."""
@@ -91,7 +94,8 @@ class Engine:
             async with asyncio.TaskGroup() as group:
                 for alias, reader in readers.items():
                     tenant = self.tenants[alias]
-                    lane = self._lanes[alias] = Lane(tenant, reader, clock=self.clock)
+                    pacer = self._pacer_factory(tenant, self.clock) if self._pacer_factory else None
+                    lane = self._lanes[alias] = Lane(tenant, reader, clock=self.clock, pacer=pacer)
                     workers = self.settings.tenant_concurrency or tenant.concurrency
                     for _ in range(workers):
                         group.create_task(self._worker(lane))
