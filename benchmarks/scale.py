@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 
 from bulkconn.job import scan_job
-from bulkconn.resume import read_state
+from bulkconn.report.reader import read_state
 
 
 def _phase(name: str, path: str, tenants: list[str], out: multiprocessing.Queue[tuple[float, float]]) -> None:
