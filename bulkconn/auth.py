@@ -7,7 +7,7 @@
 * A custom authority host (the emulator, a proxy) skips instance discovery, which would otherwise go
   to login.microsoftonline.com.
 * With ``ca_bundle`` the identity calls use a ``requests`` session that trusts exactly that bundle and
-  ignores ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` (which would override ``verify=``; msal-local.md 4).
+  ignores ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` (which would override ``verify=``; docs/service-facts.md §5).
 
 msal and requests exceptions are translated to :class:`AuthError` here and nowhere else. Error
 texts carry Entra's code and description, never a secret, assertion or token.

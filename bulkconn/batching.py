@@ -1,4 +1,4 @@
-"""Pure: build request bodies, pack operations into ``$batch`` envelopes, unpack sub-responses.
+"""Pure: build request bodies, pack operations into ``$batch`` envelopes, parse single answers and sub-responses.
 
 Sub-responses are matched to operations by id, never by position. A missing, duplicated or
 unreadable sub-response becomes a per-operation :class:`SubResult` with a clear error.
@@ -84,6 +84,17 @@ def error_from_body(body: Any, status: int) -> ErrorInfo:
         message = readable_message(str(err.get("message") or f"HTTP {status}"))
         return ErrorInfo(str(err.get("code") or status), message[:2000])
     return ErrorInfo(str(status), f"HTTP {status}")
+
+
+def parse_single(status: int, headers: Mapping[str, str], body: bytes) -> SubResult:
+    """The answer to a single (non-``$batch``) request, in the same shape as a sub-response."""
+    if 200 <= status < 300:
+        return SubResult(status, headers)
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        data = None
+    return SubResult(status, headers, error_from_body(data, status))
 
 
 def unpack(raw: bytes, count: int) -> list[SubResult]:

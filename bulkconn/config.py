@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Cloud:
-    """A national cloud's Graph root and login authority (graph-protocol.md section 5)."""
+    """A national cloud's Graph root and login authority (docs/service-facts.md §4)."""
 
     name: str
     graph_url: str
@@ -52,7 +52,7 @@ CLOUDS: Mapping[str, Cloud] = {
     "china": Cloud("china", "https://microsoftgraph.chinacloudapi.cn", "https://login.partner.microsoftonline.cn"),
 }
 
-# Intune's documented limits per app per tenant per 20 s (graph-protocol.md 2.3).
+# Intune's documented limits per app per tenant per 20 s (docs/service-facts.md §2).
 DEFAULT_WRITES_PER_20S = 100
 DEFAULT_READS_PER_20S = 1000
 DEFAULT_WINDOW_S = 20.0
@@ -371,7 +371,7 @@ def parse_config(text: str, *, file: str, base: Path) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", file=file) from None
+        raise ConfigError(f"not valid TOML: {exc}", file=file) from exc
     except RecursionError:
         raise ConfigError("not valid TOML: arrays or tables nested too deeply", file=file) from None
     unknown = set(data) - {"defaults", "tenants"}
@@ -424,5 +424,5 @@ def load_config(path: Path | None = None) -> Config:
     try:
         text = candidate.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", file=str(candidate)) from None
+        raise ConfigError(f"cannot read: {exc}", file=str(candidate)) from exc
     return parse_config(text, file=str(candidate), base=candidate.resolve().parent)

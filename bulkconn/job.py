@@ -53,6 +53,11 @@ class Invalid:
     action: str
     message: str
 
+    @classmethod
+    def of_line(cls, line: int, message: str) -> Invalid:
+        """A line that is wrong before any of its fields can be read."""
+        return cls(line, str(line), "", "", "", f"line {line}: {message}")
+
 
 @dataclass(slots=True)
 class JobScan:
@@ -120,7 +125,7 @@ class _LineParser:
     def parse(self, data: Any, line: int) -> Operation | Invalid:
         key = str(line)
         if not isinstance(data, dict):
-            return Invalid(line, key, "", "", "", f"line {line}: expected a JSON object")
+            return Invalid.of_line(line, "expected a JSON object")
         tenant = str(data.get("tenant", self.default_tenant))
         object_id = data.get("id", "")
         action_raw = data.get("action", self.default_action)
@@ -128,26 +133,42 @@ class _LineParser:
         def bad(message: str) -> Invalid:
             return Invalid(line, key, tenant, str(object_id), str(action_raw), f"line {line}: {message}")
 
-        if "key" in data:
-            if not isinstance(data["key"], str) or not data["key"] or data["key"].isdigit():
-                return bad("'key' must be a non-empty string that is not a number (numbers are line keys)")
+        if _good_key(data.get("key")):
             key = data["key"]
-        if not LINE_FIELDS.issuperset(data):
-            unknown = sorted(set(data) - LINE_FIELDS)
-            hint = did_you_mean(unknown[0], LINE_FIELDS)
-            return bad(f"unknown field '{unknown[0]}'{hint} (known: {', '.join(sorted(LINE_FIELDS))})")
-        if not tenant:
-            return bad("no tenant: set 'tenant' on the line or in the defaults line")
-        if tenant not in self.tenants:
-            hint = did_you_mean(tenant, self.tenants)
-            return bad(f"unknown tenant alias '{tenant}'{hint} (configured: {_listing(self.tenants)})")
         resource_name = str(data.get("resource", self.defaults.get("resource", "exchangeConnector")))
-        problem = _target_problem(object_id, resource_name, action_raw)
+        problem = self._line_problem(data, tenant) or _target_problem(object_id, resource_name, action_raw)
         if problem:
             return bad(problem)
         resource = RESOURCES[resource_name]
         if action_raw == "sync":
             return self._sync(data, line, key, tenant, object_id, resource.name, bad)
+        return self._update(data, line, key, tenant, object_id, resource, bad)
+
+    def _line_problem(self, data: dict[str, Any], tenant: str) -> str | None:
+        """What is wrong with the line's key, fields or tenant, if anything."""
+        if "key" in data and not _good_key(data["key"]):
+            return "'key' must be a non-empty string that is not a number (numbers are line keys)"
+        if not LINE_FIELDS.issuperset(data):
+            unknown = sorted(set(data) - LINE_FIELDS)
+            hint = did_you_mean(unknown[0], LINE_FIELDS)
+            return f"unknown field '{unknown[0]}'{hint} (known: {', '.join(sorted(LINE_FIELDS))})"
+        if not tenant:
+            return "no tenant: set 'tenant' on the line or in the defaults line"
+        if tenant not in self.tenants:
+            hint = did_you_mean(tenant, self.tenants)
+            return f"unknown tenant alias '{tenant}'{hint} (configured: {_listing(self.tenants)})"
+        return None
+
+    def _update(
+        self,
+        data: dict[str, Any],
+        line: int,
+        key: str,
+        tenant: str,
+        object_id: str,
+        resource: Resource,
+        bad: Callable[[str], Invalid],
+    ) -> Operation | Invalid:
         patch = dict(self.default_patch)
         if "patch" in data:
             if not isinstance(data["patch"], dict):
@@ -182,6 +203,10 @@ class _LineParser:
                 f"'syncType' must be one of {', '.join(action.values)}, not {orjson.dumps(sync_type).decode()}{hint}"
             )
         return Operation(key, line, tenant, resource, object_id, Action.SYNC, sync_type=str(sync_type))
+
+
+def _good_key(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and not value.isdigit()
 
 
 def _read_defaults(data: Any, file: str, line: int) -> dict[str, Any]:
@@ -287,45 +312,57 @@ def _check_items(
     explicit_keys: set[str] = set()
     parser: _LineParser | None = None
     for number, start, data in items:
-        if isinstance(data, Invalid):
-            on_invalid(data)
-            scan.invalid += 1
+        if isinstance(data, Invalid):  # never skipped on resume: a line that cannot be read has no key of its own
+            _admit(scan, data, start, (), on_invalid)
+            continue
+        if parser is None and isinstance(data, dict) and "defaults" in data:
+            scan.defaults = _read_defaults(data, file, number)
+            parser = _LineParser(scan.defaults, tenants)
             continue
         if parser is None:
-            if isinstance(data, dict) and "defaults" in data:
-                scan.defaults = _read_defaults(data, file, number)
-                parser = _LineParser(scan.defaults, tenants)
-                continue
             parser = _LineParser({}, tenants)
-        elif isinstance(data, dict) and "defaults" in data:
-            on_invalid(
-                Invalid(number, str(number), "", "", "", f"line {number}: a defaults line must be the first line")
-            )
-            scan.invalid += 1
+        if isinstance(data, dict) and "defaults" in data:
+            misplaced = Invalid.of_line(number, "a defaults line must be the first line")
+            _admit(scan, misplaced, start, (), on_invalid)
             continue
-        result = parser.parse(data, number)
-        if isinstance(result, Operation) and result.key != str(number):
-            if result.key in explicit_keys:
-                result = Invalid(
-                    number,
-                    result.key,
-                    result.tenant,
-                    result.object_id,
-                    result.action.value,
-                    f"line {number}: duplicate key '{result.key}'",
-                )
-            explicit_keys.add(result.key)
-        if result.key in skip_keys:
-            scan.skipped += 1
-            continue
-        if isinstance(result, Invalid):
-            on_invalid(result)
-            scan.invalid += 1
-            continue
+        _admit(scan, _unique(parser.parse(data, number), explicit_keys), start, skip_keys, on_invalid)
+
+
+def _unique(result: Operation | Invalid, explicit_keys: set[str]) -> Operation | Invalid:
+    """An operation whose explicit key an earlier line already used becomes invalid."""
+    if not isinstance(result, Operation) or result.key == str(result.line):
+        return result
+    if result.key in explicit_keys:
+        return Invalid(
+            result.line,
+            result.key,
+            result.tenant,
+            result.object_id,
+            result.action.value,
+            f"line {result.line}: duplicate key '{result.key}'",
+        )
+    explicit_keys.add(result.key)
+    return result
+
+
+def _admit(
+    scan: JobScan,
+    result: Operation | Invalid,
+    start: int,
+    skip_keys: Container[str],
+    on_invalid: Callable[[Invalid], None],
+) -> None:
+    """Count one parsed line: skipped (final in the report being resumed), invalid, or valid at ``start``."""
+    if result.key in skip_keys:
+        scan.skipped += 1
+    elif isinstance(result, Invalid):
+        on_invalid(result)
+        scan.invalid += 1
+    else:
         scan.valid += 1
         scan.actions[result.action] = scan.actions.get(result.action, 0) + 1
         scan.offsets.setdefault(result.tenant, array("q")).append(start)
-        scan.line_numbers.setdefault(result.tenant, array("q")).append(number)
+        scan.line_numbers.setdefault(result.tenant, array("q")).append(result.line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,7 +394,7 @@ def fingerprint(path: Path) -> Fingerprint:
                 lines += chunk.count(b"\n")
                 last = chunk[-1:]
     except OSError as exc:
-        raise JobError(f"cannot read the job file: {exc.strerror or exc}", file=str(path)) from None
+        raise JobError(f"cannot read the job file: {exc.strerror or exc}", file=str(path)) from exc
     return Fingerprint(digest.hexdigest(), size, lines + (last != b"\n"))
 
 

@@ -5,7 +5,7 @@ exactly once, every run finished (unless ``partial``). The merged report holds o
 line per operation (the latest ``result``, or the ``intent`` of a sync whose outcome no shard recorded),
 and one summary. It is written to a temporary file and renamed, so a reader never sees half of it.
 
-Reading holds one small entry per key (as :mod:`bulkconn.resume` does), never whole records: the lines
+Reading holds one small entry per key (as :mod:`bulkconn.report.reader` does), never whole records: the lines
 are copied in a second pass.
 """
 
@@ -23,8 +23,9 @@ import orjson
 
 from bulkconn import __version__
 from bulkconn.errors import UsageError
-from bulkconn.report import FORMAT_VERSION, utc_now
-from bulkconn.resume import iter_lines
+from bulkconn.model import utc_now
+from bulkconn.report.format import FORMAT_VERSION
+from bulkconn.report.reader import iter_lines
 from bulkconn.shards import HEADER_FIELD, ShardSpec, shard_report_path
 
 EXAMPLES = 5  # colliding keys quoted in a refusal

@@ -51,13 +51,12 @@ class Property:
 
 
 @dataclass(frozen=True, slots=True)
-class Action:
-    """A bound action (``POST .../{id}/{name}``) and its single enum parameter."""
+class BoundAction:
+    """A bound action (``POST .../{id}/{name}``) and its single enum parameter; never idempotent (see retry.py)."""
 
     name: str
     parameter: str
     values: tuple[str, ...]
-    idempotent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +67,7 @@ class Resource:
     odata_type: str
     collection_path: str
     properties: Mapping[str, Property]
-    actions: Mapping[str, Action] = field(default_factory=dict)
+    actions: Mapping[str, BoundAction] = field(default_factory=dict)
 
     def item_path(self, object_id: str) -> str:
         """Relative URL of one object, e.g. ``/deviceManagement/exchangeConnectors/{id}``.
@@ -115,7 +114,7 @@ EXCHANGE_CONNECTOR = Resource(
         Property("exchangeAlias", Kind.STRING),
         Property("exchangeOrganization", Kind.STRING),
     ),
-    actions={"sync": Action("sync", "syncType", SYNC_TYPE_VALUES)},
+    actions={"sync": BoundAction("sync", "syncType", SYNC_TYPE_VALUES)},
 )
 
 RESOURCES: Mapping[str, Resource] = {EXCHANGE_CONNECTOR.name: EXCHANGE_CONNECTOR}

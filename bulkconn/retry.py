@@ -1,6 +1,24 @@
-"""Pure retry decisions: classify an answer, parse Retry-After, compute backoff. No I/O, no clock.
+"""What happens to an answer: one pure, total decision per operation (:func:`decide`). No I/O, no clock.
 
-A decision is a value (:class:`Retry`, :class:`Done`), not an exception.
+A decision is a value, not an exception: :class:`Retry` (when, over a fresh connection or not, after
+re-authenticating or not) or :class:`Done` (succeeded, failed or uncertain; perhaps quarantining the
+tenant). Either may ask to shrink the tenant's batch limit. The engine only carries decisions out.
+
+The rules, in order (``docs/engine.md`` gives the reasons and sources):
+
+==================================  ======================================================================
+answer                              decision
+==================================  ======================================================================
+2xx                                 done, succeeded
+401, first time for this operation  retry at once with a fresh token
+403                                 done, failed; the tenant is quarantined (a missing permission)
+other 4xx (and a second 401)        done, failed
+429                                 retry after Retry-After (or backoff), even a sync: nothing happened
+5xx or no answer, update            retry after Retry-After (or backoff); a 503 over a new connection
+5xx or no answer, sync              done, uncertain (unless ``retry_uncertain_sync``)
+attempts or time budget spent       done, failed, saying which budget ran out
+whole envelope 429 or 5xx           as above for each operation, and shrink the batch limit
+==================================  ======================================================================
 """
 
 from __future__ import annotations
@@ -8,10 +26,11 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 
-from bulkconn.model import ErrorInfo
+from bulkconn.model import ErrorInfo, Status
 
 TRANSIENT = frozenset({500, 502, 503, 504})
 
@@ -31,20 +50,78 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
+    """Send the operation again ``after_s`` seconds from now."""
+
     after_s: float
     throttled: bool
     error: ErrorInfo
-    new_connection: bool = False
+    new_connection: bool = False  # over a connection never used before (after a 503)
+    reauthenticate: bool = False  # drop the refused token and get a fresh one first
+    shrink_batch: bool = False  # the whole envelope was throttled or failed
 
 
 @dataclass(frozen=True, slots=True)
 class Done:
+    """The operation has its final outcome."""
+
     succeeded: bool
     error: ErrorInfo | None = None
     uncertain: bool = False  # a non-idempotent action that may have been applied
+    quarantine: ErrorInfo | None = None  # the tenant's remaining operations fail with this reason
+    shrink_batch: bool = False
+
+    @property
+    def status(self) -> Status:
+        if self.succeeded:
+            return Status.SUCCEEDED
+        return Status.UNCERTAIN if self.uncertain else Status.FAILED
 
 
 Decision = Retry | Done
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answer:
+    """What one attempt of one operation got back (from a single request or a ``$batch`` sub-response)."""
+
+    status: int | None  # None: no usable HTTP answer (connection error, timeout, unreadable envelope)
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    error: ErrorInfo | None = None
+    whole_envelope: bool = False  # the ``$batch`` envelope itself answered this, for every operation in it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """The operation's history so far, as the decision needs it."""
+
+    number: int  # 1-based: the attempt that produced the answer
+    elapsed_s: float  # since the first attempt
+    idempotent: bool
+    reauthenticated: bool = False  # a 401 was already retried with a fresh token
+
+
+def decide(answer: Answer, attempt: Attempt, *, tenant: str, policy: RetryPolicy, rng: random.Random) -> Decision:
+    """The one decision for ``answer`` to ``attempt`` of an operation of ``tenant`` (rules in the module doc)."""
+    shrink = answer.whole_envelope and answer.status is not None and (answer.status == 429 or answer.status >= 500)
+    if answer.status == 401 and not attempt.reauthenticated:
+        # The token was refused (expired or revoked early): drop it, get a fresh one, retry once at once.
+        error = answer.error or ErrorInfo("401", "HTTP 401")
+        return Retry(after_s=0.0, throttled=False, error=error, reauthenticate=True, shrink_batch=shrink)
+    if answer.status == 403:
+        error = answer.error or ErrorInfo("Forbidden", "HTTP 403")
+        reason = ErrorInfo(error.code, f"permission missing for tenant '{tenant}': {error.message}")
+        return Done(False, error, quarantine=reason)
+    decision = classify(
+        status=answer.status,
+        retry_after=answer.headers.get("retry-after"),
+        error=answer.error,
+        attempt=attempt.number,
+        elapsed_s=attempt.elapsed_s,
+        idempotent=attempt.idempotent,
+        policy=policy,
+        rng=rng,
+    )
+    return replace(decision, shrink_batch=True) if shrink else decision
 
 
 def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
@@ -87,7 +164,7 @@ def classify(
     policy: RetryPolicy,
     rng: random.Random,
 ) -> Decision:
-    """Decide what to do after attempt number ``attempt`` (1-based) ended with ``status``.
+    """The status-based part of :func:`decide`: after attempt number ``attempt`` (1-based) ended with ``status``.
 
     ``status`` None means no HTTP answer at all (connection error or timeout).
     """

@@ -77,24 +77,29 @@ class _Report:
     results: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # key -> latest result
 
 
+def _take(report: _Report, record: Mapping[str, Any], source: str) -> None:
+    """Fold one report record into ``report``."""
+    kind = record.get("type")
+    if kind == "header":
+        if record.get("format") != SUPPORTED_FORMAT:
+            raise RollbackError(f"{source}: report format {record.get('format')!r} is not one this bulkconn reads")
+        report.headers += 1
+    elif report.headers == 0:
+        raise RollbackError(f"{source}: not a bulkconn report (the first line is not a header)")
+    elif kind == BACKUP:
+        backup = read_backup(record)
+        if backup is not None and backup.key not in report.backups:
+            report.backups[backup.key] = backup
+    elif kind == "result":
+        report.results[str(record.get("key", ""))] = record
+
+
 def _read(records: Iterable[Mapping[str, Any] | None], source: str) -> _Report:
     report = _Report()
     for record in records:
         if record is None:
             continue  # a line torn by a crash: its operation has no result, like one never finished
-        kind = record.get("type")
-        if kind == "header":
-            if record.get("format") != SUPPORTED_FORMAT:
-                raise RollbackError(f"{source}: report format {record.get('format')!r} is not one this bulkconn reads")
-            report.headers += 1
-        elif report.headers == 0:
-            raise RollbackError(f"{source}: not a bulkconn report (the first line is not a header)")
-        elif kind == BACKUP:
-            backup = read_backup(record)
-            if backup is not None and backup.key not in report.backups:
-                report.backups[backup.key] = backup
-        elif kind == "result":
-            report.results[str(record.get("key", ""))] = record
+        _take(report, record, source)
     if report.headers == 0:
         raise RollbackError(f"{source}: the report is empty")
     if not report.backups:

@@ -1,8 +1,13 @@
-"""The HTTP boundary: aiohttp sessions, standard request headers, and error translation.
+"""The seams to the outside world: the network (:class:`Transport`) and time (:class:`Clock`).
 
-Nothing else in bulkconn imports aiohttp. Every failure to get an HTTP answer becomes a
-:class:`TransportError`. A request marked ``fresh_connection`` (the retry after a 503, as Graph's
-best practices ask) goes over a session that never reuses connections.
+The engine, its lanes and the pacer see only these two Protocols. Production uses
+:class:`AiohttpTransport` and :class:`LoopClock`; tests use ``tests/fakes.py`` (a transport built
+from a handler function and a virtual-time event loop), so every answer sequence runs in milliseconds.
+
+:class:`AiohttpTransport` is the HTTP boundary: nothing else in bulkconn imports aiohttp, and every
+failure to get an HTTP answer becomes a :class:`~bulkconn.errors.TransportError` here. A request
+marked ``fresh_connection`` (the retry after a 503, as Graph's best practices ask) goes over a session
+that never reuses connections.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Protocol, Self
 
 import aiohttp
 
@@ -23,6 +30,41 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"bulkconn/{__version__} (+https://github.com/bulkconn/bulkconn)"
 
 
+class Clock(Protocol):
+    """Monotonic time in seconds and a way to wait; every pacing and retry decision reads this."""
+
+    def now(self) -> float:
+        """Seconds on a monotonic clock (only differences mean anything)."""
+        ...
+
+    async def sleep(self, delay_s: float) -> None:
+        """Wait ``delay_s`` seconds of this clock."""
+        ...
+
+
+class LoopClock:
+    """The running event loop's clock (``loop.time()``), the one aiolimiter and ``call_later`` use too."""
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpRequest:
+    """One request to Graph: a single operation or a ``$batch`` envelope."""
+
+    method: str
+    url: str
+    token: str
+    client_request_id: str
+    body: bytes | None = None
+    ca_bundle: Path | None = None
+    fresh_connection: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
     status: int
@@ -30,13 +72,39 @@ class HttpResponse:
     body: bytes
 
 
-class Transport:
+class Transport(Protocol):
+    """Sends requests; an async context manager that closes its connections on exit."""
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        """The HTTP answer; raise :class:`~bulkconn.errors.TransportError` when there is none."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every connection; the transport is not used afterwards."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+class AiohttpTransport:
     """One pooled aiohttp session per CA bundle (plus a no-reuse one for fresh connections)."""
 
     def __init__(self, *, timeout_s: float = 60.0, pool_size: int = 100) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, 30.0))
         self._pool_size = pool_size
         self._sessions: dict[tuple[str, bool], aiohttp.ClientSession] = {}
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
 
     def _session(self, ca_bundle: Path | None, fresh: bool) -> aiohttp.ClientSession:
         key = (str(ca_bundle or ""), fresh)
@@ -51,53 +119,33 @@ class Transport:
             )
         return session
 
-    async def send(
-        self,
-        method: str,
-        url: str,
-        *,
-        token: str,
-        client_request_id: str,
-        body: bytes | None = None,
-        ca_bundle: Path | None = None,
-        fresh_connection: bool = False,
-    ) -> HttpResponse:
+    async def send(self, request: HttpRequest) -> HttpResponse:
         """Send one request; raise :class:`TransportError` when there is no HTTP answer."""
         headers = {
-            "Authorization": f"Bearer {token}",
-            "client-request-id": client_request_id,
+            "Authorization": f"Bearer {request.token}",
+            "client-request-id": request.client_request_id,
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
             "x-ms-throttle-priority": "low",  # bulk work yields to interactive use where Graph honours it
         }
-        if body is not None:
+        if request.body is not None:
             headers["Content-Type"] = "application/json"
-        session = self._session(ca_bundle, fresh_connection)
+        session = self._session(request.ca_bundle, request.fresh_connection)
         try:
-            async with session.request(method, url, data=body, headers=headers) as resp:
+            async with session.request(request.method, request.url, data=request.body, headers=headers) as resp:
                 raw = await resp.read()
                 # Method, URL, status and ids only: never headers (Authorization) or bodies.
                 log.debug(
                     "%s %s -> %s request-id=%s client-request-id=%s",
-                    method,
-                    url,
+                    request.method,
+                    request.url,
                     resp.status,
                     resp.headers.get("request-id", ""),
-                    client_request_id,
+                    request.client_request_id,
                 )
                 return HttpResponse(resp.status, {k.lower(): v for k, v in resp.headers.items()}, raw)
-        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
-            raise TransportError("TLSError", f"TLS failure talking to {_host(url)}: {type(exc).__name__}") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise TransportError("ConnectionError", f"cannot connect to {_host(url)}: {exc.os_error}") from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
-            raise TransportError(
-                "ConnectionReset", f"the connection to {_host(url)} broke: {type(exc).__name__}"
-            ) from None
-        except TimeoutError:
-            raise TransportError("Timeout", f"no answer from {_host(url)} in {self._timeout.total:g} s") from None
-        except aiohttp.ClientError as exc:
-            raise TransportError("HttpError", f"{type(exc).__name__} talking to {_host(url)}") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _translate(exc, request.url, self._timeout.total) from exc
 
     async def aclose(self) -> None:
         for session in self._sessions.values():
@@ -106,5 +154,15 @@ class Transport:
         await asyncio.sleep(0)  # let aiohttp finish closing transports
 
 
-def _host(url: str) -> str:
-    return url.split("/")[2] if "://" in url else url
+def _translate(exc: BaseException, url: str, timeout_s: float | None) -> TransportError:
+    """The one place where aiohttp's exceptions become bulkconn's (the message names the host, never the token)."""
+    host = url.split("/")[2] if "://" in url else url
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return TransportError("TLSError", f"TLS failure talking to {host}: {type(exc).__name__}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return TransportError("ConnectionError", f"cannot connect to {host}: {exc.os_error}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | aiohttp.ClientPayloadError):
+        return TransportError("ConnectionReset", f"the connection to {host} broke: {type(exc).__name__}")
+    if isinstance(exc, TimeoutError):
+        return TransportError("Timeout", f"no answer from {host} in {timeout_s or 0:g} s")
+    return TransportError("HttpError", f"{type(exc).__name__} talking to {host}")

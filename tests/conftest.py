@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
-import subprocess
 import sys
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from subprocess import PIPE, CompletedProcess, Popen
+from subprocess import run as run_process
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+from click.testing import CliRunner
 
+from bulkconn.cli import cli
 from bulkconn.config import Config, load_config
 from bulkconn.emulator import Emulator, EmulatorOptions, EmulatorThread
 from bulkconn.emulator.artifacts import write_config, write_job
@@ -167,8 +172,15 @@ class World:
     def env() -> dict[str, str]:
         return {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "BULKCONN_"))}
 
-    def bulkconn(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+    def bulkconn(self, *args: str, timeout: float = 120, subprocess: bool = False) -> CompletedProcess[str]:
+        """Run the CLI to the end in this process (fast), or with ``subprocess=True`` as ``python -m bulkconn``.
+
+        In process, the environment and working directory are the subprocess's, and an exception escaping the
+        CLI is printed as Python would print it, so "no traceback" assertions hold either way.
+        """
+        if not subprocess:
+            return self._in_process(list(args))
+        return run_process(
             [sys.executable, "-m", "bulkconn", *args],
             capture_output=True,
             text=True,
@@ -178,11 +190,21 @@ class World:
             check=False,
         )
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+    def _in_process(self, args: list[str]) -> CompletedProcess[str]:
+        hidden = {k: None for k in os.environ if k.startswith(("AZURE_", "BULKCONN_"))}
+        with contextlib.chdir(self.dir):
+            result = CliRunner().invoke(cli, args, env=hidden, catch_exceptions=True)
+        stderr = result.stderr
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            assert result.exc_info is not None
+            stderr += "".join(traceback.format_exception(*result.exc_info))
+        return CompletedProcess(["bulkconn", *args], result.exit_code, result.stdout, stderr)
+
+    def start(self, *args: str) -> Popen[str]:
+        return Popen(
             [sys.executable, "-m", "bulkconn", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=PIPE,
+            stderr=PIPE,
             text=True,
             cwd=self.dir,
             env=self.env(),
@@ -194,3 +216,13 @@ def world(tmp_path: Path) -> Iterator[World]:
     options = EmulatorOptions(tenants=2, connectors_per_tenant=20, time_scale=0.05, auto_approve_device_codes=True)
     with EmulatorThread(options) as emu:
         yield World(emu, tmp_path)
+
+
+E2E_TIMEOUT_S = 120
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end tests get a longer per-test timeout than the 10 s of unit tests (pyproject.toml)."""
+    for item in items:
+        if item.get_closest_marker("e2e") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))

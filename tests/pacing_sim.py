@@ -9,6 +9,7 @@ has jitter, so requests move between windows. Virtual time only: a run of 25 win
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
@@ -135,9 +136,9 @@ class Simulation:
     def run(self) -> Result:
         for index in range(len(self.lanes)):
             for _ in range(self.s.workers):
-                self.at(0.0, lambda i=index: self._worker(i))
+                self.at(0.0, functools.partial(self._worker, index))
             if self.s.other_apps_per_s:
-                self.at(0.0, lambda i=index: self._other_app(i))
+                self.at(0.0, functools.partial(self._other_app, index))
         if self.s.change_at_s is not None:
             self.at(self.s.change_at_s, self._change_limit)
         while self._events and not self._all_done():

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from bulkconn.cli_auth import _read
+from bulkconn.cli.auth import _read
 from bulkconn.emulator import EmulatorOptions, EmulatorThread
 from bulkconn.emulator.options import Faults
 from bulkconn.errors import TransportError
-from bulkconn.transport import HttpResponse
+from bulkconn.transport import HttpRequest, HttpResponse
 from tests.conftest import World
 
 
@@ -53,14 +53,14 @@ def test_a_lasting_graph_500_is_a_service_error_not_an_auth_failure(always_500: 
     assert always_500.emu.core.stats.faults_total == 3  # a 500 gets at most 3 attempts (retry.py)
 
 
-class FakeTransport:
+class ScriptedTransport:
     """Answers from a script: an HttpResponse, or an exception to raise."""
 
     def __init__(self, *answers: HttpResponse | Exception) -> None:
         self.answers = list(answers)
         self.sent = 0
 
-    async def send(self, method: str, url: str, **kwargs: Any) -> HttpResponse:
+    async def send(self, request: HttpRequest) -> HttpResponse:
         self.sent += 1
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
@@ -78,7 +78,7 @@ async def test_read_honours_retry_after_on_429() -> None:
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    transport: Any = FakeTransport(HttpResponse(429, {"retry-after": "7"}, b""), HttpResponse(200, {}, b"{}"))
+    transport: Any = ScriptedTransport(HttpResponse(429, {"retry-after": "7"}, b""), HttpResponse(200, {}, b"{}"))
     resp, error = await _read(transport, TENANT, "token", sleep=sleep)
     assert resp is not None and resp.status == 200 and error is None
     assert waits == [7.0]
@@ -90,7 +90,7 @@ async def test_read_gives_up_after_its_budget_on_no_answer() -> None:
     async def sleep(seconds: float) -> None:
         return None
 
-    transport: Any = FakeTransport(*[TransportError("ConnectionReset", "broke")] * 4)
+    transport: Any = ScriptedTransport(*[TransportError("ConnectionReset", "broke")] * 4)
     resp, error = await _read(transport, TENANT, "token", sleep=sleep)
     assert resp is None and error is not None and error.code == "ConnectionReset"
     assert transport.sent == 4

@@ -7,9 +7,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from bulkconn.emulator.tls import make_client_certificate
-from bulkconn.engine import Progress
+from bulkconn.model import Progress
 from tests.conftest import Rehearsal, read_report, tenant
+
+pytestmark = pytest.mark.e2e  # real emulator, sockets or subprocesses
 
 Start = Callable[..., Awaitable[Rehearsal]]
 

@@ -21,7 +21,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     argv += ["--output", str(output), "--work", str(tmp / "work"), "--no-readme"]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(output.read_text())
+    result: dict[str, object] = json.loads(output.read_text())
+    return result
 
 
 def test_every_contender_did_the_same_work(results: dict[str, object]) -> None:

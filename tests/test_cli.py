@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
+from click.testing import CliRunner
 
+from bulkconn.cli import cli
 from tests.conftest import World, read_report
+
+pytestmark = pytest.mark.e2e  # real emulator, sockets or subprocesses
 
 
 def test_run_succeeds_with_exit_0_and_summary(world: World) -> None:
-    """`bulkconn run` applies the job, prints a summary table and the report path, exits 0."""
-    proc = world.bulkconn("run", str(world.job), "--config", str(world.config), "--quiet")
+    """`python -m bulkconn run` applies the job, prints a summary table and the report path, exits 0."""
+    proc = world.bulkconn("run", str(world.job), "--config", str(world.config), "--quiet", subprocess=True)
     assert proc.returncode == 0, proc.stderr
     assert "bulkconn summary" in proc.stderr and "report:" in proc.stderr
     _, results, summary = read_report(world.dir / "job.report.jsonl")
@@ -89,10 +91,10 @@ def test_exit_1_on_failures_and_3_when_every_tenant_fails_auth(world: World) -> 
 def test_no_secret_or_token_in_output_logs_or_report(world: World) -> None:
     """With --debug, neither a client secret nor any JWT appears on stdout, stderr or in the report."""
     secrets = [p.read_text().strip() for p in (world.dir / "bulkconn.secrets").iterdir()]
-    for secret in (world.dir / "bulkconn.secrets").iterdir():
-        if secret.name.startswith("fabrikam"):
-            secret.write_text("wrong-" + secrets[0] + "\n")  # an auth failure path too
-    proc = world.bulkconn("--debug", "run", "job.jsonl", "--config", "bulkconn.toml", "-q")
+    for secret_file in (world.dir / "bulkconn.secrets").iterdir():
+        if secret_file.name.startswith("fabrikam"):
+            secret_file.write_text("wrong-" + secrets[0] + "\n")  # an auth failure path too
+    proc = world.bulkconn("--debug", "run", "job.jsonl", "--config", "bulkconn.toml", "-q", subprocess=True)
     assert "GET" in proc.stderr or "POST" in proc.stderr  # debug logging really ran
     everything = proc.stdout + proc.stderr + (world.dir / "job.report.jsonl").read_text()
     for secret in secrets:
@@ -136,14 +138,10 @@ def test_device_code_login_then_run(world: World) -> None:
 
 def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
     """`bulkconn demo` needs no configuration: it runs its job on the embedded emulator and exits 0."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "bulkconn", "demo", "--dir", str(tmp_path / "demo"), "--ops", "300", "--tenants", "3"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    proc = CliRunner().invoke(
+        cli, ["demo", "--dir", str(tmp_path / "demo"), "--ops", "300", "--tenants", "3"], catch_exceptions=False
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert "bulkconn summary" in proc.stderr and "429 answers" in proc.stderr
     _, results, summary = read_report(tmp_path / "demo" / "demo-report.jsonl")
     assert len(results) == 300 and summary["counts"] == {"succeeded": 300}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 from collections import Counter
 
-from bulkconn.display import Display, progress_line, summary_table
-from bulkconn.engine import Progress
+from bulkconn.cli.display import Display, progress_line, summary_table
+from bulkconn.model import Progress
 
 
 class _Terminal(io.StringIO):

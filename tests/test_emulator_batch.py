@@ -10,6 +10,8 @@ import pytest
 from bulkconn.emulator import Emulator
 from tests.conftest import EmulatorFactory, get_token, ssl_context, tenant
 
+pytestmark = pytest.mark.e2e  # real emulator, sockets or subprocesses
+
 JSON = {"Content-Type": "application/json"}
 
 

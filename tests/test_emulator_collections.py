@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from bulkconn import registry
-from bulkconn.cli_emulator import emulator_group
+from bulkconn.cli.emulator import emulator_group
 from bulkconn.emulator import Emulator, EmulatorOptions
 from bulkconn.emulator.artifacts import write_job
 from bulkconn.emulator.core import EmulatorCore

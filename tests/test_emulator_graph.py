@@ -14,6 +14,8 @@ import pytest
 from bulkconn.emulator import Emulator
 from tests.conftest import EmulatorFactory, get_token, ssl_context, tenant
 
+pytestmark = pytest.mark.e2e  # real emulator, sockets or subprocesses
+
 SEED_ID = "e11c1de8-1de8-e11c-e81d-1ce1e81d1ce1"
 SEED_REQUEST = {
     "@odata.type": "#microsoft.graph.deviceManagementExchangeConnector",

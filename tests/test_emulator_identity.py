@@ -15,6 +15,8 @@ from bulkconn.emulator import Emulator
 from bulkconn.emulator.tls import make_client_certificate
 from tests.conftest import get_token, tenant
 
+pytestmark = pytest.mark.e2e  # real emulator, sockets or subprocesses
+
 _OPEN: list[requests.Session] = []
 
 

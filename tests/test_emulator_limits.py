@@ -18,7 +18,7 @@ import click
 import orjson
 import pytest
 
-from bulkconn.cli_emulator import _extra_faults, _tenant_limits
+from bulkconn.cli.emulator import _extra_faults, _tenant_limits
 from bulkconn.emulator import ROTATING, Emulator, Faults, Limits
 from bulkconn.emulator.options import parse_tenant_limit
 from bulkconn.emulator.state import generate_world

@@ -20,6 +20,8 @@ from bulkconn.emulator import Emulator, Faults, RetryAfterFormat
 from bulkconn.emulator.throttling import TenantThrottle
 from tests.conftest import EmulatorFactory, get_token, ssl_context, tenant
 
+pytestmark = pytest.mark.e2e  # real emulator, sockets or subprocesses
+
 
 def test_sliding_window_admits_exactly_the_limit() -> None:
     """Pure window logic: 100 writes per app admitted, the 101st waits until the first leaves the window."""

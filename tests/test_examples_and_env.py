@@ -12,13 +12,15 @@ import click
 import orjson
 import pytest
 
-from bulkconn.cli_emulator import _tenant_faults
+from bulkconn.cli.emulator import _tenant_faults
 from bulkconn.config import load_config
 from bulkconn.emulator import Emulator, EmulatorOptions, EmulatorThread, Faults
 from bulkconn.emulator.artifacts import write_config
 from bulkconn.engine import EngineSettings
 from bulkconn.runner import RunOptions, execute
 from tests.conftest import FAST_RETRY, World, read_report
+
+pytestmark = pytest.mark.e2e  # real emulator, sockets or subprocesses
 
 JOBS = sorted((Path(__file__).parent.parent / "jobs").glob("*.jsonl"))
 

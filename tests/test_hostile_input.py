@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from bulkconn.config import _KEYS, parse_config
 from bulkconn.errors import ConfigError, JobError
-from bulkconn.job import LINE_FIELDS, MAX_LINE_BYTES, Invalid, LaneReader, scan_job
+from bulkconn.job import LINE_FIELDS, Invalid, LaneReader, scan_job
+from bulkconn.jobfile import MAX_LINE_BYTES
 
 FUZZ = settings(
     max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -11,8 +11,9 @@ import pytest
 from bulkconn.errors import UsageError
 from bulkconn.merge import merge_reports
 from bulkconn.model import Action, Operation, Outcome, Status
-from bulkconn.report import ReportWriter
-from bulkconn.resume import read_state, summarize
+from bulkconn.report import format as fmt
+from bulkconn.report.reader import read_state, summarize
+from bulkconn.report.writer import ReportWriter
 from bulkconn.shards import Partition, ShardSpec, header_fields, partition
 
 SHA = "d" * 64
@@ -43,33 +44,35 @@ class Shard:
         finish: bool = True,
         interrupted: bool = False,
     ) -> Shard:
-        writer = ReportWriter(self.path)
-        writer.header(
+        head = fmt.header(
             run_id=f"run-{self.spec.index}",
             job="/job/job.jsonl",
             job_sha256=self.sha,
             job_bytes=100,
             job_lines=7,
+            bulkconn_version="0.1.0",
             started_at="2026-11-28T10:00:00.000Z",
-            resumed=self.path.stat().st_size > 0,
+            resumed=self.path.exists() and self.path.stat().st_size > 0,
             tenants=sorted(COUNTS),
             settings={"batch_size": 20},
-            **header_fields(self.spec, self.plan),
         )
-        for op in intents:
-            writer.intent(op)
-        for item in outcomes:
-            writer.result(item)
-        if finish:
-            writer.summary(
-                counts={},
-                interrupted=interrupted,
-                skipped_from_earlier_runs=0,
-                auth_failures={},
-                duration_s=2.5,
-                finished_at=f"2026-11-28T10:0{self.spec.index}:00.000Z",
-            )
-        writer.close()
+        with ReportWriter(self.path) as writer:
+            writer.write(cast(fmt.Record, {**head, **header_fields(self.spec, self.plan)}))
+            for op in intents:
+                writer.intent(op)
+            for item in outcomes:
+                writer.result(item)
+            if finish:
+                writer.write(
+                    fmt.summary(
+                        counts={},
+                        interrupted=interrupted,
+                        skipped_from_earlier_runs=0,
+                        auth_failures={},
+                        duration_s=2.5,
+                        finished_at=f"2026-11-28T10:0{self.spec.index}:00.000Z",
+                    )
+                )
         return self
 
 
@@ -225,9 +228,21 @@ def test_refusals_leave_an_existing_output_untouched(tmp_path: Path) -> None:
 def test_an_unsharded_or_missing_report_is_refused_clearly(tmp_path: Path) -> None:
     """A report written without --shard, or a path that is not there, gets one plain message."""
     plain = tmp_path / "plain.jsonl"
-    writer = ReportWriter(plain)
-    writer.header(run_id="r", job="j", job_sha256=SHA)
-    writer.close()
+    with ReportWriter(plain) as writer:
+        writer.write(
+            fmt.header(
+                run_id="r",
+                job="j",
+                job_sha256=SHA,
+                job_bytes=1,
+                job_lines=1,
+                bulkconn_version="0.1.0",
+                started_at="2026-11-28T10:00:00.000Z",
+                resumed=False,
+                tenants=["contoso"],
+                settings={},
+            )
+        )
     with pytest.raises(UsageError, match="not a shard report"):
         merge_reports([plain], tmp_path / "out.jsonl")
     with pytest.raises(UsageError, match="cannot read the report"):

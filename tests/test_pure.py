@@ -16,9 +16,10 @@ from bulkconn.errors import JobError
 from bulkconn.job import Invalid, LaneReader, scan_job
 from bulkconn.logs import redact
 from bulkconn.model import Action, ErrorInfo, Operation
+from bulkconn.pacing import Bucket, Pacer
 from bulkconn.resources import EXCHANGE_CONNECTOR, parse_datetime_offset, validate_patch
-from bulkconn.retry import Done, Retry, RetryPolicy, backoff_s, classify, parse_retry_after
-from bulkconn.throttle import Bucket, Pacer
+from bulkconn.retry import Answer, Attempt, Done, Retry, RetryPolicy, backoff_s, classify, decide, parse_retry_after
+from tests.fakes import run_virtual
 
 POLICY = RetryPolicy()
 RNG = random.Random(1)
@@ -219,22 +220,48 @@ def test_bucket_never_exceeds_the_window_limit() -> None:
         assert admitted <= max(limit * 0.9, bucket.capacity + 1) + 1e-9
 
 
-async def test_pacer_aimd() -> None:
+def test_pacer_aimd() -> None:
     """A 429 halves the rate once per cool-down and shrinks the batch; successes bring it back slowly."""
-    pacer = Pacer(writes_per_window=100, reads_per_window=1000, window_s=20)
-    assert pacer.max_batch == 20
-    pacer.throttled(0.05)
-    pacer.throttled(0.05)  # same episode: no second cut
-    assert pacer.factor == 0.5 and pacer.max_batch == 10
-    assert pacer.cooldown_remaining_s() > 0
-    await pacer.wait_cooldown()
-    assert pacer.cooldown_remaining_s() == 0
-    pacer.succeeded(50)
-    assert 0.7 < pacer.factor < 0.8
-    pacer.succeeded(1000)
-    assert pacer.factor == 1.0
-    await asyncio.wait_for(pacer.acquire(writes=20, reads=5), 1)
-    assert not pacer.ready(writes=20)  # the bucket holds the 20 just taken
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        pacer = Pacer(writes_per_window=100, reads_per_window=1000, window_s=20)
+        assert pacer.max_batch == 20
+        pacer.throttled(0.05)
+        pacer.throttled(0.05)  # same episode: no second cut
+        assert pacer.factor == 0.5 and pacer.max_batch == 10
+        assert pacer.cooldown_remaining_s() == pytest.approx(0.05)
+        started = loop.time()
+        await pacer.wait_cooldown()
+        assert pacer.cooldown_remaining_s() == 0 and loop.time() - started == pytest.approx(0.05)
+        pacer.succeeded(50)
+        assert 0.7 < pacer.factor < 0.8
+        pacer.succeeded(1000)
+        assert pacer.factor == 1.0
+        started = loop.time()
+        await pacer.acquire(writes=20, reads=5)
+        assert loop.time() == started  # a full bucket: no wait
+        assert not pacer.ready(writes=20)  # the bucket holds the 20 just taken
+
+    run_virtual(scenario())
+
+
+def test_pacer_batch_limit_shrinks_and_recovers() -> None:
+    """A failed envelope halves the batch limit (down to 1); successes bring it back like the rate."""
+
+    async def scenario() -> None:
+        pacer = Pacer(writes_per_window=100, reads_per_window=1000, window_s=20)
+        pacer.batch_shrunk()
+        assert pacer.max_batch == 10 and pacer.factor == 1.0  # the rate is untouched
+        for _ in range(10):
+            pacer.batch_shrunk()
+        assert pacer.max_batch == 1
+        pacer.succeeded(100)  # about half a window of successes
+        assert 1 < pacer.max_batch < 20
+        pacer.succeeded(1000)
+        assert pacer.max_batch == 20
+
+    run_virtual(scenario())
 
 
 def test_redaction() -> None:
@@ -262,3 +289,45 @@ def test_intune_nested_error_message_is_unwrapped() -> None:
     assert error == ErrorInfo("ResourceNotFound", "Not found - Activity ID: abc")
     plain = error_from_body({"error": {"code": "BadRequest", "message": "{not json _version"}}, 400)
     assert plain.message == "{not json _version"
+
+
+def _answer(
+    status: int | None, *, whole: bool = False, reauthenticated: bool = False, idempotent: bool = True
+) -> Done | Retry:
+    return decide(
+        Answer(status=status, error=ErrorInfo("code", "message") if status != 200 else None, whole_envelope=whole),
+        Attempt(number=1, elapsed_s=0.0, idempotent=idempotent, reauthenticated=reauthenticated),
+        tenant="contoso",
+        policy=POLICY,
+        rng=random.Random(1),
+    )
+
+
+def test_decide_401_reauthenticates_once() -> None:
+    """A first 401 is retried at once with a fresh token; a second one is final."""
+    first = _answer(401)
+    assert isinstance(first, Retry) and first.reauthenticate and first.after_s == 0 and not first.throttled
+    again = _answer(401, reauthenticated=True)
+    assert isinstance(again, Done) and again.status == "failed" and again.quarantine is None
+
+
+def test_decide_403_fails_and_quarantines_the_tenant() -> None:
+    """A 403 is a missing permission: the operation fails and the tenant's other operations will too."""
+    decision = _answer(403)
+    assert isinstance(decision, Done) and decision.status == "failed"
+    assert decision.error == ErrorInfo("code", "message")
+    assert decision.quarantine == ErrorInfo("code", "permission missing for tenant 'contoso': message")
+
+
+@pytest.mark.parametrize(("status", "shrinks"), [(429, True), (503, True), (500, True), (400, False), (200, False)])
+def test_decide_shrinks_the_batch_only_for_a_failed_envelope(status: int, shrinks: bool) -> None:
+    """An envelope answered 429 or 5xx shrinks the batch limit; a sub-response never does."""
+    assert _answer(status, whole=True).shrink_batch is shrinks
+    assert _answer(status, whole=False).shrink_batch is False
+
+
+def test_decide_statuses_of_done() -> None:
+    """Done maps to the report's statuses: succeeded, failed, uncertain."""
+    assert _answer(200).status == "succeeded"  # type: ignore[union-attr]
+    assert _answer(404).status == "failed"  # type: ignore[union-attr]
+    assert _answer(503, idempotent=False).status == "uncertain"  # type: ignore[union-attr]

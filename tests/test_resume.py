@@ -16,6 +16,8 @@ import pytest
 from bulkconn.emulator import EmulatorOptions, EmulatorThread
 from tests.conftest import World, read_report
 
+pytestmark = pytest.mark.e2e  # real emulator, sockets or subprocesses
+
 REPORT = "job.report.jsonl"
 
 

@@ -1,4 +1,4 @@
-"""JSON ``$batch`` (graph-protocol.md sections 1 and 6).
+"""JSON ``$batch`` (docs/service-facts.md §1 and §2).
 
 The envelope is refused whole (400) when it cannot be parsed or breaks a batch rule; otherwise it
 is 200 and each sub-request is evaluated on its own, throttling included. Sub-responses come back in

@@ -1,6 +1,6 @@
 """Shared emulator state and the wire shapes every handler uses (OData errors, standard headers).
 
-The handlers in :mod:`graph`, :mod:`batch`, :mod:`identity` and :mod:`admin` are functions over one
+The handlers in :mod:`graph`, :mod:`batch` and :mod:`identity` are functions over one
 :class:`EmulatorCore`; nothing here touches sockets.
 """
 

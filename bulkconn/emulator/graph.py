@@ -9,6 +9,8 @@ with :mod:`bulkconn.registry`, the same validation a job goes through before any
 
 from __future__ import annotations
 
+from typing import Any
+
 from bulkconn.emulator import collection
 from bulkconn.emulator.actions import call_action
 from bulkconn.emulator.core import EmulatorCore, Principal, SubRequest, SubResponse
@@ -117,6 +119,13 @@ def handle(core: EmulatorCore, principal: Principal, req: SubRequest, now: float
         return _not_found(core, req, route)
     if route.kind is Kind.ACTION:
         return call_action(core, principal, req, route, obj)
+    return _on_item(core, principal, req, route, obj)
+
+
+def _on_item(
+    core: EmulatorCore, principal: Principal, req: SubRequest, route: Route, obj: dict[str, Any]
+) -> SubResponse:
+    """GET, DELETE or PATCH of one existing object."""
     if req.method == "GET":
         return collection.ok(200, collection.select(obj, req.query))
     if req.method == "DELETE":

@@ -1,6 +1,6 @@
 """The identity side: OpenID discovery, the v2.0 token endpoint, and the device-code flow.
 
-Shaped after Entra ID as ``msal-local.md`` describes what MSAL needs: HTTPS, an
+Shaped after Entra ID as ``docs/service-facts.md`` (§5, §6) describes what MSAL needs: HTTPS, an
 ``authorization_endpoint`` in discovery, token responses without ``scope``, Entra-shaped errors
 (``invalid_client`` 401 for a wrong secret), certificate assertions verified against the
 registered certificate, and a repeated assertion ``jti`` accepted.
@@ -155,7 +155,7 @@ def _client_credentials(core: EmulatorCore, tenant: Tenant, form: dict[str, str]
             "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
         )
     token, lifetime = core.issue_access_token(tenant, app.client_id, audience=resource, roles=app.roles)
-    # No "scope" in the answer: real Entra leaves it out, and MSAL would cache under it (msal-local.md 5).
+    # No "scope" in the answer: real Entra leaves it out, and MSAL would cache under it (docs/service-facts.md §6).
     return 200, {
         "token_type": "Bearer",
         "expires_in": lifetime,

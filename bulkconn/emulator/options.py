@@ -110,7 +110,7 @@ CHAOS = Faults(
     jitter_ms=20,
 )
 
-# Intune enrollment service limits (graph-protocol.md 2.3): per 20 s window.
+# Intune enrollment service limits (docs/service-facts.md §2): per 20 s window.
 WINDOW_S = 20.0
 WRITES_PER_APP = 100
 WRITES_PER_TENANT = 200

@@ -1,7 +1,6 @@
-"""Intune's and Graph's sliding-window throttling, counted exactly as the server counts it.
+"""Intune's and Graph's sliding-window throttling, counted exactly as the server counts it (docs/service-facts.md §2).
 
-Each documented limit is its own sliding window (https://learn.microsoft.com/graph/throttling-limits, Intune
-service limits and the global limit): per tenant, writes per app, writes for all apps, any
+Each documented limit is its own sliding window (Intune's service limits and Graph's global limit): per tenant, writes per app, writes for all apps, any
 request per app and any request for all apps, each per ``window_s``; and Graph's global limit per app across
 every tenant (:class:`GlobalThrottle`). A window spans ``(now - window_s, now]``: an event exactly
 ``window_s`` old has left it. A request is admitted only when every window that applies has room; otherwise

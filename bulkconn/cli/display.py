@@ -18,7 +18,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from bulkconn.engine import Progress
+from bulkconn.model import Progress
 
 PER_TENANT_ROWS = 8
 

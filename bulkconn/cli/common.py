@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
+from bulkconn.cli.display import Display, summary_table
 from bulkconn.config import Config, load_config
-from bulkconn.display import Display, summary_table
 from bulkconn.errors import AuthError, UsageError
 from bulkconn.job import JobScan
 from bulkconn.runner import RunOptions, RunResult, execute

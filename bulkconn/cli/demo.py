@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from bulkconn.cli_common import run_and_report, user_errors
+from bulkconn.cli.common import run_and_report, user_errors
 from bulkconn.config import load_config
 from bulkconn.emulator import EmulatorOptions, EmulatorThread
 from bulkconn.emulator.artifacts import write_config, write_job

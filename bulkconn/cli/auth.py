@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 from bulkconn.auth import MsalTokenProvider, device_login
-from bulkconn.cli_common import EXIT_AUTH, EXIT_OK, config_option, get_config, user_errors
+from bulkconn.cli.common import EXIT_AUTH, EXIT_OK, config_option, get_config, user_errors
 from bulkconn.config import Config, TenantConfig
 from bulkconn.errors import AuthError, TransportError
 from bulkconn.model import ErrorInfo
 from bulkconn.retry import Done, RetryPolicy, classify
-from bulkconn.transport import HttpResponse, Transport
+from bulkconn.transport import AiohttpTransport, HttpRequest, HttpResponse, Transport
 
 WRITE_ROLES = {"DeviceManagementServiceConfig.ReadWrite.All", "DeviceManagementConfiguration.ReadWrite.All"}
 # `auth check` only: the service (5xx, 429, no answer) kept failing after retries; not a credential problem.
@@ -64,11 +64,13 @@ async def _read(
         error: ErrorInfo | None = None
         try:
             resp = await transport.send(
-                "GET",
-                f"{tenant.graph_root}/deviceManagement/exchangeConnectors?$top=1",
-                token=token,
-                client_request_id=str(uuid.uuid4()),
-                ca_bundle=tenant.ca_bundle,
+                HttpRequest(
+                    method="GET",
+                    url=f"{tenant.graph_root}/deviceManagement/exchangeConnectors?$top=1",
+                    token=token,
+                    client_request_id=str(uuid.uuid4()),
+                    ca_bundle=tenant.ca_bundle,
+                )
             )
         except TransportError as exc:
             error = ErrorInfo(exc.code, exc.message)
@@ -119,11 +121,10 @@ async def _check_one(
 
 async def _check(config: Config) -> list[tuple[str, str, str]]:
     provider = MsalTokenProvider(config)
-    transport = Transport(timeout_s=30)
     try:
-        results = await asyncio.gather(*(_check_one(provider, transport, t) for t in config.tenants.values()))
+        async with AiohttpTransport(timeout_s=30) as transport:
+            results = await asyncio.gather(*(_check_one(provider, transport, t) for t in config.tenants.values()))
     finally:
-        await transport.aclose()
         provider.close()
     return [(alias, kind, text) for alias, (kind, text) in zip(config.tenants, results, strict=True)]
 

@@ -1,17 +1,12 @@
-"""The command line: the only layer that prints for users and picks exit codes.
+"""``bulkconn run`` and ``bulkconn validate``: option parsing and rendering only; the run itself is the runner's.
 
-Exit codes (also in the README):
-    0    every operation succeeded (or, for validate/dry-run, every line is valid)
-    1    some operations failed, were invalid, or are uncertain
-    2    usage, configuration or job error found before anything was sent
-    3    authentication failed for every tenant (``auth check``: for any tenant)
-    130  interrupted (SIGINT/SIGTERM); the report says how to resume
+Option defaults are read from the settings dataclasses (:class:`EngineSettings`, :class:`RetryPolicy`,
+:class:`RunOptions`), so that they are stated once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import shlex
 import sys
 from collections.abc import Callable
@@ -21,10 +16,8 @@ from pathlib import Path
 import click
 import orjson
 
-from bulkconn import __version__
-from bulkconn.batching import request_for
-from bulkconn.cli_auth import auth_group, login
-from bulkconn.cli_common import (
+from bulkconn.batching import MAX_BATCH
+from bulkconn.cli.common import (
     EXIT_AUTH,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -37,33 +30,21 @@ from bulkconn.cli_common import (
     run_and_report,
     user_errors,
 )
-from bulkconn.cli_demo import demo
-from bulkconn.cli_emulator import emulator_group
-from bulkconn.cli_report import report_group
 from bulkconn.config import Config
 from bulkconn.engine import EngineSettings
 from bulkconn.errors import UsageError
-from bulkconn.job import JobScan, LaneReader
-from bulkconn.logs import enable_debug_logging
-from bulkconn.resume import read_state
-from bulkconn.resume_plan import plan_resume
+from bulkconn.job import JobScan
+from bulkconn.report.reader import read_state
+from bulkconn.resume import plan_resume
 from bulkconn.retry import RetryPolicy
-from bulkconn.runner import RunOptions, strict_check
+from bulkconn.runner import RunOptions, plan, strict_check
+
+ENGINE = EngineSettings()
+POLICY = RetryPolicy()
+DRAIN_TIMEOUT_S = RunOptions(report=Path()).drain_timeout_s
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="bulkconn")
-@click.option("--debug", is_flag=True, help="Log every request (method, URL, status, ids) to stderr.")
-def cli(debug: bool) -> None:
-    """bulkconn: fast, safe, resumable bulk changes to Microsoft Graph across many tenants."""
-    if debug:
-        enable_debug_logging()
-
-
-cli.add_command(emulator_group)
-
-
-@cli.command()
+@click.command()
 @click.argument("job", type=click.Path(dir_okay=False, path_type=Path))
 @config_option
 @click.option(
@@ -74,14 +55,14 @@ cli.add_command(emulator_group)
 )
 @click.option(
     "--batch-size",
-    default=20,
+    default=ENGINE.batch_size,
     show_default=True,
-    type=click.IntRange(1, 20),
+    type=click.IntRange(1, MAX_BATCH),
     help="Operations per $batch request; 1 sends single requests.",
 )
 @click.option(
     "--concurrency",
-    default=16,
+    default=ENGINE.concurrency,
     show_default=True,
     type=click.IntRange(1, 1000),
     help="Requests in flight across all tenants.",
@@ -96,26 +77,28 @@ cli.add_command(emulator_group)
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @click.option(
     "--max-attempts",
-    default=10,
+    default=POLICY.max_attempts,
     show_default=True,
     type=click.IntRange(1, 1000),
-    help="Sends per operation before giving up (a 500 gets at most 3).",
+    help=f"Sends per operation before giving up (a 500 gets at most {POLICY.max_attempts_500}).",
 )
 @click.option(
     "--time-budget",
-    default=900.0,
+    default=POLICY.time_budget_s,
     show_default=True,
     type=click.FloatRange(1),
     help="Seconds an operation may keep retrying.",
 )
 @click.option(
     "--backoff-base",
-    default=0.5,
+    default=POLICY.backoff_base_s,
     show_default=True,
     type=click.FloatRange(0.001),
     help="Seconds; without Retry-After the n-th wait is uniform(0, min(cap, base*2^(n-1))).",
 )
-@click.option("--backoff-cap", default=60.0, show_default=True, type=click.FloatRange(0.001), help="Seconds.")
+@click.option(
+    "--backoff-cap", default=POLICY.backoff_cap_s, show_default=True, type=click.FloatRange(0.001), help="Seconds."
+)
 @click.option(
     "--retry-uncertain-sync",
     is_flag=True,
@@ -123,7 +106,7 @@ cli.add_command(emulator_group)
 )
 @click.option(
     "--drain-timeout",
-    default=5.0,
+    default=DRAIN_TIMEOUT_S,
     show_default=True,
     type=click.FloatRange(0),
     help="Seconds to let in-flight requests finish after Ctrl-C.",
@@ -210,31 +193,23 @@ def run(
 
 
 async def _dry_run(job: Path, config: Config, batch_size: int) -> int:
-    scan, problems = await strict_check(job, config)
-    for problem in problems:
+    the_plan = await plan(job, config, batch_size=batch_size)
+    for problem in the_plan.problems:
         err(f"{job}:{problem.message}")
-    click.echo(f"dry run: {scan.valid} valid operation(s), {scan.invalid} invalid line(s); nothing will be sent.")
-    for alias, offsets in sorted(scan.offsets.items()):
-        tenant = config.tenants[alias]
-        count = len(offsets)
-        batches = math.ceil(count / batch_size)
-        minutes = count / (tenant.writes_per_20s * 0.9 / tenant.window_s) / 60
+    click.echo(
+        f"dry run: {the_plan.valid} valid operation(s), {the_plan.invalid} invalid line(s); nothing will be sent."
+    )
+    for tenant in the_plan.tenants:
         click.echo(
-            f"  {alias}: {count} operation(s) in {batches} request(s) to {tenant.graph_root}/"
-            f"{'$batch' if batch_size > 1 else '...'}; at least {minutes:.1f} min at "
-            f"{tenant.writes_per_20s} writes per {tenant.window_s:g} s"
+            f"  {tenant.alias}: {tenant.operations} operation(s) in {tenant.requests} request(s) to {tenant.endpoint}; "
+            f"at least {tenant.min_minutes:.1f} min at {tenant.writes_per_window} writes per {tenant.window_s:g} s"
         )
-        reader = LaneReader(scan, alias)
-        try:
-            for op in await asyncio.to_thread(reader.read, 3):
-                req = request_for(op)
-                click.echo(f"    line {op.line}: {req.method} {req.url} {orjson.dumps(req.body).decode()}")
-        finally:
-            reader.close()
-    return EXIT_FAILED if scan.invalid else EXIT_OK
+        for req in tenant.examples:
+            click.echo(f"    line {req.line}: {req.method} {req.url} {orjson.dumps(req.body).decode()}")
+    return EXIT_FAILED if the_plan.invalid else EXIT_OK
 
 
-@cli.command()
+@click.command()
 @click.argument("job", type=click.Path(dir_okay=False, path_type=Path))
 @config_option
 @user_errors
@@ -248,14 +223,3 @@ def validate(job: Path, config_path: Path | None) -> None:
         click.echo(f"... and {scan.invalid - len(problems)} more invalid line(s)")
     click.echo(f"{scan.valid} valid operation(s), {scan.invalid} invalid line(s) in {scan.lines} line(s)")
     sys.exit(EXIT_FAILED if scan.invalid else EXIT_OK)
-
-
-cli.add_command(auth_group)
-cli.add_command(report_group)
-cli.add_command(login)
-cli.add_command(demo)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    cli()

@@ -15,14 +15,18 @@ from dataclasses import dataclass
 
 from bulkconn.config import TenantConfig
 from bulkconn.job import LaneReader
-from bulkconn.model import ErrorInfo, Operation
-from bulkconn.throttle import Pacer
+from bulkconn.model import ErrorInfo, Operation, Outcome, Status
+from bulkconn.pacing import Pacer, Pacing
+from bulkconn.retry import Attempt, Retry
+from bulkconn.transport import Clock
 
 READ_CHUNK = 64  # per lane: with thousands of tenants, operations read ahead stay few
 
 
 @dataclass(slots=True)
 class OpState:
+    """One operation on its way through the engine; changed only through the methods below."""
+
     op: Operation
     attempts: int = 0
     throttled: int = 0
@@ -33,17 +37,69 @@ class OpState:
     client_request_id: str = ""
     auth_retried: bool = False
 
+    def begin_attempt(self, now: float, client_request_id: str) -> None:
+        """Count an attempt about to be sent (the first one starts the operation's clock)."""
+        self.started = self.started or now
+        self.attempts += 1
+        self.client_request_id = client_request_id
+
+    def take_fresh_connection(self) -> bool:
+        """Whether this attempt must use a new connection (asked for once, by the previous decision)."""
+        fresh, self.fresh_connection = self.fresh_connection, False
+        return fresh
+
+    def answered(self, status: int | None, request_id: str) -> None:
+        self.last_status = status
+        self.request_id = request_id
+
+    def attempt(self, now: float) -> Attempt:
+        """The history a retry decision needs."""
+        return Attempt(
+            number=self.attempts,
+            elapsed_s=now - self.started,
+            idempotent=self.op.idempotent,
+            reauthenticated=self.auth_retried,
+        )
+
+    def will_retry(self, decision: Retry) -> None:
+        self.throttled += int(decision.throttled)
+        self.fresh_connection = decision.new_connection
+        self.auth_retried = self.auth_retried or decision.reauthenticate
+
+    def outcome(self, status: Status, error: ErrorInfo | None, *, now: float, finished_at: str) -> Outcome:
+        """The operation's report line."""
+        op = self.op
+        return Outcome(
+            key=op.key,
+            line=op.line,
+            tenant=op.tenant,
+            object_id=op.object_id,
+            action=op.action.value,
+            status=status,
+            http_status=self.last_status,
+            attempts=self.attempts,
+            throttled=self.throttled,
+            error=error,
+            request_id=self.request_id,
+            client_request_id=self.client_request_id,
+            duration_ms=int((now - self.started) * 1000) if self.started else 0,
+            finished_at=finished_at,
+        )
+
 
 class Lane:
     """One tenant's operations, retry queue, in-flight bookkeeping and pacer."""
 
-    def __init__(self, tenant: TenantConfig, reader: LaneReader, batch_size: int) -> None:
+    def __init__(self, tenant: TenantConfig, reader: LaneReader, *, clock: Clock, pacer: Pacing | None = None) -> None:
         self.tenant = tenant
         self.reader = reader
-        self.pacer = Pacer(
-            writes_per_window=tenant.writes_per_20s, reads_per_window=tenant.reads_per_20s, window_s=tenant.window_s
+        self.clock = clock
+        self.pacer: Pacing = pacer or Pacer(
+            writes_per_window=tenant.writes_per_20s,
+            reads_per_window=tenant.reads_per_20s,
+            window_s=tenant.window_s,
+            clock=clock,
         )
-        self.batch_size = batch_size
         self.pending: deque[OpState] = deque()
         self.retry: list[tuple[float, int, OpState]] = []
         self.busy: set[str] = set()
@@ -74,7 +130,6 @@ class Lane:
 
     async def take(self, limit: int, stopping: asyncio.Event) -> list[OpState] | None:
         """The next batch to send, or None when the lane is finished (or the run is stopping)."""
-        loop = asyncio.get_running_loop()
         async with self.cond:
             while True:
                 if stopping.is_set():
@@ -85,7 +140,7 @@ class Lane:
                         await self.cond.wait()
                     return None
                 picked: list[OpState] = []
-                while self.retry and self.retry[0][0] <= loop.time() and len(picked) < limit:
+                while self.retry and self.retry[0][0] <= self.clock.now() and len(picked) < limit:
                     self._pick(heapq.heappop(self.retry)[2], picked)
                 while len(picked) < limit:
                     await self._refill()
@@ -98,7 +153,7 @@ class Lane:
                 if not self._has_work():
                     self.cond.notify_all()
                     return None
-                timeout = max(self.retry[0][0] - loop.time(), 0.0) if self.retry else None
+                timeout = max(self.retry[0][0] - self.clock.now(), 0.0) if self.retry else None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.cond.wait(), timeout)
 

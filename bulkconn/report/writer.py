@@ -1,30 +1,26 @@
 """The append-only JSONL report: one writer, a flush per line, regular fsyncs.
 
-Format: ``docs/report-format.md`` (a versioned contract). Lines are ``header``, ``intent`` (a
-non-idempotent action is about to be sent), ``result`` and ``summary``.
+What each line holds is :mod:`bulkconn.report.format`; this module only makes lines durable. Use it as a
+(sync or async) context manager: it is closed, flushed and fsynced on exit.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from types import TracebackType
+from typing import BinaryIO, Self
 
-import orjson
-
-from bulkconn.model import Operation, Outcome
-
-FORMAT_VERSION = 1
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+from bulkconn.model import Operation, Outcome, utc_now
+from bulkconn.report import format as fmt
 
 
 class ReportWriter:
-    """Appends report lines; every line is flushed, and fsynced at most every ``fsync_every_s``."""
+    """Appends report lines; every line is flushed, and fsynced at most every ``fsync_every_s``.
+
+    Raises ``OSError`` when the report cannot be opened (the caller says so to the user).
+    """
 
     def __init__(self, path: Path, *, fsync_every_s: float = 1.0) -> None:
         self.path = path
@@ -33,6 +29,22 @@ class ReportWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._handle: BinaryIO = path.open("ab")
         self._repair_torn_tail()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
     def _repair_torn_tail(self) -> None:
         """After a crash mid-write the file may end without a newline: end that torn line first."""
@@ -45,37 +57,21 @@ class ReportWriter:
                 self._handle.write(b"\n")
                 self._handle.flush()
 
-    def write(self, record: dict[str, Any]) -> None:
-        self._handle.write(orjson.dumps(record) + b"\n")
+    def write(self, record: fmt.Record) -> None:
+        self._handle.write(fmt.encode(record))
         self._handle.flush()
         now = time.monotonic()
         if now - self._last_fsync >= self._fsync_every_s:
             os.fsync(self._handle.fileno())
             self._last_fsync = now
 
-    def header(self, **fields: Any) -> None:
-        self.write({"type": "header", "format": FORMAT_VERSION, **fields})
-
     def intent(self, op: Operation) -> None:
         """Record, durably, that a non-idempotent action is about to be sent."""
-        self.write(
-            {
-                "type": "intent",
-                "key": op.key,
-                "line": op.line,
-                "tenant": op.tenant,
-                "id": op.object_id,
-                "action": op.action.value,
-                "at": utc_now(),
-            }
-        )
+        self.write(fmt.intent(op, at=utc_now()))
         os.fsync(self._handle.fileno())
 
     def result(self, outcome: Outcome) -> None:
-        self.write(outcome.to_json())
-
-    def summary(self, **fields: Any) -> None:
-        self.write({"type": "summary", **fields})
+        self.write(fmt.result(outcome))
 
     def close(self) -> None:
         if not self._handle.closed:

@@ -10,9 +10,9 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from bulkconn.cli_common import EXIT_OK, user_errors
+from bulkconn.cli.common import EXIT_OK, user_errors
 from bulkconn.job import fingerprint
-from bulkconn.resume import check_job, read_state, summarize, write_failed_job
+from bulkconn.report.reader import check_job, read_state, summarize, write_failed_job
 
 
 @click.group(name="report")

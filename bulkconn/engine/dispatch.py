@@ -1,0 +1,75 @@
+"""Send a lane's batch as one request (a single call or a ``$batch`` envelope) and get one answer per operation.
+
+Both kinds of answer come back in the same shape (:class:`~bulkconn.retry.Answer`), in the order of the
+operations, so that the engine settles them the same way. Parsing itself is pure and lives in
+:mod:`bulkconn.batching`; a failure to get any HTTP answer arrives here as a ``TransportError`` and
+becomes an answer without a status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from bulkconn.batching import SubResult, envelope, parse_single, request_for, unpack
+from bulkconn.config import TenantConfig
+from bulkconn.errors import TransportError
+from bulkconn.model import ErrorInfo, Operation
+from bulkconn.retry import Answer
+from bulkconn.transport import HttpRequest, Transport
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatched:
+    """The answers to one request, one per operation, with the request's ids."""
+
+    answers: list[Answer]
+    request_ids: list[str]  # the service's request-id for each operation ("" when none came back)
+
+
+async def dispatch(
+    transport: Transport,
+    tenant: TenantConfig,
+    ops: Sequence[Operation],
+    *,
+    token: str,
+    client_request_id: str,
+    fresh_connection: bool,
+) -> Dispatched:
+    """Send ``ops`` (one: a single request; more: a ``$batch``) and return one answer per operation."""
+    if len(ops) == 1:
+        req = request_for(ops[0])
+        method, url, body = req.method, f"{tenant.graph_root}{req.url}", orjson.dumps(req.body)
+    else:
+        method, url, body = "POST", f"{tenant.graph_root}/$batch", envelope(ops)
+    request = HttpRequest(
+        method=method,
+        url=url,
+        token=token,
+        client_request_id=client_request_id,
+        body=body,
+        ca_bundle=tenant.ca_bundle,
+        fresh_connection=fresh_connection,
+    )
+    try:
+        resp = await transport.send(request)
+    except TransportError as exc:
+        failed = Answer(status=None, error=ErrorInfo(exc.code, exc.message))
+        return Dispatched([failed] * len(ops), [""] * len(ops))
+    request_id = resp.headers.get("request-id", "")
+    whole = parse_single(resp.status, resp.headers, resp.body)
+    if len(ops) == 1 or resp.status != 200:
+        # A single answer, or an envelope that failed as a whole: every operation shares it.
+        answer = _answer(whole, whole_envelope=len(ops) > 1)
+        return Dispatched([answer] * len(ops), [request_id] * len(ops))
+    subs = unpack(resp.body, len(ops))
+    return Dispatched(
+        [_answer(sub, whole_envelope=False) for sub in subs],
+        [sub.headers.get("request-id", request_id) for sub in subs],
+    )
+
+
+def _answer(sub: SubResult, *, whole_envelope: bool) -> Answer:
+    return Answer(status=sub.status, headers=sub.headers, error=sub.error, whole_envelope=whole_envelope)

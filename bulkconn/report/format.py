@@ -1,0 +1,198 @@
+"""The report contract (``docs/report-format.md``): its version, one typed shape per record, encode and decode.
+
+A report is JSON Lines; each line's ``type`` is ``header``, ``intent``, ``result`` or ``summary``. Everything
+that writes or reads a report line goes through this module, so "what does a report line contain" has one
+answer. Fields are only added in a minor change; a change of meaning bumps :data:`FORMAT_VERSION`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+import orjson
+
+from bulkconn.model import ErrorInfo, Operation, Outcome, Status
+
+FORMAT_VERSION = 1
+FINAL_STATUSES = tuple(s.value for s in Status)  # succeeded, failed, invalid, skipped, uncertain
+PROBLEM_STATUSES = (Status.FAILED.value, Status.INVALID.value, Status.UNCERTAIN.value)  # exit code 1
+
+
+class ErrorRecord(TypedDict):
+    code: str
+    message: str
+
+
+class HeaderRecord(TypedDict):
+    type: Literal["header"]
+    format: int
+    run_id: str
+    job: str
+    job_sha256: str
+    job_bytes: int
+    job_lines: int
+    bulkconn_version: str
+    started_at: str
+    resumed: bool
+    tenants: list[str]
+    settings: dict[str, Any]
+
+
+class IntentRecord(TypedDict):
+    type: Literal["intent"]
+    key: str
+    line: int
+    tenant: str
+    id: str
+    action: str
+    at: str
+
+
+class ResultRecord(TypedDict):
+    type: Literal["result"]
+    key: str
+    line: int
+    tenant: str
+    id: str
+    action: str
+    status: str
+    http_status: int | None
+    attempts: int
+    throttled: int
+    error: ErrorRecord | None
+    request_id: str
+    client_request_id: str
+    duration_ms: int
+    finished_at: str
+
+
+class SummaryRecord(TypedDict):
+    type: Literal["summary"]
+    counts: dict[str, int]
+    interrupted: bool
+    skipped_from_earlier_runs: int
+    auth_failures: dict[str, str]
+    duration_s: float
+    finished_at: str
+
+
+Record = HeaderRecord | IntentRecord | ResultRecord | SummaryRecord
+
+
+def header(
+    *,
+    run_id: str,
+    job: str,
+    job_sha256: str,
+    job_bytes: int,
+    job_lines: int,
+    bulkconn_version: str,
+    started_at: str,
+    resumed: bool,
+    tenants: list[str],
+    settings: dict[str, Any],
+) -> HeaderRecord:
+    return {
+        "type": "header",
+        "format": FORMAT_VERSION,
+        "run_id": run_id,
+        "job": job,
+        "job_sha256": job_sha256,
+        "job_bytes": job_bytes,
+        "job_lines": job_lines,
+        "bulkconn_version": bulkconn_version,
+        "started_at": started_at,
+        "resumed": resumed,
+        "tenants": tenants,
+        "settings": settings,
+    }
+
+
+def intent(op: Operation, *, at: str) -> IntentRecord:
+    """A non-idempotent action is about to be sent."""
+    return {
+        "type": "intent",
+        "key": op.key,
+        "line": op.line,
+        "tenant": op.tenant,
+        "id": op.object_id,
+        "action": op.action.value,
+        "at": at,
+    }
+
+
+def result(outcome: Outcome) -> ResultRecord:
+    """One operation's final state."""
+    error = outcome.error
+    return {
+        "type": "result",
+        "key": outcome.key,
+        "line": outcome.line,
+        "tenant": outcome.tenant,
+        "id": outcome.object_id,
+        "action": outcome.action,
+        "status": outcome.status.value,
+        "http_status": outcome.http_status,
+        "attempts": outcome.attempts,
+        "throttled": outcome.throttled,
+        "error": None if error is None else {"code": error.code, "message": error.message},
+        "request_id": outcome.request_id,
+        "client_request_id": outcome.client_request_id,
+        "duration_ms": outcome.duration_ms,
+        "finished_at": outcome.finished_at,
+    }
+
+
+def summary(
+    *,
+    counts: dict[str, int],
+    interrupted: bool,
+    skipped_from_earlier_runs: int,
+    auth_failures: dict[str, str],
+    duration_s: float,
+    finished_at: str,
+) -> SummaryRecord:
+    return {
+        "type": "summary",
+        "counts": counts,
+        "interrupted": interrupted,
+        "skipped_from_earlier_runs": skipped_from_earlier_runs,
+        "auth_failures": auth_failures,
+        "duration_s": duration_s,
+        "finished_at": finished_at,
+    }
+
+
+def encode(record: Record) -> bytes:
+    """One report line, newline included."""
+    return orjson.dumps(record) + b"\n"
+
+
+def decode(raw: bytes) -> dict[str, Any] | None:
+    """A line's record, or None for a torn or unreadable line (readers ignore those)."""
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def outcome_of(record: ResultRecord) -> Outcome:
+    """The outcome a ``result`` record holds (the inverse of :func:`result`)."""
+    error = record["error"]
+    return Outcome(
+        key=record["key"],
+        line=record["line"],
+        tenant=record["tenant"],
+        object_id=record["id"],
+        action=record["action"],
+        status=Status(record["status"]),
+        http_status=record["http_status"],
+        attempts=record["attempts"],
+        throttled=record["throttled"],
+        error=None if error is None else ErrorInfo(error["code"], error["message"]),
+        request_id=record["request_id"],
+        client_request_id=record["client_request_id"],
+        duration_ms=record["duration_ms"],
+        finished_at=record["finished_at"],
+    )

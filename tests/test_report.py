@@ -1,0 +1,92 @@
+"""The report contract: records round-trip, their fields are the documented ones, and old reports still resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from bulkconn.job import fingerprint
+from bulkconn.model import Action, ErrorInfo, Operation, Outcome, Status
+from bulkconn.report import format as fmt
+from bulkconn.report.reader import read_state, summarize
+from bulkconn.report.writer import ReportWriter
+from bulkconn.resume import plan_resume
+
+RESULT_FIELDS = [
+    "type", "key", "line", "tenant", "id", "action", "status", "http_status", "attempts", "throttled", "error",
+    "request_id", "client_request_id", "duration_ms", "finished_at",
+]  # fmt: skip
+
+
+def _outcome() -> Outcome:
+    return Outcome(
+        key="7",
+        line=7,
+        tenant="contoso",
+        object_id="abc",
+        action="update",
+        status=Status.FAILED,
+        http_status=404,
+        attempts=2,
+        throttled=1,
+        error=ErrorInfo("ResourceNotFound", "no such connector"),
+        request_id="r-1",
+        client_request_id="c-1",
+        duration_ms=12,
+        finished_at="2026-01-01T00:00:00.000Z",
+    )
+
+
+def test_result_record_round_trips_with_the_documented_fields_in_order() -> None:
+    """A result line holds exactly the fields docs/report-format.md lists, and reads back to the same outcome."""
+    record = fmt.result(_outcome())
+    assert list(record) == RESULT_FIELDS
+    decoded = fmt.decode(fmt.encode(record))
+    assert decoded == record
+    assert fmt.outcome_of(record) == _outcome()
+    assert fmt.decode(b'{"type": "res') is None and fmt.decode(b"[1]") is None
+
+
+def test_writer_appends_after_a_torn_line_and_closes_as_a_context_manager(tmp_path: Path) -> None:
+    """A crash left half a line: the writer ends it first, so the next record is a line of its own."""
+    path = tmp_path / "report.jsonl"
+    path.write_bytes(b'{"type": "header", "format": 1}\n{"type": "resu')
+    op = Operation("1", 1, "contoso", "exchangeConnector", "abc", Action.SYNC, sync_type="fullSync")
+    with ReportWriter(path) as writer:
+        writer.intent(op)
+    lines = path.read_bytes().splitlines()
+    assert fmt.decode(lines[1]) is None
+    intent = fmt.decode(lines[2])
+    assert intent is not None and intent["type"] == "intent" and intent["key"] == "1" and intent["action"] == "sync"
+
+
+def test_a_report_written_before_the_refactor_still_resumes(tmp_path: Path) -> None:
+    """Format 1 as bulkconn 0.x wrote it: finished keys are skipped, a sync in flight is settled as uncertain."""
+    job = tmp_path / "job.jsonl"
+    job.write_text(
+        '{"tenant": "contoso", "id": "a", "patch": {"serverName": "x.example"}}\n'
+        '{"tenant": "contoso", "id": "b", "patch": {"serverName": "y.example"}}\n'
+        '{"tenant": "contoso", "id": "c", "action": "sync", "syncType": "fullSync"}\n'
+    )
+    print_ = fingerprint(job)
+    header = {
+        "type": "header", "format": 1, "run_id": "r", "job": str(job), "job_sha256": print_.sha256,
+        "job_bytes": print_.size, "job_lines": print_.lines, "bulkconn_version": "0.3.0",
+        "started_at": "2026-01-01T00:00:00.000Z", "resumed": False, "tenants": ["contoso"], "settings": {},
+    }  # fmt: skip
+    result = fmt.result(_outcome()) | {"key": "1", "line": 1, "id": "a", "status": "succeeded", "error": None}
+    failed = fmt.result(_outcome()) | {"key": "2", "line": 2, "id": "b"}
+    intent = {"type": "intent", "key": "3", "line": 3, "tenant": "contoso", "id": "c", "action": "sync", "at": "t"}
+    report = tmp_path / "job.report.jsonl"
+    report.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in (header, result, failed, intent)) + b'{"typ')
+
+    state = read_state(report)
+    assert (state.runs, state.torn_lines) == (1, 1)
+    assert state.counts() == {"succeeded": 1, "failed": 1, "uncertain": 1}
+    plan = plan_resume(job, report, retry_failed=True, recheck_invalid=False, resend_uncertain=False, force=False)
+    assert plan.skip_keys == frozenset({"1", "3"})
+    (settled,) = plan.prefill
+    assert (settled.key, settled.status, settled.action) == ("3", Status.UNCERTAIN, "sync")
+    assert settled.error is not None and settled.error.code == "UncertainSync"
+    assert summarize(report)["by_status"] == {"succeeded": 1, "failed": 1}
