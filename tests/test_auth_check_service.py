@@ -1,4 +1,4 @@
-"""`auth check`: a transient Graph error is retried, and a lasting one is a service error (exit 4), not exit 3."""
+"""`auth check`: a transient Graph error is retried, and a lasting one is a service error (exit 5), not exit 3."""
 
 from __future__ import annotations
 
@@ -44,9 +44,9 @@ def test_a_single_graph_500_is_retried_and_the_check_passes(one_500: World) -> N
 
 
 def test_a_lasting_graph_500_is_a_service_error_not_an_auth_failure(always_500: World) -> None:
-    """Graph answering 500 every time: exit 4, the row says service error, never authentication failed."""
+    """Graph answering 500 every time: exit 5, the row says service error, never authentication failed."""
     proc = always_500.bulkconn("auth", "check", "--config", "bulkconn.toml")
-    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert proc.returncode == 5, proc.stdout + proc.stderr
     flat = " ".join(proc.stdout.split())
     assert "service error: Graph answered 500 after retries" in flat
     assert "authentication failed" not in (proc.stdout + proc.stderr).lower()

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bulkconn.auth import MsalTokenProvider, device_login
-from bulkconn.cli.common import EXIT_AUTH, EXIT_OK, config_option, get_config, user_errors
+from bulkconn.cli.common import EXIT_AUTH, EXIT_OK, EXIT_SERVICE, config_option, get_config, user_errors
 from bulkconn.config import Config, TenantConfig
 from bulkconn.errors import AuthError, TransportError
 from bulkconn.model import ErrorInfo
@@ -25,8 +25,6 @@ from bulkconn.retry import Done, RetryPolicy, classify
 from bulkconn.transport import AiohttpTransport, HttpRequest, HttpResponse, Transport
 
 WRITE_ROLES = {"DeviceManagementServiceConfig.ReadWrite.All", "DeviceManagementConfiguration.ReadWrite.All"}
-# `auth check` only: the service (5xx, 429, no answer) kept failing after retries; not a credential problem.
-EXIT_SERVICE = 4
 # The one read is retried like any idempotent request (retry.classify), within a short budget: a pre-flight
 # should answer in seconds. Retry-After is honoured up to 30 s.
 READ_POLICY = RetryPolicy(

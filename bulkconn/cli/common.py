@@ -19,6 +19,8 @@ from bulkconn.job import JobScan
 from bulkconn.runner import RunOptions, RunResult, execute
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# `plan`: changes pending (0 = nothing to change). `auth check`: Graph kept failing (5xx/429/no answer), not a credential.
+EXIT_CHANGES_PENDING, EXIT_SERVICE = 4, 5
 F = TypeVar("F", bound=Callable[..., Any])
 
 
