@@ -24,6 +24,19 @@ async def post_batch(emu: Emulator, requests: list[dict[str, Any]], alias: str =
             return list((await r.json())["responses"])
 
 
+async def list_statuses(emu: Emulator, alias: str, n: int) -> list[int]:
+    """GET the connector list n times with one token of ``alias``; the statuses in order."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context(emu))) as http:
+        token = await get_token(http, emu, alias)
+        statuses = []
+        for _ in range(n):
+            async with http.get(
+                f"{emu.base_url}/v1.0/deviceManagement/exchangeConnectors", headers={"Authorization": f"Bearer {token}"}
+            ) as r:
+                statuses.append(r.status)
+        return statuses
+
+
 def wait_ready(proc: subprocess.Popen[Any], ready: Path, timeout_s: float = 30) -> str:
     """Wait for a served emulator's ready file (failing if the process ends first); return its base URL."""
     deadline = time.monotonic() + timeout_s

@@ -24,6 +24,7 @@ from bulkconn.emulator.options import parse_tenant_limit
 from bulkconn.emulator.state import generate_world
 from bulkconn.emulator.throttling import TenantThrottle, Window
 from tests.conftest import EmulatorFactory, get_token, ssl_context, tenant
+from tests.emulator_helpers import list_statuses as _gets
 from tests.emulator_helpers import post_batch, wait_ready
 
 JSON = {"Content-Type": "application/json"}
@@ -156,18 +157,6 @@ async def _patches(emu: Emulator, alias: str, n: int) -> list[aiohttp.ClientResp
                 await r.read()
                 out.append(r)
         return out
-
-
-async def _gets(emu: Emulator, alias: str, n: int) -> list[int]:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context(emu))) as http:
-        token = await get_token(http, emu, alias)
-        statuses = []
-        for _ in range(n):
-            async with http.get(
-                f"{emu.base_url}/v1.0/deviceManagement/exchangeConnectors", headers={"Authorization": f"Bearer {token}"}
-            ) as r:
-                statuses.append(r.status)
-        return statuses
 
 
 def _app_stats(emu: Emulator, alias: str) -> dict[str, Any]:

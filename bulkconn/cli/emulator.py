@@ -164,6 +164,23 @@ def emulator_group() -> None:
     metavar="NAME=VALUE",
     help="Any fault setting for every tenant, e.g. p_html_502=0.05 or huge_body_bytes=1000000 (repeatable).",
 )
+@click.option(
+    "--no-throttling",
+    "no_throttling",
+    is_flag=True,
+    help="No Intune or global limit at all, never a 429 for load (client-overhead benchmarks).",
+)
+@click.option(
+    "--shared-app",
+    is_flag=True,
+    help="One multi-tenant bulkconn app (same client id and secret) in every generated tenant.",
+)
+@click.option(
+    "--token-latency-ms",
+    default=0.0,
+    type=click.FloatRange(0),
+    help="Delay every token endpoint answer by N ms (not time-scaled); other requests are served meanwhile.",
+)
 @click.option("--intune-errors", is_flag=True, help="Intune-style error messages (a JSON-encoded _version 3 string).")
 @click.option("--token-lifetime", default=3599, show_default=True, type=click.IntRange(1, 86_400))
 @click.option("--chaos", is_flag=True, help="A few percent of every fault, plus latency.")
@@ -242,6 +259,9 @@ def serve(
     window_s: float | None,
     global_per_app: int,
     tenant_limit: tuple[str, ...],
+    no_throttling: bool,
+    shared_app: bool,
+    token_latency_ms: float,
     fault: tuple[str, ...],
     intune_errors: bool,
     token_lifetime: int,
@@ -301,6 +321,9 @@ def serve(
         limit_window_s=window_s,
         global_per_app=global_per_app,
         tenant_limits=_tenant_limits(tenant_limit),
+        throttling=not no_throttling,
+        shared_app=shared_app,
+        token_latency_ms=token_latency_ms,
         intune_errors=intune_errors,
         token_lifetime_s=token_lifetime,
         faults=faults,

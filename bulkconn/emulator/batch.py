@@ -7,9 +7,13 @@ an order that differs from the request order, deterministically for a given seed
 
 from __future__ import annotations
 
+import base64
+import binascii
 import random
 import re
 from typing import Any
+
+import orjson
 
 from bulkconn.emulator.core import MISSING, EmulatorCore, Principal, SubRequest, SubResponse
 from bulkconn.emulator.graph import handle
@@ -17,6 +21,7 @@ from bulkconn.emulator.graph import handle
 MAX_REQUESTS = 20
 _ABSOLUTE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _INVALID = "Invalid batch payload format."
+_URL_SAFE = str.maketrans("-_", "+/")  # base64url to base64: a body may come in either alphabet
 
 
 class BatchRejected(Exception):
@@ -76,6 +81,23 @@ def _check_dependencies(items: list[dict[str, Any]]) -> list[str | None]:
     return deps
 
 
+def _decoded_body(body: Any) -> tuple[Any, bool]:
+    """A sub-request body and whether it is unreadable: a JSON object as is, a string as base64.
+
+    Graph's JSON batching format takes a body as a JSON object, or as a base64-encoded string
+    (https://learn.microsoft.com/graph/json-batching#request-format); the decoded bytes are then read as the
+    request's own body would be. msgraph-core sends every body that is not a non-empty JSON object as base64
+    (an empty PATCH is ``"e30="``).
+    """
+    if not isinstance(body, str):
+        return body, False
+    try:
+        padded = body.translate(_URL_SAFE) + "=" * (-len(body) % 4)
+        return orjson.loads(base64.b64decode(padded, validate=True)), False
+    except (binascii.Error, ValueError):
+        return MISSING, True
+
+
 def _sub_request(item: dict[str, Any], envelope: SubRequest) -> SubRequest:
     url: str = item["url"]
     path, _, query_string = url.partition("?")
@@ -86,12 +108,14 @@ def _sub_request(item: dict[str, Any], envelope: SubRequest) -> SubRequest:
         key, _, value = pair.partition("=")
         query[key] = value
     headers = {str(k).lower(): str(v) for k, v in item.get("headers", {}).items()}
+    body, invalid = _decoded_body(item.get("body", MISSING))
     return SubRequest(
         method=item["method"].upper(),
         path=path,
         query=query,
         headers=headers,
-        body=item.get("body", MISSING),
+        body=body,
+        body_invalid=invalid,
         request_id=envelope.request_id,
         client_request_id=envelope.client_request_id,
         version=envelope.version,

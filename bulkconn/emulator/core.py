@@ -106,6 +106,8 @@ class Stats:
     cross_tenant_attempts: int = 0
     token_requests: Counter[str] = field(default_factory=Counter)  # tenant alias -> count
     token_failures: Counter[str] = field(default_factory=Counter)
+    token_requests_in_flight: int = 0  # token answers being prepared or held back by token_latency_ms now
+    max_concurrent_token_requests: int = 0
     requests: Counter[str] = field(default_factory=Counter)  # tenant alias -> Graph requests
     writes: Counter[str] = field(default_factory=Counter)
     throttled: Counter[str] = field(default_factory=Counter)
@@ -163,6 +165,7 @@ class EmulatorCore:
             connectors_per_tenant=opts.connectors_per_tenant,
             seed=opts.seed,
             sizes=opts.seeded_sizes(),
+            shared_app=opts.shared_app,
         )
 
     def _token_key(self) -> bytes:
@@ -409,6 +412,7 @@ class EmulatorCore:
             "client_request_ids_missing": s.client_request_ids_missing,
             "connections_total": len(s.connections),
             "token_requests": {a: s.token_requests[a] for a in tenants},
+            "max_concurrent_token_requests": s.max_concurrent_token_requests,
             "user_agents": dict(s.user_agents),
             "faults": dict(s.faults),
             "global": self.global_throttle.stats(),

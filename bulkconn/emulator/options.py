@@ -149,6 +149,9 @@ class EmulatorOptions:
     tenant_limits: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # alias, id or domain -> overrides
     global_per_app: int = GLOBAL_PER_APP  # Graph's limit per app across all tenants, per global_window_s
     retry_after_cycle: tuple[RetryAfterFormat, ...] = ()  # when set, throttled answers rotate through these forms
+    throttling: bool = True  # False: no Intune or global limit applies (client-overhead benchmarks)
+    token_latency_ms: float = 0.0  # every token endpoint answer waits this long (real ms), the loop serving on
+    shared_app: bool = False  # the generated world registers one multi-tenant bulkconn app in every tenant
 
     @property
     def window_s(self) -> float:

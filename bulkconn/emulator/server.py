@@ -153,9 +153,21 @@ class _Handlers:
         if request.method == "POST" and rest in ("oauth2/v2.0/token", "oauth2/v2.0/devicecode"):
             form = {k: str(v) for k, v in (await request.post()).items()}
             if rest.endswith("token"):
-                return _json(*identity.token(self.core, tenant, form))
+                return _json(*await self._token(tenant, form))
             return _json(*identity.device_authorization(self.core, tenant, form))
         return _json(*identity.entra_error(404, "invalid_request", 90010, f"The endpoint '{rest}' is not supported."))
+
+    async def _token(self, tenant: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """A token answer, held back ``token_latency_ms`` without blocking the loop; counts the overlap."""
+        stats = self.core.stats
+        stats.token_requests_in_flight += 1
+        stats.max_concurrent_token_requests = max(stats.max_concurrent_token_requests, stats.token_requests_in_flight)
+        try:
+            if self.core.options.token_latency_ms:
+                await asyncio.sleep(self.core.options.token_latency_ms / 1000)
+            return identity.token(self.core, tenant, form)
+        finally:
+            stats.token_requests_in_flight -= 1
 
     # -- admin ----------------------------------------------------------------------------------
     async def admin(self, request: web.Request, segments: list[str]) -> web.Response:

@@ -179,16 +179,24 @@ def make_connector(rng: random.Random, domain: str, org: str, index: int) -> dic
 
 
 def generate_world(
-    *, tenants: int, connectors_per_tenant: int, seed: int, sizes: Mapping[str, int] | None = None
+    *,
+    tenants: int,
+    connectors_per_tenant: int,
+    seed: int,
+    sizes: Mapping[str, int] | None = None,
+    shared_app: bool = False,
 ) -> World:
     """Build ``tenants`` tenants with ``connectors_per_tenant`` connectors each, deterministically.
 
     ``sizes`` (collection -> objects per tenant) adds seeded objects of other collections
     (:mod:`bulkconn.emulator.seeding`); they come from their own random streams, so the tenants, apps and
-    connectors are the same with or without them.
+    connectors are the same with or without them. ``shared_app`` puts one multi-tenant ``bulkconn`` app (the
+    first tenant's: same client id, secret and permissions) in every tenant instead of one app per tenant; the
+    tenants, their other apps and their objects are the same either way.
     """
     rng = random.Random(seed)
     world = World()
+    shared: App | None = None
     for index in range(tenants):
         alias = _ALIASES[index] if index < len(_ALIASES) else f"tenant{index + 1}"
         domain = f"{alias}.onmicrosoft.com"
@@ -211,6 +219,9 @@ def generate_world(
             roles=frozenset({"DeviceManagementServiceConfig.ReadWrite.All"}),
             public_client=True,
         )
+        if shared_app:
+            shared = shared or writer
+            writer = shared
         tenant.apps = {a.client_id: a for a in (writer, reader, admin_cli)}
         org = alias.capitalize()
         for n in range(connectors_per_tenant):
