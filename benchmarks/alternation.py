@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.contenders import Contender
-from benchmarks.measure import Sample, run_measured
+from benchmarks.measure import ContenderFailed, Sample, run_measured
 from benchmarks.server import Server, pinned
 
 METRICS = ("cpu_s", "wall_s", "peak_rss_mib")
@@ -26,7 +26,24 @@ def summarise_stats(stats: dict[str, Any], batched: bool) -> dict[str, Any]:
         "throttled_429": stats["throttled_total"],
         "token_requests": sum(tokens.values()),
         "tenants_with_tokens": sum(1 for n in tokens.values() if n),
+        "max_concurrent_token_requests": stats.get("max_concurrent_token_requests", 0),
     }
+
+
+def applied(state: dict[str, Any], job: Path) -> tuple[int, int]:
+    """(job lines the emulator's objects now reflect, job lines): every property of a line's patch has its value.
+
+    Requests counted by the emulator do not prove work: a client that sends empty bodies is counted as well.
+    """
+    tenants = state["tenants"]
+    done = lines = 0
+    with job.open("rb") as handle:
+        for raw in handle:
+            line = json.loads(raw)
+            found = tenants[line["tenant"]]["exchangeConnectors"].get(line["id"], {})
+            done += all(found.get(k) == v for k, v in line["patch"].items())
+            lines += 1
+    return done, lines
 
 
 def run_once(server: Server, contender: Contender, job: Path, work: Path, client_cpu: str | None) -> Sample:
@@ -37,6 +54,9 @@ def run_once(server: Server, contender: Contender, job: Path, work: Path, client
     argv = pinned(client_cpu, contender.argv(job, server.config, report))
     sample = run_measured(argv, log=work / f"{contender.name}.log")
     stats = summarise_stats(server.stats(), contender.batch_size > 1)
+    stats["applied"], lines = applied(server.state(), job)
+    if stats["applied"] != lines:
+        raise ContenderFailed(f"{contender.name} applied {stats['applied']} of {lines} job lines; see {work}")
     return Sample(sample.cpu_s, sample.wall_s, sample.peak_rss_mib, stats)
 
 

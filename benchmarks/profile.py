@@ -15,7 +15,7 @@ from pathlib import Path
 from benchmarks import contenders as c
 from benchmarks.alternation import patch_only
 from benchmarks.measure import HERE, run_measured
-from benchmarks.scenarios import FULL, UNTHROTTLED
+from benchmarks.scenarios import FULL, NO_THROTTLING, UNTHROTTLED
 from benchmarks.server import Server, ServerSpec, cpus, pinned
 
 TOP = 25
@@ -26,7 +26,8 @@ def _frame(frame: str) -> str:
     name, _, where = frame.partition(" (")
     path = where.rsplit(":", 1)[0]
     marker = "site-packages/"
-    short = path.split(marker, 1)[1] if marker in path else path.split("/wt-s10/")[-1].split("/lib/python3")[-1]
+    root = f"{HERE.parent}/"
+    short = path.split(marker, 1)[1] if marker in path else path.split(root)[-1].split("/lib/python3")[-1]
     return f"{short}:{name}"
 
 
@@ -60,7 +61,7 @@ def main(batch_size: int, ops: int, *, gil_only: bool = True) -> int:
     server_cpu, client_cpu = cpus()
     work = HERE / "work" / f"profile-{batch_size}"
     shutil.rmtree(work, ignore_errors=True)
-    spec = ServerSpec(FULL.overhead_tenants, ops // FULL.overhead_tenants + 1, ops, UNTHROTTLED)
+    spec = ServerSpec(FULL.overhead_tenants, ops // FULL.overhead_tenants + 1, ops, UNTHROTTLED, extra=NO_THROTTLING)
     with Server(spec, work, server_cpu) as server:
         job = work / "job.jsonl"
         patch_only(server.sample_job, job, ops)

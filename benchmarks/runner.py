@@ -30,6 +30,12 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def _merged(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new``'s scenarios over ``previous``'s (``--only`` re-measures some scenarios and keeps the others)."""
+    scenarios = {**previous.get("scenarios", {}), **new["scenarios"]}
+    return {**new, "scenarios": {name: scenarios[name] for name in ALL if name in scenarios}}
+
+
 def main(*, quick: bool, only: list[str], output: str | None, work: str | None, readme: bool) -> int:
     """Run ``only`` (default: every scenario); 0 when every contender finished cleanly."""
     unknown = sorted(set(only) - set(ALL))
@@ -56,8 +62,12 @@ def main(*, quick: bool, only: list[str], output: str | None, work: str | None, 
             print(f"{name}: {exc}", file=sys.stderr)
             return 1
         results["scenarios"][name]["elapsed_s"] = time.monotonic() - started
+        results["scenarios"][name]["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        results["scenarios"][name]["load_average"] = os.getloadavg()
     target = Path(output) if output else HERE / "results" / ("quick.json" if quick else "latest.json")
     target.parent.mkdir(parents=True, exist_ok=True)
+    if only and target.exists():
+        results = _merged(json.loads(target.read_text()), results)
     target.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {target}")
     if readme and not quick:

@@ -17,7 +17,7 @@ from typing import Any
 from benchmarks.alternation import patch_only
 from benchmarks.contenders import SCRIPTS
 from benchmarks.measure import Sample, run_measured
-from benchmarks.scenarios import UNTHROTTLED, Env
+from benchmarks.scenarios import NO_THROTTLING, UNTHROTTLED, Env
 from benchmarks.server import Server, ServerSpec, pinned
 
 BULKCONN = [sys.executable, "-m", "bulkconn"]
@@ -69,7 +69,7 @@ def scale(env: Env) -> dict[str, Any]:
     """Validation, dry-run, resume scan and a slice run; one run each (these are minutes at full size)."""
     s = env.sizes
     work = env.work / "scale"
-    spec = ServerSpec(50, s.scale_slice // 50 + 1, s.scale_lines, UNTHROTTLED)
+    spec = ServerSpec(50, s.scale_slice // 50 + 1, s.scale_lines, UNTHROTTLED, extra=NO_THROTTLING)
     steps: dict[str, Any] = {}
     with Server(spec, work, env.server_cpu) as server:
         big, small, part = work / "job-big.jsonl", work / "job-small.jsonl", work / "job-slice.jsonl"

@@ -114,6 +114,10 @@ class Server:
         """``GET /_emulator/stats``."""
         return dict(self._admin("GET", "stats"))
 
+    def state(self) -> dict[str, Any]:
+        """``GET /_emulator/state``: every tenant's objects."""
+        return dict(self._admin("GET", "state"))
+
     def reset(self) -> None:
         """``POST /_emulator/reset``: objects, windows and counters back to the start."""
         self._admin("POST", "reset")

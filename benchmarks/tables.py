@@ -42,6 +42,7 @@ def _setup(result: dict[str, Any]) -> str:
     return "Setup: " + ", ".join(f"{k} {s[k]}" for k in keys if k in s and s[k] not in ([], None)) + "."
 
 
+TOKENS = [("token requests", "token_requests", ",.0f"), ("max concurrent", "max_concurrent_token_requests", ".0f")]
 EXTRA: dict[str, list[tuple[str, str, str]]] = {
     "overhead": [("µs CPU / op", "cpu_us_per_op", ".0f"), ("ops / CPU s", "ops_per_cpu_s", ",.0f")],
     "sdk": [("µs CPU / op", "cpu_us_per_op", ".0f"), ("ops / CPU s", "ops_per_cpu_s", ",.0f")],
@@ -55,7 +56,8 @@ EXTRA: dict[str, list[tuple[str, str, str]]] = {
         ("utilisation", "utilisation", ".0%"),
         ("429 share", "share_429", ".1%"),
     ],
-    "tenants": [("token requests", "token_requests", ",.0f")],
+    "tenants": TOKENS,
+    "tenants-200ms": TOKENS,
 }
 
 TITLES = {
@@ -66,6 +68,7 @@ TITLES = {
     "throttle-20": "(2b) Throttle-bound: 20 tenants at the limit (time-scaled)",
     "latency": "(3) Latency-bound: 100 ± 30 ms per request, 20 tenants",
     "tenants": "(5) Many tenants: 3 operations each, real token acquisition",
+    "tenants-200ms": "(5b) Many tenants, every token answer 200 ms late",
 }
 
 
@@ -87,13 +90,16 @@ def render(results: dict[str, Any]) -> str:
     """Every scenario of ``results`` as Markdown."""
     machine = results["machine"]
     out = [
-        f"Measured {results['started_at']} on {machine['cpus']} CPUs ({machine['platform']}, Python {machine['python']}),"
+        f"Last run {results['started_at']} on {machine['cpus']} CPUs ({machine['platform']}, Python {machine['python']}),"
         f" server pinned to CPU {results['pinning']['server_cpu']}, client to CPU {results['pinning']['client_cpu']};"
-        f" load average at start {', '.join(f'{x:.1f}' for x in machine['load_average'])}."
+        f" load average at its start {', '.join(f'{x:.1f}' for x in machine['load_average'])}."
         " Medians of the counted runs; `python -m benchmarks run` regenerates this section.",
     ]
     for name, result in results["scenarios"].items():
         out += ["", f"### {TITLES.get(name, '(4) Scale: 1,000,000 operations')}", ""]
+        if "measured_at" in result:
+            load = ", ".join(f"{x:.1f}" for x in result["load_average"])
+            out += [f"Measured {result['measured_at']} (load average after the scenario {load}).", ""]
         if name == "scale":
             out += _scale(result)
             continue

@@ -26,11 +26,12 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 def test_every_contender_did_the_same_work(results: dict[str, object]) -> None:
-    """Each overhead contender ran, and the emulator saw every operation of the job from each of them."""
+    """Each overhead contender ran, the emulator saw every operation, and its objects hold every line's values."""
     overhead = results["scenarios"]["overhead"]  # type: ignore[index]
     assert set(overhead["contenders"]) == OVERHEAD
     for entry in overhead["contenders"].values():
         assert entry["median"]["operations_seen"] == overhead["setup"]["operations"]
+        assert entry["median"]["applied"] == overhead["setup"]["operations"]
         assert entry["median"]["cpu_s"] > 0 and entry["median"]["peak_rss_mib"] > 0
 
 

@@ -17,6 +17,7 @@ from common import Target, Tenant, arguments, chunks, load_job, load_target
 from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
 from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph.generated.models.device_management_exchange_connector import DeviceManagementExchangeConnector
+from msgraph.generated.models.device_management_exchange_connector_type import DeviceManagementExchangeConnectorType
 from msgraph_core import GraphClientFactory
 from msgraph_core.requests.batch_request_content_collection import BatchRequestContentCollection
 from msgraph_core.requests.batch_request_item import BatchRequestItem
@@ -65,10 +66,12 @@ def _client(target: Target, tenant: Tenant, http: httpx.AsyncClient) -> GraphSer
 
 
 def _body(patch: dict[str, object]) -> DeviceManagementExchangeConnector:
+    # The enum must be the model's enum: Kiota's serializer silently drops a plain str (an empty PATCH body).
+    kind = patch.get("exchangeConnectorType")
     return DeviceManagementExchangeConnector(
         server_name=patch.get("serverName"),  # type: ignore[arg-type]
         primary_smtp_address=patch.get("primarySmtpAddress"),  # type: ignore[arg-type]
-        exchange_connector_type=patch.get("exchangeConnectorType"),  # type: ignore[arg-type]
+        exchange_connector_type=DeviceManagementExchangeConnectorType(kind) if kind is not None else None,
     )
 
 
