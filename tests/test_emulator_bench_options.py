@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from bulkconn.cli import cli
+from bulkconn.cli.emulator import emulator_group
 from bulkconn.emulator import EmulatorOptions
 from bulkconn.emulator.artifacts import write_config
 from bulkconn.emulator.state import generate_world
@@ -79,7 +80,7 @@ async def test_shared_app_counts_the_global_window_across_tenants(
 
 def test_serve_options_reach_the_emulator(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """`emulator serve --no-throttling --shared-app --token-latency-ms 200` builds those options."""
-    serve = cli.commands["emulator"].commands["serve"]  # type: ignore[attr-defined]
+    serve = emulator_group.commands["serve"]
     seen: list[EmulatorOptions] = []
 
     async def capture(options: EmulatorOptions, *rest: Any) -> None:

@@ -14,28 +14,84 @@ Exit codes (also in the README):
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
+
 import click
+from click.formatting import HelpFormatter
 
 from bulkconn import __version__
-from bulkconn.cli.auth import auth_group, login
-from bulkconn.cli.demo import demo
-from bulkconn.cli.emulator import emulator_group
-from bulkconn.cli.report import report_group
-from bulkconn.cli.run import run, validate
-from bulkconn.logs import enable_debug_logging
+
+# name -> (module, attribute, first paragraph of the command's help). A command's module is imported when the
+# command runs (or asks for its own --help), so `bulkconn --version` and `bulkconn --help` load neither the
+# engine nor aiohttp, msal, rich or the emulator. tests/test_cli_lazy.py checks the help texts against the commands.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "emulator": (
+        "bulkconn.cli.emulator",
+        "emulator_group",
+        "The local Microsoft Graph + Entra ID emulator (for rehearsals, tests and the demo).",
+    ),
+    "run": ("bulkconn.cli.run", "run", "Apply the changes listed in JOB (JSON Lines) and write a JSONL report."),
+    "validate": (
+        "bulkconn.cli.run",
+        "validate",
+        "Check every line of JOB against the configuration and the resource's properties; send nothing.",
+    ),
+    "auth": ("bulkconn.cli.auth", "auth_group", "Credentials and permissions."),
+    "report": ("bulkconn.cli.report", "report_group", "Read a run's JSONL report."),
+    "login": (
+        "bulkconn.cli.auth",
+        "login",
+        'Sign in to TENANT with the device-code flow (for tenants with auth = "device-code").',
+    ),
+    "demo": (
+        "bulkconn.cli.demo",
+        "demo",
+        "Run a multi-tenant job against the embedded emulator (20 s throttling windows shrunk to 1 s).",
+    ),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use; its help lists them from ``lazy`` without importing."""
+
+    def __init__(self, *args: object, lazy: Mapping[str, tuple[str, str, str]], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.lazy = dict(lazy)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module, attribute, _ = self.lazy[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names), default=0)
+        rows = []
+        for name in names:
+            command = self.commands.get(name)
+            if command is None:
+                rows.append((name, click.Command(name, help=self.lazy[name][2]).get_short_help_str(limit)))
+            elif not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bulkconn")
 @click.option("--debug", is_flag=True, help="Log every request (method, URL, status, ids) to stderr.")
 def cli(debug: bool) -> None:
     """bulkconn: fast, safe, resumable bulk changes to Microsoft Graph across many tenants."""
     if debug:
+        from bulkconn.logs import enable_debug_logging
+
         enable_debug_logging()
-
-
-for command in (emulator_group, run, validate, auth_group, report_group, login, demo):
-    cli.add_command(command)
 
 
 def main() -> None:

@@ -1,0 +1,44 @@
+"""The command line loads a command's modules only when that command runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+import pytest
+
+from bulkconn.cli import COMMANDS, cli
+
+HEAVY = ("bulkconn.engine", "bulkconn.runner", "bulkconn.emulator", "aiohttp", "msal", "rich", "cryptography")
+
+
+def _loaded_after(*args: str) -> set[str]:
+    """Top-level modules and bulkconn modules imported by ``python -m bulkconn ARGS`` (in a fresh interpreter)."""
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = ['bulkconn', *{list(args)!r}]\n"
+        "try:\n    runpy.run_module('bulkconn', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('\\n'.join(sys.modules), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    return set(done.stderr.split())
+
+
+@pytest.mark.parametrize("args", [("--version",), ("--help",)])
+def test_version_and_help_import_no_engine_network_or_display(args: tuple[str, ...]) -> None:
+    """`bulkconn --version` and `--help` start without importing the engine, aiohttp, msal, rich or the emulator."""
+    loaded = _loaded_after(*args)
+    assert not [name for name in HEAVY if name in loaded]
+
+
+def test_help_lists_every_command_with_its_own_help() -> None:
+    """The top-level help lists each command with the first line its own --help shows (no drift)."""
+    with click.Context(cli) as ctx:
+        for name, (_, _, short) in COMMANDS.items():
+            command = cli.get_command(ctx, name)
+            assert command is not None
+            for limit in (45, 200):
+                assert click.Command(name, help=short).get_short_help_str(limit) == command.get_short_help_str(limit)
+        assert cli.list_commands(ctx) == sorted(COMMANDS)
