@@ -6,8 +6,11 @@
 * MSAL's own cache is reused; it refreshes 5 minutes before expiry by itself.
 * A custom authority host (the emulator, a proxy) skips instance discovery, which would otherwise go
   to login.microsoftonline.com.
-* With ``ca_bundle`` the identity calls use a ``requests`` session that trusts exactly that bundle and
+* Every tenant's app shares one ``requests`` session (per CA bundle): one connection pool and TLS setup for the
+  identity service, not one per tenant. With ``ca_bundle`` that session trusts exactly that bundle and
   ignores ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` (which would override ``verify=``; docs/service-facts.md §5).
+* MSAL calls run in the provider's own pool of :data:`TOKEN_THREADS` threads, not asyncio's default executor
+  (a handful of threads): 1,000 tenants whose identity answers take 200 ms each get their tokens in seconds.
 
 msal and requests exceptions are translated to :class:`AuthError` here and nowhere else. Error
 texts carry Entra's code and description, never a secret, assertion or token.
@@ -20,10 +23,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import msal
 import requests
+from requests.adapters import HTTPAdapter
 
 from bulkconn.config import (
     CertificateCredential,
@@ -36,6 +41,7 @@ from bulkconn.errors import AuthError
 
 log = logging.getLogger(__name__)
 REFRESH_MARGIN_S = 300.0  # as MSAL: a token with less than 5 minutes left is renewed
+TOKEN_THREADS = 64  # identity calls in flight at once (each a blocking MSAL call in its own thread)
 
 
 class TokenProvider(Protocol):
@@ -68,11 +74,13 @@ def _describe(result: dict[str, Any]) -> str:
 class MsalTokenProvider:
     """Client-credential (secret or certificate) and device-code tokens for every configured tenant."""
 
-    def __init__(self, config: Config, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, config: Config, *, timeout_s: float = 30.0, threads: int = TOKEN_THREADS) -> None:
         self._config = config
         self._timeout_s = timeout_s
+        self._threads = threads
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bulkconn-token")
         self._apps: dict[str, msal.ClientApplication] = {}
-        self._sessions: list[requests.Session] = []
+        self._sessions: dict[str | None, requests.Session] = {}  # CA bundle (None: the system's) -> shared session
         self._locks: dict[str, asyncio.Lock] = {}
         self._issued: dict[str, str] = {}
         self._fresh_until: dict[str, float] = {}  # tenant -> monotonic time until which _issued is served as is
@@ -82,13 +90,22 @@ class MsalTokenProvider:
         """How many times this provider went to the identity service for ``tenant``."""
         return self._requests.get(tenant, 0)
 
-    def _session(self, tenant: TenantConfig) -> requests.Session | None:
-        if tenant.ca_bundle is None:
-            return None
-        session = _TimeoutSession(self._timeout_s)
-        session.verify = str(tenant.ca_bundle)
-        session.trust_env = False
-        self._sessions.append(session)
+    def _session(self, tenant: TenantConfig) -> requests.Session:
+        """The session every app with this tenant's CA bundle shares (created on first use).
+
+        Its pool keeps one connection per thread, so tokens for a thousand tenants reuse a few dozen TLS
+        connections. Without a bundle it is what MSAL would build for each app (one retry on a failed connection).
+        """
+        bundle = None if tenant.ca_bundle is None else str(tenant.ca_bundle)
+        session = self._sessions.get(bundle)
+        if session is None:
+            session = self._sessions[bundle] = _TimeoutSession(self._timeout_s)
+            adapter = HTTPAdapter(pool_maxsize=self._threads, max_retries=0 if bundle else 1)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            if bundle is not None:
+                session.verify = bundle
+                session.trust_env = False
         return session
 
     def _build(self, tenant: TenantConfig) -> msal.ClientApplication:
@@ -99,9 +116,7 @@ class MsalTokenProvider:
         }
         if tenant.custom_authority:
             common["instance_discovery"] = False
-        session = self._session(tenant)
-        if session is not None:
-            common["http_client"] = session
+        common["http_client"] = self._session(tenant)
         if isinstance(cred, DeviceCodeCredential):
             cache = msal.SerializableTokenCache()
             if cred.token_cache_file.exists():
@@ -182,7 +197,9 @@ class MsalTokenProvider:
 
     async def _in_thread(self, fn: Callable[[], Any], alias: str) -> Any:
         try:
-            return await asyncio.wait_for(asyncio.to_thread(fn), self._timeout_s * 3)
+            return await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(self._executor, fn), self._timeout_s * 3
+            )
         except TimeoutError:
             raise AuthError(
                 alias, "timeout", f"no answer from the identity service in {self._timeout_s * 3:g} s"
@@ -191,12 +208,20 @@ class MsalTokenProvider:
     async def token(self, tenant: str) -> str:
         """A valid access token for ``tenant`` (from MSAL's cache when it still has one)."""
         cfg = self._tenant(tenant)
-        cached = self._issued.get(tenant)
-        if cached is not None and time.monotonic() < self._fresh_until.get(tenant, 0.0):
+        cached = self._fresh(tenant)
+        if cached is not None:
             return cached  # the hot path: no thread hop, no lock
         async with self._lock(tenant):
+            cached = self._fresh(tenant)  # another worker may have fetched it while this one waited
+            if cached is not None:
+                return cached
             token: str = await self._in_thread(lambda: self._acquire(cfg), tenant)
             return token
+
+    def _fresh(self, tenant: str) -> str | None:
+        """The token last issued for ``tenant`` while it has more than the refresh margin left."""
+        cached = self._issued.get(tenant)
+        return cached if cached is not None and time.monotonic() < self._fresh_until.get(tenant, 0.0) else None
 
     async def invalidate(self, tenant: str, token: str) -> None:
         """Forget ``token`` (Graph said 401) so the next :meth:`token` call gets a fresh one."""
@@ -214,9 +239,10 @@ class MsalTokenProvider:
                     cache.remove_at(at)
 
     def close(self) -> None:
-        for session in self._sessions:
+        for session in self._sessions.values():
             session.close()
         self._sessions.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def write_private(path: os.PathLike[str] | str, text: str) -> None:
