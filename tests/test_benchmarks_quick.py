@@ -42,6 +42,7 @@ def test_ratios_pair_bulkconn_with_the_floor(results: dict[str, object]) -> None
         ("bulkconn-single", "floor-single"),
         ("bulkconn-batch", "floor-batch"),
         ("bulkconn-version", "imports"),
+        ("bulkconn-run-imports", "imports"),
     }
     for ratio in pairs.values():
         assert all(ratio[m] > 0 for m in ("cpu_s", "wall_s", "peak_rss_mib"))
