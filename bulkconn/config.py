@@ -15,15 +15,13 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from cryptography.hazmat.primitives.serialization import pkcs12
+from typing import TYPE_CHECKING, Any
 
 from bulkconn.errors import ConfigError
+
+if TYPE_CHECKING:  # cryptography is imported only when a certificate is configured: it costs start-up time
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 DEFAULT_CONFIG = Path("bulkconn.toml")
 # Who may read a file: mode bits on POSIX; on Windows, NTFS ACLs, which st_mode does not show (docs/configuration.md).
@@ -242,6 +240,9 @@ _PEM_MARK = b"-----BEGIN"
 
 
 def _load_pem(reader: _Reader, data: bytes, password: bytes | None) -> tuple[PrivateKeyTypes, x509.Certificate]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         return serialization.load_pem_private_key(data, password=password), x509.load_pem_x509_certificate(data)
     except TypeError as exc:  # cryptography: a password for a plain key, or none for an encrypted one
@@ -261,6 +262,8 @@ def _load_pem(reader: _Reader, data: bytes, password: bytes | None) -> tuple[Pri
 
 def _load_pfx(reader: _Reader, data: bytes, password: bytes | None) -> tuple[PrivateKeyTypes, x509.Certificate]:
     # Windows exports (Export-PfxCertificate, certlm.msc) are PKCS#12; azure-identity reads them too.
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     try:
         key, cert, _ = pkcs12.load_key_and_certificates(data, password)
     except ValueError:
@@ -277,6 +280,9 @@ def _load_pfx(reader: _Reader, data: bytes, password: bytes | None) -> tuple[Pri
 
 def _certificate(reader: _Reader) -> CertificateCredential:
     """A certificate credential from a PEM or PFX file; the key is held decrypted in memory only."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     data = reader.private_file("certificate_file")
     password = reader.env("certificate_password_env").encode() if "certificate_password_env" in reader.table else None
     load = _load_pem if _PEM_MARK in data else _load_pfx

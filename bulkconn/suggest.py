@@ -7,7 +7,6 @@ Pure and small. The order of checks makes the common slips land on the right nam
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 _CUTOFF = 0.6  # difflib's default: close enough to be a typo, far enough not to guess wildly
@@ -26,6 +25,8 @@ def closest(word: str, choices: Iterable[str]) -> str | None:
     prefixed = [choice for lower, choice in folded.items() if lower.startswith(key)]
     if len(prefixed) == 1:
         return prefixed[0]
+    import difflib  # only when a name is wrong: not part of every start-up
+
     matches = difflib.get_close_matches(key, list(folded), n=1, cutoff=_CUTOFF)
     return folded[matches[0]] if matches else None
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
 
 from bulkconn.cli.display import Display, summary_table
 from bulkconn.config import Config, load_config
@@ -87,6 +86,8 @@ def default_report(job: Path) -> Path:
 
 
 def print_summary(result: RunResult, resume_command: str) -> None:
+    from rich.console import Console  # at the end of a run: not part of start-up
+
     console = Console(stderr=True)
     console.print(summary_table(result.counts, result.per_tenant))
     for tenant, problem in sorted(result.auth_failures.items()):

@@ -10,15 +10,14 @@ import math
 import sys
 import time
 from collections.abc import Mapping
-from typing import TextIO
-
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, TextIO
 
 from bulkconn.model import Progress
+
+if TYPE_CHECKING:  # rich is imported when something is drawn, not at start-up (a --quiet run draws at the end only)
+    from rich.console import RenderableType
+    from rich.live import Live
+    from rich.table import Table
 
 PER_TENANT_ROWS = 8
 
@@ -44,6 +43,11 @@ def progress_line(progress: Progress) -> str:
 
 
 def _view(progress: Progress) -> RenderableType:
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
     bar = Table.grid()  # a grid row ends the line, which a bare ProgressBar does not
     bar.add_row(ProgressBar(total=max(progress.total, 1), completed=progress.finished, width=60))
     parts: list[RenderableType] = [Text(progress_line(progress)), bar]
@@ -69,6 +73,9 @@ class Display:
         self.plain_every_s = plain_every_s
         self._last_plain = -math.inf
         if not quiet and self.stream.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
             self.live = Live(console=Console(file=self.stream), refresh_per_second=4, transient=False)
             self.live.start()
 
@@ -90,6 +97,8 @@ class Display:
 
 
 def summary_table(counts: Mapping[str, int], per_tenant: Mapping[str, Mapping[str, int]]) -> Table:
+    from rich.table import Table
+
     table = Table(title="bulkconn summary", title_justify="left")
     statuses = ["succeeded", "failed", "invalid", "uncertain", "skipped"]
     table.add_column("tenant")
