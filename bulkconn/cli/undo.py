@@ -80,6 +80,8 @@ def parse_where(collection: Resource, pairs: tuple[str, ...]) -> Mapping[str, An
         if not sep or not name:
             raise UsageError(f"--where {pair!r}: expected PROPERTY=VALUE")
         where[name] = where_value(collection, name, text)
+    if not where:
+        return where
     checked = check_where(where, collection=collection, source="--where")
     if isinstance(checked, SelectorProblem):
         raise UsageError(f"--where: {checked.reason}")
