@@ -95,6 +95,10 @@ class JobScan:
         matches = sum(1 for found in self.expansion.values() for m in found if m.key not in self.skip_keys)
         return self.valid - len(self.selectors) + matches
 
+    def unexpanded(self) -> int:
+        """Selector lines' (line, tenant) groups with no expansion attached yet: they are listed when the run starts."""
+        return sum(1 for s in self.selectors.values() for tenant in s.tenants if (s.line, tenant) not in self.expansion)
+
 
 def is_csv(path: Path) -> bool:
     """Whether ``path`` is read as a CSV job (by its extension, as Excel names it)."""

@@ -182,14 +182,14 @@ class Reads:
         pending = [_Pending(u) for u in urls]
         for start in range(0, len(pending), MAX_BATCH):
             await self._batch(alias, pending[start : start + MAX_BATCH])
-        return [p.result if p.result is not None else ReadFailed(ErrorInfo("NotRead", ""), None) for p in pending]
+        return [_result(p) for p in pending]
 
     async def _one(self, alias: str, item: _Pending) -> Mapping[str, Any]:
         await self._batch(alias, [item])
-        if isinstance(item.result, ReadFailed):
-            raise item.result
-        assert item.result is not None
-        return item.result
+        result = _result(item)
+        if isinstance(result, ReadFailed):
+            raise result
+        return result
 
     async def _batch(self, alias: str, items: list[_Pending]) -> None:
         """Read ``items`` until each has a result: retry what the decision says, after the longest wait asked."""
@@ -220,6 +220,7 @@ class Reads:
     ) -> tuple[list[_Pending], float]:
         again: list[_Pending] = []
         wait_s = 0.0
+        invalidated = False
         for item, read in zip(items, reads, strict=True):
             attempt = Attempt(
                 number=item.attempts,
@@ -234,14 +235,21 @@ class Reads:
                     read.body if decision.succeeded and read.body is not None else ReadFailed(error, read.answer.status)
                 )
                 continue
-            if decision.reauthenticate and not item.reauthenticated:
+            if decision.reauthenticate:
                 item.reauthenticated = True
-                await self.auth.invalidate(alias, token)
+                if not invalidated:  # one refused token is dropped once, however many reads it refused
+                    await self.auth.invalidate(alias, token)
+                    invalidated = True
             if decision.throttled:
                 self.pacer(alias).throttled(decision.after_s)
             wait_s = max(wait_s, decision.after_s)
             again.append(item)
         return again, wait_s
+
+
+def _result(item: _Pending) -> Mapping[str, Any] | ReadFailed:
+    assert item.result is not None, "every item of a batch ends with a result"
+    return item.result
 
 
 def _id() -> str:

@@ -203,13 +203,13 @@ async def execute(
         scan = await asyncio.to_thread(
             scan_job, job, list(config.tenants), on_invalid=spool_invalid, skip_keys=options.skip_keys
         )
+        scan.expansion, scan.skip_keys = options.expansion.groups, options.skip_keys  # what a resume already selected
         on_scanned(scan)
         if options.strict and scan.invalid:
             raise JobError(
                 f"{scan.invalid} invalid line(s); --strict sends nothing:\n" + "\n".join(p.message for p in preview),
                 file=str(job),
             )
-        scan.expansion, scan.skip_keys = options.expansion.groups, options.skip_keys
         unlisted = to_list(scan, options.expansion, options.skip_keys)
         if options.resumed and not (scan.operations or unlisted or scan.invalid or options.prefill):
             result.nothing_to_do = True

@@ -122,7 +122,7 @@ def test_a_throttled_read_is_retried_after_retry_after_then_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A read answered 429 waits its Retry-After, reads again and writes; a retried write is not read again."""
-    graph, handler = _scripted_reads(429)
+    _, handler = _scripted_reads(429)
     run = run_engine(tmp_path, monkeypatch, [update(1)], handler, settings=_settings(backup=True))
     outcome = run.only()
     assert outcome.status == "succeeded" and outcome.throttled == 1 and outcome.attempts == 1

@@ -3,6 +3,7 @@ option handling. Fake transport, virtual time: milliseconds each."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
 from bulkconn.listing import expand
 from bulkconn.model import Action, ErrorInfo, Outcome, Status
 from bulkconn.plan import EXIT_NOTHING_TO_CHANGE, PlanCounts, PlanEntry, PlanState
-from bulkconn.reads import Reads
+from bulkconn.reads import ReadFailed, Reads
 from bulkconn.report import format as fmt
 from bulkconn.transport import HttpRequest, HttpResponse
 from tests.engine_harness import FakeAuth, config, oid
@@ -232,3 +233,35 @@ def test_export_refuses_bad_options_before_reading_anything(
     done = CliRunner().invoke(cli, ["export", "--config", str(toml), *args, "-o", str(out)])
     assert done.exit_code == EXIT_USAGE and words in done.stderr, done.stderr
     assert not out.exists()
+
+
+def test_reads_retry_a_throttled_batch_after_retry_after_and_report_a_missing_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads.objects: one $batch of GETs; a throttled envelope is read again after its Retry-After; 404 is final."""
+    graph = FakeGraph()
+    graph.objects[("contoso", oid(1))] = {"serverName": "a"}
+    throttled = [True]
+
+    def handler(request: HttpRequest) -> HttpResponse:
+        if throttled.pop() if throttled else False:
+            return respond(429, headers={"retry-after": "3"}, body={"error": {"code": "TooManyRequests"}})
+        return graph(request)
+
+    async def scenario() -> tuple[list[Any], list[float]]:
+        async with FakeTransport(handler) as transport:
+            reads = _reads(tmp_path, monkeypatch, transport)
+            sent: list[float] = []
+            original = transport.send
+
+            async def timed(request: HttpRequest) -> HttpResponse:
+                sent.append(asyncio.get_running_loop().time())
+                return await original(request)
+
+            transport.send = timed  # type: ignore[method-assign]
+            return await reads.objects("contoso", [f"/x/{oid(1)}", f"/x/{oid(2)}"]), sent
+
+    found, sent = run_virtual(scenario())
+    assert found[0] == {"id": oid(1), "serverName": "a"}
+    assert isinstance(found[1], ReadFailed) and found[1].status == 404
+    assert len(sent) == 2 and sent[1] - sent[0] >= 3.0

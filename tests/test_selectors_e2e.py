@@ -6,7 +6,6 @@ import copy
 import re
 import shlex
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,7 +59,7 @@ def test_selectors_over_several_tenants_expand_to_exactly_the_matching_objects_a
 ) -> None:
     """Listed in pages of 7, each line selects exactly the objects matching it, keyed LINE:TENANT:ID, in job order."""
     world = default_world
-    lines = [
+    lines: list[dict[str, Any]] = [
         {"key": "hosted", "tenant": "*", "where": {"exchangeConnectorType": "hosted"}, "patch": {"version": "h"}},
         {"tenant": "fabrikam", "select": "all", "patch": {"exchangeAlias": "all"}},
         {"tenant": "*", "where": {"exchangeConnectorType": "hosted", "status": "connected"}, "patch": {"version": "c"}},
@@ -72,7 +71,7 @@ def test_selectors_over_several_tenants_expand_to_exactly_the_matching_objects_a
     for number, line in enumerate(lines, start=1):
         key = line.get("key", str(number))
         where = line.get("where", {})
-        for alias in line["tenant"] == "*" and list(before) or [line["tenant"]]:
+        for alias in list(before) if line["tenant"] == "*" else [line["tenant"]]:
             wanted = [i for i, c in before[alias].items() if all(c[k] == v for k, v in where.items())]
             got = [r for r in records if r["type"] == "expansion" and r["line"] == number and r["tenant"] == alias]
             assert [r["id"] for r in got] == wanted and all(r["key"] == f"{key}:{alias}:{r['id']}" for r in got)
@@ -284,3 +283,22 @@ def test_an_expansion_survives_kill_9_and_the_resume_works_on_exactly_the_record
     assert sorted(r["key"] for r in results) == sorted(recorded) and {r["status"] for r in results} == {"succeeded"}
     assert store[hosted[0].lower()]["version"] == "9" and newcomer["version"] != "9"
     assert store[added["id"]]["exchangeAlias"] == "added"
+
+
+def test_export_writes_a_job_of_the_matching_objects_that_runs_as_is(world: World) -> None:
+    """export --where: one line per matching object with its current writable values; run unchanged with
+    --skip-unchanged it changes nothing and costs no write."""
+    before = _connectors(world)
+    done = world.bulkconn("export", "--config", "bulkconn.toml", "--where", "status=connected", "-o", "e.jsonl")
+    assert done.returncode == 0, done.stderr
+    lines = _records(world.dir / "e.jsonl")
+    wanted = {(a, i) for a, objects in before.items() for i, c in objects.items() if c["status"] == "connected"}
+    assert {(x["tenant"], x["id"]) for x in lines} == wanted and len(lines) == len(wanted)
+    for line in lines:
+        current = before[line["tenant"]][line["id"]]
+        assert line["patch"] == {k: v for k, v in current.items() if k not in ("id", "@odata.type")}
+    assert f"{len(wanted)} object(s) from 2 tenant(s)" in done.stderr
+    again = world.bulkconn("run", "e.jsonl", "--config", "bulkconn.toml", "-q", "--skip-unchanged")
+    assert again.returncode == 0, again.stderr
+    _, results, _ = read_report(world.dir / "e.report.jsonl")
+    assert {r["status"] for r in results} == {"skipped"} and world.emu.stats()["writes_total"] == 0

@@ -199,7 +199,7 @@ def run(
         )
 
         def say_what_is_left(scan: JobScan) -> None:
-            click.echo(plan.starting(scan.valid + scan.invalid), err=True)
+            click.echo(plan.starting(scan.operations + scan.invalid + scan.unexpanded()), err=True)
 
         on_scanned = say_what_is_left
 
