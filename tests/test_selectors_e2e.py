@@ -277,6 +277,8 @@ def test_an_expansion_survives_kill_9_and_the_resume_works_on_exactly_the_record
         tenant(emu, "contoso").add("exchangeConnectors", added)
         resumed = world.bulkconn("run", job, "--config", "bulkconn.toml", "-q", "--resume")
         assert resumed.returncode == 0, resumed.stderr
+        again = world.bulkconn("run", job, "--config", "bulkconn.toml", "-q", "--resume")
+        assert again.returncode == 0 and "nothing to resume" in again.stderr
     records = _records(report)
     assert [r for r in records if r["type"] in ("expansion", "expansion_done")] == first  # nothing listed again
     results = [r for r in records if r["type"] == "result"]
