@@ -136,6 +136,10 @@ class Handover:
     bulkconn_version: str
     tenants: list[TenantReport]
 
+    def runs_phrase(self) -> str:
+        """``12 s over 2 runs``."""
+        return f"{span(self.duration_s)} over {self.runs} run{'' if self.runs == 1 else 's'}"
+
     @property
     def counts(self) -> Counter[str]:
         """Operations by status over every tenant shown."""
@@ -166,7 +170,9 @@ def when(moment: datetime | str | None) -> str:
 
 
 def span(seconds: float) -> str:
-    """A duration as people read it: ``0.4 s``, ``12 s``, ``3 min 20 s``, ``2 h 5 min``."""
+    """A duration as people read it: ``under 0.1 s``, ``0.4 s``, ``12 s``, ``3 min 20 s``, ``2 h 5 min``."""
+    if seconds < 0.05:
+        return "under 0.1 s"
     if seconds < 10:
         return f"{seconds:.1f} s"
     whole = round(seconds)

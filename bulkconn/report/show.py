@@ -21,7 +21,6 @@ from bulkconn.report.handover import (
     TenantReport,
     change_summary,
     counts_phrase,
-    span,
     when,
 )
 from bulkconn.report.show_html import render_html
@@ -68,7 +67,7 @@ def _md_header(handover: Handover) -> list[str]:
         ("Report", handover.report),
         ("Started", when(handover.started_at)),
         ("Finished", when(handover.finished_at) if handover.state != "incomplete" else "not finished"),
-        ("Running time", f"{span(handover.duration_s)} over {handover.runs} run(s)"),
+        ("Running time", handover.runs_phrase()),
         ("Outcome", handover.outcome()),
     ]
     return [f"# Change report: {md(handover.job.name)}", "", *_md_table(("", ""), rows)]

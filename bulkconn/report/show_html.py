@@ -126,7 +126,7 @@ def _run_panel(handover: Handover) -> str:
         ("Report", handover.report),
         ("Started", when(handover.started_at)),
         ("Finished", finished),
-        ("Running time", f"{span(handover.duration_s)} over {handover.runs} run(s)"),
+        ("Running time", handover.runs_phrase()),
         ("Outcome", handover.outcome()),
     ]
     items = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
