@@ -65,7 +65,7 @@ def test_chromium_shows_a_demo_runs_tenants_changes_and_failures(tmp_path: Path)
     for shown in ("contoso", "fabrikam", "northwind", "What changed", "serviceToService", "sync deltaSync"):
         assert shown in text, shown
     assert "Not found in this tenant: DeviceManagementExchangeConnector with id" in text
-    assert "Not sent, the job line is invalid" in text and "(did you mean 'hosted'?)" in text
+    assert "Not sent, the job line is invalid" in text and "'Hosted'" in text
     assert "27 operations: 25 succeeded, 1 failed, 1 invalid" in text
     assert BINARY is not None
     png = tmp_path / "shot.png"
