@@ -1,6 +1,7 @@
 """The command line: the only layer that prints for users and picks exit codes.
 
-One module per command group: :mod:`.run` (``run``, ``validate``), :mod:`.auth` (``auth``, ``login``),
+One module per command group: :mod:`.run` (``run``, ``validate``), :mod:`.plan` (``plan``), :mod:`.undo`
+(``rollback``, ``export``), :mod:`.auth` (``auth``, ``login``),
 :mod:`.report` (``report``), :mod:`.emulator` (``emulator``), :mod:`.demo` (``demo``); :mod:`.common` holds
 the shared options, messages and exit codes, :mod:`.display` the progress display and summary table.
 
@@ -9,6 +10,7 @@ Exit codes (also in the README):
     1    some operations failed, were invalid, or are uncertain
     2    usage, configuration or job error found before anything was sent
     3    authentication failed for every tenant (``auth check``: for any tenant)
+    4    ``plan``: changes pending (0: nothing to change)
     130  interrupted (SIGINT/SIGTERM); the report says how to resume
 """
 
@@ -36,6 +38,21 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "bulkconn.cli.run",
         "validate",
         "Check every line of JOB against the configuration and the resource's properties; send nothing.",
+    ),
+    "plan": (
+        "bulkconn.cli.plan",
+        "plan",
+        "Read every object JOB targets and show what would change; write nothing to Graph.",
+    ),
+    "export": (
+        "bulkconn.cli.undo",
+        "export",
+        "Write the current objects as a job skeleton: one line per object with its writable values.",
+    ),
+    "rollback": (
+        "bulkconn.cli.undo",
+        "rollback",
+        "Turn REPORT (of a run with --backup) into a job restoring every patched object to its pre-image.",
     ),
     "auth": ("bulkconn.cli.auth", "auth_group", "Credentials and permissions."),
     "report": ("bulkconn.cli.report", "report_group", "Read a run's JSONL report."),
