@@ -143,6 +143,7 @@ class _LineParser:
         self.default_tenant = str(defaults.get("tenant", self.only_tenant or ""))
         self.default_action = defaults.get("action", "update")
         self.default_patch: dict[str, Any] = dict(defaults.get("patch", {}))
+        self.default_resource = str(defaults.get("resource", "exchangeConnector"))
 
     def parse(self, data: Any, line: int) -> Operation | Invalid:
         key = str(line)
@@ -157,7 +158,7 @@ class _LineParser:
 
         if _good_key(data.get("key")):
             key = data["key"]
-        resource_name = str(data.get("resource", self.defaults.get("resource", "exchangeConnector")))
+        resource_name = str(data["resource"]) if "resource" in data else self.default_resource
         problem = self._line_problem(data, tenant) or _target_problem(object_id, resource_name, action_raw)
         if problem:
             return bad(problem)
@@ -191,11 +192,14 @@ class _LineParser:
         resource: Resource,
         bad: Callable[[str], Invalid],
     ) -> Operation | Invalid:
-        patch = dict(self.default_patch)
+        patch = self.default_patch
         if "patch" in data:
-            if not isinstance(data["patch"], dict):
+            given = data["patch"]
+            if not isinstance(given, dict):
                 return bad("'patch' must be a JSON object")
-            patch.update(data["patch"])
+            patch = {**patch, **given} if patch else given  # the line's own dict: no one else holds it
+        else:
+            patch = dict(patch)
         if not patch:
             return bad("empty patch: nothing to change")
         problems = validate_patch(resource, patch)
@@ -356,13 +360,17 @@ def _check_items(
             continue
         if parser is None:
             parser = _LineParser({}, tenants)
-        if isinstance(data, dict) and "defaults" in data:
-            misplaced = Invalid.of_line(number, "a defaults line must be the first line")
-            _admit(scan, misplaced, start, (), on_invalid)
-            continue
-        if isinstance(data, dict) and is_selector(data):
-            _admit_selector(scan, data, number, start, tenants, explicit_keys, on_invalid)
-            continue
+        if isinstance(data, dict):
+            if "defaults" in data:
+                misplaced = Invalid.of_line(number, "a defaults line must be the first line")
+                _admit(scan, misplaced, start, (), on_invalid)
+                continue
+            if is_selector(data):
+                _admit_selector(scan, data, number, start, tenants, explicit_keys, on_invalid)
+                continue
+            if "key" not in data and str(number) in skip_keys:
+                scan.skipped += 1  # final in the report being resumed: no need to validate it again
+                continue
         _admit(scan, _unique(parser.parse(data, number), explicit_keys), start, skip_keys, on_invalid)
 
 
@@ -430,8 +438,12 @@ def _admit(
     else:
         scan.valid += 1
         scan.actions[result.action] = scan.actions.get(result.action, 0) + 1
-        scan.offsets.setdefault(result.tenant, array("q")).append(start)
-        scan.line_numbers.setdefault(result.tenant, array("q")).append(result.line)
+        offsets = scan.offsets.get(result.tenant)
+        if offsets is None:  # not setdefault: that would build two arrays for every line
+            offsets = scan.offsets[result.tenant] = array("q")
+            scan.line_numbers[result.tenant] = array("q")
+        offsets.append(start)
+        scan.line_numbers[result.tenant].append(result.line)
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,7 +185,12 @@ class LineStream:
         An over-long line comes as ``None`` (see :func:`lines_from`); ``last_size`` then says how long it was.
         """
         bom = len(self.encoding.bom)
-        for offset, raw, size in lines_from(self.handle, self.encoding, 0, digest=self._digest):
+        if self.encoding.utf8:  # one generator less per line than lines_from (a million lines: a fifth of a second)
+            self.handle.seek(0)
+            found = _bounded_lines(self.handle, 0, self._digest)
+        else:
+            found = lines_from(self.handle, self.encoding, 0, digest=self._digest)
+        for offset, raw, size in found:
             self.size += size
             self.last_size = size
             self.lines += 1
