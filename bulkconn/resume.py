@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
 
 from bulkconn.expansion import RecordedExpansion, read_expansion
 from bulkconn.job import fingerprint
 from bulkconn.model import Outcome
-from bulkconn.report.reader import check_job, iter_lines, read_state
+from bulkconn.report.reader import ReportState, check_job, iter_lines, read_state
 
 
 @dataclass(frozen=True, slots=True)
 class ResumePlan:
     report: Path
-    skip_keys: frozenset[str]
+    skip_keys: Set[str]
     prefill: tuple[Outcome, ...]
     counts: Counter[str]
     torn_lines: int
     expansion: RecordedExpansion  # what the report's selector lines selected (used as is, never listed again)
+    state: ReportState  # the report as read (the final exit code reads only what the run appends to it)
 
     def starting(self, remaining: int) -> str:
         """What to tell the user once the job's scan knows how many operations are left."""
@@ -46,8 +48,8 @@ def plan_resume(
     state = read_state(report)
     job_print = fingerprint(job)
     check_job(state, job_print.sha256, job_print.size, job_print.lines, force=force)
-    skip = frozenset(
-        state.skip_keys(retry_failed=retry_failed, recheck_invalid=recheck_invalid, resend_uncertain=resend_uncertain)
+    skip = state.skip_keys(
+        retry_failed=retry_failed, recheck_invalid=recheck_invalid, resend_uncertain=resend_uncertain
     )
     prefill: tuple[Outcome, ...] = ()
     if not resend_uncertain:
@@ -55,5 +57,7 @@ def plan_resume(
             Outcome.uncertain_sync(key=key, line=line, tenant=tenant, object_id=object_id)
             for key, tenant, object_id, line in state.uncertain_intents()
         )
-    expansion = read_expansion(record for _, record in iter_lines(report) if record is not None)
-    return ResumePlan(report, skip, prefill, state.counts(), state.torn_lines, expansion)
+    expansion = RecordedExpansion()
+    if state.has_expansion:  # a second pass only for reports of jobs with selector lines
+        expansion = read_expansion(record for _, record in iter_lines(report) if record is not None)
+    return ResumePlan(report, skip, prefill, state.counts(), state.torn_lines, expansion, state)

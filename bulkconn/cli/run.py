@@ -35,7 +35,7 @@ from bulkconn.engine import EngineSettings
 from bulkconn.engine.reading import ReadFirst
 from bulkconn.errors import UsageError
 from bulkconn.job import JobScan
-from bulkconn.report.reader import read_state
+from bulkconn.report.reader import update_state
 from bulkconn.resume import plan_resume
 from bulkconn.retry import RetryPolicy
 from bulkconn.runner import RunOptions, plan, strict_check
@@ -210,7 +210,7 @@ def run(
     command = " ".join(shlex.quote(a) for a in again)
     code = run_and_report(job, config, options, quiet, command, on_scanned or (lambda scan: None))
     if resume and code not in (EXIT_INTERRUPTED, EXIT_AUTH):
-        code = exit_code_for(read_state(report).counts())  # the whole report's final state decides
+        code = exit_code_for(update_state(plan.state, report).counts())  # the whole report's final state decides
     sys.exit(code)
 
 

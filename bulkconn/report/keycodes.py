@@ -1,0 +1,133 @@
+"""Compact per-key state for reading big reports: a million keys in a few megabytes.
+
+Most keys are job line numbers ("1", "2", ...): :class:`KeyCodes` keeps their small int codes in a ``bytearray``
+indexed by the number, and only other keys (a line's own ``key``) in a dict. :class:`KeySet` is a read-only set
+view of the keys whose code is not in a given set (what a resume skips), without copying a key.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, MutableMapping, Set
+from typing import TypeVar, overload
+
+T = TypeVar("T")
+
+_MAX_LINE = 1 << 32  # a number above this is kept as a named key (a job has nowhere near that many lines)
+
+
+def line_number(key: str) -> int:
+    """``key`` as a line number when it is one written the canonical way ("7", not "07" or "+7"), else -1."""
+    if key.isdigit() and key.isascii() and (key[0] != "0" or key == "0"):
+        number = int(key)
+        if number < _MAX_LINE:
+            return number
+    return -1
+
+
+class KeyCodes(MutableMapping[str, int]):
+    """key -> code (1..255): line-number keys in a bytearray, other keys in a dict."""
+
+    __slots__ = ("_line_keys", "_lines", "_named")
+
+    def __init__(self, items: Iterable[tuple[str, int]] = ()) -> None:
+        self._lines = bytearray()
+        self._named: dict[str, int] = {}
+        self._line_keys = 0
+        for key, code in items:
+            self[key] = code
+
+    def code_of_line(self, number: int) -> int:
+        """The code of line-number key ``number`` (0: none)."""
+        return self._lines[number] if 0 <= number < len(self._lines) else 0
+
+    def __getitem__(self, key: str) -> int:
+        code = self._code(key)
+        if not code:
+            raise KeyError(key)
+        return code
+
+    def _code(self, key: str) -> int:
+        number = line_number(key)
+        return self.code_of_line(number) if number >= 0 else self._named.get(key, 0)
+
+    @overload
+    def get(self, key: str, /) -> int | None: ...
+
+    @overload
+    def get(self, key: str, /, default: int | T) -> int | T: ...
+
+    def get(self, key: str, /, default: int | T | None = None) -> int | T | None:
+        """As ``dict.get``, without the exception a miss costs the generic Mapping.get."""
+        return self._code(key) or default
+
+    def __setitem__(self, key: str, code: int) -> None:
+        if not 0 < code < 256:
+            raise ValueError(f"a code is 1..255, not {code}")
+        number = line_number(key)
+        if number < 0:
+            self._named[key] = code
+            return
+        if number >= len(self._lines):
+            self._lines.extend(bytes(max(number + 1, 2 * len(self._lines)) - len(self._lines)))
+        self._line_keys += not self._lines[number]
+        self._lines[number] = code
+
+    def __delitem__(self, key: str) -> None:
+        number = line_number(key)
+        if number < 0:
+            del self._named[key]
+        elif self.code_of_line(number):
+            self._lines[number] = 0
+            self._line_keys -= 1
+        else:
+            raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        for number, code in enumerate(self._lines):
+            if code:
+                yield str(number)
+        yield from self._named
+
+    def __len__(self) -> int:
+        return self._line_keys + len(self._named)
+
+    def code_counts(self) -> Counter[int]:
+        """How many keys hold each code (counted in C over the bytearray)."""
+        counts = Counter(self._lines)
+        counts.pop(0, None)
+        counts.update(self._named.values())
+        return counts
+
+
+class KeySet(Set[str]):
+    """The keys of a :class:`KeyCodes` whose code is not in ``excluded`` (a live view; sized when made)."""
+
+    __slots__ = ("_codes", "_excluded", "_size")
+
+    def __init__(self, codes: KeyCodes, excluded: Set[int]) -> None:
+        self._codes = codes
+        self._excluded = frozenset(excluded)
+        self._size = sum(n for code, n in codes.code_counts().items() if code not in self._excluded)
+
+    def has_line(self, number: int) -> bool:
+        """Whether line-number key ``number`` is in the set (what a job scan asks once per line)."""
+        code = self._codes.code_of_line(number)
+        return code != 0 and code not in self._excluded
+
+    def __contains__(self, key: object) -> bool:
+        # Asked once per job line by a resumed scan: KeyCodes._code inlined for line-number keys.
+        if not isinstance(key, str):
+            return False
+        lines = self._codes._lines
+        if key.isdigit() and key.isascii() and (key[0] != "0" or key == "0") and (number := int(key)) < len(lines):
+            code = lines[number]
+        else:
+            code = self._codes._code(key)
+        return code != 0 and code not in self._excluded
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, code in self._codes.items() if code not in self._excluded)
+
+    def __len__(self) -> int:
+        return self._size
