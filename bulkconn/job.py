@@ -84,6 +84,7 @@ class JobScan:
     actions: dict[str, int] = field(default_factory=dict)
     encoding: Encoding = UTF8
     layout: CsvLayout | None = None  # a CSV job's header; None for JSON Lines
+    positions: bool = True  # keep the offsets of valid lines (a run reads them back; validation does not)
     selectors: dict[int, Selector] = field(default_factory=dict)  # line -> its selector (counted in `valid`)
     # Filled by the runner before the lanes start: (line, tenant) -> the recorded matches, and the keys to skip.
     expansion: Mapping[tuple[int, str], tuple[Match, ...]] = field(default_factory=dict)
@@ -326,13 +327,15 @@ def scan_job(
     *,
     on_invalid: Callable[[Invalid], None],
     skip_keys: Container[str] = frozenset(),
+    positions: bool = True,
 ) -> JobScan:
     """Validate every line (blocking; run it in a thread). Invalid lines go to ``on_invalid``.
 
     A ``.csv`` file is read as rows of a spreadsheet (:mod:`bulkconn.jobcsv`), anything else as JSON Lines.
+    ``positions=False`` (validation only) keeps no offsets: memory stays the same for any size of job.
     """
     stream = LineStream.open(path)
-    scan = JobScan(path, encoding=stream.encoding)
+    scan = JobScan(path, encoding=stream.encoding, positions=positions)
     with closing(stream):
         items = _csv_items(stream, scan) if is_csv(path) else _jsonl_items(stream)
         _check_items(scan, items, list(tenants), on_invalid, skip_keys)
@@ -438,6 +441,8 @@ def _admit(
     else:
         scan.valid += 1
         scan.actions[result.action] = scan.actions.get(result.action, 0) + 1
+        if not scan.positions:
+            return
         offsets = scan.offsets.get(result.tenant)
         if offsets is None:  # not setdefault: that would build two arrays for every line
             offsets = scan.offsets[result.tenant] = array("q")

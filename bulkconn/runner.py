@@ -82,15 +82,17 @@ def invalid_outcome(item: Invalid) -> Outcome:
     )
 
 
-async def strict_check(job: Path, config: Config, limit: int = 20) -> tuple[JobScan, list[Invalid]]:
-    """Scan without writing anything; return the scan and up to ``limit`` invalid lines."""
+async def strict_check(
+    job: Path, config: Config, limit: int = 20, *, positions: bool = True
+) -> tuple[JobScan, list[Invalid]]:
+    """Scan without writing anything; return the scan and up to ``limit`` invalid lines (``positions``: see scan_job)."""
     problems: list[Invalid] = []
 
     def keep(item: Invalid) -> None:
         if len(problems) < limit:
             problems.append(item)
 
-    scan = await asyncio.to_thread(scan_job, job, list(config.tenants), on_invalid=keep)
+    scan = await asyncio.to_thread(scan_job, job, list(config.tenants), on_invalid=keep, positions=positions)
     return scan, problems
 
 

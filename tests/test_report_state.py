@@ -129,3 +129,13 @@ def test_resumed_scan_still_reports_a_malformed_line(tmp_path: Path) -> None:
     skip = KeySet(KeyCodes([("1", 1), ("2", 3)]), set())
     scan = scan_job(job, ["a"], on_invalid=lambda bad: invalid.append(bad.line), skip_keys=skip)
     assert (scan.skipped, scan.invalid, scan.valid, invalid) == (1, 1, 0, [2])
+
+
+def test_validation_keeps_no_offsets_but_counts_the_same(tmp_path: Path) -> None:
+    """`bulkconn validate` scans without positions: same counts, nothing held per line."""
+    job = tmp_path / "job.jsonl"
+    job.write_text("".join(f'{{"tenant": "a", "id": "x{n}", "patch": {{"serverName": "s"}}}}\n' for n in range(50)))
+    full = scan_job(job, ["a"], on_invalid=lambda bad: None)
+    lean = scan_job(job, ["a"], on_invalid=lambda bad: None, positions=False)
+    assert (lean.valid, lean.invalid, lean.lines, lean.sha256) == (full.valid, full.invalid, full.lines, full.sha256)
+    assert len(full.offsets["a"]) == 50 and lean.offsets == {}

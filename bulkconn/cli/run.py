@@ -238,7 +238,7 @@ async def _dry_run(job: Path, config: Config, batch_size: int) -> int:
 def validate(job: Path, config_path: Path | None) -> None:
     """Check every line of JOB against the configuration and the resource's properties; send nothing."""
     config = get_config(config_path)
-    scan, problems = asyncio.run(strict_check(job, config, limit=1000))
+    scan, problems = asyncio.run(strict_check(job, config, limit=1000, positions=False))
     for problem in problems:
         click.echo(f"{job}:{problem.message}")
     if scan.invalid > len(problems):
