@@ -9,10 +9,22 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+_last_ms: list[tuple[int, str]] = [(-1, "")]  # the millisecond last formatted, with its text (one tuple: atomic)
+
 
 def utc_now() -> str:
-    """The current UTC time as the report writes it (ISO 8601, milliseconds, ``Z``)."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current UTC time as the report writes it (ISO 8601, milliseconds, ``Z``).
+
+    Every result line carries one; the operations of a ``$batch`` finish within the same millisecond, so the text
+    is formatted once per millisecond, not once per line.
+    """
+    now_ms = time.time_ns() // 1_000_000
+    last_ms, text = _last_ms[0]
+    if now_ms != last_ms:
+        moment = dt.datetime.fromtimestamp(now_ms // 1000, dt.UTC).replace(microsecond=now_ms % 1000 * 1000)
+        text = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        _last_ms[0] = (now_ms, text)
+    return text
 
 
 class Action(StrEnum):
@@ -131,7 +143,10 @@ class Progress:
     def record(self, tenant: str, status: Status) -> None:
         """One operation reached its final status."""
         self.done[status.value] += 1
-        self.per_tenant.setdefault(tenant, Counter())[status.value] += 1
+        counts = self.per_tenant.get(tenant)
+        if counts is None:  # not setdefault: that builds a Counter for every operation
+            counts = self.per_tenant[tenant] = Counter()
+        counts[status.value] += 1
 
     def record_throttled(self, tenant: str) -> None:
         self.throttled += 1

@@ -33,6 +33,7 @@ class Kind(StrEnum):
 _ENUM = Kind.ENUM
 _DATETIME = Kind.DATETIME
 _STRING = Kind.STRING
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+")  # what urllib.parse.quote never escapes (RFC 3986 unreserved)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,8 @@ class Resource:
         """
         if object_id in ("", ".", ".."):
             raise ValueError(f"{object_id!r} is not an object id")
+        if _UNRESERVED.fullmatch(object_id):  # a GUID, as almost always: quote would change nothing (and costs more)
+            return f"/{self.collection_path}/{object_id}"
         return f"/{self.collection_path}/{quote(object_id, safe='')}"
 
 
