@@ -30,13 +30,21 @@ import orjson
 from bulkconn.errors import JobError
 from bulkconn.jobcsv import CsvLayout, read_header, records, row_object, sniff_delimiter
 from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
-from bulkconn.model import Action, Operation
-from bulkconn.resources import EXCHANGE_CONNECTOR, RESOURCES, Problem, Resource, validate_patch
+from bulkconn.model import Operation
 from bulkconn.suggest import did_you_mean
+from bulkconn.targets import (
+    DEFAULT_RESOURCE,
+    action_problem,
+    change,
+    on_collection,
+    resolve_resource,
+    resource_problem,
+)
 
-LINE_FIELDS = frozenset({"tenant", "id", "patch", "action", "syncType", "resource", "key"})
-DEFAULT_FIELDS = frozenset({"tenant", "patch", "action", "syncType", "resource"})
-CSV_RESOURCE = EXCHANGE_CONNECTOR  # a CSV job has no defaults line to name another resource
+__all__ = ["resolve_resource"]  # the one resource resolution, for selectors, plan and rollback too
+
+LINE_FIELDS = frozenset({"tenant", "id", "patch", "action", "syncType", "resource", "key", "params", "@odata.type"})
+DEFAULT_FIELDS = frozenset({"tenant", "patch", "action", "syncType", "resource", "params", "@odata.type"})
 _REREAD_CHUNK = 4096  # a lane re-reads one line at a time: read UTF-16 in small pieces
 _LISTED = 10  # names shown in an "unknown tenant" message; an MSP may configure thousands
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -89,27 +97,13 @@ def _listing(names: Iterable[str]) -> str:
     return ", ".join(ordered[:_LISTED]) + more
 
 
-def _explain(resource: Resource, problem: Problem, patch: dict[str, Any]) -> str:
-    """A validation problem's message, with the property or enum value the user probably meant."""
-    prop = resource.properties.get(problem.property)
-    if prop is None and problem.property != "@odata.type":
-        return problem.message + did_you_mean(problem.property, resource.properties)
-    value = patch.get(problem.property)
-    if prop is not None and prop.enum_values and isinstance(value, str):
-        return problem.message + did_you_mean(value, prop.enum_values)
-    return problem.message
-
-
-def _target_problem(object_id: Any, resource: str, action: Any) -> str:
+def _id_problem(object_id: Any, collection_bound: bool, action: Any) -> str:
+    if collection_bound:
+        return f"'{action}' acts on the whole collection: its line names no 'id'" if object_id else ""
     if not object_id:
         return "missing 'id'"
     if not isinstance(object_id, str) or not _ID.match(object_id):
         return f"'id' {orjson.dumps(object_id).decode()} is not a valid object id"
-    if resource not in RESOURCES:
-        return f"unknown resource '{resource}' (known: {', '.join(RESOURCES)})"
-    if action not in ("update", "sync"):
-        hint = did_you_mean(action, ("update", "sync")) if isinstance(action, str) else ""
-        return f"unknown action {orjson.dumps(action).decode()}{hint} (use 'update' or 'sync')"
     return ""
 
 
@@ -120,7 +114,7 @@ class _LineParser:
         self.only_tenant = next(iter(tenants)) if len(tenants) == 1 else None
         self.default_tenant = str(defaults.get("tenant", self.only_tenant or ""))
         self.default_action = defaults.get("action", "update")
-        self.default_patch: dict[str, Any] = dict(defaults.get("patch", {}))
+        self.default_resource = defaults.get("resource", DEFAULT_RESOURCE)
 
     def parse(self, data: Any, line: int) -> Operation | Invalid:
         key = str(line)
@@ -135,14 +129,41 @@ class _LineParser:
 
         if _good_key(data.get("key")):
             key = data["key"]
-        resource_name = str(data.get("resource", self.defaults.get("resource", "exchangeConnector")))
-        problem = self._line_problem(data, tenant) or _target_problem(object_id, resource_name, action_raw)
+        problem = self._line_problem(data, tenant)
         if problem:
             return bad(problem)
-        resource = RESOURCES[resource_name]
-        if action_raw == "sync":
-            return self._sync(data, line, key, tenant, object_id, resource.name, bad)
-        return self._update(data, line, key, tenant, object_id, resource, bad)
+        found = self._operation(data, key, line, tenant, object_id, action_raw)
+        return bad(found) if isinstance(found, str) else found
+
+    def _operation(
+        self, data: dict[str, Any], key: str, line: int, tenant: str, object_id: Any, action: Any
+    ) -> Operation | str:
+        """The line's operation: its resource, id, action and change, each validated (or the first problem)."""
+        name = data.get("resource", self.default_resource)
+        resource = resource_problem(name)
+        bound = not isinstance(resource, str) and on_collection(resource, action)
+        problem = _id_problem(object_id, bound, action)
+        if problem or isinstance(resource, str):
+            return problem or str(resource)
+        unknown = action_problem(resource, action)
+        if unknown:
+            return unknown
+        wanted = change(resource, action, data, self.defaults)
+        if isinstance(wanted, str):
+            return wanted
+        return Operation(
+            key,
+            line,
+            tenant,
+            name,
+            str(object_id),
+            wanted.action,
+            wanted.patch,
+            wanted.sync_type,
+            wanted.params,
+            wanted.odata_type,
+            wanted.idempotent,
+        )
 
     def _line_problem(self, data: dict[str, Any], tenant: str) -> str | None:
         """What is wrong with the line's key, fields or tenant, if anything."""
@@ -158,51 +179,6 @@ class _LineParser:
             hint = did_you_mean(tenant, self.tenants)
             return f"unknown tenant alias '{tenant}'{hint} (configured: {_listing(self.tenants)})"
         return None
-
-    def _update(
-        self,
-        data: dict[str, Any],
-        line: int,
-        key: str,
-        tenant: str,
-        object_id: str,
-        resource: Resource,
-        bad: Callable[[str], Invalid],
-    ) -> Operation | Invalid:
-        patch = dict(self.default_patch)
-        if "patch" in data:
-            if not isinstance(data["patch"], dict):
-                return bad("'patch' must be a JSON object")
-            patch.update(data["patch"])
-        if not patch:
-            return bad("empty patch: nothing to change")
-        problems = validate_patch(resource, patch)
-        if problems:
-            return bad("; ".join(_explain(resource, p, patch) for p in problems))
-        return Operation(key, line, tenant, resource.name, object_id, Action.UPDATE, patch)
-
-    def _sync(
-        self,
-        data: dict[str, Any],
-        line: int,
-        key: str,
-        tenant: str,
-        object_id: str,
-        resource: str,
-        bad: Callable[[str], Invalid],
-    ) -> Operation | Invalid:
-        if "patch" in data:
-            return bad("a 'sync' line takes no 'patch'")
-        action = RESOURCES[resource].actions["sync"]
-        sync_type = data.get("syncType", self.defaults.get("syncType"))
-        if sync_type is None:
-            return bad(f"a 'sync' line needs 'syncType': one of {', '.join(action.values)}")
-        if sync_type not in action.values:
-            hint = did_you_mean(sync_type, action.values) if isinstance(sync_type, str) else ""
-            return bad(
-                f"'syncType' must be one of {', '.join(action.values)}, not {orjson.dumps(sync_type).decode()}{hint}"
-            )
-        return Operation(key, line, tenant, resource, object_id, Action.SYNC, sync_type=str(sync_type))
 
 
 def _good_key(value: Any) -> bool:
@@ -220,8 +196,9 @@ def _read_defaults(data: Any, file: str, line: int) -> dict[str, Any]:
             file=file,
             line=line,
         )
-    if "patch" in defaults and not isinstance(defaults["patch"], dict):
-        raise JobError("'patch' in defaults must be a JSON object", file=file, line=line)
+    for name in ("patch", "params"):
+        if name in defaults and not isinstance(defaults[name], dict):
+            raise JobError(f"'{name}' in defaults must be a JSON object", file=file, line=line)
     return defaults
 
 
@@ -261,9 +238,9 @@ def _csv_items(stream: LineStream, scan: JobScan) -> Iterator[tuple[int, int, An
         return
     rows = records(itertools.chain([head], texts), sniff_delimiter(head[2]), file)
     number, _, cells = next(rows)
-    scan.layout = read_header(cells, sniff_delimiter(head[2]), CSV_RESOURCE, file, number)
+    scan.layout = read_header(cells, sniff_delimiter(head[2]), file, number)
     for number, offset, cells in rows:
-        data = row_object(scan.layout, cells, CSV_RESOURCE)
+        data = row_object(scan.layout, cells)
         yield (
             number,
             offset,
@@ -338,7 +315,7 @@ def _unique(result: Operation | Invalid, explicit_keys: set[str]) -> Operation |
             result.key,
             result.tenant,
             result.object_id,
-            result.action.value,
+            result.action,
             f"line {result.line}: duplicate key '{result.key}'",
         )
     explicit_keys.add(result.key)
@@ -444,7 +421,7 @@ class LaneReader:
             for i, (at, raw, _) in enumerate(raws)
         )
         _, _, cells = next(records(texts, self._layout.delimiter, file))
-        return row_object(self._layout, cells, CSV_RESOURCE)
+        return row_object(self._layout, cells)
 
     def close(self) -> None:
         if self._handle is not None:

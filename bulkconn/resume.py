@@ -50,7 +50,9 @@ def plan_resume(
     prefill: tuple[Outcome, ...] = ()
     if not resend_uncertain:
         prefill = tuple(
-            Outcome.uncertain_sync(key=key, line=line, tenant=tenant, object_id=object_id)
+            Outcome.uncertain_sync(
+                key=key, line=line, tenant=tenant, object_id=object_id, action=state.intent_actions.get(key, "sync")
+            )
             for key, tenant, object_id, line in state.uncertain_intents()
         )
     return ResumePlan(report, skip, prefill, state.counts(), state.torn_lines)

@@ -102,7 +102,7 @@ DRAIN_TIMEOUT_S = RunOptions(report=Path()).drain_timeout_s
 @click.option(
     "--retry-uncertain-sync",
     is_flag=True,
-    help="Resend a sync whose earlier attempt may have reached the service (it is not idempotent).",
+    help="Resend a sync (or another action that is not idempotent) whose earlier attempt may have reached the service.",
 )
 @click.option(
     "--drain-timeout",
@@ -115,7 +115,9 @@ DRAIN_TIMEOUT_S = RunOptions(report=Path()).drain_timeout_s
 @click.option("--retry-failed", is_flag=True, help="With --resume: also re-attempt operations that failed.")
 @click.option("--recheck-invalid", is_flag=True, help="With --resume: validate and run invalid lines again.")
 @click.option(
-    "--resend-uncertain", is_flag=True, help="With --resume: resend syncs that may have been sent before a stop."
+    "--resend-uncertain",
+    is_flag=True,
+    help="With --resume: resend syncs and other non-idempotent actions that may have been sent before a stop.",
 )
 @click.option("--force", is_flag=True, help="With --resume: accept a job file that changed since the report began.")
 @user_errors

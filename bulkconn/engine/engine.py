@@ -27,7 +27,7 @@ from bulkconn.engine.dispatch import dispatch
 from bulkconn.engine.lane import READ_CHUNK, Lane, OpState
 from bulkconn.errors import AuthError
 from bulkconn.job import JobScan, LaneReader
-from bulkconn.model import Action, ErrorInfo, Operation, Outcome, Progress, Status, utc_now
+from bulkconn.model import ErrorInfo, Operation, Outcome, Progress, Status, utc_now
 from bulkconn.pacing import Pacing
 from bulkconn.retry import Answer, Done, RetryPolicy, decide
 from bulkconn.transport import Clock, LoopClock, Transport
@@ -179,7 +179,7 @@ class Engine:
         now = self.clock.now()
         for state in batch:
             state.begin_attempt(now, client_request_id)
-            if state.op.action is Action.SYNC:
+            if not state.op.idempotent:  # a sync, a wipe...: recorded first, so a resume never sends it twice
                 self.on_intent(state.op)
         if token is None:
             assert lane.quarantine is not None

@@ -109,14 +109,14 @@ def header(
 
 
 def intent(op: Operation, *, at: str) -> IntentRecord:
-    """A non-idempotent action is about to be sent."""
+    """An action that is not idempotent (a sync, a wipe...) is about to be sent."""
     return {
         "type": "intent",
         "key": op.key,
         "line": op.line,
         "tenant": op.tenant,
         "id": op.object_id,
-        "action": op.action.value,
+        "action": str(op.action),
         "at": at,
     }
 

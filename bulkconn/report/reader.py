@@ -17,7 +17,7 @@ import orjson
 
 from bulkconn.errors import ResumeError
 from bulkconn.job import job_objects
-from bulkconn.model import Status
+from bulkconn.model import Action, Status
 from bulkconn.report import format as fmt
 
 # One small int per key instead of the status string: a million-key report stays small in memory.
@@ -34,6 +34,7 @@ class ReportState:
     header: dict[str, Any]
     latest: dict[str, int] = field(default_factory=dict)  # key -> status code (or _INTENT)
     intents: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # key -> (tenant, id, line) awaiting result
+    intent_actions: dict[str, str] = field(default_factory=dict)  # key -> its action, when not a sync (a wipe...)
     torn_lines: int = 0
     runs: int = 0
 
@@ -53,8 +54,22 @@ class ReportState:
             redo |= {_CODES[Status.UNCERTAIN], _INTENT}
         return {key for key, code in self.latest.items() if code not in redo}
 
+    def take(self, kind: Any, record: dict[str, Any]) -> None:
+        """Note a ``result`` or ``intent`` record (other kinds change nothing)."""
+        key = str(record.get("key", ""))
+        if kind == "result":
+            self.latest[key] = _CODES.get(str(record.get("status")), _CODES[Status.FAILED])
+            self.intents.pop(key, None)
+            self.intent_actions.pop(key, None)
+        elif kind == "intent":
+            self.latest[key] = _INTENT
+            self.intents[key] = (str(record.get("tenant", "")), str(record.get("id", "")), int(record.get("line", 0)))
+            if record.get("action", Action.SYNC) != Action.SYNC:
+                self.intent_actions[key] = str(record["action"])
+
     def uncertain_intents(self) -> list[tuple[str, str, str, int]]:
-        """Syncs that may have been sent before a crash: (key, tenant, id, line)."""
+        """Syncs (and other actions, see ``intent_actions``) that may have been sent before a crash:
+        (key, tenant, id, line)."""
         return [(key, *self.intents[key]) for key, code in self.latest.items() if code == _INTENT]
 
 
@@ -84,13 +99,7 @@ def read_state(path: Path) -> ReportState:
             continue
         if state is None:
             raise ResumeError(f"{path}: not a bulkconn report (the first line is not a header)")
-        key = str(record.get("key", ""))
-        if kind == "result":
-            state.latest[key] = _CODES.get(str(record.get("status")), _CODES[Status.FAILED])
-            state.intents.pop(key, None)
-        elif kind == "intent":
-            state.latest[key] = _INTENT
-            state.intents[key] = (str(record.get("tenant", "")), str(record.get("id", "")), int(record.get("line", 0)))
+        state.take(kind, record)
     if state is None:
         raise ResumeError(f"{path}: the report is empty; run without --resume")
     state.torn_lines = torn

@@ -1,0 +1,181 @@
+"""What a job line asks for: which collection (:func:`resolve_resource`), and a PATCH or a bound action, validated.
+
+Pure; the data is the generated registry (:mod:`bulkconn.registry`), read on first use. A line names its
+collection with ``resource`` (omitted, or the historical ``exchangeConnector``: Exchange Connectors), and either
+patches the object (``patch``) or calls one of its bound actions (``"action": NAME, "params": {...}``). The
+legacy ``"action": "sync", "syncType": X`` is the action ``sync`` with ``{"syncType": X}``. An abstract collection
+(``deviceConfigurations``) needs ``@odata.type``, on the line, in the defaults or in the patch, naming a concrete
+type; the patch is validated against that type.
+
+Exchange Connectors keep the seed documentation's table and messages (:mod:`bulkconn.resources`). Every problem
+is returned as a message naming the property or parameter, with a "did you mean" for near misses; the caller adds
+the file and line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from bulkconn import registry
+from bulkconn.model import Action
+from bulkconn.registry import ODATA_TYPE, Resource
+from bulkconn.resources import EXCHANGE_CONNECTOR, Problem, validate_patch
+from bulkconn.suggest import did_you_mean
+from bulkconn.values import short_type_name
+
+DEFAULT_RESOURCE = EXCHANGE_CONNECTOR.name  # what a line without "resource" changes, as jobs always have
+CONNECTORS = "exchangeConnectors"
+_ALIASES = {EXCHANGE_CONNECTOR.name: CONNECTORS}
+_LISTED = 10  # action names shown in an "unknown action" message (managed devices have 18)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a valid line asks of its object: a PATCH (``action`` ``update``) or a bound action with params."""
+
+    action: str
+    patch: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    sync_type: str = ""
+    odata_type: str = ""  # the object's concrete type, as '#microsoft.graph.x', when the line says it
+    idempotent: bool = False  # an action the registry allow-lists as safe to send twice
+
+
+def resolve_resource(name: str) -> Resource:
+    """The registry entry for a job line's ``resource``: a ``/deviceManagement`` collection, or ``exchangeConnector``.
+
+    Raises:
+        UnknownResourceError: neither (the message suggests the nearest collection).
+    """
+    return registry.resource(_ALIASES.get(name, name))
+
+
+def resource_problem(name: Any) -> Resource | str:
+    """The resource a line names, or why it names none."""
+    if not isinstance(name, str):
+        return f"'resource' must be a collection name like \"deviceCategories\", not {_json(name)}"
+    try:
+        return resolve_resource(name)
+    except registry.UnknownResourceError as exc:
+        return f"unknown resource: {exc} (docs/resources.md lists them)"
+
+
+def on_collection(resource: Resource, action: Any) -> bool:
+    """Whether ``action`` is bound to the whole collection (its line names no ``id``)."""
+    found = resource.actions.get(action) if isinstance(action, str) else None
+    return found is not None and found.on_collection
+
+
+def action_problem(resource: Resource, action: Any) -> str | None:
+    """Why ``action`` is neither ``update`` nor an action of ``resource``, or ``None``."""
+    if action == Action.UPDATE or (isinstance(action, str) and action in resource.actions):
+        return None
+    choices = [Action.UPDATE.value, *sorted(resource.actions)]
+    hint = did_you_mean(action, choices) if isinstance(action, str) else ""
+    return f"unknown action {_json(action)}{hint} (use {_either(choices)})"
+
+
+def change(resource: Resource, action: str, data: Mapping[str, Any], defaults: Mapping[str, Any]) -> Change | str:
+    """The validated change a line asks for (``action`` already checked), or the problem to report."""
+    named = data.get(ODATA_TYPE, defaults.get(ODATA_TYPE))
+    if named is not None and not isinstance(named, str):
+        return f"'{ODATA_TYPE}' must be text like '#microsoft.graph.{resource.entity_type.name}', not {_json(named)}"
+    if action == Action.UPDATE:
+        return _update(resource, data, defaults, named)
+    return _call(resource, resource.actions[action], data, defaults, named)
+
+
+def _update(
+    resource: Resource, data: Mapping[str, Any], defaults: Mapping[str, Any], named: str | None
+) -> Change | str:
+    if "params" in data:
+        return "an 'update' line takes no 'params' (parameters belong to an action; a PATCH takes 'patch')"
+    patch = dict(defaults.get("patch", {}))
+    if "patch" in data:
+        if not isinstance(data["patch"], dict):
+            return "'patch' must be a JSON object"
+        patch.update(data["patch"])
+    if not patch:
+        return "empty patch: nothing to change"
+    if resource.name == CONNECTORS:
+        problems = validate_patch(EXCHANGE_CONNECTOR, {ODATA_TYPE: named, **patch} if named else patch)
+        if problems:
+            return "; ".join(_explain(p, patch) for p in problems)
+    elif problems := registry.validate_patch(resource, patch, named):
+        return "; ".join(p.message for p in problems)
+    given = patch.get(ODATA_TYPE, named)
+    odata_type = f"#microsoft.graph.{short_type_name(given)}" if isinstance(given, str) else ""
+    return Change(Action.UPDATE.value, patch=patch, odata_type=odata_type)
+
+
+def _params(data: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any] | str:
+    params = dict(defaults.get("params", {}))
+    if "params" in data:
+        if not isinstance(data["params"], dict):
+            return "'params' must be a JSON object of the action's parameters"
+        params.update(data["params"])
+    return params
+
+
+def _call(
+    resource: Resource, action: registry.Action, data: Mapping[str, Any], defaults: Mapping[str, Any], named: str | None
+) -> Change | str:
+    if "patch" in data:
+        return f"a '{action.name}' line takes no 'patch'"
+    params = _params(data, defaults)
+    if isinstance(params, str):
+        return params
+    sync_type = data.get("syncType", defaults.get("syncType"))
+    if "syncType" in action.parameters:
+        if sync_type is not None:
+            params.setdefault("syncType", sync_type)
+    elif "syncType" in data:
+        return f"'syncType' is only for a 'sync'; give the parameters of '{action.name}' in 'params'"
+    if resource.name == CONNECTORS and action.name == Action.SYNC:
+        problem = _sync_type_problem(params.get("syncType"))
+        if problem:
+            return problem
+    problems = registry.validate_action(resource, action.name, params, odata_type=named)
+    if problems:
+        return "; ".join(p.message for p in problems)
+    sync = str(params["syncType"]) if action.name == Action.SYNC and "syncType" in params else ""
+    odata_type = f"#microsoft.graph.{short_type_name(named)}" if named else ""
+    return Change(action.name, params=params, sync_type=sync, odata_type=odata_type, idempotent=action.idempotent)
+
+
+def _sync_type_problem(sync_type: Any) -> str | None:
+    """The seed documentation's wording for a connector sync without a valid ``syncType``."""
+    values = EXCHANGE_CONNECTOR.actions[Action.SYNC].values
+    if sync_type is None:
+        return f"a 'sync' line needs 'syncType': one of {', '.join(values)}"
+    if sync_type not in values:
+        hint = did_you_mean(sync_type, values) if isinstance(sync_type, str) else ""
+        return f"'syncType' must be one of {', '.join(values)}, not {_json(sync_type)}{hint}"
+    return None
+
+
+def _explain(problem: Problem, patch: Mapping[str, Any]) -> str:
+    """A seed-table problem's message, with the property or enum value the user probably meant."""
+    prop = EXCHANGE_CONNECTOR.properties.get(problem.property)
+    if prop is None and problem.property != ODATA_TYPE:
+        return problem.message + did_you_mean(problem.property, EXCHANGE_CONNECTOR.properties)
+    value = patch.get(problem.property)
+    if prop is not None and prop.enum_values and isinstance(value, str):
+        return problem.message + did_you_mean(value, prop.enum_values)
+    return problem.message
+
+
+def _either(choices: list[str]) -> str:
+    """``'a' or 'b'``; ``'a', 'b' or 'c'``; long lists end with "and N more"."""
+    quoted = [f"'{c}'" for c in choices[:_LISTED]]
+    if len(choices) > _LISTED:
+        return f"{', '.join(quoted)} and {len(choices) - _LISTED} more"
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
