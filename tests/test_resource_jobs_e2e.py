@@ -12,6 +12,8 @@ import orjson
 import pytest
 
 from bulkconn.emulator import Emulator
+from bulkconn.emulator.artifacts import write_job
+from bulkconn.emulator.seeding import SEEDED
 from bulkconn.job import LaneReader, scan_job
 from bulkconn.model import Operation
 from bulkconn.resume import plan_resume
@@ -63,6 +65,19 @@ async def test_intune_examples_run_against_the_default_emulator(job: Path, rehea
     _assert_landed(world.emu, ops)
     _, results, _ = read_report(world.dir / "report.jsonl")
     assert {r["action"] for r in results} == {ops[0].action}
+
+
+@pytest.mark.parametrize("collection", SEEDED)
+async def test_the_emulators_sample_job_of_each_seeded_collection_runs(collection: str, rehearsal: Start) -> None:
+    """`emulator serve --write-job-resource C` lines (patches, @odata.type inside the patch, Autopilot actions)
+    run through bulkconn, and every change lands."""
+    world = await rehearsal(time_scale=0.05, objects_per_collection=4)
+    job = world.dir / "sample.jsonl"
+    write_job(world.emu.core, job, 8, resource=collection)
+    ops = _operations(job, list(world.config().tenants))
+    result = await world.run(job)
+    assert result.counts == Counter({"succeeded": 8})
+    _assert_landed(world.emu, ops)
 
 
 def _cut_report(report: Path, keep_results: int, *, drop_actions: frozenset[str] = frozenset()) -> None:
