@@ -31,12 +31,15 @@ from bulkconn.errors import JobError
 from bulkconn.jobcsv import CsvLayout, read_header, records, row_object, sniff_delimiter
 from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
 from bulkconn.model import Operation
+from bulkconn.registry import Resource
 from bulkconn.suggest import did_you_mean
 from bulkconn.targets import (
     DEFAULT_RESOURCE,
+    UPDATE,
     action_problem,
-    change,
     on_collection,
+    operation,
+    patch_operation,
     resolve_resource,
     resource_problem,
 )
@@ -115,6 +118,7 @@ class _LineParser:
         self.default_tenant = str(defaults.get("tenant", self.only_tenant or ""))
         self.default_action = defaults.get("action", "update")
         self.default_resource = defaults.get("resource", DEFAULT_RESOURCE)
+        self._resources: dict[str, Resource] = {}  # the (at most 46) collections this job names
 
     def parse(self, data: Any, line: int) -> Operation | Invalid:
         key = str(line)
@@ -140,30 +144,28 @@ class _LineParser:
     ) -> Operation | str:
         """The line's operation: its resource, id, action and change, each validated (or the first problem)."""
         name = data.get("resource", self.default_resource)
-        resource = resource_problem(name)
-        bound = not isinstance(resource, str) and on_collection(resource, action)
+        resource = (self._resources.get(name) if isinstance(name, str) else None) or self._resource(name)
+        patching = action == UPDATE  # the common case skips the action checks
+        bound = not patching and not isinstance(resource, str) and on_collection(resource, action)
         problem = _id_problem(object_id, bound, action)
-        if problem or isinstance(resource, str):
-            return problem or str(resource)
-        unknown = action_problem(resource, action)
+        if isinstance(resource, str):
+            return problem or resource
+        if problem:
+            return problem
+        unknown = None if patching else action_problem(resource, action)
         if unknown:
             return unknown
-        wanted = change(resource, action, data, self.defaults)
-        if isinstance(wanted, str):
-            return wanted
-        return Operation(
-            key,
-            line,
-            tenant,
-            name,
-            str(object_id),
-            wanted.action,
-            wanted.patch,
-            wanted.sync_type,
-            wanted.params,
-            wanted.odata_type,
-            wanted.idempotent,
-        )
+        head = (key, line, tenant, name, str(object_id))
+        if patching:
+            return patch_operation(resource, data, self.defaults, head)
+        return operation(resource, action, data, self.defaults, head)
+
+    def _resource(self, name: Any) -> Resource | str:
+        """The resource a line names (looked up once per job and name, then found in ``_resources``), or why not."""
+        resolved = resource_problem(name)
+        if not isinstance(resolved, str):
+            self._resources[name] = resolved  # only known names: a job of garbage names stays small
+        return resolved
 
     def _line_problem(self, data: dict[str, Any], tenant: str) -> str | None:
         """What is wrong with the line's key, fields or tenant, if anything."""

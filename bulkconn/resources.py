@@ -94,22 +94,23 @@ class _Lazy(Mapping[str, _V]):
         self._build = build
         self._built: dict[str, _V] | None = None
 
-    def _items(self) -> dict[str, _V]:
+    def resolved(self) -> dict[str, _V]:
+        """The built mapping (built now if it was not yet)."""
         if self._built is None:
             self._built = self._build()
         return self._built
 
     def __getitem__(self, key: str) -> _V:
-        return self._items()[key]
+        return self.resolved()[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._items())
+        return iter(self.resolved())
 
     def __len__(self) -> int:
-        return len(self._items())
+        return len(self.resolved())
 
     def __contains__(self, key: object) -> bool:
-        return key in self._items()
+        return key in self.resolved()
 
 
 def _seed_properties() -> dict[str, Property]:
@@ -224,6 +225,9 @@ def validate_patch(resource: Resource, body: Mapping[str, Any], *, current_id: s
     the object is named by the job line's own ``id``.
     """
     problems: list[Problem] = []
+    properties = resource.properties
+    if isinstance(properties, _Lazy):  # plain dict lookups for each property of each line
+        properties = properties.resolved()
     for name, value in body.items():
         if name == "@odata.type":
             if value != resource.odata_type:
@@ -231,7 +235,7 @@ def validate_patch(resource: Resource, body: Mapping[str, Any], *, current_id: s
                     Problem(name, f"'@odata.type' must be '{resource.odata_type}', not {json.dumps(value)}")
                 )
             continue
-        prop = resource.properties.get(name)
+        prop = properties.get(name)
         if prop is None:
             problems.append(Problem(name, f"property '{name}' does not exist on type '{resource.odata_type[1:]}'"))
             continue
