@@ -70,6 +70,7 @@ class JobScan:
     valid: int = 0
     invalid: int = 0
     skipped: int = 0
+    skipped_by_tenant: dict[str, int] = field(default_factory=dict)  # what a resume skipped, per tenant
     offsets: dict[str, array[int]] = field(default_factory=dict)  # tenant -> byte offsets of its valid lines
     line_numbers: dict[str, array[int]] = field(default_factory=dict)  # tenant -> their line numbers
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -126,7 +127,8 @@ class _LineParser:
         key = str(line)
         if not isinstance(data, dict):
             return Invalid.of_line(line, "expected a JSON object")
-        tenant = str(data.get("tenant", self.default_tenant))
+        tenant_raw = data.get("tenant", self.default_tenant)
+        tenant = tenant_raw if isinstance(tenant_raw, str) else ""
         object_id = data.get("id", "")
         action_raw = data.get("action", self.default_action)
 
@@ -152,6 +154,8 @@ class _LineParser:
             unknown = sorted(set(data) - LINE_FIELDS)
             hint = did_you_mean(unknown[0], LINE_FIELDS)
             return f"unknown field '{unknown[0]}'{hint} (known: {', '.join(sorted(LINE_FIELDS))})"
+        if not isinstance(data.get("tenant", ""), str):
+            return f"'tenant' must be a tenant alias (a string), not {orjson.dumps(data['tenant']).decode()}"
         if not tenant:
             return "no tenant: set 'tenant' on the line or in the defaults line"
         if tenant not in self.tenants:
@@ -355,6 +359,7 @@ def _admit(
     """Count one parsed line: skipped (final in the report being resumed), invalid, or valid at ``start``."""
     if result.key in skip_keys:
         scan.skipped += 1
+        scan.skipped_by_tenant[result.tenant] = scan.skipped_by_tenant.get(result.tenant, 0) + 1
     elif isinstance(result, Invalid):
         on_invalid(result)
         scan.invalid += 1

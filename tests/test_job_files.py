@@ -183,7 +183,7 @@ def test_jsonl_messages_suggest_and_read_well(tmp_path: Path) -> None:
     messages = [i.message for i in invalid]
     assert "(did you mean 'serverName'?)" in messages[0]
     assert messages[1].endswith("""not "delta" (did you mean 'deltaSync'?)""")
-    assert messages[2] == "line 3: property 'serverName' must be a string, not number"
+    assert messages[2] == "line 3: property 'serverName' must be a string, not a number"
     assert messages[3] == "line 4: a 'sync' line needs 'syncType': one of fullSync, deltaSync"
 
 
