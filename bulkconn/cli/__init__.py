@@ -74,6 +74,16 @@ for path, command in [((), cli), *_leaves(cli, ())]:
     _name_environment(path, command)
 
 
+def option_variables() -> list[tuple[str, str, str]]:
+    """(command, option, environment variable) for every option that reads one, as ``--help`` shows them."""
+    rows = []
+    for path, command in [((), cli), *_leaves(cli, ())]:
+        for param in command.params:
+            if isinstance(param, click.Option) and isinstance(param.envvar, str):
+                rows.append((" ".join((PROG, *path)), max(param.opts, key=len), param.envvar))
+    return rows
+
+
 def main() -> None:
     """Console-script entry point (also ``python -m bulkconn``)."""
     cli(prog_name=PROG)
