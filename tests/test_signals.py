@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
 from bulkconn.signals import FALLBACK_SIGNALS, interrupts
+from tests.conftest import FORCE_SIGNAL_FALLBACK, launch
 
 
 def _refuse_loop_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,3 +56,22 @@ async def test_once_stopping_further_signals_are_ignored(monkeypatch: pytest.Mon
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+@pytest.mark.e2e
+def test_emulator_serve_stops_on_ctrl_c_without_loop_handlers(tmp_path: Path) -> None:
+    """`bulkconn emulator serve` on an event loop that refuses signal handlers (Windows'): Ctrl-C stops it cleanly."""
+    ready = tmp_path / "ready"
+    args = ("emulator", "serve", "--tenants", "1", "--state-dir", str(tmp_path / "state"), "--ready-file", str(ready))
+    proc = subprocess.Popen(
+        launch(FORCE_SIGNAL_FALLBACK, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        while not ready.exists():  # bounded by the e2e timeout
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "emulator stopped" in out and "Traceback" not in err
