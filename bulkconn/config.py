@@ -207,7 +207,8 @@ class _Reader:
         kinds = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
             kind = "a whole number" if integer else "a number"
-            raise self.fail(key, f"must be {kind} >= {minimum:g}, not {value!r}")
+            shown = str(value).lower() if isinstance(value, bool) else repr(value)  # TOML's true, not Python's True
+            raise self.fail(key, f"must be {kind} >= {minimum:g}, not {shown}")
         return value
 
     def path(self, key: str) -> Path:

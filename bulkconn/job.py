@@ -101,13 +101,14 @@ def _explain(resource: Resource, problem: Problem, patch: dict[str, Any]) -> str
     return problem.message
 
 
-def _target_problem(object_id: Any, resource: str, action: Any) -> str:
+def _target_problem(object_id: Any, resource: Any, action: Any) -> str:
     if not object_id:
         return "missing 'id'"
     if not isinstance(object_id, str) or not _ID.match(object_id):
         return f"'id' {orjson.dumps(object_id).decode()} is not a valid object id"
     if resource not in RESOURCES:
-        return f"unknown resource '{resource}' (known: {', '.join(RESOURCES)})"
+        hint = did_you_mean(resource, RESOURCES) if isinstance(resource, str) else ""
+        return f"unknown resource {orjson.dumps(resource).decode()}{hint} (known: {', '.join(RESOURCES)})"
     if action not in ("update", "sync"):
         hint = did_you_mean(action, ("update", "sync")) if isinstance(action, str) else ""
         return f"unknown action {orjson.dumps(action).decode()}{hint} (use 'update' or 'sync')"
@@ -137,7 +138,7 @@ class _LineParser:
 
         if _good_key(data.get("key")):
             key = data["key"]
-        resource_name = str(data.get("resource", self.defaults.get("resource", "exchangeConnector")))
+        resource_name = data.get("resource", self.defaults.get("resource", "exchangeConnector"))
         problem = self._line_problem(data, tenant) or _target_problem(object_id, resource_name, action_raw)
         if problem:
             return bad(problem)

@@ -25,7 +25,7 @@ from bulkconn.cli.problems import (
     outcome_line,
 )
 from bulkconn.config import Config, load_config
-from bulkconn.errors import AuthError, UsageError
+from bulkconn.errors import AuthError, JobError, UsageError
 from bulkconn.job import JobScan
 from bulkconn.report.reader import read_state
 from bulkconn.runner import RunOptions, RunResult, StrictRefusal, execute
@@ -66,6 +66,12 @@ def user_errors(fn: F) -> F:
         except StrictRefusal as exc:
             echo_problems((invalid_line(exc.file, p) for p in exc.problems), exc.invalid)
             err(f"error: {exc}")
+            sys.exit(EXIT_USAGE)
+        except JobError as exc:  # FILE:LINE: message, like every other problem in a job
+            if exc.file:
+                click.echo(str(exc), err=True)
+            else:
+                err(f"error: {exc}")
             sys.exit(EXIT_USAGE)
         except UsageError as exc:
             err(f"error: {exc}")
