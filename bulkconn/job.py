@@ -106,7 +106,7 @@ def _target_problem(object_id: Any, resource: Any, action: Any) -> str:
         return "missing 'id'"
     if not isinstance(object_id, str) or not _ID.match(object_id):
         return f"'id' {orjson.dumps(object_id).decode()} is not a valid object id"
-    if resource not in RESOURCES:
+    if not isinstance(resource, str) or resource not in RESOURCES:
         hint = did_you_mean(resource, RESOURCES) if isinstance(resource, str) else ""
         return f"unknown resource {orjson.dumps(resource).decode()}{hint} (known: {', '.join(RESOURCES)})"
     if action not in ("update", "sync"):
