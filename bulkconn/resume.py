@@ -6,9 +6,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bulkconn.expansion import RecordedExpansion, read_expansion
 from bulkconn.job import fingerprint
 from bulkconn.model import Outcome
-from bulkconn.report.reader import check_job, read_state
+from bulkconn.report.reader import check_job, iter_lines, read_state
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,7 @@ class ResumePlan:
     prefill: tuple[Outcome, ...]
     counts: Counter[str]  # every operation the report holds, by latest status
     torn_lines: int
+    expansion: RecordedExpansion  # what the report's selector lines selected (used as is, never listed again)
     skipped: Counter[str] = field(default_factory=Counter)  # the skipped ones, by status
     again: Counter[str] = field(default_factory=Counter)  # recorded, but done again (--retry-failed, ...)
 
@@ -65,4 +67,5 @@ def plan_resume(
     again: Counter[str] = Counter()
     for key in state.latest:
         (skipped if key in skip else again)[state.status_of(key) or "uncertain"] += 1
-    return ResumePlan(report, skip, prefill, state.counts(), state.torn_lines, skipped, again)
+    expansion = read_expansion(record for _, record in iter_lines(report) if record is not None)
+    return ResumePlan(report, skip, prefill, state.counts(), state.torn_lines, expansion, skipped, again)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bulkconn.cli import option_variables
 from bulkconn.cli.problems import RunCommands, invalid_line, outcome_line, problem_line
+from bulkconn.expansion import RecordedExpansion
 from bulkconn.job import Invalid
 from bulkconn.model import ErrorInfo, Outcome, Status
 from bulkconn.resume import ResumePlan
@@ -54,6 +55,7 @@ def test_the_resume_message_adds_up() -> None:
         (),
         Counter({"failed": 10, "succeeded": 20}),
         0,
+        RecordedExpansion(),
         skipped=Counter({"succeeded": 20}),
         again=Counter({"failed": 10}),
     )
@@ -61,7 +63,7 @@ def test_the_resume_message_adds_up() -> None:
         "resuming r.jsonl: 20 operation(s) already final are skipped (20 succeeded); "
         "15 to go, 10 of them recorded before (10 failed) and done again"
     )
-    finished = ResumePlan(Path("r.jsonl"), frozenset({"1"}), (), Counter({"succeeded": 1}), 0)
+    finished = ResumePlan(Path("r.jsonl"), frozenset({"1"}), (), Counter({"succeeded": 1}), 0, RecordedExpansion())
     assert finished.starting(0) == (
         "nothing to resume: every operation in r.jsonl already has a final result (1 succeeded)"
     )

@@ -1,6 +1,7 @@
 """The command line: the only layer that prints for users and picks exit codes.
 
-One module per command group: :mod:`.run` (``run``, ``validate``), :mod:`.auth` (``auth``, ``login``),
+One module per command group: :mod:`.run` (``run``, ``validate``), :mod:`.plan` (``plan``), :mod:`.undo`
+(``rollback``, ``export``), :mod:`.auth` (``auth``, ``login``),
 :mod:`.report` (``report``), :mod:`.emulator` (``emulator``), :mod:`.demo` (``demo``); :mod:`.common` holds
 the shared options, messages and exit codes, :mod:`.display` the progress display and summary table,
 :mod:`.problems` how problems and next commands are written.
@@ -16,8 +17,10 @@ from bulkconn import __version__
 from bulkconn.cli.auth import auth_group, login
 from bulkconn.cli.demo import demo
 from bulkconn.cli.emulator import emulator_group
+from bulkconn.cli.plan import plan
 from bulkconn.cli.report import report_group
 from bulkconn.cli.run import run, validate
+from bulkconn.cli.undo import export, rollback
 from bulkconn.logs import enable_debug_logging
 
 PROG = "bulkconn"
@@ -65,7 +68,7 @@ def _name_environment(path: tuple[str, ...], command: click.Command) -> None:
         param.allow_from_autoenv = False  # one name per option: the one set here
 
 
-for command in (emulator_group, run, validate, auth_group, report_group, login, demo):
+for command in (emulator_group, run, validate, plan, export, rollback, auth_group, report_group, login, demo):
     cli.add_command(command)
 cli.params.insert(0, _debug_option())
 for _, leaf in _leaves(cli, ()):

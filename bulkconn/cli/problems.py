@@ -92,12 +92,13 @@ class RunCommands:
     job: Path
     report: Path
     config: Path | None
+    kept: tuple[str, ...] = ()  # run options every next run needs too (--skip-unchanged, --backup)
 
     def run(self, *flags: str, job: Path | None = None, report: bool = True) -> str:
         args = ["bulkconn", "run", str(job or self.job)]
         if report:
             args += ["--report", str(self.report)]
-        args += list(flags)
+        args += [*flags, *self.kept]
         if self.config is not None:
             args += ["--config", str(self.config)]
         return shlex.join(args)

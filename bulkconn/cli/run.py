@@ -33,6 +33,7 @@ from bulkconn.cli.confirm import confirmed, should_ask
 from bulkconn.cli.problems import SHOWN, RunCommands, echo_problems, invalid_json, invalid_line
 from bulkconn.config import Config
 from bulkconn.engine import EngineSettings
+from bulkconn.engine.reading import ReadFirst
 from bulkconn.errors import UsageError
 from bulkconn.job import JobScan
 from bulkconn.resume import plan_resume
@@ -118,7 +119,22 @@ JSON_PROBLEMS = 1000  # invalid lines listed by `validate --json` (the text outp
 @click.option(
     "--resend-uncertain", is_flag=True, help="With --resume: resend syncs that may have been sent before a stop."
 )
-@click.option("--force", is_flag=True, help="With --resume: accept a job file that changed since the report began.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite objects changed since bulkconn wrote them (undo lines with 'expect'); "
+    "with --resume also accept a job file that changed since the report began.",
+)
+@click.option(
+    "--skip-unchanged",
+    is_flag=True,
+    help="Read each object first; do not send a patch it already satisfies (skipped, reason Unchanged).",
+)
+@click.option(
+    "--backup",
+    is_flag=True,
+    help="Record each object's pre-image in the report before patching it (needed by `bulkconn rollback`).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before changing tenants (asked only at a terminal).")
 @json_option
 @user_errors
@@ -143,6 +159,8 @@ def run(
     recheck_invalid: bool,
     resend_uncertain: bool,
     force: bool,
+    skip_unchanged: bool,
+    backup: bool,
     yes: bool,
     as_json: bool,
 ) -> None:
@@ -153,8 +171,8 @@ def run(
     if dry_run:
         sys.exit(asyncio.run(_dry_run(job, config, batch_size, as_json)))
     report = report_path or default_report(job)
-    if not resume and (retry_failed or recheck_invalid or resend_uncertain or force):
-        raise UsageError("--retry-failed, --recheck-invalid, --resend-uncertain and --force go with --resume")
+    if not resume and (retry_failed or recheck_invalid or resend_uncertain):
+        raise UsageError("--retry-failed, --recheck-invalid and --resend-uncertain go with --resume")
     if not resume and report.exists() and report.stat().st_size:
         raise UsageError(f"{report}: report already exists; pass --report NEW, or resume it with --resume")
     settings = EngineSettings(
@@ -168,6 +186,7 @@ def run(
             backoff_cap_s=backoff_cap,
             retry_uncertain_sync=retry_uncertain_sync,
         ),
+        read_first=ReadFirst(skip_unchanged=skip_unchanged, backup=backup, force=force),
     )
     options = RunOptions(report=report, settings=settings, strict=strict, drain_timeout_s=drain_timeout)
     on_scanned: Callable[[JobScan], None] = lambda scan: None  # noqa: E731
@@ -180,16 +199,23 @@ def run(
             resend_uncertain=resend_uncertain,
             force=force,
         )
-        options = replace(options, skip_keys=resume_plan.skip_keys, resumed=True, prefill=resume_plan.prefill)
+        options = replace(
+            options,
+            skip_keys=resume_plan.skip_keys,
+            resumed=True,
+            prefill=resume_plan.prefill,
+            expansion=resume_plan.expansion,
+        )
 
         def say_what_is_left(scan: JobScan) -> None:
-            click.echo(resume_plan.starting(scan.valid + scan.invalid), err=True)
+            click.echo(resume_plan.starting(scan.operations + scan.invalid + scan.unexpanded()), err=True)
 
         on_scanned = say_what_is_left
     if not yes and not _agreed(job, config, batch_size, options):
         err("not started: nothing was sent")
         sys.exit(EXIT_FAILED)
-    commands = RunCommands(job, report, config_path)
+    kept = tuple(flag for flag, on in (("--skip-unchanged", skip_unchanged), ("--backup", backup)) if on)
+    commands = RunCommands(job, report, config_path, kept)
     sys.exit(run_and_report(config, options, commands, quiet=quiet, as_json=as_json, on_scanned=on_scanned))
 
 
