@@ -50,6 +50,7 @@ class Operation:
     action: str
     patch: dict[str, Any] = field(default_factory=dict)
     sync_type: str = ""  # the Exchange Connector sync's syncType (also in ``params``)
+    expect: dict[str, Any] | None = None  # an undo line: the values bulkconn wrote (docs/selectors-plan-rollback.md)
     params: dict[str, Any] = field(default_factory=dict)
     odata_type: str = ""
     action_idempotent: bool = False
@@ -84,6 +85,7 @@ class Outcome:
     client_request_id: str = ""
     duration_ms: int = 0
     finished_at: str = ""
+    reason: ErrorInfo | None = None  # why a ``skipped`` operation was not sent (``Unchanged``, ``Conflict``)
 
     @classmethod
     def invalid(cls, *, key: str, line: int, tenant: str, object_id: str, action: str, message: str) -> Outcome:

@@ -4,6 +4,9 @@ The CLI and the tests both call :func:`execute` (and :func:`plan` for ``--dry-ru
 caller gets a :class:`RunResult` and a live :class:`~bulkconn.model.Progress` through ``on_tick``. The run's
 resources (report, transport, token provider) live in one ``AsyncExitStack``; every outcome, whether an
 invalid line, a sync settled by a resume or an engine result, goes through one ``record`` into one tally.
+
+A job with selector lines is expanded after the header and before the lanes start (:mod:`bulkconn.listing`): its
+records are fsynced before the first write, and a resumed run takes the expansion its report already holds.
 """
 
 from __future__ import annotations
@@ -11,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import signal
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -27,15 +29,29 @@ from bulkconn.batching import request_for
 from bulkconn.config import Config
 from bulkconn.engine import Engine, EngineSettings
 from bulkconn.errors import JobError, UsageError
+from bulkconn.expansion import RecordedExpansion
 from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
-from bulkconn.model import Outcome, Progress, utc_now
+from bulkconn.listing import expand, to_list
+from bulkconn.model import Outcome, Progress, Status, utc_now
 from bulkconn.pacing import SAFETY
+from bulkconn.precheck import Backup, backup_record
+from bulkconn.reads import Reads
 from bulkconn.report import format as fmt
 from bulkconn.report.writer import ReportWriter
+from bulkconn.signals import interrupts
 from bulkconn.transport import AiohttpTransport, Transport
 
 STRICT_PREVIEW = 20  # invalid lines quoted when --strict refuses a job
+PROBLEMS_KEPT = 20  # outcomes that did not succeed, kept for the end-of-run message
 PLAN_EXAMPLES = 3  # requests shown per tenant by --dry-run
+
+
+class StrictRefusal(JobError):
+    """``--strict`` found invalid lines, so nothing was sent; the first few travel with the error."""
+
+    def __init__(self, file: str, invalid: int, problems: tuple[Invalid, ...]) -> None:
+        super().__init__(f"{invalid} invalid line(s); --strict sends nothing", file=file)
+        self.invalid, self.problems = invalid, problems
 
 
 @dataclass(slots=True)
@@ -48,7 +64,9 @@ class RunResult:
     tenants: int = 0
     interrupted: bool = False
     skipped_from_report: int = 0
+    skipped_by_tenant: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
+    problems: list[Outcome] = field(default_factory=list)  # the first PROBLEMS_KEPT outcomes that did not succeed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +79,7 @@ class RunOptions:
     skip_keys: Container[str] = frozenset()
     resumed: bool = False
     prefill: tuple[Outcome, ...] = ()  # results to record first (syncs left uncertain by a crash)
+    expansion: RecordedExpansion = field(default_factory=RecordedExpansion)  # what the resumed report selected
 
 
 def invalid_outcome(item: Invalid) -> Outcome:
@@ -74,7 +93,9 @@ def invalid_outcome(item: Invalid) -> Outcome:
     )
 
 
-async def strict_check(job: Path, config: Config, limit: int = 20) -> tuple[JobScan, list[Invalid]]:
+async def strict_check(
+    job: Path, config: Config, limit: int = 20, *, skip_keys: Container[str] = frozenset()
+) -> tuple[JobScan, list[Invalid]]:
     """Scan without writing anything; return the scan and up to ``limit`` invalid lines."""
     problems: list[Invalid] = []
 
@@ -82,7 +103,7 @@ async def strict_check(job: Path, config: Config, limit: int = 20) -> tuple[JobS
         if len(problems) < limit:
             problems.append(item)
 
-    scan = await asyncio.to_thread(scan_job, job, list(config.tenants), on_invalid=keep)
+    scan = await asyncio.to_thread(scan_job, job, list(config.tenants), on_invalid=keep, skip_keys=skip_keys)
     return scan, problems
 
 
@@ -117,9 +138,9 @@ class RunPlan:
     tenants: tuple[TenantPlan, ...]
 
 
-async def plan(job: Path, config: Config, *, batch_size: int) -> RunPlan:
+async def plan(job: Path, config: Config, *, batch_size: int, skip_keys: Container[str] = frozenset()) -> RunPlan:
     """Validate ``job`` and say, per tenant, how many requests it takes and how long at least."""
-    scan, problems = await strict_check(job, config)
+    scan, problems = await strict_check(job, config, skip_keys=skip_keys)
     tenants = []
     for alias, offsets in sorted(scan.offsets.items()):
         tenant = config.tenants[alias]
@@ -159,6 +180,9 @@ def _settings_json(options: RunOptions) -> dict[str, Any]:
         "tenant_concurrency": s.tenant_concurrency,
         "policy": asdict(s.policy),
         "strict": options.strict,
+        "skip_unchanged": s.read_first.skip_unchanged,
+        "backup": s.read_first.backup,
+        "force": s.read_first.force,
     }
 
 
@@ -192,13 +216,12 @@ async def execute(
         scan = await asyncio.to_thread(
             scan_job, job, list(config.tenants), on_invalid=spool_invalid, skip_keys=options.skip_keys
         )
+        scan.expansion, scan.skip_keys = options.expansion.groups, options.skip_keys  # what a resume already selected
         on_scanned(scan)
         if options.strict and scan.invalid:
-            raise JobError(
-                f"{scan.invalid} invalid line(s); --strict sends nothing:\n" + "\n".join(p.message for p in preview),
-                file=str(job),
-            )
-        if options.resumed and not (scan.valid or scan.invalid or options.prefill):
+            raise StrictRefusal(str(job), scan.invalid, tuple(preview))
+        unlisted = to_list(scan, options.expansion, options.skip_keys)
+        if options.resumed and not (scan.operations or unlisted or scan.invalid or options.prefill):
             result.nothing_to_do = True
             return result
         spool.seek(0)
@@ -221,8 +244,14 @@ class _Run:
         """Tally one final outcome and append its report line (the engine tallies its own as it finishes them)."""
         self.progress.record(outcome.tenant or "(none)", outcome.status)
         self.progress.total += 1
+        self.on_outcome(outcome)
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        """Append a final result to the report; keep the first few that did not succeed to show at the end."""
         assert self.writer is not None
         self.writer.result(outcome)
+        if outcome.status is not Status.SUCCEEDED and len(self.result.problems) < PROBLEMS_KEPT:
+            self.result.problems.append(outcome)
 
     async def execute(
         self,
@@ -249,20 +278,45 @@ class _Run:
                 assert record is not None and record["type"] == "result"
                 self.record(fmt.outcome_of(record))  # type: ignore[arg-type]
             self.result.skipped_from_report = self.scan.skipped
+            self.result.skipped_by_tenant = dict(self.scan.skipped_by_tenant)
             self.result.tenants = len(self.scan.offsets)
+            if self.scan.selectors:
+                await self._expand(transport, auth)
             engine = Engine(
                 tenants=dict(self.config.tenants),
                 auth=auth,
                 transport=transport,
                 settings=self.options.settings,
-                on_outcome=self.writer.result,
+                on_outcome=self.on_outcome,
                 on_intent=self.writer.intent,
+                on_backup=self._backup,
                 progress=self.progress,
             )
             self.result.interrupted = await _run_with_signals(engine, self.scan, self.options, on_tick, install_signals)
             self.result.auth_failures = {t: f"{e.code}: {e.message}" for t, e in engine.auth_failures.items()}
             on_tick(engine.progress)
         return self.result
+
+    async def _expand(self, transport: Transport, auth: TokenProvider) -> None:
+        """List and record what the selector lines select (what the report does not hold yet)."""
+        settings = self.options.settings
+        reads = Reads(transport=transport, auth=auth, tenants=self.config.tenants, policy=settings.policy)
+        writer = self.writer
+        assert writer is not None
+        found = await expand(
+            self.scan,
+            reads,
+            recorded=self.options.expansion,
+            on_records=writer.durable,
+            skip_keys=self.options.skip_keys,
+            concurrency=settings.concurrency,
+        )
+        for failure in found.failures:
+            self.record(failure)
+
+    def _backup(self, backup: Backup) -> None:
+        assert self.writer is not None
+        self.writer.durable([backup_record(backup, at=utc_now())])
 
     def _open_report(self) -> ReportWriter:
         try:
@@ -319,7 +373,8 @@ async def _run_with_signals(
         else:
             task.cancel()
 
-    with _signals_handled(on_signal, install=install, stopping=lambda: signals > 0):
+    handled = interrupts(on_signal, ignore_after=lambda: signals > 0) if install else contextlib.nullcontext()
+    with handled:
         while not task.done():
             await asyncio.wait({task}, timeout=options.tick_s)
             on_tick(engine.progress)
@@ -329,22 +384,3 @@ async def _run_with_signals(
             if signals == 0:
                 raise
     return signals > 0 or engine.stopping.is_set()
-
-
-@contextlib.contextmanager
-def _signals_handled(on_signal: Callable[[], None], *, install: bool, stopping: Callable[[], bool]) -> Iterator[None]:
-    """SIGINT and SIGTERM call ``on_signal`` inside the block (when ``install``)."""
-    if not install:
-        yield
-        return
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        yield
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-            if stopping():
-                # Already stopping: a further Ctrl-C while the summary is written changes nothing.
-                signal.signal(sig, signal.SIG_IGN)

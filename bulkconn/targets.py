@@ -103,15 +103,30 @@ def patch_operation(
         patch.update(data["patch"])
     if not patch:
         return "empty patch: nothing to change"
-    if resource.name == CONNECTORS:
-        problems = validate_patch(EXCHANGE_CONNECTOR, {ODATA_TYPE: named, **patch} if named else patch)
-        if problems:
-            return "; ".join(_explain(p, patch) for p in problems)
-    elif problems := registry.validate_patch(resource, patch, named):
-        return "; ".join(p.message for p in problems)
+    problem = _patch_problem(resource, patch, named)
+    expect = data.get("expect")
+    if not problem and expect is not None:
+        problem = _expect_problem(resource, expect, named)
+    if problem:
+        return problem
     given = patch.get(ODATA_TYPE, named)
     odata_type = f"#microsoft.graph.{short_type_name(given)}" if isinstance(given, str) else ""
-    return Operation(*head, UPDATE, patch, "", {}, odata_type)
+    return Operation(*head, UPDATE, patch, "", expect, {}, odata_type)
+
+
+def _patch_problem(resource: Resource, body: dict[str, Any], named: str | None, label: str = "") -> str:
+    """Why ``body`` cannot patch an object of ``resource`` (of type ``named``), or an empty string."""
+    if resource.name == CONNECTORS:
+        problems = validate_patch(EXCHANGE_CONNECTOR, {ODATA_TYPE: named, **body} if named else body)
+        return "; ".join(label + _explain(p, body) for p in problems)
+    return "; ".join(label + p.message for p in registry.validate_patch(resource, body, named))
+
+
+def _expect_problem(resource: Resource, expect: Any, named: str | None) -> str:
+    """Why an undo line's ``expect`` (the values bulkconn wrote) is unusable, or an empty string."""
+    if not isinstance(expect, dict) or not expect:
+        return "'expect' must be a JSON object of the values bulkconn wrote (as `bulkconn rollback` makes it)"
+    return _patch_problem(resource, expect, named, "'expect': ")
 
 
 def _params(data: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any] | str:
@@ -131,8 +146,8 @@ def _call(
     named: str | None,
     head: Head,
 ) -> Operation | str:
-    if "patch" in data:
-        return f"a '{action.name}' line takes no 'patch'"
+    if "patch" in data or "expect" in data:
+        return f"a '{action.name}' line takes no '{'patch' if 'patch' in data else 'expect'}'"
     params = _params(data, defaults)
     if isinstance(params, str):
         return params
@@ -151,7 +166,7 @@ def _call(
         return "; ".join(p.message for p in problems)
     sync = str(params["syncType"]) if action.name == Action.SYNC and "syncType" in params else ""
     odata_type = f"#microsoft.graph.{short_type_name(named)}" if named else ""
-    return Operation(*head, action.name, {}, sync, params, odata_type, action.idempotent)
+    return Operation(*head, action.name, {}, sync, None, params, odata_type, action.idempotent)
 
 
 def _sync_type_problem(sync_type: Any) -> str | None:

@@ -15,10 +15,12 @@ from bulkconn.engine import EngineSettings
 from bulkconn.errors import JobError
 from bulkconn.job import Invalid, LaneReader, fingerprint, resolve_resource, scan_job
 from bulkconn.model import Action, Operation
+from bulkconn.precheck import backup_for, backup_record
 from bulkconn.registry import resource
 from bulkconn.report import format as fmt
 from bulkconn.resources import EXCHANGE_CONNECTOR
 from bulkconn.resume import plan_resume
+from bulkconn.rollback import build_undo
 from bulkconn.transport import HttpRequest, HttpResponse
 from tests.engine_harness import POLICY, run_engine
 from tests.fakes import respond
@@ -202,7 +204,7 @@ def test_exchange_connector_lines_keep_the_seed_table_and_its_messages(tmp_path:
     )
     assert [op.patch for op in ops] == [{"lastSyncDateTime": None, "serverName": "a"}]
     assert [i.message for i in invalid] == [
-        "line 2: property 'serverName' must be a string, not number",
+        "line 2: property 'serverName' must be a string, not a number",
         "line 3: unknown action \"syncc\" (did you mean 'sync'?) (use 'update' or 'sync')",
     ]
     assert set(EXCHANGE_CONNECTOR.properties) == set(resource("exchangeConnectors").entity_type.properties)
@@ -364,3 +366,25 @@ def test_registry_says_which_actions_are_idempotent_and_undoable() -> None:
         action = resource(collection).actions[name]
         assert (action.idempotent, action.undoable) == (False, False), name
     assert Operation("1", 1, "t", "managedDevices", "x", Action.UPDATE).idempotent
+
+
+def test_rollback_refuses_actions_and_says_so() -> None:
+    """A report with a patched category (backed up), a wipe and an uncertain retire: only the patch is undone; the
+    actions are listed as not undone, with the reason."""
+    category = Operation("1", 1, "contoso", "deviceCategories", ID1, Action.UPDATE, {"displayName": "new"})
+    backup = dict(backup_record(backup_for(category, {"id": ID1, "displayName": "old"}), at="t"))
+    result: dict[str, Any] = {"type": "result", "tenant": "contoso", "status": "succeeded"}
+    records: list[dict[str, Any]] = [
+        {"type": "header", "format": 1},
+        backup,
+        result | {"key": "1", "id": ID1, "action": "update"},
+        result | {"key": "2", "id": ID2, "action": "wipe"},
+        result | {"key": "3", "id": ID2, "action": "retire", "status": "uncertain"},
+    ]
+    undo = build_undo(records, source="r.jsonl")
+    assert [(line["resource"], line["patch"]) for line in undo.lines] == [("deviceCategories", {"displayName": "old"})]
+    assert [(n.action, n.reason) for n in undo.not_undone] == [
+        ("wipe", "a wipe cannot be undone"),
+        ("retire", "a retire cannot be undone; it may or may not have happened"),
+    ]
+    assert not resource("managedDevices").actions["wipe"].undoable

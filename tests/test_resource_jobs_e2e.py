@@ -183,3 +183,40 @@ async def test_invalid_lines_name_the_property_and_are_never_sent(rehearsal: Sta
     assert world.emu.core.stats.collections["contoso"]["deviceCategories"].patches == 1
     assert tenant(world.emu, "contoso").store("deviceCategories")[category["id"].lower()]["displayName"] == "Renamed"
     assert not world.emu.core.stats.collections["contoso"]["windowsAutopilotDeviceIdentities"].actions
+
+
+async def test_selector_lines_work_on_other_collections(rehearsal: Start) -> None:
+    """'where' over an abstract collection (its @odata.type) and a plain one, in every tenant: exactly the matching
+    objects change, each PATCH sent with the concrete type."""
+    world = await rehearsal(**FAST)
+    w10 = "#microsoft.graph.windows10CompliancePolicy"
+    lines = [
+        {
+            "tenant": "*",
+            "resource": "deviceCompliancePolicies",
+            "where": {"@odata.type": w10},
+            "patch": {"description": "BitLocker required by the security baseline"},
+        },
+        {
+            "tenant": "*",
+            "resource": "deviceCategories",
+            "where": {"displayName": "Kiosks"},
+            "patch": {"description": "K"},
+        },
+    ]
+    result = await world.run(world.job(lines))
+    policies = [
+        p
+        for a in ("contoso", "fabrikam", "northwind")
+        for p in tenant(world.emu, a).store("deviceCompliancePolicies").values()
+    ]
+    kiosks = [
+        c
+        for a in ("contoso", "fabrikam", "northwind")
+        for c in tenant(world.emu, a).store("deviceCategories").values()
+        if c["displayName"] == "Kiosks"
+    ]
+    changed = [p for p in policies if p["description"] == "BitLocker required by the security baseline"]
+    assert changed == [p for p in policies if p["@odata.type"] == w10] and len(changed) == 9
+    assert [c["description"] for c in kiosks] == ["K", "K", "K"]
+    assert result.counts == Counter({"succeeded": 12})
