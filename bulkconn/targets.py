@@ -47,13 +47,17 @@ def resolve_resource(name: str) -> Resource:
 
 
 def resource_problem(name: Any) -> Resource | str:
-    """The resource a line names, or why it names none."""
-    if not isinstance(name, str):
-        return f"'resource' must be a collection name like \"deviceCategories\", not {_json(name)}"
-    try:
-        return resolve_resource(name)
-    except registry.UnknownResourceError as exc:
-        return f"unknown resource: {exc} (docs/resources.md lists them)"
+    """The resource a line names, or why it names none (with the nearest name, the historical one included)."""
+    if isinstance(name, str):
+        try:
+            return resolve_resource(name)
+        except registry.UnknownResourceError:
+            pass
+    hint = did_you_mean(name, [*_ALIASES, *registry.collections()]) if isinstance(name, str) else ""
+    return (
+        f"unknown resource {_json(name)}{hint} (a /deviceManagement collection such as deviceCategories, "
+        f"or {DEFAULT_RESOURCE}; docs/resources.md lists them)"
+    )
 
 
 def on_collection(resource: Resource, action: Any) -> bool:
