@@ -6,6 +6,7 @@
     ├── UsageError                 the user's input is wrong; nothing was sent (exit code 2)
     │   ├── ConfigError            configuration file or environment (names file, tenant, key)
     │   ├── JobError               the job file as a whole, or a line under --strict (names file, line)
+    │   │   └── JobChanged         the job file changed while a run was reading it (the run stops, resumable)
     │   └── ResumeError            a report that cannot be resumed (names the report and why)
     ├── AuthError                  a tenant's credentials or consent failed (quarantines that tenant)
     └── TransportError             a request got no HTTP answer (connection, TLS, timeout); retryable
@@ -43,6 +44,10 @@ class JobError(UsageError):
         where = f"{file}:{line}" if line else file
         super().__init__(f"{where}: {message}" if where else message)
         self.file, self.line = file, line
+
+
+class JobChanged(JobError):
+    """The job file changed while a run was reading it: the run stops starting anything new."""
 
 
 class ResumeError(UsageError):

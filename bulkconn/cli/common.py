@@ -16,6 +16,7 @@ from bulkconn.cli.display import Display, summary_table
 from bulkconn.config import Config, load_config
 from bulkconn.errors import AuthError, UsageError
 from bulkconn.job import JobScan
+from bulkconn.lock import ReportLock
 from bulkconn.runner import RunOptions, RunResult, execute
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -92,7 +93,14 @@ def print_summary(result: RunResult, resume_command: str) -> None:
     for tenant, problem in sorted(result.auth_failures.items()):
         console.print(f"[red]tenant {tenant} quarantined[/red]: {problem}", markup=True, highlight=False)
     console.print(f"report: {result.report}  ({result.duration_s:.1f} s)", highlight=False)
-    if result.interrupted:
+    if result.stopped_because:
+        console.print(f"stopped: {result.stopped_because}", highlight=False)
+        console.print(
+            f"restore the job as it was and resume with:\n  {resume_command}\n"
+            "or run the changed job into a new report (--report NEW)",
+            highlight=False,
+        )
+    elif result.interrupted:
         console.print(f"interrupted; resume with:\n  {resume_command}", highlight=False)
 
 
@@ -103,10 +111,11 @@ def run_and_report(
     quiet: bool,
     resume_command: str,
     on_scanned: Callable[[JobScan], None] = lambda scan: None,
+    lock: ReportLock | None = None,
 ) -> int:
     display = Display(quiet=quiet)
     try:
-        result = asyncio.run(execute(job, config, options, on_tick=display.update, on_scanned=on_scanned))
+        result = asyncio.run(execute(job, config, options, on_tick=display.update, on_scanned=on_scanned, lock=lock))
     finally:
         display.close()
     if result.nothing_to_do:

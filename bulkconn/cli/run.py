@@ -34,6 +34,7 @@ from bulkconn.config import Config
 from bulkconn.engine import EngineSettings
 from bulkconn.errors import UsageError
 from bulkconn.job import JobScan
+from bulkconn.lock import ReportLock
 from bulkconn.report.reader import read_state
 from bulkconn.resume import plan_resume
 from bulkconn.retry import RetryPolicy
@@ -150,8 +151,6 @@ def run(
     report = report_path or default_report(job)
     if not resume and (retry_failed or recheck_invalid or resend_uncertain or force):
         raise UsageError("--retry-failed, --recheck-invalid, --resend-uncertain and --force go with --resume")
-    if not resume and report.exists() and report.stat().st_size:
-        raise UsageError(f"{report}: report already exists; pass --report NEW, or resume it with --resume")
     settings = EngineSettings(
         batch_size=batch_size,
         concurrency=concurrency,
@@ -165,30 +164,33 @@ def run(
         ),
     )
     options = RunOptions(report=report, settings=settings, strict=strict, drain_timeout_s=drain_timeout)
-    on_scanned: Callable[[JobScan], None] | None = None
-    if resume:
-        plan = plan_resume(
-            job,
-            report,
-            retry_failed=retry_failed,
-            recheck_invalid=recheck_invalid,
-            resend_uncertain=resend_uncertain,
-            force=force,
-        )
-        options = replace(options, skip_keys=plan.skip_keys, resumed=True, prefill=plan.prefill)
-
-        def say_what_is_left(scan: JobScan) -> None:
-            click.echo(plan.starting(scan.valid + scan.invalid), err=True)
-
-        on_scanned = say_what_is_left
-
     again = ["bulkconn", "run", str(job), "--report", str(report), "--resume"]
     if config_path:
         again += ["--config", str(config_path)]
     command = " ".join(shlex.quote(a) for a in again)
-    code = run_and_report(job, config, options, quiet, command, on_scanned or (lambda scan: None))
-    if resume and code not in (EXIT_INTERRUPTED, EXIT_AUTH):
-        code = exit_code_for(read_state(report).counts())  # the whole report's final state decides
+    # One run per report: held from before the report is read (a resume plans from it) until the run ends.
+    with ReportLock(report) as lock:
+        if not resume and report.exists() and report.stat().st_size:
+            raise UsageError(f"{report}: report already exists; pass --report NEW, or resume it with --resume")
+        on_scanned: Callable[[JobScan], None] | None = None
+        if resume:
+            plan = plan_resume(
+                job,
+                report,
+                retry_failed=retry_failed,
+                recheck_invalid=recheck_invalid,
+                resend_uncertain=resend_uncertain,
+                force=force,
+            )
+            options = replace(options, skip_keys=plan.skip_keys, resumed=True, prefill=plan.prefill)
+
+            def say_what_is_left(scan: JobScan) -> None:
+                click.echo(plan.starting(scan.valid + scan.invalid), err=True)
+
+            on_scanned = say_what_is_left
+        code = run_and_report(job, config, options, quiet, command, on_scanned or (lambda scan: None), lock=lock)
+        if resume and code not in (EXIT_INTERRUPTED, EXIT_AUTH):
+            code = exit_code_for(read_state(report).counts())  # the whole report's final state decides
     sys.exit(code)
 
 
