@@ -16,8 +16,10 @@ texts carry Entra's code and description, never a secret, assertion or token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -226,12 +228,18 @@ def write_private(path: os.PathLike[str] | str, text: str) -> None:
     user's profile (the default ``~/.bulkconn``) admits the user, SYSTEM and Administrators only.
     """
     target = os.fspath(path)
-    os.makedirs(os.path.dirname(target) or ".", mode=0o700, exist_ok=True)
-    tmp = f"{target}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, target)
+    directory = os.path.dirname(target) or "."
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    # A fresh file of our own (mkstemp: O_EXCL, 0600), never a leftover or a link planted at a fixed name.
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def device_login(config: Config, alias: str, echo: Callable[[str], None], *, timeout_s: float = 30.0) -> str:

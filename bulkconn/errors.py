@@ -63,8 +63,12 @@ class AuthError(BulkconnError):
 
 
 class TransportError(BulkconnError):
-    """No HTTP answer: connection refused or reset, TLS failure, or timeout."""
+    """No usable HTTP answer: connection refused or reset, TLS failure, timeout, an answer cut off or too large.
 
-    def __init__(self, code: str, message: str) -> None:
+    ``sent`` is False only when the request certainly never reached the service (the connection or its TLS
+    handshake failed), so that even a non-idempotent action may be sent again.
+    """
+
+    def __init__(self, code: str, message: str, *, sent: bool = True) -> None:
         super().__init__(f"{code}: {message}")
-        self.code, self.message = code, message
+        self.code, self.message, self.sent = code, message, sent

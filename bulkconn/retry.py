@@ -12,10 +12,12 @@ answer                              decision
 2xx                                 done, succeeded
 401, first time for this operation  retry at once with a fresh token
 403                                 done, failed; the tenant is quarantined (a missing permission)
+TLS certificate not trusted         done, failed; the tenant is quarantined (its CA or a proxy is wrong)
 other 4xx (and a second 401)        done, failed
 429                                 retry after Retry-After (or backoff), even a sync: nothing happened
 5xx or no answer, update            retry after Retry-After (or backoff); a 503 over a new connection
 5xx or no answer, sync              done, uncertain (unless ``retry_uncertain_sync``)
+no connection at all, sync          retry: the request never left, so nothing happened
 attempts or time budget spent       done, failed, saying which budget ran out
 whole envelope 429 or 5xx           as above for each operation, and shrink the batch limit
 ==================================  ======================================================================
@@ -88,6 +90,7 @@ class Answer:
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     error: ErrorInfo | None = None
     whole_envelope: bool = False  # the ``$batch`` envelope itself answered this, for every operation in it
+    sent: bool = True  # False: the request certainly never reached the service (no connection, TLS refused)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,13 +114,17 @@ def decide(answer: Answer, attempt: Attempt, *, tenant: str, policy: RetryPolicy
         error = answer.error or ErrorInfo("Forbidden", "HTTP 403")
         reason = ErrorInfo(error.code, f"permission missing for tenant '{tenant}': {error.message}")
         return Done(False, error, quarantine=reason)
+    if answer.status is None and answer.error is not None and answer.error.code == "TLSError":
+        # Not transient: the same certificate is refused every time. Never retried without verification.
+        reason = ErrorInfo("TLSError", f"TLS failed for tenant '{tenant}': {answer.error.message}")
+        return Done(False, answer.error, quarantine=reason)
     decision = classify(
         status=answer.status,
         retry_after=answer.headers.get("retry-after"),
         error=answer.error,
         attempt=attempt.number,
         elapsed_s=attempt.elapsed_s,
-        idempotent=attempt.idempotent,
+        idempotent=attempt.idempotent or not answer.sent,  # a request that never left may be sent again
         policy=policy,
         rng=rng,
     )

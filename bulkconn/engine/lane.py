@@ -64,7 +64,8 @@ class OpState:
     def will_retry(self, decision: Retry) -> None:
         self.throttled += int(decision.throttled)
         self.fresh_connection = decision.new_connection
-        self.auth_retried = self.auth_retried or decision.reauthenticate
+        # Only a 401 right after a re-authentication is final: a later 401 is a new token expiring or revoked.
+        self.auth_retried = decision.reauthenticate
 
     def outcome(self, status: Status, error: ErrorInfo | None, *, now: float, finished_at: str) -> Outcome:
         """The operation's report line."""
