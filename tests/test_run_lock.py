@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,8 +102,24 @@ def test_report_in_a_missing_directory_is_an_error_and_creates_nothing(world: Wo
     assert world.emu.stats()["writes_total"] == 0
 
 
-def test_report_is_created_owner_only(world: World) -> None:
-    """A new report is 0600 (it names objects and errors of a customer's tenant)."""
-    proc = world.bulkconn(*RUN)
-    assert proc.returncode == 0, proc.stderr
+def test_report_and_spool_are_created_owner_only(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new report and the spool of invalid lines are 0600 (they name objects and errors of a customer's tenant)."""
+    modes: list[int] = []
+    real = tempfile.TemporaryFile
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        handle = real(*args, **kwargs)
+        modes.append(os.fstat(handle.fileno()).st_mode & 0o777)
+        return handle
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", recording)  # the runner calls tempfile.TemporaryFile()
+    with world.job.open("ab") as job:
+        job.write(b'{"tenant": "contoso", "id": "not a valid id"}\n')
+    old = os.umask(0o022)
+    try:
+        proc = world.bulkconn(*RUN)
+    finally:
+        os.umask(old)
+    assert proc.returncode == 1, proc.stderr  # the invalid line
+    assert modes == [0o600]
     assert (world.dir / REPORT).stat().st_mode & 0o777 == 0o600
