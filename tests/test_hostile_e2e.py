@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bulkconn.emulator import Faults
+from bulkconn.emulator.tls import ensure_tls
 from bulkconn.engine import EngineSettings
 from bulkconn.transport import MAX_BODY_BYTES
-from tests.conftest import FAST_RETRY, Rehearsal, read_report
+from tests.conftest import FAST_RETRY, Rehearsal, World, read_report
 
 pytestmark = pytest.mark.e2e
 
@@ -78,3 +80,16 @@ async def test_a_redirecting_proxy_fails_its_tenant_clearly_and_the_token_stays(
     assert all("redirect to evil.invalid, not followed" in x["error"]["message"] for x in contoso)
     assert result.per_tenant["fabrikam"]["succeeded"] == len(lines) - len(contoso)
     assert r.emu.stats()["tenants"]["contoso"]["patches"] == {}
+
+
+def test_a_wrong_ca_is_a_clear_tls_error_and_nothing_is_sent(world: World, tmp_path: Path) -> None:
+    """ca_bundle names another CA: every tenant fails with "not trusted" (exit 3), no traceback, nothing sent."""
+    other = ensure_tls(tmp_path / "other-ca").ca_file
+    text = world.config.read_text()
+    world.config.write_text(text.replace(str(world.emu.ca_file.resolve()), str(other)))
+    proc = world.bulkconn("run", "job.jsonl", "--config", "bulkconn.toml", "-q")
+    assert proc.returncode == 3, proc.stderr
+    said = " ".join(proc.stderr.split())  # the summary table wraps long lines
+    assert "tls_error" in said and "is not trusted; check the tenant's ca_bundle" in said
+    assert "Traceback" not in proc.stderr
+    assert world.emu.stats()["requests_total"] == 0

@@ -9,7 +9,7 @@ Exit codes (also in the README):
     1    some operations failed, were invalid, or are uncertain
     2    usage, configuration or job error found before anything was sent
     3    authentication failed for every tenant (``auth check``: for any tenant)
-    130  interrupted (SIGINT/SIGTERM); the report says how to resume
+    130  interrupted (SIGINT/SIGTERM, or the job file changed while running); the summary says how to resume
 """
 
 from __future__ import annotations
