@@ -42,7 +42,7 @@ class RetryPolicy:
     """Budgets and backoff; documented defaults, each one a ``bulkconn run`` flag."""
 
     max_attempts: int = 10
-    max_attempts_500: int = 3  # a 500 is less likely to be transient than a 503/504
+    max_attempts_500: int = 3  # 500 answers per operation: a 500 is less likely to be transient than a 503/504
     time_budget_s: float = 900.0  # per operation, from its first attempt
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 60.0
@@ -101,6 +101,7 @@ class Attempt:
     elapsed_s: float  # since the first attempt
     idempotent: bool
     reauthenticated: bool = False  # a 401 was already retried with a fresh token
+    answers_500: int = 0  # how many of the answers so far (this one included) were a 500
 
 
 def decide(answer: Answer, attempt: Attempt, *, tenant: str, policy: RetryPolicy, rng: random.Random) -> Decision:
@@ -123,6 +124,7 @@ def decide(answer: Answer, attempt: Attempt, *, tenant: str, policy: RetryPolicy
         retry_after=answer.headers.get("retry-after"),
         error=answer.error,
         attempt=attempt.number,
+        answers_500=attempt.answers_500,
         elapsed_s=attempt.elapsed_s,
         idempotent=attempt.idempotent or not answer.sent,  # a request that never left may be sent again
         policy=policy,
@@ -170,10 +172,12 @@ def classify(
     idempotent: bool,
     policy: RetryPolicy,
     rng: random.Random,
+    answers_500: int | None = None,
 ) -> Decision:
     """The status-based part of :func:`decide`: after attempt number ``attempt`` (1-based) ended with ``status``.
 
-    ``status`` None means no HTTP answer at all (connection error or timeout).
+    ``status`` None means no HTTP answer at all (connection error or timeout). ``answers_500`` counts the 500s
+    among the answers so far, this one included (None: take every attempt as one, for callers that do not count).
     """
     if status is not None and 200 <= status < 300:
         return Done(True)
@@ -185,8 +189,8 @@ def classify(
     # reached the service: a non-idempotent action is not resent unless the user allows it.
     if status != 429 and not idempotent and not policy.retry_uncertain_sync:
         return Done(False, err, uncertain=True)
-    budget = policy.max_attempts_500 if status == 500 else policy.max_attempts
-    if attempt >= budget:
+    spent_500 = attempt if answers_500 is None else answers_500
+    if attempt >= policy.max_attempts or (status == 500 and spent_500 >= policy.max_attempts_500):
         return Done(False, ErrorInfo(err.code, f"gave up after {attempt} attempts: {err.message}"))
     parsed = parse_retry_after(retry_after)
     wait = min(parsed, policy.retry_after_cap_s) if parsed is not None else backoff_s(attempt, policy, rng)

@@ -226,3 +226,16 @@ def test_graph_error_bodies_are_still_read_as_graph_errors(tmp_path: Path, monke
     run = run_engine(tmp_path, monkeypatch, [update(1)], lambda r: respond(400, body=body), settings=SINGLE)
     assert run.only().error is not None
     assert (run.only().error.code, run.only().error.message) == ("BadRequest", "Property 'x' does not exist")  # type: ignore[union-attr]
+
+
+def test_the_500_budget_counts_500s_not_every_earlier_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """503, an HTML 502, then a 500: still retried (one 500 of 3 allowed) and it lands; three 500s end it."""
+    graph = FakeGraph()
+    internal = respond(500, body={"error": {"code": "InternalError", "message": "boom"}})
+    seq = iter([respond(503), HttpResponse(502, {"content-type": "text/html"}, PROXY_502), internal])
+    run = run_engine(tmp_path, monkeypatch, [update(1)], lambda r: next(seq, None) or graph(r), settings=SINGLE)
+    assert (run.only().status, run.only().attempts) == ("succeeded", 4)
+    always = iter([respond(503), internal, internal, internal])
+    run = run_engine(tmp_path, monkeypatch, [update(1)], lambda r: next(always, None) or graph(r), settings=SINGLE)
+    assert (run.only().status, run.only().attempts) == ("failed", 4)
+    assert run.only().error is not None and "gave up after 4 attempts" in run.only().error.message  # type: ignore[union-attr]

@@ -81,7 +81,7 @@ DRAIN_TIMEOUT_S = RunOptions(report=Path()).drain_timeout_s
     default=POLICY.max_attempts,
     show_default=True,
     type=click.IntRange(1, 1000),
-    help=f"Sends per operation before giving up (a 500 gets at most {POLICY.max_attempts_500}).",
+    help=f"Sends per operation before giving up (at most {POLICY.max_attempts_500} of them answered 500).",
 )
 @click.option(
     "--time-budget",

@@ -36,6 +36,7 @@ class OpState:
     request_id: str = ""
     client_request_id: str = ""
     auth_retried: bool = False
+    answers_500: int = 0
 
     def begin_attempt(self, now: float, client_request_id: str) -> None:
         """Count an attempt about to be sent (the first one starts the operation's clock)."""
@@ -50,6 +51,7 @@ class OpState:
 
     def answered(self, status: int | None, request_id: str) -> None:
         self.last_status = status
+        self.answers_500 += status == 500
         self.request_id = request_id
 
     def attempt(self, now: float) -> Attempt:
@@ -59,6 +61,7 @@ class OpState:
             elapsed_s=now - self.started,
             idempotent=self.op.idempotent,
             reauthenticated=self.auth_retried,
+            answers_500=self.answers_500,
         )
 
     def will_retry(self, decision: Retry) -> None:
