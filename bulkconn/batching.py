@@ -62,6 +62,7 @@ class SubResult:
     status: int | None  # None: the envelope gave no usable answer for it
     headers: Mapping[str, str] = field(default_factory=dict)
     error: ErrorInfo | None = None
+    body: Any = None  # the sub-response's JSON body (what a GET read)
 
 
 def readable_message(message: str) -> str:
@@ -174,4 +175,4 @@ def _sub_result(rid: str, seen: dict[str, dict[str, Any]], duplicated: set[str],
     raw_headers = item.get("headers")
     headers = {str(k).lower(): str(v) for k, v in raw_headers.items()} if isinstance(raw_headers, dict) else {}
     error = None if 200 <= status < 300 else error_from_body(item.get("body"), status)
-    return SubResult(status, headers, error)
+    return SubResult(status, headers, error, item.get("body"))

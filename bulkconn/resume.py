@@ -6,9 +6,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from bulkconn.expansion import RecordedExpansion, read_expansion
 from bulkconn.job import fingerprint
 from bulkconn.model import Outcome
-from bulkconn.report.reader import check_job, read_state
+from bulkconn.report.reader import check_job, iter_lines, read_state
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,7 @@ class ResumePlan:
     prefill: tuple[Outcome, ...]
     counts: Counter[str]
     torn_lines: int
+    expansion: RecordedExpansion  # what the report's selector lines selected (used as is, never listed again)
 
     def starting(self, remaining: int) -> str:
         """What to tell the user once the job's scan knows how many operations are left."""
@@ -53,4 +55,5 @@ def plan_resume(
             Outcome.uncertain_sync(key=key, line=line, tenant=tenant, object_id=object_id)
             for key, tenant, object_id, line in state.uncertain_intents()
         )
-    return ResumePlan(report, skip, prefill, state.counts(), state.torn_lines)
+    expansion = read_expansion(record for _, record in iter_lines(report) if record is not None)
+    return ResumePlan(report, skip, prefill, state.counts(), state.torn_lines, expansion)

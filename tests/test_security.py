@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 import pytest
 
-from bulkconn.auth import write_private
 from bulkconn.emulator import EmulatorOptions, EmulatorThread
 from bulkconn.emulator.state import generate_world
 from bulkconn.emulator.tls import make_client_certificate
+from bulkconn.tokencache import write_private
 from tests.conftest import World, read_report
 
 pytestmark = pytest.mark.e2e

@@ -1,4 +1,4 @@
-"""``bulkconn report summary`` and ``bulkconn report failed``: reading reports, resumed ones included."""
+"""``bulkconn report summary``, ``failed`` and ``show``: reading reports, resumed ones included."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from rich.table import Table
 from bulkconn.cli.common import EXIT_OK, user_errors
 from bulkconn.errors import UsageError
 from bulkconn.job import fingerprint
+from bulkconn.report.handover import load_handover
 from bulkconn.report.reader import check_job, read_state, summarize, write_failed_job
+from bulkconn.report.show import FORMATS, render
 
 
 @click.group(name="report")
@@ -103,4 +105,43 @@ def failed(
         click.echo(orjson.dumps({"job": str(output), "operations": count}).decode())
     else:
         click.echo(f"{output}: {count} failed operation(s) from {job}; run it with: bulkconn run {output}")
+    sys.exit(EXIT_OK)
+
+
+@report_group.command(name="show")
+@click.argument("report", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="md",
+    show_default=True,
+    help="md for a ticket or an email, html for a self-contained page, csv for one row per operation.",
+)
+@click.option("--tenant", "tenants", multiple=True, metavar="ALIAS", help="Only this tenant (repeat for more).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of standard output.",
+)
+@click.option(
+    "--job",
+    "job_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The original job, for what each operation changed (default: the path recorded in the report).",
+)
+@user_errors
+def show(report: Path, fmt: str, tenants: tuple[str, ...], output: Path | None, job_path: Path | None) -> None:
+    """A handover report per tenant: what changed, what failed and why, when, how long."""
+    text = render(load_handover(report, job=job_path, tenants=tenants), fmt)
+    if output is None:
+        click.echo(text, nl=False)
+        sys.exit(EXIT_OK)
+    # Excel reads a CSV file as UTF-8 only when it starts with a byte order mark.
+    encoding = "utf-8-sig" if fmt == "csv" else "utf-8"
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(text, encoding=encoding, newline="")
+    tmp.replace(output)
+    click.echo(f"{output}: {fmt} report of {report}", err=True)
     sys.exit(EXIT_OK)

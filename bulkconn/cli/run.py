@@ -32,6 +32,7 @@ from bulkconn.cli.common import (
 )
 from bulkconn.config import Config
 from bulkconn.engine import EngineSettings
+from bulkconn.engine.reading import ReadFirst
 from bulkconn.errors import UsageError
 from bulkconn.job import JobScan
 from bulkconn.lock import ReportLock
@@ -118,7 +119,22 @@ DRAIN_TIMEOUT_S = RunOptions(report=Path()).drain_timeout_s
 @click.option(
     "--resend-uncertain", is_flag=True, help="With --resume: resend syncs that may have been sent before a stop."
 )
-@click.option("--force", is_flag=True, help="With --resume: accept a job file that changed since the report began.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite objects changed since bulkconn wrote them (undo lines with 'expect'); "
+    "with --resume also accept a job file that changed since the report began.",
+)
+@click.option(
+    "--skip-unchanged",
+    is_flag=True,
+    help="Read each object first; do not send a patch it already satisfies (skipped, reason Unchanged).",
+)
+@click.option(
+    "--backup",
+    is_flag=True,
+    help="Record each object's pre-image in the report before patching it (needed by `bulkconn rollback`).",
+)
 @user_errors
 def run(
     job: Path,
@@ -141,6 +157,8 @@ def run(
     recheck_invalid: bool,
     resend_uncertain: bool,
     force: bool,
+    skip_unchanged: bool,
+    backup: bool,
 ) -> None:
     """Apply the changes listed in JOB (JSON Lines) and write a JSONL report."""
     config = get_config(config_path)
@@ -149,8 +167,8 @@ def run(
     if dry_run:
         sys.exit(asyncio.run(_dry_run(job, config, batch_size)))
     report = report_path or default_report(job)
-    if not resume and (retry_failed or recheck_invalid or resend_uncertain or force):
-        raise UsageError("--retry-failed, --recheck-invalid, --resend-uncertain and --force go with --resume")
+    if not resume and (retry_failed or recheck_invalid or resend_uncertain):
+        raise UsageError("--retry-failed, --recheck-invalid and --resend-uncertain go with --resume")
     settings = EngineSettings(
         batch_size=batch_size,
         concurrency=concurrency,
@@ -162,9 +180,11 @@ def run(
             backoff_cap_s=backoff_cap,
             retry_uncertain_sync=retry_uncertain_sync,
         ),
+        read_first=ReadFirst(skip_unchanged=skip_unchanged, backup=backup, force=force),
     )
     options = RunOptions(report=report, settings=settings, strict=strict, drain_timeout_s=drain_timeout)
     again = ["bulkconn", "run", str(job), "--report", str(report), "--resume"]
+    again += [flag for flag, on in (("--skip-unchanged", skip_unchanged), ("--backup", backup)) if on]
     if config_path:
         again += ["--config", str(config_path)]
     command = " ".join(shlex.quote(a) for a in again)
@@ -182,10 +202,12 @@ def run(
                 resend_uncertain=resend_uncertain,
                 force=force,
             )
-            options = replace(options, skip_keys=plan.skip_keys, resumed=True, prefill=plan.prefill)
+            options = replace(
+                options, skip_keys=plan.skip_keys, resumed=True, prefill=plan.prefill, expansion=plan.expansion
+            )
 
             def say_what_is_left(scan: JobScan) -> None:
-                click.echo(plan.starting(scan.valid + scan.invalid), err=True)
+                click.echo(plan.starting(scan.operations + scan.invalid + scan.unexpanded()), err=True)
 
             on_scanned = say_what_is_left
         code = run_and_report(job, config, options, quiet, command, on_scanned or (lambda scan: None), lock=lock)
