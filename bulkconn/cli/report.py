@@ -14,7 +14,7 @@ from bulkconn.cli.common import EXIT_OK, user_errors
 from bulkconn.errors import UsageError
 from bulkconn.job import fingerprint
 from bulkconn.report.handover import load_handover
-from bulkconn.report.reader import check_job, read_state, summarize, write_failed_job
+from bulkconn.report.reader import check_job, failed_count, read_state, summarize, write_failed_job
 from bulkconn.report.show import FORMATS, render
 
 
@@ -100,6 +100,12 @@ def failed(
     _refuse_to_replace(output, job=job, report=report)
     job_print = fingerprint(job)
     check_job(state, job_print.sha256, job_print.size, job_print.lines, force=force)
+    if not failed_count(state, include_uncertain=include_uncertain):
+        what = "failed or uncertain" if include_uncertain else "failed"
+        click.echo(f"nothing {what} in {report}; {output} was not written", err=as_json)
+        if as_json:
+            click.echo(orjson.dumps({"job": None, "operations": 0}).decode())
+        sys.exit(EXIT_OK)
     count = write_failed_job(state, job, output, include_uncertain=include_uncertain, overwrite=force)
     if as_json:
         click.echo(orjson.dumps({"job": str(output), "operations": count}).decode())

@@ -7,43 +7,44 @@ Option defaults are read from the settings dataclasses (:class:`EngineSettings`,
 from __future__ import annotations
 
 import asyncio
-import shlex
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
 
 from bulkconn.batching import MAX_BATCH
 from bulkconn.cli.common import (
-    EXIT_AUTH,
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     config_option,
     default_report,
+    echo_json,
     err,
-    exit_code_for,
     get_config,
+    json_option,
     run_and_report,
     user_errors,
 )
+from bulkconn.cli.confirm import confirmed, should_ask
+from bulkconn.cli.problems import SHOWN, RunCommands, echo_problems, invalid_json, invalid_line
 from bulkconn.config import Config
 from bulkconn.engine import EngineSettings
 from bulkconn.engine.reading import ReadFirst
 from bulkconn.errors import UsageError
 from bulkconn.job import JobScan
 from bulkconn.lock import ReportLock
-from bulkconn.report.reader import read_state
 from bulkconn.resume import plan_resume
 from bulkconn.retry import RetryPolicy
-from bulkconn.runner import RunOptions, plan, strict_check
+from bulkconn.runner import RunOptions, RunPlan, plan, strict_check
 
 ENGINE = EngineSettings()
 POLICY = RetryPolicy()
 DRAIN_TIMEOUT_S = RunOptions(report=Path()).drain_timeout_s
+JSON_PROBLEMS = 1000  # invalid lines listed by `validate --json` (the text output shows the first SHOWN)
 
 
 @click.command()
@@ -135,6 +136,8 @@ DRAIN_TIMEOUT_S = RunOptions(report=Path()).drain_timeout_s
     is_flag=True,
     help="Record each object's pre-image in the report before patching it (needed by `bulkconn rollback`).",
 )
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before changing tenants (asked only at a terminal).")
+@json_option
 @user_errors
 def run(
     job: Path,
@@ -159,13 +162,15 @@ def run(
     force: bool,
     skip_unchanged: bool,
     backup: bool,
+    yes: bool,
+    as_json: bool,
 ) -> None:
-    """Apply the changes listed in JOB (JSON Lines) and write a JSONL report."""
-    config = get_config(config_path)
+    """Apply the changes listed in JOB (JSON Lines or CSV) and write a JSONL report."""
+    config = get_config(config_path, read_secrets=not dry_run)  # a dry run sends nothing, so needs no secret
     if not job.is_file():
         raise UsageError(f"{job}: job file not found")
     if dry_run:
-        sys.exit(asyncio.run(_dry_run(job, config, batch_size)))
+        sys.exit(asyncio.run(_dry_run(job, config, batch_size, as_json)))
     report = report_path or default_report(job)
     if not resume and (retry_failed or recheck_invalid or resend_uncertain):
         raise UsageError("--retry-failed, --recheck-invalid and --resend-uncertain go with --resume")
@@ -183,18 +188,15 @@ def run(
         read_first=ReadFirst(skip_unchanged=skip_unchanged, backup=backup, force=force),
     )
     options = RunOptions(report=report, settings=settings, strict=strict, drain_timeout_s=drain_timeout)
-    again = ["bulkconn", "run", str(job), "--report", str(report), "--resume"]
-    again += [flag for flag, on in (("--skip-unchanged", skip_unchanged), ("--backup", backup)) if on]
-    if config_path:
-        again += ["--config", str(config_path)]
-    command = " ".join(shlex.quote(a) for a in again)
+    kept = tuple(flag for flag, on in (("--skip-unchanged", skip_unchanged), ("--backup", backup)) if on)
+    commands = RunCommands(job, report, config_path, kept)
     # One run per report: held from before the report is read (a resume plans from it) until the run ends.
     with ReportLock(report) as lock:
         if not resume and report.exists() and report.stat().st_size:
             raise UsageError(f"{report}: report already exists; pass --report NEW, or resume it with --resume")
-        on_scanned: Callable[[JobScan], None] | None = None
+        on_scanned: Callable[[JobScan], None] = lambda scan: None  # noqa: E731
         if resume:
-            plan = plan_resume(
+            resume_plan = plan_resume(
                 job,
                 report,
                 retry_failed=retry_failed,
@@ -203,23 +205,50 @@ def run(
                 force=force,
             )
             options = replace(
-                options, skip_keys=plan.skip_keys, resumed=True, prefill=plan.prefill, expansion=plan.expansion
+                options,
+                skip_keys=resume_plan.skip_keys,
+                resumed=True,
+                prefill=resume_plan.prefill,
+                expansion=resume_plan.expansion,
             )
 
             def say_what_is_left(scan: JobScan) -> None:
-                click.echo(plan.starting(scan.operations + scan.invalid + scan.unexpanded()), err=True)
+                click.echo(resume_plan.starting(scan.operations + scan.invalid + scan.unexpanded()), err=True)
 
             on_scanned = say_what_is_left
-        code = run_and_report(job, config, options, quiet, command, on_scanned or (lambda scan: None), lock=lock)
-        if resume and code not in (EXIT_INTERRUPTED, EXIT_AUTH):
-            code = exit_code_for(read_state(report).counts())  # the whole report's final state decides
+        if not yes and not _agreed(job, config, batch_size, options):
+            err("not started: nothing was sent")
+            sys.exit(EXIT_FAILED)
+        code = run_and_report(config, options, commands, quiet=quiet, as_json=as_json, on_scanned=on_scanned, lock=lock)
     sys.exit(code)
 
 
-async def _dry_run(job: Path, config: Config, batch_size: int) -> int:
+def _agreed(job: Path, config: Config, batch_size: int, options: RunOptions) -> bool:
+    """True unless a person at a terminal, shown what will happen to real tenants, says no."""
+    if not sys.stdin.isatty():
+        return True  # scripts, schedulers and pipes proceed as always (the quick check first: no scan)
+    the_plan = asyncio.run(plan(job, config, batch_size=batch_size, skip_keys=options.skip_keys))
+    if not the_plan.tenants or not should_ask(config, (t.alias for t in the_plan.tenants)):
+        return True
+    return confirmed(the_plan)
+
+
+def _plan_json(job: Path, the_plan: RunPlan) -> dict[str, Any]:
+    return {
+        "job": str(job),
+        "valid": the_plan.valid,
+        "invalid": the_plan.invalid,
+        "problems": [invalid_json(p) for p in the_plan.problems],
+        "tenants": [asdict(t) for t in the_plan.tenants],
+    }
+
+
+async def _dry_run(job: Path, config: Config, batch_size: int, as_json: bool) -> int:
     the_plan = await plan(job, config, batch_size=batch_size)
-    for problem in the_plan.problems:
-        err(f"{job}:{problem.message}")
+    echo_problems((invalid_line(job, p) for p in the_plan.problems), the_plan.invalid)
+    if as_json:
+        echo_json(_plan_json(job, the_plan))
+        return EXIT_FAILED if the_plan.invalid else EXIT_OK
     click.echo(
         f"dry run: {the_plan.valid} valid operation(s), {the_plan.invalid} invalid line(s); nothing will be sent."
     )
@@ -236,14 +265,29 @@ async def _dry_run(job: Path, config: Config, batch_size: int) -> int:
 @click.command()
 @click.argument("job", type=click.Path(dir_okay=False, path_type=Path))
 @config_option
+@json_option
 @user_errors
-def validate(job: Path, config_path: Path | None) -> None:
-    """Check every line of JOB against the configuration and the resource's properties; send nothing."""
-    config = get_config(config_path)
-    scan, problems = asyncio.run(strict_check(job, config, limit=1000))
-    for problem in problems:
-        click.echo(f"{job}:{problem.message}")
-    if scan.invalid > len(problems):
-        click.echo(f"... and {scan.invalid - len(problems)} more invalid line(s)")
-    click.echo(f"{scan.valid} valid operation(s), {scan.invalid} invalid line(s) in {scan.lines} line(s)")
+def validate(job: Path, config_path: Path | None, as_json: bool) -> None:
+    """Check every line of JOB against the configuration and the resource's properties; send nothing.
+
+    Secrets are not read (nothing is sent), so a job can be checked where the credentials are not.
+    """
+    config = get_config(config_path, read_secrets=False)
+    scan, problems = asyncio.run(strict_check(job, config, limit=JSON_PROBLEMS if as_json else SHOWN))
+    echo_problems((invalid_line(job, p) for p in problems), scan.invalid)
+    summary = f"{scan.valid} valid operation(s), {scan.invalid} invalid line(s) in {scan.lines} line(s)"
+    if as_json:
+        click.echo(summary, err=True)
+        echo_json(
+            {
+                "job": str(job),
+                "lines": scan.lines,
+                "valid": scan.valid,
+                "invalid": scan.invalid,
+                "problems": [invalid_json(p) for p in problems],
+                "more": scan.invalid - len(problems),
+            }
+        )
+    else:
+        click.echo(summary)
     sys.exit(EXIT_FAILED if scan.invalid else EXIT_OK)

@@ -185,6 +185,20 @@ def summarize(path: Path) -> dict[str, Any]:
     }
 
 
+def _failed_keys(state: ReportState, *, include_uncertain: bool) -> set[str]:
+    wanted = {Status.FAILED.value} | ({Status.UNCERTAIN.value} if include_uncertain else set())
+    return {
+        key
+        for key in state.latest
+        if state.status_of(key) in wanted or (include_uncertain and state.latest[key] == _INTENT)
+    }
+
+
+def failed_count(state: ReportState, *, include_uncertain: bool = False) -> int:
+    """How many operations :func:`write_failed_job` would write."""
+    return len(_failed_keys(state, include_uncertain=include_uncertain))
+
+
 def write_failed_job(
     state: ReportState, job: Path, out: Path, *, include_uncertain: bool = False, overwrite: bool = False
 ) -> int:
@@ -194,12 +208,7 @@ def write_failed_job(
     existing file only with ``overwrite``, else :class:`UsageError` (nothing is replaced, even by a file
     that appeared meanwhile).
     """
-    wanted = {Status.FAILED.value} | ({Status.UNCERTAIN.value} if include_uncertain else set())
-    keys = {
-        key
-        for key in state.latest
-        if state.status_of(key) in wanted or (include_uncertain and state.latest[key] == _INTENT)
-    }
+    keys = _failed_keys(state, include_uncertain=include_uncertain)
     written = 0
     first = True
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
