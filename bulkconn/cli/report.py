@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bulkconn.cli.common import EXIT_OK, user_errors
+from bulkconn.errors import UsageError
 from bulkconn.job import fingerprint
 from bulkconn.report.handover import load_handover
 from bulkconn.report.reader import check_job, failed_count, read_state, summarize, write_failed_job
@@ -54,6 +55,14 @@ def summary(report: Path, as_json: bool) -> None:
     sys.exit(EXIT_OK)
 
 
+def _refuse_to_replace(output: Path, *, job: Path, report: Path) -> None:
+    """The job of failures must never replace the report or the job it was made from (not even with --force)."""
+    for name, precious in (("the job", job), ("the report", report)):
+        same = output.exists() and precious.exists() and output.samefile(precious)
+        if same or output.resolve() == precious.resolve():
+            raise UsageError(f"{output} is {name} of {report}; write the failed operations to another file")
+
+
 @report_group.command(name="failed")
 @click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -70,17 +79,25 @@ def summary(report: Path, as_json: bool) -> None:
     help="The original job (default: the path recorded in the report).",
 )
 @click.option("--include-uncertain", is_flag=True, help="Also include syncs whose outcome is uncertain.")
-@click.option("--force", is_flag=True, help="Accept a job file that changed since the report was written.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing output file, and accept a job file that changed since the report was written.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @user_errors
 def failed(
     report: Path, output: Path, job_path: Path | None, include_uncertain: bool, force: bool, as_json: bool
 ) -> None:
-    """Write a job of the operations whose latest result is 'failed', ready to run."""
+    """Write a job of the operations whose latest result is 'failed', ready to run.
+
+    An existing OUTPUT is replaced only with --force, and never when it is the report or its job.
+    """
     state = read_state(report)
     job = job_path or Path(str(state.header.get("job", "")))
     if not job.is_file():
         raise click.UsageError(f"the original job {job} is not there; pass --job PATH")
+    _refuse_to_replace(output, job=job, report=report)
     job_print = fingerprint(job)
     check_job(state, job_print.sha256, job_print.size, job_print.lines, force=force)
     if not failed_count(state, include_uncertain=include_uncertain):
@@ -89,7 +106,7 @@ def failed(
         if as_json:
             click.echo(orjson.dumps({"job": None, "operations": 0}).decode())
         sys.exit(EXIT_OK)
-    count = write_failed_job(state, job, output, include_uncertain=include_uncertain)
+    count = write_failed_job(state, job, output, include_uncertain=include_uncertain, overwrite=force)
     if as_json:
         click.echo(orjson.dumps({"job": str(output), "operations": count}).decode())
     else:

@@ -36,6 +36,7 @@ from bulkconn.engine import EngineSettings
 from bulkconn.engine.reading import ReadFirst
 from bulkconn.errors import UsageError
 from bulkconn.job import JobScan
+from bulkconn.lock import ReportLock
 from bulkconn.resume import plan_resume
 from bulkconn.retry import RetryPolicy
 from bulkconn.runner import RunOptions, RunPlan, plan, strict_check
@@ -82,7 +83,7 @@ JSON_PROBLEMS = 1000  # invalid lines listed by `validate --json` (the text outp
     default=POLICY.max_attempts,
     show_default=True,
     type=click.IntRange(1, 1000),
-    help=f"Sends per operation before giving up (a 500 gets at most {POLICY.max_attempts_500}).",
+    help=f"Sends per operation before giving up (at most {POLICY.max_attempts_500} of them answered 500).",
 )
 @click.option(
     "--time-budget",
@@ -175,8 +176,6 @@ def run(
     report = report_path or default_report(job)
     if not resume and (retry_failed or recheck_invalid or resend_uncertain):
         raise UsageError("--retry-failed, --recheck-invalid and --resend-uncertain go with --resume")
-    if not resume and report.exists() and report.stat().st_size:
-        raise UsageError(f"{report}: report already exists; pass --report NEW, or resume it with --resume")
     settings = EngineSettings(
         batch_size=batch_size,
         concurrency=concurrency,
@@ -191,34 +190,39 @@ def run(
         read_first=ReadFirst(skip_unchanged=skip_unchanged, backup=backup, force=force),
     )
     options = RunOptions(report=report, settings=settings, strict=strict, drain_timeout_s=drain_timeout)
-    on_scanned: Callable[[JobScan], None] = lambda scan: None  # noqa: E731
-    if resume:
-        resume_plan = plan_resume(
-            job,
-            report,
-            retry_failed=retry_failed,
-            recheck_invalid=recheck_invalid,
-            resend_uncertain=resend_uncertain,
-            force=force,
-        )
-        options = replace(
-            options,
-            skip_keys=resume_plan.skip_keys,
-            resumed=True,
-            prefill=resume_plan.prefill,
-            expansion=resume_plan.expansion,
-        )
-
-        def say_what_is_left(scan: JobScan) -> None:
-            click.echo(resume_plan.starting(scan.operations + scan.invalid + scan.unexpanded()), err=True)
-
-        on_scanned = say_what_is_left
-    if not yes and not _agreed(job, config, batch_size, options):
-        err("not started: nothing was sent")
-        sys.exit(EXIT_FAILED)
     kept = tuple(flag for flag, on in (("--skip-unchanged", skip_unchanged), ("--backup", backup)) if on)
     commands = RunCommands(job, report, config_path, kept)
-    sys.exit(run_and_report(config, options, commands, quiet=quiet, as_json=as_json, on_scanned=on_scanned))
+    # One run per report: held from before the report is read (a resume plans from it) until the run ends.
+    with ReportLock(report) as lock:
+        if not resume and report.exists() and report.stat().st_size:
+            raise UsageError(f"{report}: report already exists; pass --report NEW, or resume it with --resume")
+        on_scanned: Callable[[JobScan], None] = lambda scan: None  # noqa: E731
+        if resume:
+            resume_plan = plan_resume(
+                job,
+                report,
+                retry_failed=retry_failed,
+                recheck_invalid=recheck_invalid,
+                resend_uncertain=resend_uncertain,
+                force=force,
+            )
+            options = replace(
+                options,
+                skip_keys=resume_plan.skip_keys,
+                resumed=True,
+                prefill=resume_plan.prefill,
+                expansion=resume_plan.expansion,
+            )
+
+            def say_what_is_left(scan: JobScan) -> None:
+                click.echo(resume_plan.starting(scan.operations + scan.invalid + scan.unexpanded()), err=True)
+
+            on_scanned = say_what_is_left
+        if not yes and not _agreed(job, config, batch_size, options):
+            err("not started: nothing was sent")
+            sys.exit(EXIT_FAILED)
+        code = run_and_report(config, options, commands, quiet=quiet, as_json=as_json, on_scanned=on_scanned, lock=lock)
+    sys.exit(code)
 
 
 def _agreed(job: Path, config: Config, batch_size: int, options: RunOptions) -> bool:
