@@ -72,6 +72,8 @@ class JobScan:
     skipped: int = 0
     offsets: dict[str, array[int]] = field(default_factory=dict)  # tenant -> byte offsets of its valid lines
     line_numbers: dict[str, array[int]] = field(default_factory=dict)  # tenant -> their line numbers
+    # tenant -> its valid operations in the whole job, those skipped by a resume included (shards.partition's input)
+    tenant_operations: dict[str, int] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     actions: dict[str, int] = field(default_factory=dict)
     encoding: Encoding = UTF8
@@ -353,6 +355,8 @@ def _admit(
     on_invalid: Callable[[Invalid], None],
 ) -> None:
     """Count one parsed line: skipped (final in the report being resumed), invalid, or valid at ``start``."""
+    if isinstance(result, Operation):
+        scan.tenant_operations[result.tenant] = scan.tenant_operations.get(result.tenant, 0) + 1
     if result.key in skip_keys:
         scan.skipped += 1
     elif isinstance(result, Invalid):

@@ -21,6 +21,7 @@ from bulkconn.shards import (
     parse_shard,
     partition,
     resolve_shard,
+    restrict,
     shard_report_path,
 )
 
@@ -120,12 +121,30 @@ def test_partition_from_a_scan_is_stable_when_job_lines_are_reordered(tmp_path: 
     assert plans[0].fingerprint != plans[1].fingerprint  # line numbers are keys: a reordered job is another job
 
 
-def test_operation_counts_refuses_a_scan_that_skipped_operations(tmp_path: Path) -> None:
-    """A resumed scan skips finished operations; partitioning from it would move tenants between shards."""
-    _write_job(tmp_path / "j.jsonl", [{"tenant": "a", "id": "c1", "patch": {"serverName": "m.example.com"}}])
-    scan = scan_job(tmp_path / "j.jsonl", ["a"], on_invalid=lambda i: None, skip_keys={"1"})
-    with pytest.raises(ValueError, match="whole job"):
-        operation_counts(scan)
+def test_operation_counts_of_a_resumed_scan_are_those_of_the_whole_job(tmp_path: Path) -> None:
+    """A resumed scan skips finished operations but still counts them: the partition never moves on resume."""
+    lines: list[dict[str, object]] = [
+        {"tenant": t, "id": f"c{n}", "patch": {"serverName": "m.example.com"}} for t in "aab" for n in range(2)
+    ]
+    _write_job(tmp_path / "j.jsonl", [*lines, {"tenant": "b", "id": "c9", "patch": {"nope": 1}}])
+    whole = scan_job(tmp_path / "j.jsonl", ["a", "b"], on_invalid=lambda i: None)
+    resumed = scan_job(tmp_path / "j.jsonl", ["a", "b"], on_invalid=lambda i: None, skip_keys={"1", "2", "5"})
+    assert resumed.skipped == 3 and resumed.valid == 3
+    assert operation_counts(resumed) == operation_counts(whole) == {"a": 4, "b": 2}
+
+
+def test_restrict_keeps_only_the_shards_tenants(tmp_path: Path) -> None:
+    """A shard's scan holds its own tenants' operations only, and the invalid lines it was told it owns."""
+    lines: list[dict[str, object]] = [
+        {"tenant": t, "id": f"c{n}", "patch": {"serverName": "m.example.com"}} for t in "aab" for n in range(3)
+    ]
+    _write_job(tmp_path / "j.jsonl", lines)
+    scan = scan_job(tmp_path / "j.jsonl", ["a", "b"], on_invalid=lambda i: None)
+    plan = partition(operation_counts(scan), 2, job_sha256=scan.sha256)
+    assert plan.tenants == (("a",), ("b",))
+    mine = restrict(scan, plan, 1, invalid=2)
+    assert set(mine.offsets) == set(mine.line_numbers) == {"b"}
+    assert (mine.valid, mine.invalid, scan.valid) == (3, 2, 9)
 
 
 @pytest.mark.parametrize(

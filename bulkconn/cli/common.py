@@ -12,15 +12,18 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
-from bulkconn.cli.display import Display, summary_table
+from bulkconn.cli.display import ChildProgress, Display, summary_table
 from bulkconn.config import Config, load_config
 from bulkconn.errors import AuthError, UsageError
 from bulkconn.job import JobScan
+from bulkconn.processes import final_record
 from bulkconn.runner import RunOptions, RunResult, execute
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # `plan`: changes pending (0 = nothing to change). `auth check`: Graph kept failing (5xx/429/no answer), not a credential.
 EXIT_CHANGES_PENDING, EXIT_SERVICE = 4, 5
+# `run --processes`: a shard process crashed (killed, out of memory, a bug); its report is unfinished, resume it.
+EXIT_SHARD_CRASHED = 6
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -103,12 +106,18 @@ def run_and_report(
     quiet: bool,
     resume_command: str,
     on_scanned: Callable[[JobScan], None] = lambda scan: None,
+    *,
+    child: bool = False,
 ) -> int:
-    display = Display(quiet=quiet)
+    """Run with a progress display and print the summary; a child of ``--processes`` speaks JSON on stdout instead."""
+    display: Display | ChildProgress = ChildProgress() if child else Display(quiet=quiet)
     try:
         result = asyncio.run(execute(job, config, options, on_tick=display.update, on_scanned=on_scanned))
     finally:
         display.close()
+    if child:
+        click.echo(final_record(result).decode(), nl=False)
+        return EXIT_OK if result.nothing_to_do else exit_code(result)
     if result.nothing_to_do:
         return EXIT_OK  # a resume with nothing left: the caller judges the report as it stands
     print_summary(result, resume_command)

@@ -1,4 +1,7 @@
-"""``bulkconn report summary`` and ``bulkconn report failed``: reading reports, resumed ones included."""
+"""``bulkconn report summary``, ``report failed`` and ``report merge``: reading reports, resumed and sharded ones included.
+
+``summary`` and ``failed`` accept several reports of one job (the shards of a run) and read them as one.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,12 @@ from rich.table import Table
 
 from bulkconn.cli.common import EXIT_OK, user_errors
 from bulkconn.job import fingerprint
-from bulkconn.report.reader import check_job, read_state, summarize, write_failed_job
+from bulkconn.merge import merge_reports
+from bulkconn.report.reader import check_job, combine_states, read_state, summarize, write_failed_job
+
+REPORTS = click.argument(
+    "reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 
 
 @click.group(name="report")
@@ -21,12 +29,15 @@ def report_group() -> None:
 
 
 @report_group.command(name="summary")
-@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@REPORTS
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @user_errors
-def summary(report: Path, as_json: bool) -> None:
-    """Counts by status, tenant and error code (latest result per operation), attempts and throttling."""
-    data = summarize(report)
+def summary(reports: tuple[Path, ...], as_json: bool) -> None:
+    """Counts by status, tenant and error code (latest result per operation), attempts and throttling.
+
+    Several REPORTS of one job (the shard reports of a run) are read as one.
+    """
+    data = summarize(list(reports))
     if as_json:
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         sys.exit(EXIT_OK)
@@ -53,7 +64,7 @@ def summary(report: Path, as_json: bool) -> None:
 
 
 @report_group.command(name="failed")
-@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@REPORTS
 @click.option(
     "-o",
     "--output",
@@ -72,10 +83,10 @@ def summary(report: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @user_errors
 def failed(
-    report: Path, output: Path, job_path: Path | None, include_uncertain: bool, force: bool, as_json: bool
+    reports: tuple[Path, ...], output: Path, job_path: Path | None, include_uncertain: bool, force: bool, as_json: bool
 ) -> None:
-    """Write a job of the operations whose latest result is 'failed', ready to run."""
-    state = read_state(report)
+    """Write a job of the operations whose latest result is 'failed', ready to run (from one or several REPORTS)."""
+    state = combine_states([read_state(report) for report in reports])
     job = job_path or Path(str(state.header.get("job", "")))
     if not job.is_file():
         raise click.UsageError(f"the original job {job} is not there; pass --job PATH")
@@ -86,4 +97,41 @@ def failed(
         click.echo(orjson.dumps({"job": str(output), "operations": count}).decode())
     else:
         click.echo(f"{output}: {count} failed operation(s) from {job}; run it with: bulkconn run {output}")
+    sys.exit(EXIT_OK)
+
+
+@report_group.command(name="merge")
+@REPORTS
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the merged report (replaced atomically).",
+)
+@click.option("--partial", is_flag=True, help="Merge even if a shard has not finished (the summary says interrupted).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@user_errors
+def merge(reports: tuple[Path, ...], output: Path, partial: bool, as_json: bool) -> None:
+    """Combine the shard reports of one job into one report: one line per operation, one summary.
+
+    Refuses, listing every reason, reports of different jobs, shard counts or partitions, a missing or
+    repeated shard, an operation or tenant in two shards, and (unless --partial) an unfinished shard.
+    """
+    result = merge_reports(list(reports), output, partial=partial)
+    if as_json:
+        body = {
+            "report": str(result.output),
+            "shards": result.shards,
+            "operations": result.operations,
+            "counts": result.counts,
+            "torn_lines": result.torn_lines,
+            "unfinished": list(result.unfinished),
+        }
+        click.echo(orjson.dumps(body).decode())
+    else:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts.items())) or "no operations"
+        click.echo(f"{output}: {result.operations} operation(s) from {result.shards} shard report(s) ({counts})")
+        if result.unfinished:
+            click.echo(f"shard(s) {', '.join(map(str, result.unfinished))} had not finished: the report is partial")
     sys.exit(EXIT_OK)

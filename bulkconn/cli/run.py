@@ -7,6 +7,7 @@ Option defaults are read from the settings dataclasses (:class:`EngineSettings`,
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -30,14 +31,17 @@ from bulkconn.cli.common import (
     run_and_report,
     user_errors,
 )
+from bulkconn.cli.scaleout import MAX_PROCESSES, print_partition, run_processes, shard_settings
 from bulkconn.config import Config
 from bulkconn.engine import EngineSettings
 from bulkconn.errors import UsageError
 from bulkconn.job import JobScan
+from bulkconn.processes import PROGRESS_FLAG, stop_when_parent_dies
 from bulkconn.report.reader import read_state
-from bulkconn.resume import plan_resume
+from bulkconn.resume import plan_resume, refuse_stray_shards
 from bulkconn.retry import RetryPolicy
 from bulkconn.runner import RunOptions, plan, strict_check
+from bulkconn.shards import MAX_SHARDS, ShardSpec, resolve_shard, shard_report_path
 
 ENGINE = EngineSettings()
 POLICY = RetryPolicy()
@@ -118,6 +122,29 @@ DRAIN_TIMEOUT_S = RunOptions(report=Path()).drain_timeout_s
     "--resend-uncertain", is_flag=True, help="With --resume: resend syncs that may have been sent before a stop."
 )
 @click.option("--force", is_flag=True, help="With --resume: accept a job file that changed since the report began.")
+@click.option(
+    "--shard",
+    metavar="K/N",
+    help="Run only the tenants of shard K of N (K = 0..N-1); also $BULKCONN_SHARD. Report: JOB.shard-K-of-N.report.jsonl.",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(1, MAX_SHARDS),
+    help="The number of shards, the index K coming from $JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) "
+    "or $BULKCONN_SHARD=K.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(1, MAX_PROCESSES),
+    help="Run N shards as child processes on this machine, with one display, and merge their reports.",
+)
+@click.option(
+    "--global-share",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Part of Graph's per-app limit across all tenants (130,000 requests per 10 s) this job may use, "
+    "all its shards together; each shard paces to its part. Default 0.9 when sharded.",
+)
+@click.option(PROGRESS_FLAG, "progress_jsonl", is_flag=True, hidden=True)
 @user_errors
 def run(
     job: Path,
@@ -140,6 +167,11 @@ def run(
     recheck_invalid: bool,
     resend_uncertain: bool,
     force: bool,
+    shard: str | None,
+    shards: int | None,
+    processes: int | None,
+    global_share: float | None,
+    progress_jsonl: bool,
 ) -> None:
     """Apply the changes listed in JOB (JSON Lines) and write a JSONL report."""
     config = get_config(config_path)
@@ -147,9 +179,15 @@ def run(
         raise UsageError(f"{job}: job file not found")
     if dry_run:
         sys.exit(asyncio.run(_dry_run(job, config, batch_size)))
-    report = report_path or default_report(job)
     if not resume and (retry_failed or recheck_invalid or resend_uncertain or force):
         raise UsageError("--retry-failed, --recheck-invalid, --resend-uncertain and --force go with --resume")
+    spec = resolve_shard(shard=shard, shards=shards, environ=os.environ)
+    if processes is not None:
+        sys.exit(run_processes(click.get_current_context(), job, processes, spec=spec, quiet=quiet))
+    if progress_jsonl:
+        stop_when_parent_dies(sys.stdin.fileno())
+    report = report_path or (default_report(job) if spec is None else shard_report_path(job, spec))
+    resume = resume and _report_to_resume(report, spec)
     if not resume and report.exists() and report.stat().st_size:
         raise UsageError(f"{report}: report already exists; pass --report NEW, or resume it with --resume")
     settings = EngineSettings(
@@ -163,8 +201,9 @@ def run(
             backoff_cap_s=backoff_cap,
             retry_uncertain_sync=retry_uncertain_sync,
         ),
+        global_share=shard_settings(spec, global_share),
     )
-    options = RunOptions(report=report, settings=settings, strict=strict, drain_timeout_s=drain_timeout)
+    options = RunOptions(report=report, settings=settings, strict=strict, drain_timeout_s=drain_timeout, shard=spec)
     on_scanned: Callable[[JobScan], None] | None = None
     if resume:
         plan = plan_resume(
@@ -175,21 +214,41 @@ def run(
             resend_uncertain=resend_uncertain,
             force=force,
         )
-        options = replace(options, skip_keys=plan.skip_keys, resumed=True, prefill=plan.prefill)
+        options = replace(
+            options, skip_keys=plan.skip_keys, resumed=True, prefill=plan.prefill, resume_header=plan.header
+        )
 
         def say_what_is_left(scan: JobScan) -> None:
             click.echo(plan.starting(scan.valid + scan.invalid), err=True)
 
         on_scanned = say_what_is_left
 
-    again = ["bulkconn", "run", str(job), "--report", str(report), "--resume"]
-    if config_path:
-        again += ["--config", str(config_path)]
-    command = " ".join(shlex.quote(a) for a in again)
-    code = run_and_report(job, config, options, quiet, command, on_scanned or (lambda scan: None))
+    command = _resume_command(job, spec, report, config_path)
+    code = run_and_report(job, config, options, quiet, command, on_scanned or (lambda scan: None), child=progress_jsonl)
     if resume and code not in (EXIT_INTERRUPTED, EXIT_AUTH):
         code = exit_code_for(read_state(report).counts())  # the whole report's final state decides
     sys.exit(code)
+
+
+def _resume_command(job: Path, spec: ShardSpec | None, report: Path, config_path: Path | None) -> str:
+    shard = ["--shard", str(spec)] if spec else []
+    config = ["--config", str(config_path)] if config_path else []
+    return " ".join(
+        shlex.quote(a) for a in ["bulkconn", "run", str(job), *shard, "--report", str(report), "--resume", *config]
+    )
+
+
+def _report_to_resume(report: Path, spec: ShardSpec | None) -> bool:
+    """``--resume`` with no report yet starts the run (a scheduler restarts work with one command).
+
+    Refused when reports of the same job split into another number of shards lie next to it: starting
+    afresh would run their tenants again.
+    """
+    if report.exists() and report.stat().st_size:
+        return True
+    refuse_stray_shards(report, spec)
+    click.echo(f"no report at {report} yet: starting the run", err=True)
+    return False
 
 
 async def _dry_run(job: Path, config: Config, batch_size: int) -> int:
@@ -212,8 +271,13 @@ async def _dry_run(job: Path, config: Config, batch_size: int) -> int:
 @click.command()
 @click.argument("job", type=click.Path(dir_okay=False, path_type=Path))
 @config_option
+@click.option(
+    "--shards",
+    type=click.IntRange(1, MAX_SHARDS),
+    help="Also print how N shards would split the job: tenants and operations per shard.",
+)
 @user_errors
-def validate(job: Path, config_path: Path | None) -> None:
+def validate(job: Path, config_path: Path | None, shards: int | None) -> None:
     """Check every line of JOB against the configuration and the resource's properties; send nothing."""
     config = get_config(config_path)
     scan, problems = asyncio.run(strict_check(job, config, limit=1000))
@@ -222,4 +286,6 @@ def validate(job: Path, config_path: Path | None) -> None:
     if scan.invalid > len(problems):
         click.echo(f"... and {scan.invalid - len(problems)} more invalid line(s)")
     click.echo(f"{scan.valid} valid operation(s), {scan.invalid} invalid line(s) in {scan.lines} line(s)")
+    if shards is not None:
+        print_partition(scan, shards)
     sys.exit(EXIT_FAILED if scan.invalid else EXIT_OK)

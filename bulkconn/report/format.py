@@ -7,7 +7,7 @@ answer. Fields are only added in a minor change; a change of meaning bumps :data
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 
@@ -23,6 +23,16 @@ class ErrorRecord(TypedDict):
     message: str
 
 
+class ShardRecord(TypedDict):
+    """The shard a run belongs to (``run --shard K/N``): which one, of how many, and of which partition."""
+
+    index: int
+    count: int
+    partition: str  # SHA-256 over the job's fingerprint, N and the tenant -> shard assignment
+    tenants: int  # this shard's tenants
+    operations: int  # this shard's valid operations in the whole job
+
+
 class HeaderRecord(TypedDict):
     type: Literal["header"]
     format: int
@@ -36,6 +46,7 @@ class HeaderRecord(TypedDict):
     resumed: bool
     tenants: list[str]
     settings: dict[str, Any]
+    shard: NotRequired[ShardRecord]  # only in the report of a shard
 
 
 class IntentRecord(TypedDict):
@@ -91,8 +102,9 @@ def header(
     resumed: bool,
     tenants: list[str],
     settings: dict[str, Any],
+    shard: ShardRecord | None = None,
 ) -> HeaderRecord:
-    return {
+    record: HeaderRecord = {
         "type": "header",
         "format": FORMAT_VERSION,
         "run_id": run_id,
@@ -106,6 +118,9 @@ def header(
         "tenants": tenants,
         "settings": settings,
     }
+    if shard is not None:
+        record["shard"] = shard
+    return record
 
 
 def intent(op: Operation, *, at: str) -> IntentRecord:

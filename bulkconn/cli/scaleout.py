@@ -1,0 +1,135 @@
+"""``run --processes N`` (the shards of a job as child processes), ``validate --shards N``, the global share.
+
+The orchestration is :mod:`bulkconn.processes`; this module starts it with the user's options, shows one
+display for all shards, and says how the run ended: merged, interrupted, or with a crashed shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+from pathlib import Path
+
+import click
+
+from bulkconn.cli.common import (
+    EXIT_AUTH,
+    EXIT_INTERRUPTED,
+    EXIT_SHARD_CRASHED,
+    EXIT_USAGE,
+    default_report,
+    err,
+    exit_code_for,
+    print_summary,
+)
+from bulkconn.cli.display import Display
+from bulkconn.errors import UsageError
+from bulkconn.job import JobScan
+from bulkconn.merge import merge_reports
+from bulkconn.processes import ProcessesResult, ShardRun, run_shards, shard_commands, shard_reports
+from bulkconn.report.reader import read_state
+from bulkconn.shards import ShardSpec, operation_counts, partition, process_share
+
+MAX_PROCESSES = 256
+# `run` options that concern the parent only: the children get their own shard, report and display.
+PARENT_ONLY = frozenset({"report_path", "processes", "shard", "shards", "dry_run", "quiet", "progress_jsonl"})
+WARNING = "bulkconn: warning:"  # every child repeats the configuration's warnings: show them once
+
+shard_settings = process_share
+
+
+def _passthrough(ctx: click.Context) -> list[str]:
+    """The options the user gave ``run`` (defaults included), as a child's command line."""
+    args: list[str] = []
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name in PARENT_ONLY or param.name is None:
+            continue
+        value = ctx.params.get(param.name)
+        if param.is_flag:
+            args += [param.opts[0]] if value else []
+        elif value is not None:
+            args += [param.opts[0], str(value)]
+    return args
+
+
+def _command(*args: str) -> str:
+    return " ".join(shlex.quote(a) for a in ("bulkconn", *args))
+
+
+def run_processes(ctx: click.Context, job: Path, count: int, *, spec: ShardSpec | None, quiet: bool) -> int:
+    """Run ``count`` shards of ``job`` as child processes; merge their reports when every one finished."""
+    if spec is not None:
+        raise UsageError(f"--processes starts every shard itself; it does not go with {spec.source}")
+    params = ctx.params
+    merged = params["report_path"] or default_report(job)
+    if not params["resume"]:
+        for path in (merged, *shard_reports(merged, count)):
+            if path.exists() and path.stat().st_size:
+                raise UsageError(f"{path}: report already exists; pass --report NEW, or resume with --resume")
+    root = ["--debug"] if ctx.find_root().params.get("debug") else []
+    commands = shard_commands(job, merged, count, options=_passthrough(ctx), prefix=root)
+    extra = [*(["--config", str(params["config_path"])] if params["config_path"] else [])]
+    again = _command("run", str(job), "--processes", str(count), "--report", str(merged), "--resume", *extra)
+    display = Display(quiet=quiet)
+    shown: set[str] = set()
+
+    def relay(shard: ShardSpec, text: str) -> None:
+        if text.startswith(WARNING):
+            if text not in shown:
+                shown.add(text)
+                display.message(text)
+        else:
+            display.message(f"[shard {shard}] {text}")
+
+    try:
+        outcome = asyncio.run(run_shards(commands, env=os.environ, on_tick=display.update, on_message=relay))
+    finally:
+        display.close()
+    return _conclude(outcome, job, merged, again, extra)
+
+
+def _how(run: ShardRun) -> str:
+    code = run.returncode or 0
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}" + (f": {run.last_error}" if run.last_error else "")
+
+
+def _conclude(outcome: ProcessesResult, job: Path, merged: Path, again: str, extra: list[str]) -> int:
+    """Say how the shards ended; merge their reports when all of them finished."""
+    refused = outcome.of_state("refused")
+    if refused:
+        err(f"shard(s) {', '.join(str(r.command.spec) for r in refused)} refused to run (the reason is above)")
+        return EXIT_USAGE
+    result = outcome.combined(merged)
+    crashed = outcome.of_state("crashed")
+    if outcome.interrupted or crashed:
+        print_summary(result, again)
+        for run in crashed:
+            own = _command("run", str(job), "--shard", str(run.command.spec), "--report", str(run.command.report))
+            err(
+                f"shard {run.command.spec} crashed ({_how(run)}); resume it alone with:\n  {own} --resume {' '.join(extra)}"
+            )
+        if crashed:
+            err(f"the reports are not merged; resume every unfinished shard and merge them with:\n  {again}")
+        return EXIT_INTERRUPTED if outcome.interrupted else EXIT_SHARD_CRASHED
+    merge = merge_reports([run.command.report for run in outcome.runs], merged)
+    print_summary(result, again)
+    click.echo(f"merged {merge.shards} shard report(s), {merge.operations} operation(s), into {merged}", err=True)
+    if result.tenants and len(result.auth_failures) >= result.tenants:
+        return EXIT_AUTH
+    return exit_code_for(read_state(merged).counts())
+
+
+def print_partition(scan: JobScan, count: int) -> None:
+    """``validate --shards N``: tenants and operations per shard, as every shard will compute it."""
+    plan = partition(operation_counts(scan), count, job_sha256=scan.sha256)
+    click.echo(f"{count} shard(s), partition {plan.fingerprint[:12]}... (recorded in each shard's report header):")
+    for index, (names, operations) in enumerate(zip(plan.tenants, plan.operations, strict=True)):
+        click.echo(f"  shard {index}/{count}: {operations} operation(s), {len(names)} tenant(s)")
+        if names:
+            click.echo(f"    {', '.join(names)}")
+    if scan.invalid:
+        click.echo("  invalid lines are recorded by the shard of their tenant (shard 0 when it has none)")
