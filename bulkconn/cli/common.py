@@ -96,7 +96,8 @@ def print_summary(result: RunResult, resume_command: str) -> None:
         console.print(f"[red]tenant {tenant} quarantined[/red]: {problem}", markup=True, highlight=False)
     console.print(f"report: {result.report}  ({result.duration_s:.1f} s)", highlight=False)
     if result.interrupted:
-        console.print(f"interrupted; resume with:\n  {resume_command}", highlight=False)
+        # soft_wrap: the command stays on one line however narrow the terminal, so it can be copied whole
+        console.print(f"interrupted; resume with:\n  {resume_command}", highlight=False, soft_wrap=True)
 
 
 def run_and_report(
