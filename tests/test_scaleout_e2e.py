@@ -120,6 +120,7 @@ class Node:
         for item in container.get("env", []):
             field = item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath", "")
             if field == "metadata.annotations['batch.kubernetes.io/job-completion-index']":
+                assert item["name"] == INDEX_ENV  # the variable `run --shards N` reads
                 env[item["name"]] = str(index)
             else:
                 env[item["name"]] = self.path(str(item["value"]))
