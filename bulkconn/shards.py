@@ -273,13 +273,13 @@ def global_share(
     return GlobalShare(share, window_s)
 
 
-def process_share(spec: ShardSpec | None, fraction: float | None) -> float | None:
+def process_share(spec: ShardSpec | None, fraction: float | None) -> float:
     """The part of the app's global limit one process paces to (``EngineSettings.global_share``).
 
     A shard of N: its floor share of ``fraction`` (default :data:`DEFAULT_GLOBAL_FRACTION`) of the limit.
-    Unsharded: ``fraction`` as given, or ``None`` to leave the pacer's default.
+    Unsharded: ``fraction`` as given, else the whole limit (1.0).
     """
     if spec is None:
-        return fraction
+        return 1.0 if fraction is None else fraction
     share = global_share(spec.count, fraction=DEFAULT_GLOBAL_FRACTION if fraction is None else fraction)
     return share.requests_per_window / GLOBAL_REQUESTS_PER_WINDOW

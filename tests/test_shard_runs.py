@@ -170,4 +170,4 @@ def test_a_shard_names_itself_in_its_user_agent_and_paces_to_its_share_of_the_gl
     assert "shard" not in user_agent(None)
     assert process_share(ShardSpec(0, 4), None) == pytest.approx(0.225)
     assert process_share(ShardSpec(0, 2), 0.5) == pytest.approx(0.25)
-    assert process_share(None, None) is None and process_share(None, 0.5) == 0.5
+    assert process_share(None, None) == 1.0 and process_share(None, 0.5) == 0.5

@@ -31,7 +31,7 @@ from bulkconn.cli.common import (
     run_and_report,
     user_errors,
 )
-from bulkconn.cli.scaleout import MAX_PROCESSES, print_partition, run_processes, shard_settings
+from bulkconn.cli.scaleout import MAX_PROCESSES, print_partition, run_processes
 from bulkconn.config import Config
 from bulkconn.engine import EngineSettings
 from bulkconn.errors import UsageError
@@ -41,7 +41,7 @@ from bulkconn.report.reader import read_state
 from bulkconn.resume import plan_resume, refuse_stray_shards
 from bulkconn.retry import RetryPolicy
 from bulkconn.runner import RunOptions, plan, strict_check
-from bulkconn.shards import MAX_SHARDS, ShardSpec, resolve_shard, shard_report_path
+from bulkconn.shards import MAX_SHARDS, ShardSpec, process_share, resolve_shard, shard_report_path
 
 ENGINE = EngineSettings()
 POLICY = RetryPolicy()
@@ -201,7 +201,7 @@ def run(
             backoff_cap_s=backoff_cap,
             retry_uncertain_sync=retry_uncertain_sync,
         ),
-        global_share=shard_settings(spec, global_share),
+        global_share=process_share(spec, global_share),
     )
     options = RunOptions(report=report, settings=settings, strict=strict, drain_timeout_s=drain_timeout, shard=spec)
     on_scanned: Callable[[JobScan], None] | None = None

@@ -30,14 +30,12 @@ from bulkconn.job import JobScan
 from bulkconn.merge import merge_reports
 from bulkconn.processes import ProcessesResult, ShardRun, run_shards, shard_commands, shard_reports
 from bulkconn.report.reader import read_state
-from bulkconn.shards import ShardSpec, operation_counts, partition, process_share
+from bulkconn.shards import ShardSpec, operation_counts, partition
 
 MAX_PROCESSES = 256
 # `run` options that concern the parent only: the children get their own shard, report and display.
 PARENT_ONLY = frozenset({"report_path", "processes", "shard", "shards", "dry_run", "quiet", "progress_jsonl"})
 WARNING = "bulkconn: warning:"  # every child repeats the configuration's warnings: show them once
-
-shard_settings = process_share
 
 
 def _passthrough(ctx: click.Context) -> list[str]:

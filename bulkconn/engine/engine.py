@@ -40,9 +40,8 @@ class EngineSettings:
     tenant_concurrency: int | None = None  # overrides each tenant's own `concurrency`
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     seed: int | None = None  # jitter seed, for reproducible tests
-    # The part (0..1] of Graph's global per-app limit (130,000 requests per 10 s) this process paces to; a shard
-    # of N gets its part of the job's share (shards.global_share). None: the pacer's own default.
-    global_share: float | None = None
+    # Graph's global limit per app across all tenants, and this process's share of it (shards of one app split it).
+    global_share: float = 1.0
 
 
 class Engine:
