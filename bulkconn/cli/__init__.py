@@ -9,6 +9,9 @@ Exit codes (also in the README):
     1    some operations failed, were invalid, or are uncertain
     2    usage, configuration or job error found before anything was sent
     3    authentication failed for every tenant (``auth check``: for any tenant)
+    4    ``plan``: changes pending
+    5    ``auth check``: a lasting service error
+    6    ``run --processes``: a shard process crashed; its report is unfinished (resume it)
     130  interrupted (SIGINT/SIGTERM); the report says how to resume
 """
 
