@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bulkconn.cli.run import run as run_command
-from bulkconn.cli.scaleout import _passthrough
+from bulkconn.cli.scaleout import _conclude, _passthrough
 from bulkconn.model import Progress, Status
 from bulkconn.processes import (
     PROGRESS_FLAG,
@@ -208,3 +208,44 @@ async def test_the_parents_ctrl_c_reaches_every_child_once_as_sigterm() -> None:
     )
     assert outcome.signalled and outcome.interrupted
     assert [(run.state, run.returncode) for run in outcome.runs] == [("interrupted", 130)] * 2
+
+
+def ended(index: int, code: int, *, signalled: bool = False, error: str = "") -> ShardRun:
+    run = shard_run(index)
+    run.returncode, run.signalled, run.last_error = code, signalled, error
+    run.take(final_record(RunResult(report=run.command.report, counts=Counter(succeeded=1), tenants=1)))
+    return run
+
+
+@pytest.mark.parametrize(
+    ("codes", "signalled", "exit_code", "says"),
+    [
+        ([0, 2], False, 2, "shard(s) 1/2 refused to run"),
+        (
+            [-signal.SIGKILL, 0],
+            False,
+            6,
+            "shard 0/2 crashed (killed by SIGKILL); resume it alone with:\n  bulkconn run",
+        ),
+        ([70, 0], False, 6, "shard 0/2 crashed (exit code 70: boom)"),
+        ([130, -signal.SIGTERM], True, 130, "interrupted; resume with:\n  bulkconn run job.jsonl --processes 2"),
+    ],
+)
+def test_the_parent_says_how_the_shards_ended_and_merges_nothing_unfinished(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    codes: list[int],
+    signalled: bool,
+    exit_code: int,
+    says: str,
+) -> None:
+    """A refusal exits 2; a crash names the shard and its own resume command (exit 6); Ctrl-C exits 130, one command."""
+    outcome = ProcessesResult(
+        [ended(k, code, signalled=signalled, error="boom") for k, code in enumerate(codes)], signalled, 1.0
+    )
+    again = "bulkconn run job.jsonl --processes 2 --report merged.jsonl --resume"
+    assert _conclude(outcome, Path("job.jsonl"), tmp_path / "merged.jsonl", again, []) == exit_code
+    err = capsys.readouterr().err
+    assert says in err
+    assert err.count("bulkconn run job.jsonl --processes 2") <= 1 + ("crashed" in says)
+    assert not (tmp_path / "merged.jsonl").exists()
