@@ -62,6 +62,7 @@ class SubResult:
     status: int | None  # None: the envelope gave no usable answer for it
     headers: Mapping[str, str] = field(default_factory=dict)
     error: ErrorInfo | None = None
+    body: Any = None  # the sub-response's JSON body (what a GET read)
 
 
 def readable_message(message: str) -> str:
@@ -134,5 +135,5 @@ def unpack(raw: bytes, count: int) -> list[SubResult]:
             status = int(item["status"])
             headers = {str(k).lower(): str(v) for k, v in (item.get("headers") or {}).items()}
             error = None if 200 <= status < 300 else error_from_body(item.get("body"), status)
-            results.append(SubResult(status, headers, error))
+            results.append(SubResult(status, headers, error, item.get("body")))
     return results

@@ -229,6 +229,14 @@ class _Reader:
         return value
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a name the OS cannot even look up (too long, NUL byte)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _resolve(text: str, base: Path, fail: Callable[[str], ConfigError]) -> Path:
     """``text`` as a path: ``~`` expanded, relative to ``base``."""
     try:
@@ -346,7 +354,7 @@ def _tenant(file: str, base: Path, alias: str, table: Mapping[str, Any], warning
         if not url.startswith("https://"):
             raise reader.fail(key, f"must be an https:// URL, not {url!r}")
     ca_bundle = reader.path("ca_bundle") if "ca_bundle" in table else None
-    if ca_bundle is not None and not ca_bundle.is_file():
+    if ca_bundle is not None and not _is_file(ca_bundle):
         raise reader.fail("ca_bundle", f"file {ca_bundle} does not exist")
     return TenantConfig(
         alias=alias,

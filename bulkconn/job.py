@@ -11,6 +11,11 @@ A job is read twice, never held in memory:
 The file's encoding (UTF-8, with or without a BOM, or UTF-16 from PowerShell) is :mod:`bulkconn.jobfile`'s
 concern; a CSV row becomes the very object its JSON line would be (:mod:`bulkconn.jobcsv`), so everything
 after parsing is the same for both formats.
+
+A selector line (``select`` or ``where`` instead of an ``id``, :mod:`bulkconn.selectors`) is validated in the
+scan and kept, parsed, in :attr:`JobScan.selectors`; its offset goes to every tenant it names. Once the runner
+has attached the recorded expansion (:attr:`JobScan.expansion`), the lane reader yields one operation per match
+at the selector's place in the job.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import hashlib
 import itertools
 import re
 from array import array
-from collections.abc import Callable, Collection, Container, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +34,15 @@ from typing import Any, BinaryIO
 import orjson
 
 from bulkconn.errors import JobError
+from bulkconn.expansion import Match, operation_for
 from bulkconn.jobcsv import CsvLayout, read_header, records, row_object, sniff_delimiter
 from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
 from bulkconn.model import Action, Operation
 from bulkconn.resources import EXCHANGE_CONNECTOR, RESOURCES, Problem, Resource, validate_patch
+from bulkconn.selectors import Selector, SelectorProblem, is_selector, parse_selector
 from bulkconn.suggest import did_you_mean
 
-LINE_FIELDS = frozenset({"tenant", "id", "patch", "action", "syncType", "resource", "key"})
+LINE_FIELDS = frozenset({"tenant", "id", "patch", "action", "syncType", "resource", "key", "expect"})
 DEFAULT_FIELDS = frozenset({"tenant", "patch", "action", "syncType", "resource"})
 CSV_RESOURCE = EXCHANGE_CONNECTOR  # a CSV job has no defaults line to name another resource
 _REREAD_CHUNK = 4096  # a lane re-reads one line at a time: read UTF-16 in small pieces
@@ -72,12 +80,27 @@ class JobScan:
     skipped: int = 0
     offsets: dict[str, array[int]] = field(default_factory=dict)  # tenant -> byte offsets of its valid lines
     line_numbers: dict[str, array[int]] = field(default_factory=dict)  # tenant -> their line numbers
-    # tenant -> its valid operations in the whole job, those skipped by a resume included (shards.partition's input)
+    # tenant -> its valid lines in the whole job (a selector line counts once in each tenant it names), those
+    # skipped by a resume included: shards.partition's input
     tenant_operations: dict[str, int] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     actions: dict[str, int] = field(default_factory=dict)
     encoding: Encoding = UTF8
     layout: CsvLayout | None = None  # a CSV job's header; None for JSON Lines
+    selectors: dict[int, Selector] = field(default_factory=dict)  # line -> its selector (counted in `valid`)
+    # Filled by the runner before the lanes start: (line, tenant) -> the recorded matches, and the keys to skip.
+    expansion: Mapping[tuple[int, str], tuple[Match, ...]] = field(default_factory=dict)
+    skip_keys: Container[str] = frozenset()
+
+    @property
+    def operations(self) -> int:
+        """Operations to send: valid id lines, plus every recorded match not already final (after expansion)."""
+        matches = sum(1 for found in self.expansion.values() for m in found if m.key not in self.skip_keys)
+        return self.valid - len(self.selectors) + matches
+
+    def unexpanded(self) -> int:
+        """Selector lines' (line, tenant) groups with no expansion attached yet: they are listed when the run starts."""
+        return sum(1 for s in self.selectors.values() for tenant in s.tenants if (s.line, tenant) not in self.expansion)
 
 
 def is_csv(path: Path) -> bool:
@@ -181,7 +204,12 @@ class _LineParser:
         problems = validate_patch(resource, patch)
         if problems:
             return bad("; ".join(_explain(resource, p, patch) for p in problems))
-        return Operation(key, line, tenant, resource.name, object_id, Action.UPDATE, patch)
+        expect = data.get("expect")
+        if expect is not None:
+            problem = _expect_problem(resource, expect)
+            if problem:
+                return bad(problem)
+        return Operation(key, line, tenant, resource.name, object_id, Action.UPDATE, patch, expect=expect)
 
     def _sync(
         self,
@@ -193,8 +221,8 @@ class _LineParser:
         resource: str,
         bad: Callable[[str], Invalid],
     ) -> Operation | Invalid:
-        if "patch" in data:
-            return bad("a 'sync' line takes no 'patch'")
+        if "patch" in data or "expect" in data:
+            return bad(f"a 'sync' line takes no '{'patch' if 'patch' in data else 'expect'}'")
         action = RESOURCES[resource].actions["sync"]
         sync_type = data.get("syncType", self.defaults.get("syncType"))
         if sync_type is None:
@@ -205,6 +233,14 @@ class _LineParser:
                 f"'syncType' must be one of {', '.join(action.values)}, not {orjson.dumps(sync_type).decode()}{hint}"
             )
         return Operation(key, line, tenant, resource, object_id, Action.SYNC, sync_type=str(sync_type))
+
+
+def _expect_problem(resource: Resource, expect: Any) -> str:
+    """Why an undo line's ``expect`` (the values bulkconn wrote) is unusable, or an empty string."""
+    if not isinstance(expect, dict) or not expect:
+        return "'expect' must be a JSON object of the values bulkconn wrote (as `bulkconn rollback` makes it)"
+    problems = validate_patch(resource, expect)
+    return "; ".join(f"'expect': {_explain(resource, p, expect)}" for p in problems)
 
 
 def _good_key(value: Any) -> bool:
@@ -298,7 +334,7 @@ def scan_job(
     scan = JobScan(path, encoding=stream.encoding)
     with closing(stream):
         items = _csv_items(stream, scan) if is_csv(path) else _jsonl_items(stream)
-        _check_items(scan, items, tenants, on_invalid, skip_keys)
+        _check_items(scan, items, list(tenants), on_invalid, skip_keys)
     scan.sha256, scan.size, scan.lines = stream.sha256, stream.size, stream.lines
     return scan
 
@@ -306,7 +342,7 @@ def scan_job(
 def _check_items(
     scan: JobScan,
     items: Iterator[tuple[int, int, Any]],
-    tenants: Collection[str],
+    tenants: list[str],
     on_invalid: Callable[[Invalid], None],
     skip_keys: Container[str],
 ) -> None:
@@ -327,7 +363,43 @@ def _check_items(
             misplaced = Invalid.of_line(number, "a defaults line must be the first line")
             _admit(scan, misplaced, start, (), on_invalid)
             continue
+        if isinstance(data, dict) and is_selector(data):
+            _admit_selector(scan, data, number, start, tenants, explicit_keys, on_invalid)
+            continue
         _admit(scan, _unique(parser.parse(data, number), explicit_keys), start, skip_keys, on_invalid)
+
+
+def _admit_selector(
+    scan: JobScan,
+    data: dict[str, Any],
+    number: int,
+    start: int,
+    tenants: list[str],
+    explicit_keys: set[str],
+    on_invalid: Callable[[Invalid], None],
+) -> None:
+    """Validate a selector line; a valid one is kept and its offset goes to every tenant it selects in."""
+    found = parse_selector(data, line=number, file=str(scan.path), tenants=tenants, defaults=scan.defaults)
+    if isinstance(found, Selector) and found.resource not in RESOURCES:  # what the engine can send today
+        reason = f"unknown resource '{found.resource}' (known: {', '.join(RESOURCES)})"
+        found = SelectorProblem(str(scan.path), number, found.key, "resource", reason)
+    elif isinstance(found, Selector) and found.key != str(number) and found.key in explicit_keys:
+        found = SelectorProblem(str(scan.path), number, found.key, "key", f"duplicate key '{found.key}'")
+    if isinstance(found, SelectorProblem):
+        tenant = data.get("tenant", scan.defaults.get("tenant", ""))
+        action = data.get("action", scan.defaults.get("action", "update"))
+        on_invalid(Invalid(number, found.key, str(tenant), "", str(action), found.message))
+        scan.invalid += 1
+        return
+    explicit_keys.add(found.key)
+    scan.selectors[number] = found
+    scan.valid += 1
+    scan.actions[found.action] = scan.actions.get(found.action, 0) + 1
+    for tenant in found.tenants:
+        scan.offsets.setdefault(tenant, array("q")).append(start)
+        scan.line_numbers.setdefault(tenant, array("q")).append(number)
+        # Its matches are unknown until listed: a selector weighs one operation in each tenant it names.
+        scan.tenant_operations[tenant] = scan.tenant_operations.get(tenant, 0) + 1
 
 
 def _unique(result: Operation | Invalid, explicit_keys: set[str]) -> Operation | Invalid:
@@ -409,6 +481,9 @@ class LaneReader:
         self._offsets = scan.offsets.get(tenant, array("q"))
         self._lines = scan.line_numbers.get(tenant, array("q"))
         self._next = 0
+        self._tenant = tenant
+        self._scan = scan
+        self._expanded: deque[Operation] = deque()  # the rest of a selector line's matches
         self._parser = _LineParser(scan.defaults, [tenant])
         self._path = scan.path
         self._encoding = scan.encoding
@@ -417,16 +492,23 @@ class LaneReader:
 
     @property
     def remaining(self) -> int:
-        return len(self._offsets) - self._next
+        return len(self._offsets) - self._next + len(self._expanded)
 
     def read(self, count: int) -> list[Operation]:
-        """The next ``count`` operations of this tenant, in file order."""
+        """The next ``count`` operations of this tenant, in file order (a selector line's matches in its place)."""
         if self._handle is None:
             self._handle = self._path.open("rb")
         out: list[Operation] = []
-        while self._next < len(self._offsets) and len(out) < count:
+        while len(out) < count and (self._expanded or self._next < len(self._offsets)):
+            if self._expanded:
+                out.append(self._expanded.popleft())
+                continue
             offset, line = self._offsets[self._next], self._lines[self._next]
             self._next += 1
+            selector = self._scan.selectors.get(line)
+            if selector is not None:
+                self._expand(selector)
+                continue
             result = self._parser.parse(self._object_at(self._handle, offset, line), line)
             if not isinstance(result, Operation):  # the file changed under us since the scan
                 raise JobError(
@@ -434,6 +516,11 @@ class LaneReader:
                 )
             out.append(result)
         return out
+
+    def _expand(self, selector: Selector) -> None:
+        matches = self._scan.expansion.get((selector.line, self._tenant), ())
+        skip = self._scan.skip_keys
+        self._expanded.extend(operation_for(selector, m) for m in matches if m.key not in skip)
 
     def _object_at(self, handle: BinaryIO, offset: int, line: int) -> Any:
         file = str(self._path)

@@ -42,6 +42,9 @@ class Operation:
     action: Action
     patch: dict[str, Any] = field(default_factory=dict)
     sync_type: str = ""
+    expect: dict[str, Any] | None = (
+        None  # an undo line: the values bulkconn wrote (see docs/selectors-plan-rollback.md)
+    )
 
     @property
     def idempotent(self) -> bool:
@@ -72,6 +75,7 @@ class Outcome:
     client_request_id: str = ""
     duration_ms: int = 0
     finished_at: str = ""
+    reason: ErrorInfo | None = None  # why a ``skipped`` operation was not sent (``Unchanged``, ``Conflict``)
 
     @classmethod
     def invalid(cls, *, key: str, line: int, tenant: str, object_id: str, action: str, message: str) -> Outcome:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bulkconn.errors import ResumeError
+from bulkconn.expansion import RecordedExpansion, read_expansion
 from bulkconn.job import fingerprint
 from bulkconn.model import Outcome
 from bulkconn.report.reader import check_job, iter_lines, read_state
@@ -25,6 +26,7 @@ class ResumePlan:
     prefill: tuple[Outcome, ...]
     counts: Counter[str]
     torn_lines: int
+    expansion: RecordedExpansion  # what the report's selector lines selected (used as is, never listed again)
     header: dict[str, Any]  # the report's first header: which job, and which shard if any
 
     def starting(self, remaining: int) -> str:
@@ -61,7 +63,8 @@ def plan_resume(
             Outcome.uncertain_sync(key=key, line=line, tenant=tenant, object_id=object_id)
             for key, tenant, object_id, line in state.uncertain_intents()
         )
-    return ResumePlan(report, skip, prefill, state.counts(), state.torn_lines, state.header)
+    expansion = read_expansion(record for _, record in iter_lines(report) if record is not None)
+    return ResumePlan(report, skip, prefill, state.counts(), state.torn_lines, expansion, state.header)
 
 
 def _first_header(path: Path) -> dict[str, Any]:

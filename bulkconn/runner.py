@@ -4,6 +4,9 @@ The CLI and the tests both call :func:`execute` (and :func:`plan` for ``--dry-ru
 caller gets a :class:`RunResult` and a live :class:`~bulkconn.model.Progress` through ``on_tick``. The run's
 resources (report, transport, token provider) live in one ``AsyncExitStack``; every outcome, whether an
 invalid line, a sync settled by a resume or an engine result, goes through one ``record`` into one tally.
+
+A job with selector lines is expanded after the header and before the lanes start (:mod:`bulkconn.listing`): its
+records are fsynced before the first write, and a resumed run takes the expansion its report already holds.
 """
 
 from __future__ import annotations
@@ -27,9 +30,13 @@ from bulkconn.batching import request_for
 from bulkconn.config import Config
 from bulkconn.engine import Engine, EngineSettings
 from bulkconn.errors import JobError, UsageError
+from bulkconn.expansion import RecordedExpansion
 from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
+from bulkconn.listing import expand, to_list
 from bulkconn.model import Outcome, Progress, utc_now
 from bulkconn.pacing import SAFETY
+from bulkconn.precheck import Backup, backup_record
+from bulkconn.reads import Reads
 from bulkconn.report import format as fmt
 from bulkconn.report.writer import ReportWriter
 from bulkconn.shards import Partition, ShardSpec, check_resume, operation_counts, partition, restrict, shard_record
@@ -62,6 +69,7 @@ class RunOptions:
     skip_keys: Container[str] = frozenset()
     resumed: bool = False
     prefill: tuple[Outcome, ...] = ()  # results to record first (syncs left uncertain by a crash)
+    expansion: RecordedExpansion = field(default_factory=RecordedExpansion)  # what the resumed report selected
     shard: ShardSpec | None = None  # run only this shard's tenants (docs/scale-out.md)
     resume_header: Mapping[str, Any] | None = None  # the first header of the report being resumed
 
@@ -162,6 +170,9 @@ def _settings_json(options: RunOptions) -> dict[str, Any]:
         "tenant_concurrency": s.tenant_concurrency,
         "policy": asdict(s.policy),
         "strict": options.strict,
+        "skip_unchanged": s.read_first.skip_unchanged,
+        "backup": s.read_first.backup,
+        "force": s.read_first.force,
         "global_share": s.global_share,
     }
 
@@ -218,6 +229,7 @@ async def execute(
         scan = await asyncio.to_thread(
             scan_job, job, list(config.tenants), on_invalid=spool_invalid, skip_keys=options.skip_keys
         )
+        scan.expansion, scan.skip_keys = options.expansion.groups, options.skip_keys  # what a resume already selected
         if options.strict and scan.invalid:  # the whole job, so that every shard refuses it alike
             raise JobError(
                 f"{scan.invalid} invalid line(s); --strict sends nothing:\n" + "\n".join(p.message for p in preview),
@@ -225,7 +237,8 @@ async def execute(
             )
         scan, shards = _scope(scan, options, invalid_by_tenant)
         on_scanned(scan)
-        if options.resumed and not (scan.valid or scan.invalid or options.prefill):
+        unlisted = to_list(scan, options.expansion, options.skip_keys)
+        if options.resumed and not (scan.operations or unlisted or scan.invalid or options.prefill):
             result.nothing_to_do = True
             return result
         spool.seek(0)
@@ -290,6 +303,8 @@ class _Run:
                     self.record(fmt.outcome_of(record))  # type: ignore[arg-type]
             self.result.skipped_from_report = self.scan.skipped
             self.result.tenants = len(self.scan.offsets)
+            if self.scan.selectors:
+                await self._expand(transport, auth)
             engine = Engine(
                 tenants=dict(self.config.tenants),
                 auth=auth,
@@ -297,12 +312,34 @@ class _Run:
                 settings=self.options.settings,
                 on_outcome=self.writer.result,
                 on_intent=self.writer.intent,
+                on_backup=self._backup,
                 progress=self.progress,
             )
             self.result.interrupted = await _run_with_signals(engine, self.scan, self.options, on_tick, install_signals)
             self.result.auth_failures = {t: f"{e.code}: {e.message}" for t, e in engine.auth_failures.items()}
             on_tick(engine.progress)
         return self.result
+
+    async def _expand(self, transport: Transport, auth: TokenProvider) -> None:
+        """List and record what the selector lines select (what the report does not hold yet)."""
+        settings = self.options.settings
+        reads = Reads(transport=transport, auth=auth, tenants=self.config.tenants, policy=settings.policy)
+        writer = self.writer
+        assert writer is not None
+        found = await expand(
+            self.scan,
+            reads,
+            recorded=self.options.expansion,
+            on_records=writer.durable,
+            skip_keys=self.options.skip_keys,
+            concurrency=settings.concurrency,
+        )
+        for failure in found.failures:
+            self.record(failure)
+
+    def _backup(self, backup: Backup) -> None:
+        assert self.writer is not None
+        self.writer.durable([backup_record(backup, at=utc_now())])
 
     def _open_report(self) -> ReportWriter:
         try:

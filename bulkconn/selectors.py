@@ -14,7 +14,7 @@ matches into operations is :mod:`bulkconn.expansion`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -112,11 +112,17 @@ def select_fields(selectors: Sequence[Selector], *, with_patched: bool) -> tuple
         names.update(selector.where)
         if with_patched:
             names.update(selector.patch)
-    names = {n for n in names if not n.startswith("@") and n != "id"}
-    declared = selectors[0].collection.entity_type.properties if selectors else {}
-    if any(n not in declared for n in names):
+    return select_for(selectors[0].collection, names) if selectors else ()
+
+
+def select_for(collection: Resource, names: Iterable[str]) -> tuple[str, ...]:
+    """``id`` and ``names`` (annotations left out), sorted; empty (read whole objects) when one of them is not
+    declared on the collection's type (see :func:`select_fields`)."""
+    wanted = {n for n in names if not n.startswith("@") and n != "id"}
+    declared = collection.entity_type.properties
+    if any(n not in declared for n in wanted):
         return ()
-    return ("id", *sorted(names))
+    return ("id", *sorted(wanted))
 
 
 def listing_path(collection: Resource, fields: Sequence[str]) -> str:
@@ -268,3 +274,8 @@ def _with_action(
     if problems:
         return check.problem(problems[0].property, "; ".join(p.message for p in problems))
     return replace(base, patch=patch)  # validated against the concrete type 'where' names, if it names one
+
+
+def check_where(where: Mapping[str, Any], *, collection: Resource, source: str) -> Mapping[str, Any] | SelectorProblem:
+    """Validate a ``where`` given outside a job line (``bulkconn export --where``), as a selector line's is."""
+    return _Checker({"where": where}, 0, source, "").where(collection)

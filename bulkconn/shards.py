@@ -202,14 +202,23 @@ def header_fields(spec: ShardSpec, plan: Partition) -> dict[str, object]:
 def restrict(scan: JobScan, plan: Partition, index: int, *, invalid: int) -> JobScan:
     """The part of ``scan`` that shard ``index`` runs: its tenants' operations, and ``invalid`` lines of its own.
 
-    ``actions`` keeps the whole job's counts (nothing reads it per shard).
+    A selector line keeps only the shard's tenants (it is listed and expanded there only), and is dropped
+    when it names none of them. ``actions`` keeps the whole job's counts (nothing reads it per shard).
     """
     offsets = {t: a for t, a in scan.offsets.items() if plan.owns(index, t)}
+    selectors = {}
+    for line, selector in scan.selectors.items():
+        mine = tuple(t for t in selector.tenants if plan.owns(index, t))
+        if mine:
+            selectors[line] = dataclasses.replace(selector, tenants=mine)
+    # Each selector line sits in the offsets of every tenant it names, but is one valid line.
+    pairs = sum(len(selector.tenants) for selector in selectors.values())
     return dataclasses.replace(
         scan,
         offsets=offsets,
         line_numbers={t: a for t, a in scan.line_numbers.items() if plan.owns(index, t)},
-        valid=sum(len(a) for a in offsets.values()),
+        selectors=selectors,
+        valid=sum(len(a) for a in offsets.values()) - pairs + len(selectors),
         invalid=invalid,
     )
 

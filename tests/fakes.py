@@ -163,10 +163,16 @@ class FakeGraph:
     issues them). ``retry_after`` picks how a 429 says when to come back: ``"seconds"`` (rounded up),
     ``"fractional"``, ``"http-date"`` or ``"absent"``. Counters: ``writes_total`` (every write attempt),
     ``throttled_total``, ``accepted`` (times of accepted writes per tenant), ``objects`` and ``syncs``.
+    A GET of an object in ``objects`` answers it (404 when absent) and counts in ``reads_total``, not in the
+    write window; a GET of the collection lists the tenant's ``objects`` in pages of ``page_size``.
     """
 
-    def __init__(self, *, writes_per_window: int = 100, window_s: float = 20.0, retry_after: str = "seconds") -> None:
+    def __init__(
+        self, *, writes_per_window: int = 100, window_s: float = 20.0, retry_after: str = "seconds", page_size: int = 5
+    ) -> None:
         self.writes_per_window = writes_per_window
+        self.page_size = page_size
+        self.reads_total = 0
         self.window_s = window_s
         self.retry_after = retry_after
         self.writes_total = 0
@@ -191,7 +197,24 @@ class FakeGraph:
         times = self.accepted.get(tenant, [])
         return max((sum(1 for u in times if t <= u < t + self.window_s) for t in times), default=0)
 
+    def _get(self, tenant: str, url: str) -> tuple[int, dict[str, str], Any]:
+        self.reads_total += 1
+        path, _, query = url.partition("?")
+        name = path.rstrip("/").split("/")[-1]
+        if name != "exchangeConnectors":
+            found = self.objects.get((tenant, name))
+            return (200, {}, {"id": name, **found}) if found is not None else (404, {}, error_body("ResourceNotFound"))
+        mine = [{"id": oid, **obj} for (t, oid), obj in self.objects.items() if t == tenant]
+        start = int(query.partition("$skiptoken=")[2] or 0)
+        page: dict[str, Any] = {"value": mine[start : start + self.page_size]}
+        if start + self.page_size < len(mine):
+            relative = path.split("/v1.0", 1)[-1]
+            page["@odata.nextLink"] = f"https://graph.microsoft.com/v1.0{relative}?$skiptoken={start + self.page_size}"
+        return 200, {}, page
+
     def _one(self, tenant: str, method: str, url: str, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        if method == "GET":
+            return self._get(tenant, url)
         self.writes_total += 1
         now = asyncio.get_running_loop().time()
         recent = [t for t in self.accepted.get(tenant, []) if t > now - self.window_s]

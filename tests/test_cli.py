@@ -137,7 +137,7 @@ def test_device_code_login_then_run(world: World) -> None:
 
 
 def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
-    """`bulkconn demo` needs no configuration: it runs its job on the embedded emulator and exits 0."""
+    """`bulkconn demo` needs no configuration, runs its job on the embedded emulator, exits 0, and says what next."""
     proc = CliRunner().invoke(
         cli, ["demo", "--dir", str(tmp_path / "demo"), "--ops", "300", "--tenants", "3"], catch_exceptions=False
     )
@@ -145,6 +145,13 @@ def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
     assert "bulkconn summary" in proc.stderr and "429 answers" in proc.stderr
     _, results, summary = read_report(tmp_path / "demo" / "demo-report.jsonl")
     assert len(results) == 300 and summary["counts"] == {"succeeded": 300}
+    steps = proc.stderr.split("next steps:", 1)[1].splitlines()
+    assert [s.split()[1:3] for s in steps if s.startswith("  bulkconn")][1:] == [
+        ["auth", "check"], ["validate", "my-job.jsonl"], ["run", "my-job.jsonl"], ["run", "my-job.jsonl"],
+        ["report", "show"],
+    ]  # fmt: skip
+    show = steps[1].split("#")[0].split()[1:]  # the first step, this run's handover report, works as printed
+    assert CliRunner().invoke(cli, show).exit_code == 0 and (tmp_path / "demo" / "report.html").is_file()
 
 
 def test_auth_check_names_unknown_tenant_and_missing_permission(world: World) -> None:

@@ -22,6 +22,8 @@ from bulkconn.errors import ConfigError, JobError
 from bulkconn.job import LINE_FIELDS, Invalid, LaneReader, scan_job
 from bulkconn.jobfile import MAX_LINE_BYTES
 
+# Property-based tests run 150 examples each: on a loaded 2-core machine that can pass the 10 s unit budget.
+pytestmark = pytest.mark.timeout(60)
 FUZZ = settings(
     max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -267,3 +267,23 @@ def test_a_thousand_tenants_with_two_processes_are_each_done_once_by_one_shard(t
     assert [len(names) for names in plan.tenants] == [500, 500]
     assert_done_once(world.emu, world.job, world.dir / "job.report.jsonl", plan)
     assert world.emu.stats()["writes_total"] == 2000  # nothing retried, nothing sent twice
+
+
+def test_a_selector_for_every_tenant_is_listed_and_expanded_by_each_tenants_own_shard(world: World) -> None:
+    """`"tenant": "*"` with --processes 2: each shard lists only its tenants; every match is done once, merged."""
+    selector = {"key": "alias", "tenant": "*", "select": "all", "patch": {"exchangeAlias": "sharded"}}
+    world.job.write_bytes(world.job.read_bytes() + orjson.dumps(selector) + b"\n")
+    proc = world.bulkconn(
+        "run", "job.jsonl", "--config", "bulkconn.toml", "--processes", "2", "-q", subprocess=True, timeout=110
+    )
+    assert proc.returncode == 0, proc.stderr
+    _, results, _ = read_report(world.dir / "job.report.jsonl")
+    state = world.emu.state()["tenants"]
+    matches = {f"alias:{tenant}:{oid}" for tenant, entry in state.items() for oid in entry["exchangeConnectors"]}
+    assert Counter(r["key"] for r in results) == Counter({str(n): 1 for n in range(1, 41)} | dict.fromkeys(matches, 1))
+    for entry in state.values():
+        assert all(c["exchangeAlias"] == "sharded" for c in entry["exchangeConnectors"].values())
+    plan = partition_of(world.job, world.config, 2)
+    for tenant, entry in world.emu.stats()["tenants"].items():
+        writers = {m.groups() for agent in entry["user_agents"] if (m := SHARD_AGENT.search(agent))}
+        assert writers == {(str(plan.shard_of(tenant)), "2")}

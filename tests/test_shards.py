@@ -262,3 +262,18 @@ def test_global_share_refuses_more_shards_than_requests() -> None:
     """A share below one request per window cannot be paced: say so instead of rounding up past the limit."""
     with pytest.raises(UsageError, match="cannot share"):
         global_share(1000, fraction=0.001)
+
+
+def test_a_selector_line_for_every_tenant_is_split_between_the_shards(tmp_path: Path) -> None:
+    """`"tenant": "*"` weighs one operation per tenant; each shard keeps the line for its own tenants only."""
+    lines: list[dict[str, object]] = [{"key": "all", "tenant": "*", "select": "all", "patch": {"exchangeAlias": "a"}}]
+    lines += [{"tenant": "a", "id": f"c{n}", "patch": {"serverName": "m.example.com"}} for n in range(3)]
+    _write_job(tmp_path / "j.jsonl", lines)
+    scan = scan_job(tmp_path / "j.jsonl", ["a", "b", "c"], on_invalid=lambda i: pytest.fail(str(i)))
+    assert operation_counts(scan) == {"a": 4, "b": 1, "c": 1}
+    plan = partition(operation_counts(scan), 2, job_sha256=scan.sha256)
+    assert plan.tenants == (("a",), ("b", "c"))
+    first, second = (restrict(scan, plan, k, invalid=0) for k in range(2))
+    assert [s.tenants for s in first.selectors.values()] == [("a",)] and first.valid == 4
+    assert [s.tenants for s in second.selectors.values()] == [("b", "c")] and second.valid == 1
+    assert scan.selectors[1].tenants == ("a", "b", "c")  # the whole job's scan is left as it was

@@ -1,6 +1,7 @@
 """The command line: the only layer that prints for users and picks exit codes.
 
-One module per command group: :mod:`.run` (``run``, ``validate``), :mod:`.auth` (``auth``, ``login``),
+One module per command group: :mod:`.run` (``run``, ``validate``), :mod:`.plan` (``plan``), :mod:`.undo`
+(``rollback``, ``export``), :mod:`.auth` (``auth``, ``login``),
 :mod:`.report` (``report``), :mod:`.emulator` (``emulator``), :mod:`.demo` (``demo``); :mod:`.common` holds
 the shared options, messages and exit codes, :mod:`.display` the progress display and summary table.
 
@@ -9,7 +10,7 @@ Exit codes (also in the README):
     1    some operations failed, were invalid, or are uncertain
     2    usage, configuration or job error found before anything was sent
     3    authentication failed for every tenant (``auth check``: for any tenant)
-    4    ``plan``: changes pending
+    4    ``plan``: changes pending (0: nothing to change)
     5    ``auth check``: a lasting service error
     6    ``run --processes``: a shard process crashed; its report is unfinished (resume it)
     130  interrupted (SIGINT/SIGTERM); the report says how to resume
@@ -23,8 +24,10 @@ from bulkconn import __version__
 from bulkconn.cli.auth import auth_group, login
 from bulkconn.cli.demo import demo
 from bulkconn.cli.emulator import emulator_group
+from bulkconn.cli.plan import plan
 from bulkconn.cli.report import report_group
 from bulkconn.cli.run import run, validate
+from bulkconn.cli.undo import export, rollback
 from bulkconn.logs import enable_debug_logging
 
 
@@ -37,7 +40,7 @@ def cli(debug: bool) -> None:
         enable_debug_logging()
 
 
-for command in (emulator_group, run, validate, auth_group, report_group, login, demo):
+for command in (emulator_group, run, validate, plan, export, rollback, auth_group, report_group, login, demo):
     cli.add_command(command)
 
 

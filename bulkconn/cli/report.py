@@ -1,4 +1,4 @@
-"""``bulkconn report summary``, ``report failed`` and ``report merge``: reading reports, resumed and sharded ones included.
+"""``bulkconn report summary``, ``failed``, ``show`` and ``merge``: reading reports, resumed and sharded ones included.
 
 ``summary`` and ``failed`` accept several reports of one job (the shards of a run) and read them as one.
 """
@@ -16,7 +16,9 @@ from rich.table import Table
 from bulkconn.cli.common import EXIT_OK, user_errors
 from bulkconn.job import fingerprint
 from bulkconn.merge import merge_reports
+from bulkconn.report.handover import load_handover
 from bulkconn.report.reader import check_job, combine_states, read_state, summarize, write_failed_job
+from bulkconn.report.show import FORMATS, render
 
 REPORTS = click.argument(
     "reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -97,6 +99,45 @@ def failed(
         click.echo(orjson.dumps({"job": str(output), "operations": count}).decode())
     else:
         click.echo(f"{output}: {count} failed operation(s) from {job}; run it with: bulkconn run {output}")
+    sys.exit(EXIT_OK)
+
+
+@report_group.command(name="show")
+@click.argument("report", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="md",
+    show_default=True,
+    help="md for a ticket or an email, html for a self-contained page, csv for one row per operation.",
+)
+@click.option("--tenant", "tenants", multiple=True, metavar="ALIAS", help="Only this tenant (repeat for more).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of standard output.",
+)
+@click.option(
+    "--job",
+    "job_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The original job, for what each operation changed (default: the path recorded in the report).",
+)
+@user_errors
+def show(report: Path, fmt: str, tenants: tuple[str, ...], output: Path | None, job_path: Path | None) -> None:
+    """A handover report per tenant: what changed, what failed and why, when, how long."""
+    text = render(load_handover(report, job=job_path, tenants=tenants), fmt)
+    if output is None:
+        click.echo(text, nl=False)
+        sys.exit(EXIT_OK)
+    # Excel reads a CSV file as UTF-8 only when it starts with a byte order mark.
+    encoding = "utf-8-sig" if fmt == "csv" else "utf-8"
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(text, encoding=encoding, newline="")
+    tmp.replace(output)
+    click.echo(f"{output}: {fmt} report of {report}", err=True)
     sys.exit(EXIT_OK)
 
 

@@ -34,6 +34,7 @@ from bulkconn.cli.common import (
 from bulkconn.cli.scaleout import MAX_PROCESSES, print_partition, run_processes
 from bulkconn.config import Config
 from bulkconn.engine import EngineSettings
+from bulkconn.engine.reading import ReadFirst
 from bulkconn.errors import UsageError
 from bulkconn.job import JobScan
 from bulkconn.processes import PROGRESS_FLAG, stop_when_parent_dies
@@ -121,7 +122,22 @@ DRAIN_TIMEOUT_S = RunOptions(report=Path()).drain_timeout_s
 @click.option(
     "--resend-uncertain", is_flag=True, help="With --resume: resend syncs that may have been sent before a stop."
 )
-@click.option("--force", is_flag=True, help="With --resume: accept a job file that changed since the report began.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite objects changed since bulkconn wrote them (undo lines with 'expect'); "
+    "with --resume also accept a job file that changed since the report began.",
+)
+@click.option(
+    "--skip-unchanged",
+    is_flag=True,
+    help="Read each object first; do not send a patch it already satisfies (skipped, reason Unchanged).",
+)
+@click.option(
+    "--backup",
+    is_flag=True,
+    help="Record each object's pre-image in the report before patching it (needed by `bulkconn rollback`).",
+)
 @click.option(
     "--shard",
     metavar="K/N",
@@ -167,6 +183,8 @@ def run(
     recheck_invalid: bool,
     resend_uncertain: bool,
     force: bool,
+    skip_unchanged: bool,
+    backup: bool,
     shard: str | None,
     shards: int | None,
     processes: int | None,
@@ -179,8 +197,8 @@ def run(
         raise UsageError(f"{job}: job file not found")
     if dry_run:
         sys.exit(asyncio.run(_dry_run(job, config, batch_size)))
-    if not resume and (retry_failed or recheck_invalid or resend_uncertain or force):
-        raise UsageError("--retry-failed, --recheck-invalid, --resend-uncertain and --force go with --resume")
+    if not resume and (retry_failed or recheck_invalid or resend_uncertain):
+        raise UsageError("--retry-failed, --recheck-invalid and --resend-uncertain go with --resume")
     spec = resolve_shard(shard=shard, shards=shards, environ=os.environ)
     if processes is not None:
         sys.exit(run_processes(click.get_current_context(), job, processes, spec=spec, quiet=quiet))
@@ -201,6 +219,7 @@ def run(
             backoff_cap_s=backoff_cap,
             retry_uncertain_sync=retry_uncertain_sync,
         ),
+        read_first=ReadFirst(skip_unchanged=skip_unchanged, backup=backup, force=force),
         global_share=process_share(spec, global_share),
     )
     options = RunOptions(report=report, settings=settings, strict=strict, drain_timeout_s=drain_timeout, shard=spec)
@@ -215,26 +234,31 @@ def run(
             force=force,
         )
         options = replace(
-            options, skip_keys=plan.skip_keys, resumed=True, prefill=plan.prefill, resume_header=plan.header
+            options,
+            skip_keys=plan.skip_keys,
+            resumed=True,
+            prefill=plan.prefill,
+            expansion=plan.expansion,
+            resume_header=plan.header,
         )
 
         def say_what_is_left(scan: JobScan) -> None:
-            click.echo(plan.starting(scan.valid + scan.invalid), err=True)
+            click.echo(plan.starting(scan.operations + scan.invalid + scan.unexpanded()), err=True)
 
         on_scanned = say_what_is_left
 
-    command = _resume_command(job, spec, report, config_path)
+    flags = [flag for flag, on in (("--skip-unchanged", skip_unchanged), ("--backup", backup)) if on]
+    command = _resume_command(job, spec, report, [*flags, *(["--config", str(config_path)] if config_path else [])])
     code = run_and_report(job, config, options, quiet, command, on_scanned or (lambda scan: None), child=progress_jsonl)
     if resume and code not in (EXIT_INTERRUPTED, EXIT_AUTH):
         code = exit_code_for(read_state(report).counts())  # the whole report's final state decides
     sys.exit(code)
 
 
-def _resume_command(job: Path, spec: ShardSpec | None, report: Path, config_path: Path | None) -> str:
+def _resume_command(job: Path, spec: ShardSpec | None, report: Path, extra: list[str]) -> str:
     shard = ["--shard", str(spec)] if spec else []
-    config = ["--config", str(config_path)] if config_path else []
     return " ".join(
-        shlex.quote(a) for a in ["bulkconn", "run", str(job), *shard, "--report", str(report), "--resume", *config]
+        shlex.quote(a) for a in ["bulkconn", "run", str(job), *shard, "--report", str(report), "--resume", *extra]
     )
 
 

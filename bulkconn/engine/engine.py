@@ -9,6 +9,10 @@ What happens to each answer is decided by :func:`bulkconn.retry.decide`; the eng
 Failures of single operations are outcomes, never exceptions. A tenant whose credentials or
 permissions fail is quarantined: its remaining operations end ``failed`` and the others carry on.
 Time comes from the injected :class:`~bulkconn.transport.Clock`, the network from the :class:`Transport`.
+
+A run that reads first (``EngineSettings.read_first``: ``--skip-unchanged``, ``--backup``, undo lines) reads a
+batch's objects before writing them (:mod:`bulkconn.engine.reading`); a pre-image goes to ``on_backup``, which
+makes it durable, before the write is sent.
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ from bulkconn.batching import MAX_BATCH
 from bulkconn.config import TenantConfig
 from bulkconn.engine.dispatch import dispatch
 from bulkconn.engine.lane import READ_CHUNK, Lane, OpState
+from bulkconn.engine.reading import ReadFirst, Skip, after_read, read_url
 from bulkconn.errors import AuthError
 from bulkconn.job import JobScan, LaneReader
 from bulkconn.model import Action, ErrorInfo, Operation, Outcome, Progress, Status, utc_now
 from bulkconn.pacing import Pacing
-from bulkconn.retry import Answer, Done, RetryPolicy, decide
+from bulkconn.precheck import Backup
+from bulkconn.reads import Read, get_objects
+from bulkconn.retry import Answer, Done, Retry, RetryPolicy, decide
 from bulkconn.transport import Clock, LoopClock, Transport
 
 
@@ -40,6 +47,7 @@ class EngineSettings:
     tenant_concurrency: int | None = None  # overrides each tenant's own `concurrency`
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     seed: int | None = None  # jitter seed, for reproducible tests
+    read_first: ReadFirst = field(default_factory=ReadFirst)
     # Graph's global limit per app across all tenants, and this process's share of it (shards of one app split it).
     global_share: float = 1.0
 
@@ -56,6 +64,7 @@ class Engine:
         settings: EngineSettings,
         on_outcome: Callable[[Outcome], None],
         on_intent: Callable[[Operation], None] = lambda op: None,
+        on_backup: Callable[[Backup], None] = lambda backup: None,
         clock: Clock | None = None,
         progress: Progress | None = None,
         pacer_factory: Callable[[TenantConfig, Clock], Pacing] | None = None,
@@ -67,6 +76,7 @@ class Engine:
         self.settings = settings
         self.on_outcome = on_outcome
         self.on_intent = on_intent
+        self.on_backup = on_backup
         self.progress = Progress(started=self.clock.now()) if progress is None else progress
         self.stopping = asyncio.Event()
         self.auth_failures: dict[str, ErrorInfo] = {}
@@ -90,7 +100,7 @@ class Engine:
 
     async def run(self, scan: JobScan) -> Progress:
         """Send every valid operation of ``scan``; return the counters."""
-        self.progress.total += scan.valid
+        self.progress.total += scan.operations
         readers = {alias: LaneReader(scan, alias) for alias in scan.offsets}
         try:
             async with asyncio.TaskGroup() as group:
@@ -116,19 +126,82 @@ class Engine:
                     await self._fail_all(lane)
                 return
             try:
-                # A stop while we wait for pacing or a slot drops the batch unsent (it is redone on resume).
-                if lane.pacer.ready(writes=len(batch)):
-                    await lane.pacer.acquire(writes=len(batch))  # returns at once: no need to race a stop
-                elif not await self._unless_stopped(lane.pacer.acquire(writes=len(batch))):
+                to_write = await self._read_first(lane, batch)
+                if to_write is None or (to_write and not await self._write(lane, to_write)):
                     return
-                # The token first: a slow identity service must not hold one of the global slots.
-                token = await self._token(lane)
-                async with self._slots:
-                    if self.stopping.is_set():
-                        return
-                    await self._send(lane, batch, token)
             finally:
                 await lane.release(batch)
+
+    async def _write(self, lane: Lane, batch: list[OpState]) -> bool:
+        """Send ``batch``'s writes once pacing and a global slot allow; False when the run stopped first."""
+        # A stop while we wait for pacing or a slot drops the batch unsent (it is redone on resume).
+        if lane.pacer.ready(writes=len(batch)):
+            await lane.pacer.acquire(writes=len(batch))  # returns at once: no need to race a stop
+        elif not await self._unless_stopped(lane.pacer.acquire(writes=len(batch))):
+            return False
+        # The token first: a slow identity service must not hold one of the global slots.
+        token = await self._token(lane)
+        async with self._slots:
+            if self.stopping.is_set():
+                return False
+            await self._send(lane, batch, token)
+        return True
+
+    async def _read_first(self, lane: Lane, batch: list[OpState]) -> list[OpState] | None:
+        """Read the objects the batch must read first and settle them; the states to write now (None: stopped)."""
+        reading = [s for s in batch if not s.read_done and self.settings.read_first.needed(s.op)]
+        if not reading:
+            return batch
+        if not await self._unless_stopped(lane.pacer.acquire(writes=0, reads=len(reading))):
+            return None
+        token = await self._token(lane)
+        if token is None:
+            assert lane.quarantine is not None
+            for state in batch:
+                self._finish(state, Status.FAILED, lane.quarantine)
+            return []
+        async with self._slots:
+            if self.stopping.is_set():
+                return None
+            client_request_id, now = str(uuid.uuid4()), self.clock.now()
+            for state in reading:
+                state.begin_read(now, client_request_id)
+            reads = await get_objects(
+                self.transport,
+                lane.tenant,
+                [read_url(s.op) for s in reading],
+                token=token,
+                client_request_id=client_request_id,
+                fresh_connection=any([s.take_fresh_connection() for s in reading]),
+            )
+        shrink = [await self._settle_read(lane, state, read, token) for state, read in zip(reading, reads, strict=True)]
+        if any(shrink):
+            lane.pacer.batch_shrunk()
+        return [s for s in batch if s.read_done or not self.settings.read_first.needed(s.op)]
+
+    async def _settle_read(self, lane: Lane, state: OpState, read: Read, token: str) -> bool:
+        """Retry, fail, skip, or (after recording a backup) mark ``state`` ready to write; True: shrink batches."""
+        state.answered(read.answer.status, read.request_id)
+        decision = decide(
+            read.answer,
+            state.read_attempt(self.clock.now()),
+            tenant=lane.tenant.alias,
+            policy=self.settings.policy,
+            rng=self._rng,
+        )
+        if isinstance(decision, Retry):
+            await self._retry(lane, state, decision, token)
+        elif not decision.succeeded or read.body is None:
+            if decision.quarantine is not None:
+                self._quarantine(lane, decision.quarantine)
+            self._finish(state, Status.FAILED, decision.error)
+        elif isinstance(then := after_read(state.op, read.body, self.settings.read_first), Skip):
+            self._finish(state, Status.SKIPPED, None, reason=ErrorInfo(then.reason.code.value, then.reason.message))
+        else:
+            if then.backup is not None:
+                self.on_backup(then.backup)
+            state.read_done = True
+        return decision.shrink_batch
 
     async def _unless_stopped(self, waiting: Coroutine[Any, Any, None]) -> bool:
         """Await ``waiting`` unless the run is stopped first (then cancel it and return False)."""
@@ -157,8 +230,9 @@ class Engine:
         for state in states:
             self._finish(state, Status.FAILED, error)
 
-    def _finish(self, state: OpState, status: Status, error: ErrorInfo | None) -> None:
+    def _finish(self, state: OpState, status: Status, error: ErrorInfo | None, reason: ErrorInfo | None = None) -> None:
         outcome = state.outcome(status, error, now=self.clock.now(), finished_at=utc_now())
+        outcome.reason = reason
         self.progress.record(outcome.tenant, status)
         self.on_outcome(outcome)
 
@@ -221,6 +295,12 @@ class Engine:
                 lane.pacer.succeeded()
             self._finish(state, decision.status, decision.error)
             return decision.shrink_batch
+        await self._retry(lane, state, decision, token)
+        return decision.shrink_batch
+
+    async def _retry(self, lane: Lane, state: OpState, decision: Retry, token: str) -> None:
+        """Re-queue ``state`` at the decision's time (after a fresh token, and slowing the tenant, when asked)."""
+        alias = lane.tenant.alias
         self.progress.retries += 1
         if decision.reauthenticate:
             await self.auth.invalidate(alias, token)
@@ -229,4 +309,3 @@ class Engine:
             lane.pacer.throttled(decision.after_s)
         state.will_retry(decision)
         lane.schedule_retry(state, self.clock.now() + decision.after_s)
-        return decision.shrink_batch

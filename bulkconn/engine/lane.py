@@ -36,6 +36,20 @@ class OpState:
     request_id: str = ""
     client_request_id: str = ""
     auth_retried: bool = False
+    reads: int = 0  # GETs of its object before writing it (read-first runs); not counted in ``attempts``
+    read_done: bool = False  # read and decided: a retried write is not read again
+
+    def begin_read(self, now: float, client_request_id: str) -> None:
+        """Count a read about to be sent (it starts the operation's clock, as a first send would)."""
+        self.started = self.started or now
+        self.reads += 1
+        self.client_request_id = client_request_id
+
+    def read_attempt(self, now: float) -> Attempt:
+        """The history a read's retry decision needs (a GET is idempotent)."""
+        return Attempt(
+            number=self.reads, elapsed_s=now - self.started, idempotent=True, reauthenticated=self.auth_retried
+        )
 
     def begin_attempt(self, now: float, client_request_id: str) -> None:
         """Count an attempt about to be sent (the first one starts the operation's clock)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Self
@@ -69,6 +70,15 @@ class ReportWriter:
         """Record, durably, that a non-idempotent action is about to be sent."""
         self.write(fmt.intent(op, at=utc_now()))
         os.fsync(self._handle.fileno())
+
+    def durable(self, records: Iterable[fmt.Record]) -> None:
+        """Write ``records`` and fsync before returning: a selector's expansion before the first write of its
+        line, a pre-image (``backup``) before its write."""
+        for record in records:
+            self._handle.write(fmt.encode(record))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._last_fsync = time.monotonic()
 
     def result(self, outcome: Outcome) -> None:
         self.write(fmt.result(outcome))
