@@ -159,3 +159,13 @@ def test_report_summary_refuses_reports_of_different_jobs(tmp_path: Path) -> Non
     result = invoke(tmp_path, "report", "summary", str(one.path), str(other.path))
     assert result.exit_code == 2
     assert "is a report of another job" in result.stderr
+
+
+def test_the_shard_can_come_from_bulkconn_shard(workdir: Path) -> None:
+    """BULKCONN_SHARD names the shard as --shard would (here out of range: refused, naming the variable)."""
+    with contextlib.chdir(workdir):
+        result = CliRunner().invoke(
+            cli, ["run", "job.jsonl"], env={"BULKCONN_TEST_SECRET": "x", "BULKCONN_SHARD": "5/2"}
+        )
+    assert result.exit_code == 2
+    assert "BULKCONN_SHARD: shard 5 is out of range; with 2 shard(s) use 0 to 1" in result.stderr
