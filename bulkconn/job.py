@@ -78,6 +78,7 @@ class JobScan:
     valid: int = 0
     invalid: int = 0
     skipped: int = 0
+    skipped_by_tenant: dict[str, int] = field(default_factory=dict)  # what a resume skipped, per tenant
     offsets: dict[str, array[int]] = field(default_factory=dict)  # tenant -> byte offsets of its valid lines
     line_numbers: dict[str, array[int]] = field(default_factory=dict)  # tenant -> their line numbers
     # tenant -> its valid lines in the whole job (a selector line counts once in each tenant it names), those
@@ -125,13 +126,14 @@ def _explain(resource: Resource, problem: Problem, patch: dict[str, Any]) -> str
     return problem.message
 
 
-def _target_problem(object_id: Any, resource: str, action: Any) -> str:
+def _target_problem(object_id: Any, resource: Any, action: Any) -> str:
     if not object_id:
         return "missing 'id'"
     if not isinstance(object_id, str) or not _ID.match(object_id):
         return f"'id' {orjson.dumps(object_id).decode()} is not a valid object id"
-    if resource not in RESOURCES:
-        return f"unknown resource '{resource}' (known: {', '.join(RESOURCES)})"
+    if not isinstance(resource, str) or resource not in RESOURCES:
+        hint = did_you_mean(resource, RESOURCES) if isinstance(resource, str) else ""
+        return f"unknown resource {orjson.dumps(resource).decode()}{hint} (known: {', '.join(RESOURCES)})"
     if action not in ("update", "sync"):
         hint = did_you_mean(action, ("update", "sync")) if isinstance(action, str) else ""
         return f"unknown action {orjson.dumps(action).decode()}{hint} (use 'update' or 'sync')"
@@ -151,7 +153,8 @@ class _LineParser:
         key = str(line)
         if not isinstance(data, dict):
             return Invalid.of_line(line, "expected a JSON object")
-        tenant = str(data.get("tenant", self.default_tenant))
+        tenant_raw = data.get("tenant", self.default_tenant)
+        tenant = tenant_raw if isinstance(tenant_raw, str) else ""
         object_id = data.get("id", "")
         action_raw = data.get("action", self.default_action)
 
@@ -160,7 +163,7 @@ class _LineParser:
 
         if _good_key(data.get("key")):
             key = data["key"]
-        resource_name = str(data.get("resource", self.defaults.get("resource", "exchangeConnector")))
+        resource_name = data.get("resource", self.defaults.get("resource", "exchangeConnector"))
         problem = self._line_problem(data, tenant) or _target_problem(object_id, resource_name, action_raw)
         if problem:
             return bad(problem)
@@ -177,6 +180,8 @@ class _LineParser:
             unknown = sorted(set(data) - LINE_FIELDS)
             hint = did_you_mean(unknown[0], LINE_FIELDS)
             return f"unknown field '{unknown[0]}'{hint} (known: {', '.join(sorted(LINE_FIELDS))})"
+        if not isinstance(data.get("tenant", ""), str):
+            return f"'tenant' must be a tenant alias (a string), not {orjson.dumps(data['tenant']).decode()}"
         if not tenant:
             return "no tenant: set 'tenant' on the line or in the defaults line"
         if tenant not in self.tenants:
@@ -431,6 +436,7 @@ def _admit(
         scan.tenant_operations[result.tenant] = scan.tenant_operations.get(result.tenant, 0) + 1
     if result.key in skip_keys:
         scan.skipped += 1
+        scan.skipped_by_tenant[result.tenant] = scan.skipped_by_tenant.get(result.tenant, 0) + 1
     elif isinstance(result, Invalid):
         on_invalid(result)
         scan.invalid += 1

@@ -156,17 +156,18 @@ def parse_datetime_offset(value: str) -> datetime | None:
 
 
 def _type_name(value: Any) -> str:
+    """What a JSON value is, as a sentence says it ("must be a string, not a number")."""
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return "boolean"
+        return "a boolean"
     if isinstance(value, int | float):
-        return "number"
+        return "a number"
     if isinstance(value, str):
-        return "string"
+        return "a string"
     if isinstance(value, list):
-        return "array"
-    return "object"
+        return "an array"
+    return "an object"
 
 
 def check_value(prop: Property, value: Any) -> str | None:

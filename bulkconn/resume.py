@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +24,29 @@ class ResumePlan:
     report: Path
     skip_keys: frozenset[str]
     prefill: tuple[Outcome, ...]
-    counts: Counter[str]
+    counts: Counter[str]  # every operation the report holds, by latest status
     torn_lines: int
     expansion: RecordedExpansion  # what the report's selector lines selected (used as is, never listed again)
-    header: dict[str, Any]  # the report's first header: which job, and which shard if any
+    skipped: Counter[str] = field(default_factory=Counter)  # the skipped ones, by status
+    again: Counter[str] = field(default_factory=Counter)  # recorded, but done again (--retry-failed, ...)
+    header: dict[str, Any] = field(default_factory=dict)  # the report's first header: which job, which shard
 
     def starting(self, remaining: int) -> str:
         """What to tell the user once the job's scan knows how many operations are left."""
-        done = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) or "none"
         if remaining == 0 and not self.prefill:
+            done = _listed(self.counts) or "none"
             return f"nothing to resume: every operation in {self.report} already has a final result ({done})"
         torn = f"; ignored {self.torn_lines} torn line(s)" if self.torn_lines else ""
+        again = sum(self.again.values())
+        redo = f", {again} of them recorded before ({_listed(self.again)}) and done again" if again else ""
         return (
-            f"resuming {self.report}: {len(self.skip_keys)} operation(s) already final ({done}){torn}; "
-            f"{remaining} to go"
+            f"resuming {self.report}: {sum(self.skipped.values())} operation(s) already final are skipped"
+            f" ({_listed(self.skipped) or 'none'}){torn}; {remaining} to go{redo}"
         )
+
+
+def _listed(counts: Counter[str]) -> str:
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if n)
 
 
 def plan_resume(
@@ -63,8 +71,12 @@ def plan_resume(
             Outcome.uncertain_sync(key=key, line=line, tenant=tenant, object_id=object_id)
             for key, tenant, object_id, line in state.uncertain_intents()
         )
+    skipped: Counter[str] = Counter()
+    again: Counter[str] = Counter()
+    for key in state.latest:
+        (skipped if key in skip else again)[state.status_of(key) or "uncertain"] += 1
     expansion = read_expansion(record for _, record in iter_lines(report) if record is not None)
-    return ResumePlan(report, skip, prefill, state.counts(), state.torn_lines, expansion, state.header)
+    return ResumePlan(report, skip, prefill, state.counts(), state.torn_lines, expansion, skipped, again, state.header)
 
 
 def _first_header(path: Path) -> dict[str, Any]:

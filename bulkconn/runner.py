@@ -14,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import signal
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -33,17 +32,27 @@ from bulkconn.errors import JobError, UsageError
 from bulkconn.expansion import RecordedExpansion
 from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
 from bulkconn.listing import expand, to_list
-from bulkconn.model import Outcome, Progress, utc_now
+from bulkconn.model import Outcome, Progress, Status, utc_now
 from bulkconn.pacing import SAFETY
 from bulkconn.precheck import Backup, backup_record
 from bulkconn.reads import Reads
 from bulkconn.report import format as fmt
 from bulkconn.report.writer import ReportWriter
 from bulkconn.shards import Partition, ShardSpec, check_resume, operation_counts, partition, restrict, shard_record
+from bulkconn.signals import interrupts
 from bulkconn.transport import USER_AGENT, AiohttpTransport, Transport
 
 STRICT_PREVIEW = 20  # invalid lines quoted when --strict refuses a job
+PROBLEMS_KEPT = 20  # outcomes that did not succeed, kept for the end-of-run message
 PLAN_EXAMPLES = 3  # requests shown per tenant by --dry-run
+
+
+class StrictRefusal(JobError):
+    """``--strict`` found invalid lines, so nothing was sent; the first few travel with the error."""
+
+    def __init__(self, file: str, invalid: int, problems: tuple[Invalid, ...]) -> None:
+        super().__init__(f"{invalid} invalid line(s); --strict sends nothing", file=file)
+        self.invalid, self.problems = invalid, problems
 
 
 @dataclass(slots=True)
@@ -56,7 +65,9 @@ class RunResult:
     tenants: int = 0
     interrupted: bool = False
     skipped_from_report: int = 0
+    skipped_by_tenant: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
+    problems: list[Outcome] = field(default_factory=list)  # the first PROBLEMS_KEPT outcomes that did not succeed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,7 +96,9 @@ def invalid_outcome(item: Invalid) -> Outcome:
     )
 
 
-async def strict_check(job: Path, config: Config, limit: int = 20) -> tuple[JobScan, list[Invalid]]:
+async def strict_check(
+    job: Path, config: Config, limit: int = 20, *, skip_keys: Container[str] = frozenset()
+) -> tuple[JobScan, list[Invalid]]:
     """Scan without writing anything; return the scan and up to ``limit`` invalid lines."""
     problems: list[Invalid] = []
 
@@ -93,7 +106,7 @@ async def strict_check(job: Path, config: Config, limit: int = 20) -> tuple[JobS
         if len(problems) < limit:
             problems.append(item)
 
-    scan = await asyncio.to_thread(scan_job, job, list(config.tenants), on_invalid=keep)
+    scan = await asyncio.to_thread(scan_job, job, list(config.tenants), on_invalid=keep, skip_keys=skip_keys)
     return scan, problems
 
 
@@ -128,9 +141,9 @@ class RunPlan:
     tenants: tuple[TenantPlan, ...]
 
 
-async def plan(job: Path, config: Config, *, batch_size: int) -> RunPlan:
+async def plan(job: Path, config: Config, *, batch_size: int, skip_keys: Container[str] = frozenset()) -> RunPlan:
     """Validate ``job`` and say, per tenant, how many requests it takes and how long at least."""
-    scan, problems = await strict_check(job, config)
+    scan, problems = await strict_check(job, config, skip_keys=skip_keys)
     tenants = []
     for alias, offsets in sorted(scan.offsets.items()):
         tenant = config.tenants[alias]
@@ -231,10 +244,7 @@ async def execute(
         )
         scan.expansion, scan.skip_keys = options.expansion.groups, options.skip_keys  # what a resume already selected
         if options.strict and scan.invalid:  # the whole job, so that every shard refuses it alike
-            raise JobError(
-                f"{scan.invalid} invalid line(s); --strict sends nothing:\n" + "\n".join(p.message for p in preview),
-                file=str(job),
-            )
+            raise StrictRefusal(str(job), scan.invalid, tuple(preview))
         scan, shards = _scope(scan, options, invalid_by_tenant)
         on_scanned(scan)
         unlisted = to_list(scan, options.expansion, options.skip_keys)
@@ -273,8 +283,14 @@ class _Run:
         """Tally one final outcome and append its report line (the engine tallies its own as it finishes them)."""
         self.progress.record(outcome.tenant or "(none)", outcome.status)
         self.progress.total += 1
+        self.on_outcome(outcome)
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        """Append a final result to the report; keep the first few that did not succeed to show at the end."""
         assert self.writer is not None
         self.writer.result(outcome)
+        if outcome.status is not Status.SUCCEEDED and len(self.result.problems) < PROBLEMS_KEPT:
+            self.result.problems.append(outcome)
 
     async def execute(
         self,
@@ -302,6 +318,7 @@ class _Run:
                 if self.owns(record["tenant"]):
                     self.record(fmt.outcome_of(record))  # type: ignore[arg-type]
             self.result.skipped_from_report = self.scan.skipped
+            self.result.skipped_by_tenant = dict(self.scan.skipped_by_tenant)
             self.result.tenants = len(self.scan.offsets)
             if self.scan.selectors:
                 await self._expand(transport, auth)
@@ -310,7 +327,7 @@ class _Run:
                 auth=auth,
                 transport=transport,
                 settings=self.options.settings,
-                on_outcome=self.writer.result,
+                on_outcome=self.on_outcome,
                 on_intent=self.writer.intent,
                 on_backup=self._backup,
                 progress=self.progress,
@@ -398,7 +415,8 @@ async def _run_with_signals(
         else:
             task.cancel()
 
-    with _signals_handled(on_signal, install=install, stopping=lambda: signals > 0):
+    handled = interrupts(on_signal, ignore_after=lambda: signals > 0) if install else contextlib.nullcontext()
+    with handled:
         while not task.done():
             await asyncio.wait({task}, timeout=options.tick_s)
             on_tick(engine.progress)
@@ -408,22 +426,3 @@ async def _run_with_signals(
             if signals == 0:
                 raise
     return signals > 0 or engine.stopping.is_set()
-
-
-@contextlib.contextmanager
-def _signals_handled(on_signal: Callable[[], None], *, install: bool, stopping: Callable[[], bool]) -> Iterator[None]:
-    """SIGINT and SIGTERM call ``on_signal`` inside the block (when ``install``)."""
-    if not install:
-        yield
-        return
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        yield
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-            if stopping():
-                # Already stopping: a further Ctrl-C while the summary is written changes nothing.
-                signal.signal(sig, signal.SIG_IGN)

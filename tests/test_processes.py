@@ -6,6 +6,7 @@ the real ``bulkconn run --shard`` children are in ``tests/test_scaleout_e2e.py``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from bulkconn.cli.problems import RunCommands
 from bulkconn.cli.run import run as run_command
-from bulkconn.cli.scaleout import _conclude, _passthrough
+from bulkconn.cli.scaleout import _conclude, _passthrough, child_environment
 from bulkconn.model import Progress, Status
 from bulkconn.processes import (
     PROGRESS_FLAG,
@@ -131,6 +133,12 @@ def test_children_get_the_users_options_and_their_own_shard_report_and_display(t
     assert second.spec == ShardSpec(1, 2) and tail[7:] == tuple(options)
 
 
+def test_children_do_not_read_runs_option_variables_again() -> None:
+    """BULKCONN_RUN_PROCESSES=2 must not make each child start children: the parent passed every option itself."""
+    env = {"BULKCONN_RUN_PROCESSES": "2", "BULKCONN_RUN_QUIET": "1", "BULKCONN_CONFIG": "c.toml", "PATH": "/bin"}
+    assert child_environment(env) == {"BULKCONN_CONFIG": "c.toml", "PATH": "/bin"}
+
+
 def test_a_child_stops_itself_when_its_parent_is_gone() -> None:
     """The parent's end of the stdin pipe closing (the parent died) makes the child stop as on SIGTERM."""
     read_end, write_end = os.pipe()
@@ -225,10 +233,15 @@ def ended(index: int, code: int, *, signalled: bool = False, error: str = "") ->
             [-signal.SIGKILL, 0],
             False,
             6,
-            "shard 0/2 crashed (killed by SIGKILL); resume it alone with:\n  bulkconn run",
+            "shard 0/2 crashed (killed by SIGKILL); resume it alone with:\n  bulkconn run job.jsonl --shard 0/2 --report r0.jsonl --resume --backup",
         ),
         ([70, 0], False, 6, "shard 0/2 crashed (exit code 70: boom)"),
-        ([130, -signal.SIGTERM], True, 130, "interrupted; resume with:\n  bulkconn run job.jsonl --processes 2"),
+        (
+            [130, -signal.SIGTERM],
+            True,
+            130,
+            "  bulkconn run job.jsonl --report merged.jsonl --resume --processes 2 --backup\n",
+        ),
     ],
 )
 def test_the_parent_says_how_the_shards_ended_and_merges_nothing_unfinished(
@@ -243,9 +256,10 @@ def test_the_parent_says_how_the_shards_ended_and_merges_nothing_unfinished(
     outcome = ProcessesResult(
         [ended(k, code, signalled=signalled, error="boom") for k, code in enumerate(codes)], signalled, 1.0
     )
-    again = "bulkconn run job.jsonl --processes 2 --report merged.jsonl --resume"
-    assert _conclude(outcome, Path("job.jsonl"), tmp_path / "merged.jsonl", again, []) == exit_code
+    commands = RunCommands(Path("job.jsonl"), Path("merged.jsonl"), None, ("--processes", "2", "--backup"))
+    with contextlib.chdir(tmp_path):
+        assert _conclude(outcome, commands) == exit_code
+        assert not Path("merged.jsonl").exists()
     err = capsys.readouterr().err
     assert says in err
-    assert err.count("bulkconn run job.jsonl --processes 2") <= 1 + ("crashed" in says)
-    assert not (tmp_path / "merged.jsonl").exists()
+    assert err.count("bulkconn run job.jsonl --report merged.jsonl --resume") <= 1

@@ -111,13 +111,19 @@ class ChildProgress:
         self.stream.flush()
 
 
-def summary_table(counts: Mapping[str, int], per_tenant: Mapping[str, Mapping[str, int]]) -> Table:
+def summary_table(
+    counts: Mapping[str, int], per_tenant: Mapping[str, Mapping[str, int]], *, skipped: Mapping[str, int] | None = None
+) -> Table:
+    """This run's final statuses per tenant; ``skipped``: what a resume did not redo (already final)."""
+    skipped = skipped or {}
     table = Table(title="bulkconn summary", title_justify="left")
-    statuses = ["succeeded", "failed", "invalid", "uncertain", "skipped"]
+    statuses = ["succeeded", "failed", "invalid", "uncertain"]
     table.add_column("tenant")
-    for status in statuses:
+    for status in (*statuses, "skipped"):
         table.add_column(status, justify="right")
-    for tenant, row in sorted(per_tenant.items()):
-        table.add_row(tenant, *(str(row.get(s, 0)) for s in statuses))
-    table.add_row("[b]total[/b]", *(f"[b]{counts.get(s, 0)}[/b]" for s in statuses))
+    for tenant in sorted(set(per_tenant) | set(skipped)):
+        row = per_tenant.get(tenant, {})
+        table.add_row(tenant, *(str(row.get(s, 0)) for s in statuses), str(skipped.get(tenant, 0)))
+    total = [f"[b]{counts.get(s, 0)}[/b]" for s in statuses]
+    table.add_row("[b]total[/b]", *total, f"[b]{sum(skipped.values())}[/b]")
     return table

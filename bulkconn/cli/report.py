@@ -17,7 +17,7 @@ from bulkconn.cli.common import EXIT_OK, user_errors
 from bulkconn.job import fingerprint
 from bulkconn.merge import merge_reports
 from bulkconn.report.handover import load_handover
-from bulkconn.report.reader import check_job, combine_states, read_state, summarize, write_failed_job
+from bulkconn.report.reader import check_job, combine_states, failed_count, read_state, summarize, write_failed_job
 from bulkconn.report.show import FORMATS, render
 
 REPORTS = click.argument(
@@ -94,6 +94,12 @@ def failed(
         raise click.UsageError(f"the original job {job} is not there; pass --job PATH")
     job_print = fingerprint(job)
     check_job(state, job_print.sha256, job_print.size, job_print.lines, force=force)
+    if not failed_count(state, include_uncertain=include_uncertain):
+        what = "failed or uncertain" if include_uncertain else "failed"
+        click.echo(f"nothing {what} in {', '.join(map(str, reports))}; {output} was not written", err=as_json)
+        if as_json:
+            click.echo(orjson.dumps({"job": None, "operations": 0}).decode())
+        sys.exit(EXIT_OK)
     count = write_failed_job(state, job, output, include_uncertain=include_uncertain)
     if as_json:
         click.echo(orjson.dumps({"job": str(output), "operations": count}).decode())

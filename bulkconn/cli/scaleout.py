@@ -7,9 +7,10 @@ display for all shards, and says how the run ended: merged, interrupted, or with
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-import shlex
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
@@ -20,11 +21,14 @@ from bulkconn.cli.common import (
     EXIT_SHARD_CRASHED,
     EXIT_USAGE,
     default_report,
+    echo_json,
     err,
     exit_code_for,
     print_summary,
+    run_json,
 )
 from bulkconn.cli.display import Display
+from bulkconn.cli.problems import RunCommands
 from bulkconn.errors import UsageError
 from bulkconn.job import JobScan
 from bulkconn.merge import merge_reports
@@ -35,6 +39,7 @@ from bulkconn.shards import ShardSpec, operation_counts, partition
 MAX_PROCESSES = 256
 # `run` options that concern the parent only: the children get their own shard, report and display.
 PARENT_ONLY = frozenset({"report_path", "processes", "shard", "shards", "dry_run", "quiet", "progress_jsonl"})
+ENV_RUN = "BULKCONN_RUN"  # the prefix of `run`'s option variables (docs/command-line.md)
 WARNING = "bulkconn: warning:"  # every child repeats the configuration's warnings: show them once
 
 
@@ -52,8 +57,13 @@ def _passthrough(ctx: click.Context) -> list[str]:
     return args
 
 
-def _command(*args: str) -> str:
-    return " ".join(shlex.quote(a) for a in ("bulkconn", *args))
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The children's environment: the parent's, without the ``run`` options' variables.
+
+    The parent resolved those already and passes every option on the child's command line; left in place,
+    ``BULKCONN_RUN_PROCESSES`` would make each child start children of its own.
+    """
+    return {k: v for k, v in environ.items() if not k.startswith(f"{ENV_RUN}_")}
 
 
 def run_processes(ctx: click.Context, job: Path, count: int, *, spec: ShardSpec | None, quiet: bool) -> int:
@@ -66,10 +76,13 @@ def run_processes(ctx: click.Context, job: Path, count: int, *, spec: ShardSpec 
         for path in (merged, *shard_reports(merged, count)):
             if path.exists() and path.stat().st_size:
                 raise UsageError(f"{path}: report already exists; pass --report NEW, or resume with --resume")
-    root = ["--debug"] if ctx.find_root().params.get("debug") else []
-    commands = shard_commands(job, merged, count, options=_passthrough(ctx), prefix=root)
-    extra = [*(["--config", str(params["config_path"])] if params["config_path"] else [])]
-    again = _command("run", str(job), "--processes", str(count), "--report", str(merged), "--resume", *extra)
+    # --debug is eager and not a parameter value: that it took effect shows in the logging setup it made.
+    root = ["--debug"] if logging.getLogger("bulkconn").isEnabledFor(logging.DEBUG) else []
+    children = shard_commands(job, merged, count, options=_passthrough(ctx), prefix=root)
+    flags = tuple(
+        flag for flag, name in (("--skip-unchanged", "skip_unchanged"), ("--backup", "backup")) if params[name]
+    )
+    commands = RunCommands(job, merged, params["config_path"], ("--processes", str(count), *flags))
     display = Display(quiet=quiet)
     shown: set[str] = set()
 
@@ -82,10 +95,11 @@ def run_processes(ctx: click.Context, job: Path, count: int, *, spec: ShardSpec 
             display.message(f"[shard {shard}] {text}")
 
     try:
-        outcome = asyncio.run(run_shards(commands, env=os.environ, on_tick=display.update, on_message=relay))
+        env = child_environment(os.environ)
+        outcome = asyncio.run(run_shards(children, env=env, on_tick=display.update, on_message=relay))
     finally:
         display.close()
-    return _conclude(outcome, job, merged, again, extra)
+    return _conclude(outcome, commands, as_json=bool(params.get("as_json")))
 
 
 def _how(run: ShardRun) -> str:
@@ -95,30 +109,44 @@ def _how(run: ShardRun) -> str:
     return f"exit code {code}" + (f": {run.last_error}" if run.last_error else "")
 
 
-def _conclude(outcome: ProcessesResult, job: Path, merged: Path, again: str, extra: list[str]) -> int:
+def _unfinished(outcome: ProcessesResult, commands: RunCommands, *, as_json: bool) -> int:
+    """Interrupted, or a shard crashed: the summary, each crashed shard's own resume command, no merge."""
+    result = outcome.combined(commands.report)
+    crashed = outcome.of_state("crashed")
+    code = EXIT_INTERRUPTED if outcome.interrupted else EXIT_SHARD_CRASHED
+    print_summary(result, commands, result.counts)
+    for run in crashed:
+        spec, report = run.command.spec, run.command.report
+        alone = RunCommands(commands.job, report, commands.config, commands.kept[2:], shard=str(spec))
+        err(f"shard {spec} crashed ({_how(run)}); resume it alone with:\n  {alone.resume}")
+    if crashed:
+        err(f"the reports are not merged; resume every unfinished shard and merge them with:\n  {commands.resume}")
+    if as_json:
+        echo_json(run_json(result, commands, result.counts, code))
+    return code
+
+
+def _conclude(outcome: ProcessesResult, commands: RunCommands, *, as_json: bool = False) -> int:
     """Say how the shards ended; merge their reports when all of them finished."""
     refused = outcome.of_state("refused")
     if refused:
         err(f"shard(s) {', '.join(str(r.command.spec) for r in refused)} refused to run (the reason is above)")
         return EXIT_USAGE
-    result = outcome.combined(merged)
-    crashed = outcome.of_state("crashed")
-    if outcome.interrupted or crashed:
-        print_summary(result, again)
-        for run in crashed:
-            own = _command("run", str(job), "--shard", str(run.command.spec), "--report", str(run.command.report))
-            err(
-                f"shard {run.command.spec} crashed ({_how(run)}); resume it alone with:\n  {own} --resume {' '.join(extra)}"
-            )
-        if crashed:
-            err(f"the reports are not merged; resume every unfinished shard and merge them with:\n  {again}")
-        return EXIT_INTERRUPTED if outcome.interrupted else EXIT_SHARD_CRASHED
-    merge = merge_reports([run.command.report for run in outcome.runs], merged)
-    print_summary(result, again)
-    click.echo(f"merged {merge.shards} shard report(s), {merge.operations} operation(s), into {merged}", err=True)
+    if outcome.interrupted or outcome.of_state("crashed"):
+        return _unfinished(outcome, commands, as_json=as_json)
+    merge = merge_reports([run.command.report for run in outcome.runs], commands.report)
+    result = outcome.combined(commands.report)
+    final = read_state(commands.report).counts()  # the whole job, earlier runs of each shard included
+    code = exit_code_for(final)
     if result.tenants and len(result.auth_failures) >= result.tenants:
-        return EXIT_AUTH
-    return exit_code_for(read_state(merged).counts())
+        code = EXIT_AUTH
+    print_summary(result, commands, final)
+    click.echo(
+        f"merged {merge.shards} shard report(s), {merge.operations} operation(s), into {commands.report}", err=True
+    )
+    if as_json:
+        echo_json(run_json(result, commands, final, code))
+    return code
 
 
 def print_partition(scan: JobScan, count: int) -> None:

@@ -220,14 +220,23 @@ class _Tally:
         }
 
 
-def write_failed_job(state: ReportState, job: Path, out: Path, *, include_uncertain: bool = False) -> int:
-    """Write the original job lines of every operation whose latest result failed; return how many."""
+def _failed_keys(state: ReportState, *, include_uncertain: bool) -> set[str]:
     wanted = {Status.FAILED.value} | ({Status.UNCERTAIN.value} if include_uncertain else set())
-    keys = {
+    return {
         key
         for key in state.latest
         if state.status_of(key) in wanted or (include_uncertain and state.latest[key] == _INTENT)
     }
+
+
+def failed_count(state: ReportState, *, include_uncertain: bool = False) -> int:
+    """How many operations :func:`write_failed_job` would write."""
+    return len(_failed_keys(state, include_uncertain=include_uncertain))
+
+
+def write_failed_job(state: ReportState, job: Path, out: Path, *, include_uncertain: bool = False) -> int:
+    """Write the original job lines of every operation whose latest result failed; return how many."""
+    keys = _failed_keys(state, include_uncertain=include_uncertain)
     written = 0
     first = True
     tmp = out.with_name(out.name + ".tmp")
