@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import re
 from array import array
 from collections import deque
@@ -33,7 +34,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from bulkconn.errors import JobError
+from bulkconn.errors import JobChanged, JobError
 from bulkconn.expansion import Match, operation_for
 from bulkconn.jobcsv import CsvLayout, read_header, records, row_object, sniff_delimiter
 from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
@@ -88,6 +89,7 @@ class JobScan:
     actions: dict[str, int] = field(default_factory=dict)
     encoding: Encoding = UTF8
     layout: CsvLayout | None = None  # a CSV job's header; None for JSON Lines
+    identity: tuple[int, ...] = ()  # the file as scanned (see :func:`file_identity`); re-reads check it
     selectors: dict[int, Selector] = field(default_factory=dict)  # line -> its selector (counted in `valid`)
     # Filled by the runner before the lanes start: (line, tenant) -> the recorded matches, and the keys to skip.
     expansion: Mapping[tuple[int, str], tuple[Match, ...]] = field(default_factory=dict)
@@ -102,6 +104,15 @@ class JobScan:
     def unexpanded(self) -> int:
         """Selector lines' (line, tenant) groups with no expansion attached yet: they are listed when the run starts."""
         return sum(1 for s in self.selectors.values() for tenant in s.tenants if (s.line, tenant) not in self.expansion)
+
+
+def file_identity(path: Path) -> tuple[int, ...]:
+    """What changes when a file is edited, replaced or appended to: device, inode, size, modification time."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def is_csv(path: Path) -> bool:
@@ -336,11 +347,13 @@ def scan_job(
     A ``.csv`` file is read as rows of a spreadsheet (:mod:`bulkconn.jobcsv`), anything else as JSON Lines.
     """
     stream = LineStream.open(path)
-    scan = JobScan(path, encoding=stream.encoding)
+    scan = JobScan(path, encoding=stream.encoding, identity=file_identity(path))
     with closing(stream):
         items = _csv_items(stream, scan) if is_csv(path) else _jsonl_items(stream)
         _check_items(scan, items, list(tenants), on_invalid, skip_keys)
     scan.sha256, scan.size, scan.lines = stream.sha256, stream.size, stream.lines
+    if file_identity(path) != scan.identity:
+        raise JobError("the job file changed while it was being validated; nothing was sent", file=str(path))
     return scan
 
 
@@ -494,6 +507,7 @@ class LaneReader:
         self._path = scan.path
         self._encoding = scan.encoding
         self._layout = scan.layout
+        self._identity = scan.identity
         self._handle: BinaryIO | None = None
 
     @property
@@ -501,9 +515,28 @@ class LaneReader:
         return len(self._offsets) - self._next + len(self._expanded)
 
     def read(self, count: int) -> list[Operation]:
-        """The next ``count`` operations of this tenant, in file order (a selector line's matches in its place)."""
-        if self._handle is None:
-            self._handle = self._path.open("rb")
+        """The next ``count`` operations of this tenant, in file order (a selector line's matches in its place).
+
+        Raises :class:`JobChanged` when the file is no longer the one scanned (edited, replaced, appended
+        to or removed): a line read by its old offset could be another operation.
+        """
+        file = str(self._path)
+        if self._identity and file_identity(self._path) != self._identity:
+            raise JobChanged(
+                "the job changed while running (edited, replaced or removed since it was validated)", file=file
+            )
+        try:
+            if self._handle is None:
+                self._handle = self._path.open("rb")
+            return self._read(self._handle, count)
+        except JobChanged:
+            raise
+        except (OSError, ValueError, JobError) as exc:  # orjson.JSONDecodeError is a ValueError
+            raise JobChanged(
+                f"the job changed while running: it cannot be read as validated ({exc})", file=file
+            ) from None
+
+    def _read(self, handle: BinaryIO, count: int) -> list[Operation]:
         out: list[Operation] = []
         while len(out) < count and (self._expanded or self._next < len(self._offsets)):
             if self._expanded:
@@ -515,10 +548,12 @@ class LaneReader:
             if selector is not None:
                 self._expand(selector)
                 continue
-            result = self._parser.parse(self._object_at(self._handle, offset, line), line)
-            if not isinstance(result, Operation):  # the file changed under us since the scan
-                raise JobError(
-                    f"the line changed since it was validated: {result.message}", file=str(self._path), line=line
+            result = self._parser.parse(self._object_at(handle, offset, line), line)
+            if not isinstance(result, Operation):
+                raise JobChanged(
+                    f"the job changed while running: the line is not as validated: {result.message}",
+                    file=str(self._path),
+                    line=line,
                 )
             out.append(result)
         return out

@@ -32,6 +32,7 @@ from bulkconn.errors import JobError, UsageError
 from bulkconn.expansion import RecordedExpansion
 from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
 from bulkconn.listing import expand, to_list
+from bulkconn.lock import ReportLock
 from bulkconn.model import Outcome, Progress, Status, utc_now
 from bulkconn.pacing import SAFETY
 from bulkconn.precheck import Backup, backup_record
@@ -68,6 +69,7 @@ class RunResult:
     skipped_by_tenant: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
     problems: list[Outcome] = field(default_factory=list)  # the first PROBLEMS_KEPT outcomes that did not succeed
+    stopped_because: str = ""  # a run that stopped by itself says why (the job changed while running)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,13 +222,35 @@ async def execute(
     on_tick: Callable[[Progress], None] = lambda p: None,
     on_scanned: Callable[[JobScan], None] = lambda scan: None,
     install_signals: bool = True,
+    lock: ReportLock | None = None,
 ) -> RunResult:
     """Run ``job`` to the end (or until interrupted) and return what happened.
 
+    The run holds the report's lock (:class:`~bulkconn.lock.ReportLock`) from before it writes anything
+    until it ends: ``lock`` is the caller's, already held (a resume takes it before it reads the report),
+    else it is taken here; a report held by another run raises :class:`~bulkconn.lock.ReportInUse`.
     The job is validated first, in one pass, before the report is touched: ``--strict`` can then refuse
     it, and a resume with nothing left to do appends nothing. Invalid lines wait in a spool file (as
     report lines) until the header is written, so even a job of a million bad lines is not held in memory.
     """
+    async with contextlib.AsyncExitStack() as held:
+        if lock is None:
+            lock = await held.enter_async_context(ReportLock(options.report))
+        elif not lock.held or lock.report != options.report:
+            raise RuntimeError("execute() needs the lock of its own report, held")
+        return await _execute(job, config, options, auth, transport, on_tick, on_scanned, install_signals)
+
+
+async def _execute(
+    job: Path,
+    config: Config,
+    options: RunOptions,
+    auth: TokenProvider | None,
+    transport: Transport | None,
+    on_tick: Callable[[Progress], None],
+    on_scanned: Callable[[JobScan], None],
+    install_signals: bool,
+) -> RunResult:
     result = RunResult(report=options.report)
     started = time.monotonic()
     with tempfile.TemporaryFile() as spool:
@@ -334,6 +358,7 @@ class _Run:
             )
             self.result.interrupted = await _run_with_signals(engine, self.scan, self.options, on_tick, install_signals)
             self.result.auth_failures = {t: f"{e.code}: {e.message}" for t, e in engine.auth_failures.items()}
+            self.result.stopped_because = str(engine.job_changed or "")
             on_tick(engine.progress)
         return self.result
 

@@ -57,7 +57,10 @@ def test_validate_names_file_and_line(world: World) -> None:
         (["run", "missing.jsonl", "--config", "bulkconn.toml"], "job file not found"),
         (["run", "job.jsonl", "--config", "nope.toml"], "configuration file not found"),
         (["run", "job.jsonl", "--config", "bulkconn.toml", "--batch-size", "21"], "21 is not in the range"),
-        (["run", "job.jsonl", "--config", "bulkconn.toml", "--report", "job.jsonl/r.jsonl"], "cannot write the report"),
+        (
+            ["run", "job.jsonl", "--config", "bulkconn.toml", "--report", "job.jsonl/r.jsonl"],
+            "cannot create the lock file",
+        ),
     ],
 )
 def test_usage_errors_exit_2_without_traceback(world: World, args: list[str], message: str) -> None:

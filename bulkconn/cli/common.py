@@ -27,6 +27,7 @@ from bulkconn.cli.problems import (
 from bulkconn.config import Config, load_config
 from bulkconn.errors import AuthError, JobError, UsageError
 from bulkconn.job import JobScan
+from bulkconn.lock import ReportLock
 from bulkconn.processes import final_record
 from bulkconn.report.reader import read_state
 from bulkconn.runner import RunOptions, RunResult, StrictRefusal, execute
@@ -148,7 +149,13 @@ def print_summary(result: RunResult, commands: RunCommands, final: Mapping[str, 
     bad = sum(result.counts.get(s, 0) for s in ("failed", "invalid", "uncertain"))
     echo_problems((outcome_line(commands.job, o) for o in result.problems), bad)
     console.print(f"report: {result.report}  ({result.duration_s:.1f} s)", highlight=False)
-    if result.interrupted:
+    if result.stopped_because:
+        console.print(
+            f"stopped: {result.stopped_because}; restore the job as it was to resume this report, "
+            "or run the changed job into a new report (--report NEW)",
+            highlight=False,
+        )
+    elif result.interrupted:
         console.print("interrupted; the report is complete up to here", highlight=False)
     echo_next_steps(commands.next_steps(final, interrupted=result.interrupted))
 
@@ -183,6 +190,7 @@ def run_and_report(
     quiet: bool,
     as_json: bool = False,
     on_scanned: Callable[[JobScan], None] = lambda scan: None,
+    lock: ReportLock | None = None,
     child: bool = False,
 ) -> int:
     """Run, then summarise on stderr (and in JSON on stdout); the exit code judges the whole report.
@@ -191,7 +199,9 @@ def run_and_report(
     """
     display: Display | ChildProgress = ChildProgress() if child else Display(quiet=quiet)
     try:
-        result = asyncio.run(execute(commands.job, config, options, on_tick=display.update, on_scanned=on_scanned))
+        result = asyncio.run(
+            execute(commands.job, config, options, on_tick=display.update, on_scanned=on_scanned, lock=lock)
+        )
     finally:
         display.close()
     final: Mapping[str, int] = result.counts

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bulkconn.cli.common import EXIT_OK, user_errors
+from bulkconn.errors import UsageError
 from bulkconn.job import fingerprint
 from bulkconn.merge import merge_reports
 from bulkconn.report.handover import load_handover
@@ -65,6 +66,14 @@ def summary(reports: tuple[Path, ...], as_json: bool) -> None:
     sys.exit(EXIT_OK)
 
 
+def _refuse_to_replace(output: Path, *, job: Path, report: Path) -> None:
+    """The job of failures must never replace the report or the job it was made from (not even with --force)."""
+    for name, precious in (("the job", job), ("the report", report)):
+        same = output.exists() and precious.exists() and output.samefile(precious)
+        if same or output.resolve() == precious.resolve():
+            raise UsageError(f"{output} is {name} of {report}; write the failed operations to another file")
+
+
 @report_group.command(name="failed")
 @REPORTS
 @click.option(
@@ -81,17 +90,26 @@ def summary(reports: tuple[Path, ...], as_json: bool) -> None:
     help="The original job (default: the path recorded in the report).",
 )
 @click.option("--include-uncertain", is_flag=True, help="Also include syncs whose outcome is uncertain.")
-@click.option("--force", is_flag=True, help="Accept a job file that changed since the report was written.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing output file, and accept a job file that changed since the report was written.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @user_errors
 def failed(
     reports: tuple[Path, ...], output: Path, job_path: Path | None, include_uncertain: bool, force: bool, as_json: bool
 ) -> None:
-    """Write a job of the operations whose latest result is 'failed', ready to run (from one or several REPORTS)."""
+    """Write a job of the operations whose latest result is 'failed', ready to run (from one or several REPORTS).
+
+    An existing OUTPUT is replaced only with --force, and never when it is one of the reports or their job.
+    """
     state = combine_states([read_state(report) for report in reports])
     job = job_path or Path(str(state.header.get("job", "")))
     if not job.is_file():
         raise click.UsageError(f"the original job {job} is not there; pass --job PATH")
+    for report in reports:
+        _refuse_to_replace(output, job=job, report=report)
     job_print = fingerprint(job)
     check_job(state, job_print.sha256, job_print.size, job_print.lines, force=force)
     if not failed_count(state, include_uncertain=include_uncertain):
@@ -100,7 +118,7 @@ def failed(
         if as_json:
             click.echo(orjson.dumps({"job": None, "operations": 0}).decode())
         sys.exit(EXIT_OK)
-    count = write_failed_job(state, job, output, include_uncertain=include_uncertain)
+    count = write_failed_job(state, job, output, include_uncertain=include_uncertain, overwrite=force)
     if as_json:
         click.echo(orjson.dumps({"job": str(output), "operations": count}).decode())
     else:

@@ -38,6 +38,7 @@ from bulkconn.engine import EngineSettings
 from bulkconn.engine.reading import ReadFirst
 from bulkconn.errors import UsageError
 from bulkconn.job import JobScan
+from bulkconn.lock import ReportLock
 from bulkconn.processes import PROGRESS_FLAG, stop_when_parent_dies
 from bulkconn.resume import plan_resume, refuse_stray_shards
 from bulkconn.retry import RetryPolicy
@@ -86,7 +87,7 @@ JSON_PROBLEMS = 1000  # invalid lines listed by `validate --json` (the text outp
     default=POLICY.max_attempts,
     show_default=True,
     type=click.IntRange(1, 1000),
-    help=f"Sends per operation before giving up (a 500 gets at most {POLICY.max_attempts_500}).",
+    help=f"Sends per operation before giving up (at most {POLICY.max_attempts_500} of them answered 500).",
 )
 @click.option(
     "--time-budget",
@@ -211,9 +212,6 @@ def run(
     if progress_jsonl:
         stop_when_parent_dies(sys.stdin.fileno())
     report = report_path or (default_report(job) if spec is None else shard_report_path(job, spec))
-    resume = resume and _report_to_resume(report, spec)
-    if not resume and report.exists() and report.stat().st_size:
-        raise UsageError(f"{report}: report already exists; pass --report NEW, or resume it with --resume")
     settings = EngineSettings(
         batch_size=batch_size,
         concurrency=concurrency,
@@ -229,35 +227,47 @@ def run(
         global_share=process_share(spec, global_share),
     )
     options = RunOptions(report=report, settings=settings, strict=strict, drain_timeout_s=drain_timeout, shard=spec)
-    on_scanned: Callable[[JobScan], None] = lambda scan: None  # noqa: E731
-    if resume:
-        resume_plan = plan_resume(
-            job,
-            report,
-            retry_failed=retry_failed,
-            recheck_invalid=recheck_invalid,
-            resend_uncertain=resend_uncertain,
-            force=force,
-        )
-        options = replace(
-            options,
-            skip_keys=resume_plan.skip_keys,
-            resumed=True,
-            prefill=resume_plan.prefill,
-            expansion=resume_plan.expansion,
-            resume_header=resume_plan.header,
-        )
-
-        def say_what_is_left(scan: JobScan) -> None:
-            click.echo(resume_plan.starting(scan.operations + scan.invalid + scan.unexpanded()), err=True)
-
-        on_scanned = say_what_is_left
-    _ask_or_stop(yes, job, config, batch_size, options)
     kept = tuple(flag for flag, on in (("--skip-unchanged", skip_unchanged), ("--backup", backup)) if on)
     commands = RunCommands(job, report, config_path, kept, shard=str(spec) if spec else "")
-    code = run_and_report(
-        config, options, commands, quiet=quiet, as_json=as_json, on_scanned=on_scanned, child=progress_jsonl
-    )
+    # One run per report: held from before the report is read (a resume plans from it) until the run ends.
+    with ReportLock(report) as lock:
+        resume = resume and _report_to_resume(report, spec)
+        if not resume and report.exists() and report.stat().st_size:
+            raise UsageError(f"{report}: report already exists; pass --report NEW, or resume it with --resume")
+        on_scanned: Callable[[JobScan], None] = lambda scan: None  # noqa: E731
+        if resume:
+            resume_plan = plan_resume(
+                job,
+                report,
+                retry_failed=retry_failed,
+                recheck_invalid=recheck_invalid,
+                resend_uncertain=resend_uncertain,
+                force=force,
+            )
+            options = replace(
+                options,
+                skip_keys=resume_plan.skip_keys,
+                resumed=True,
+                prefill=resume_plan.prefill,
+                expansion=resume_plan.expansion,
+                resume_header=resume_plan.header,
+            )
+
+            def say_what_is_left(scan: JobScan) -> None:
+                click.echo(resume_plan.starting(scan.operations + scan.invalid + scan.unexpanded()), err=True)
+
+            on_scanned = say_what_is_left
+        _ask_or_stop(yes, job, config, batch_size, options)
+        code = run_and_report(
+            config,
+            options,
+            commands,
+            quiet=quiet,
+            as_json=as_json,
+            on_scanned=on_scanned,
+            lock=lock,
+            child=progress_jsonl,
+        )
     sys.exit(code)
 
 

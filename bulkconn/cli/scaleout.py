@@ -31,6 +31,7 @@ from bulkconn.cli.display import Display
 from bulkconn.cli.problems import RunCommands
 from bulkconn.errors import UsageError
 from bulkconn.job import JobScan
+from bulkconn.lock import ReportLock
 from bulkconn.merge import merge_reports
 from bulkconn.processes import ProcessesResult, ShardRun, run_shards, shard_commands, shard_reports
 from bulkconn.report.reader import read_state
@@ -70,8 +71,13 @@ def run_processes(ctx: click.Context, job: Path, count: int, *, spec: ShardSpec 
     """Run ``count`` shards of ``job`` as child processes; merge their reports when every one finished."""
     if spec is not None:
         raise UsageError(f"--processes starts every shard itself; it does not go with {spec.source}")
+    merged = ctx.params["report_path"] or default_report(job)
+    with ReportLock(merged):  # each child locks its own shard report; this keeps other runs off the merged one
+        return _run_children(ctx, job, count, merged, quiet=quiet)
+
+
+def _run_children(ctx: click.Context, job: Path, count: int, merged: Path, *, quiet: bool) -> int:
     params = ctx.params
-    merged = params["report_path"] or default_report(job)
     if not params["resume"]:
         for path in (merged, *shard_reports(merged, count)):
             if path.exists() and path.stat().st_size:

@@ -156,6 +156,10 @@ class EmulatorCore:
         self.max_token_age_s: float | None = options.token_max_age_s  # older tokens are refused (early expiry)
         self.device_codes: dict[str, dict[str, Any]] = {}
         self.refresh_tokens: dict[str, dict[str, Any]] = {}
+        # Every credential that crossed the identity endpoint, for leak tests (GET /_emulator/tokens): tokens
+        # issued (access, refresh, id) and client assertions received. Kept across resets, as the tokens stay valid.
+        self.issued: list[str] = []
+        self.assertions: list[str] = []
 
     # -- setup -------------------------------------------------------------------------------
     def _initial_world(self) -> World:
@@ -276,7 +280,9 @@ class EmulatorCore:
         else:
             claims["scp"] = " ".join(sorted(roles))
             claims["upn"] = user
-        return jwt.encode(claims, self.token_key, algorithm="HS256"), lifetime
+        token = jwt.encode(claims, self.token_key, algorithm="HS256")
+        self.issued.append(token)
+        return token, lifetime
 
     def check_token(self, header: str | None) -> Principal | str:
         """A :class:`Principal`, or the Graph 401 message explaining why not."""

@@ -7,6 +7,8 @@ Reading holds one small entry per key, never whole records, so a million-line re
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from bulkconn.errors import ResumeError
+from bulkconn.errors import ResumeError, UsageError
 from bulkconn.job import job_objects
 from bulkconn.model import Status
 from bulkconn.report import format as fmt
@@ -24,6 +26,7 @@ from bulkconn.report import format as fmt
 _CODES = {status: code for code, status in enumerate(fmt.FINAL_STATUSES, start=1)}
 _NAMES = {v: k for k, v in _CODES.items()}
 _INTENT = 6  # a sync was about to be sent and no result followed
+_HEADER_MAX_BYTES = 1 << 20  # a header is a few hundred bytes
 
 
 @dataclass(slots=True)
@@ -66,11 +69,31 @@ def iter_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
                 yield index, fmt.decode(raw)
 
 
+def require_report(path: Path) -> dict[str, Any]:
+    """The first header of the report at ``path``; :class:`ResumeError` (a usage error) when it is not a report.
+
+    A report's first line is always its header (written before anything else), so a file whose first
+    line is anything else (a job, a configuration file, binary data) is refused here, saying what it is not.
+    """
+    if not path.is_file():
+        raise ResumeError(f"{path}: no such report")
+    with path.open("rb") as handle:
+        first = handle.readline(_HEADER_MAX_BYTES)  # bounded: the file may be anything, one huge "line" too
+        while first and not first.strip():
+            first = handle.readline(_HEADER_MAX_BYTES)
+    if not first:
+        raise ResumeError(f"{path}: the report is empty")
+    record = fmt.decode(first)
+    if record is None or record.get("type") != "header" or "format" not in record:
+        raise ResumeError(f"{path} is not a bulkconn report: its first line is not a report header")
+    return record
+
+
 def read_state(path: Path) -> ReportState:
     """Scan a report (blocking; call it in a thread)."""
     if not path.is_file():
         raise ResumeError(f"{path}: no report to resume (run without --resume first)")
-    state: ReportState | None = None
+    state = ReportState(path, require_report(path))
     torn = 0
     for _, record in iter_lines(path):
         if record is None:
@@ -78,12 +101,8 @@ def read_state(path: Path) -> ReportState:
             continue
         kind = record.get("type")
         if kind == "header":
-            if state is None:
-                state = ReportState(path, record)
             state.runs += 1
             continue
-        if state is None:
-            raise ResumeError(f"{path}: not a bulkconn report (the first line is not a header)")
         key = str(record.get("key", ""))
         if kind == "result":
             state.latest[key] = _CODES.get(str(record.get("status")), _CODES[Status.FAILED])
@@ -91,8 +110,6 @@ def read_state(path: Path) -> ReportState:
         elif kind == "intent":
             state.latest[key] = _INTENT
             state.intents[key] = (str(record.get("tenant", "")), str(record.get("id", "")), int(record.get("line", 0)))
-    if state is None:
-        raise ResumeError(f"{path}: the report is empty; run without --resume")
     state.torn_lines = torn
     return state
 
@@ -129,19 +146,21 @@ def combine_states(states: Sequence[ReportState]) -> ReportState:
 
 
 def summarize(path: Path | Sequence[Path]) -> dict[str, Any]:
-    """Counts of the latest result per operation, by status, tenant and error code (two lean passes per report).
+    """Counts of the latest result (or intent) per operation, by status, tenant and error code (two lean passes).
 
-    Several reports (of one job) are read as one, for each key the report given last winning; their running
-    times are not added but the longest is taken, as shards run side by side.
+    A key whose latest line is an ``intent`` had a sync in flight when its run stopped: it counts as
+    ``uncertain``, as ``--resume`` will record it. Several reports (of one job) are read as one, for each key
+    the report given last winning; their running times are not added but the longest is taken, as shards run
+    side by side. Raises :class:`ResumeError` for a file that is not a report, or reports of different jobs.
     """
     paths = [path] if isinstance(path, Path) else list(path)
-    latest: dict[str, tuple[int, int]] = {}  # key -> (report, line index) of its latest result
-    first_headers = [_first_line(p) for p in paths]
+    latest: dict[str, tuple[int, int]] = {}  # key -> (report, line index) of its latest result or intent
+    first_headers = [require_report(p) for p in paths]
     for number, (report, header) in enumerate(zip(paths, first_headers, strict=True)):
         if header.get("job_sha256") != first_headers[0].get("job_sha256"):
             raise ResumeError(f"{report} is a report of another job than {paths[0]}")
         for index, record in iter_lines(report):
-            if record is not None and record.get("type") == "result":
+            if record is not None and record.get("type") in ("result", "intent"):
                 latest[str(record.get("key"))] = (number, index)
     wanted = set(latest.values())
     tally = _Tally()
@@ -153,12 +172,6 @@ def summarize(path: Path | Sequence[Path]) -> dict[str, Any]:
         "operations": len(latest),
         **tally.as_json(),
     }
-
-
-def _first_line(path: Path) -> dict[str, Any]:
-    for _, record in iter_lines(path):
-        return record or {}
-    return {}
 
 
 @dataclass(slots=True)
@@ -195,7 +208,7 @@ class _Tally:
         self.duration_s = max(self.duration_s, duration_s)
 
     def count(self, record: dict[str, Any]) -> None:
-        status = str(record.get("status"))
+        status = str(record.get("status", Status.UNCERTAIN.value))  # an intent: a sync that may have run
         self.by_status[status] += 1
         self.by_tenant.setdefault(str(record.get("tenant") or "(none)"), Counter())[status] += 1
         if record.get("error"):
@@ -234,26 +247,52 @@ def failed_count(state: ReportState, *, include_uncertain: bool = False) -> int:
     return len(_failed_keys(state, include_uncertain=include_uncertain))
 
 
-def write_failed_job(state: ReportState, job: Path, out: Path, *, include_uncertain: bool = False) -> int:
-    """Write the original job lines of every operation whose latest result failed; return how many."""
+def write_failed_job(
+    state: ReportState, job: Path, out: Path, *, include_uncertain: bool = False, overwrite: bool = False
+) -> int:
+    """Write the original job lines of every operation whose latest result failed; return how many.
+
+    The lines go to a temporary file beside ``out``, which then becomes ``out`` at once: replacing an
+    existing file only with ``overwrite``, else :class:`UsageError` (nothing is replaced, even by a file
+    that appeared meanwhile).
+    """
     keys = _failed_keys(state, include_uncertain=include_uncertain)
     written = 0
     first = True
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("wb") as sink:
-        for number, data in job_objects(job):  # a CSV or UTF-16 job's failures are written as JSON Lines
-            if not isinstance(data, dict):
-                continue
-            if first and "defaults" in data:
-                sink.write(orjson.dumps(data) + b"\n")  # the failures need the same defaults
-            first = False
-            if "defaults" in data:
-                continue
-            key = str(data.get("key", number))
-            if key in keys:
-                if "key" not in data:
-                    data["key"] = f"{job.name}:{number}"  # keep the original line as a stable name
-                sink.write(orjson.dumps(data) + b"\n")
-                written += 1
-    tmp.replace(out)
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as sink:
+            for number, data in job_objects(job):  # a CSV or UTF-16 job's failures are written as JSON Lines
+                if not isinstance(data, dict):
+                    continue
+                if first and "defaults" in data:
+                    sink.write(orjson.dumps(data) + b"\n")  # the failures need the same defaults
+                first = False
+                if "defaults" in data:
+                    continue
+                key = str(data.get("key", number))
+                if key in keys:
+                    if "key" not in data:
+                        data["key"] = f"{job.name}:{number}"  # keep the original line as a stable name
+                    sink.write(orjson.dumps(data) + b"\n")
+                    written += 1
+        _publish(tmp, out, overwrite=overwrite)
+    finally:
+        tmp.unlink(missing_ok=True)
     return written
+
+
+def _publish(tmp: Path, out: Path, *, overwrite: bool) -> None:
+    """Make ``tmp`` appear as ``out`` in one step; without ``overwrite`` never replace an existing file."""
+    if overwrite:
+        tmp.replace(out)
+        return
+    try:
+        os.link(tmp, out)  # fails if ``out`` exists, atomically
+    except FileExistsError:
+        raise UsageError(f"{out} already exists; pass --force to replace it, or choose another -o") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if out.exists():
+            raise UsageError(f"{out} already exists; pass --force to replace it, or choose another -o") from None
+        tmp.replace(out)
