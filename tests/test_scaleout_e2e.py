@@ -202,7 +202,8 @@ def slow_world(tmp_path: Path) -> Iterator[World]:
 def test_processes_ctrl_c_drains_every_shard_and_the_one_resume_command_finishes(slow_world: World) -> None:
     """Ctrl-C: every shard drains, exit 130, one resume command (--processes 2 --resume), which merges at the end."""
     proc = start_processes(slow_world)
-    wait_for_results(shard_paths(slow_world), 30, [proc])
+    for path in shard_paths(slow_world):  # both under way, so that both have something to drain
+        wait_for_results([path], 10, [proc])
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
