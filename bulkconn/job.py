@@ -95,6 +95,9 @@ class JobScan:
     skipped_by_tenant: dict[str, int] = field(default_factory=dict)  # what a resume skipped, per tenant
     offsets: dict[str, array[int]] = field(default_factory=dict)  # tenant -> byte offsets of its valid lines
     line_numbers: dict[str, array[int]] = field(default_factory=dict)  # tenant -> their line numbers
+    # tenant -> its valid lines in the whole job (a selector line counts once in each tenant it names), those
+    # skipped by a resume included: shards.partition's input
+    tenant_operations: dict[str, int] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     actions: dict[str, int] = field(default_factory=dict)
     encoding: Encoding = UTF8
@@ -377,6 +380,8 @@ def _admit_selector(
     for tenant in found.tenants:
         scan.offsets.setdefault(tenant, array("q")).append(start)
         scan.line_numbers.setdefault(tenant, array("q")).append(number)
+        # Its matches are unknown until listed: a selector weighs one operation in each tenant it names.
+        scan.tenant_operations[tenant] = scan.tenant_operations.get(tenant, 0) + 1
 
 
 def _unique(result: Operation | Invalid, explicit_keys: set[str]) -> Operation | Invalid:
@@ -404,6 +409,8 @@ def _admit(
     on_invalid: Callable[[Invalid], None],
 ) -> None:
     """Count one parsed line: skipped (final in the report being resumed), invalid, or valid at ``start``."""
+    if isinstance(result, Operation):
+        scan.tenant_operations[result.tenant] = scan.tenant_operations.get(result.tenant, 0) + 1
     if result.key in skip_keys:
         scan.skipped += 1
         scan.skipped_by_tenant[result.tenant] = scan.skipped_by_tenant.get(result.tenant, 0) + 1

@@ -15,7 +15,7 @@ import click
 import orjson
 from rich.console import Console
 
-from bulkconn.cli.display import Display, summary_table
+from bulkconn.cli.display import ChildProgress, Display, summary_table
 from bulkconn.cli.problems import (
     RunCommands,
     echo_next_steps,
@@ -28,6 +28,7 @@ from bulkconn.config import Config, load_config
 from bulkconn.errors import AuthError, JobError, UsageError
 from bulkconn.job import JobScan
 from bulkconn.lock import ReportLock
+from bulkconn.processes import final_record
 from bulkconn.report.reader import read_state
 from bulkconn.runner import RunOptions, RunResult, StrictRefusal, execute
 
@@ -35,6 +36,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # `plan`: changes pending (0 = nothing to change). `auth check`: Graph kept failing (5xx/429/no answer), not a credential.
 EXIT_CHANGES_PENDING, EXIT_SERVICE = 4, 5
 EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader (| head) went away
+# `run --processes`: a shard process crashed (killed, out of memory, a bug); its report is unfinished, resume it.
+EXIT_SHARD_CRASHED = 6
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -157,7 +160,8 @@ def print_summary(result: RunResult, commands: RunCommands, final: Mapping[str, 
     echo_next_steps(commands.next_steps(final, interrupted=result.interrupted))
 
 
-def _run_json(result: RunResult, commands: RunCommands, final: Mapping[str, int], code: int) -> dict[str, Any]:
+def run_json(result: RunResult, commands: RunCommands, final: Mapping[str, int], code: int) -> dict[str, Any]:
+    """The document ``run --json`` writes (``final``: the report's counts, earlier runs included)."""
     return {
         "job": str(commands.job),
         "report": str(result.report),
@@ -187,9 +191,13 @@ def run_and_report(
     as_json: bool = False,
     on_scanned: Callable[[JobScan], None] = lambda scan: None,
     lock: ReportLock | None = None,
+    child: bool = False,
 ) -> int:
-    """Run, then summarise on stderr (and in JSON on stdout); the exit code judges the whole report."""
-    display = Display(quiet=quiet)
+    """Run, then summarise on stderr (and in JSON on stdout); the exit code judges the whole report.
+
+    A child of ``run --processes`` (``child``) writes its progress and its end as JSON lines on stdout instead.
+    """
+    display: Display | ChildProgress = ChildProgress() if child else Display(quiet=quiet)
     try:
         result = asyncio.run(
             execute(commands.job, config, options, on_tick=display.update, on_scanned=on_scanned, lock=lock)
@@ -202,8 +210,11 @@ def run_and_report(
     code = exit_code(result)
     if code not in (EXIT_INTERRUPTED, EXIT_AUTH):
         code = exit_code_for(final)
+    if child:
+        click.echo(final_record(result).decode(), nl=False)
+        return code
     if not result.nothing_to_do:  # else the resume message said it all
         print_summary(result, commands, final)
     if as_json:
-        echo_json(_run_json(result, commands, final, code))
+        echo_json(run_json(result, commands, final, code))
     return code

@@ -48,6 +48,8 @@ class EngineSettings:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     seed: int | None = None  # jitter seed, for reproducible tests
     read_first: ReadFirst = field(default_factory=ReadFirst)
+    # Graph's global limit per app across all tenants, and this process's share of it (shards of one app split it).
+    global_share: float = 1.0
 
 
 class Engine:
