@@ -1,8 +1,8 @@
-"""The Exchange Connector as the seed documentation describes it, and validation of patches against that table.
+"""The Exchange Connector as Graph's Exchange Connector update page describes it, and validation of patches against that table.
 
 The entry is built from the generated registry's ``exchangeConnectors`` entry (:mod:`bulkconn.registry`: names,
 types, enum members and the ``sync`` action, from Graph's published metadata), on first use, so importing this
-module reads no data. What the seed documentation ("Update deviceManagementExchangeConnector") says is kept
+module reads no data. What Graph's Exchange Connector update page ("Update deviceManagementExchangeConnector") says is kept
 exactly: the messages job lines and the emulator have always given, and null accepted for every string and
 ``DateTimeOffset`` property. The metadata marks ``lastSyncDateTime`` non-nullable; the seed page's table does not,
 and jobs that clear it have always been accepted, so the seed table wins for this one resource (the registry, and

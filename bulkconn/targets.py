@@ -7,7 +7,7 @@ legacy ``"action": "sync", "syncType": X`` is the action ``sync`` with ``{"syncT
 (``deviceConfigurations``) needs ``@odata.type``, on the line, in the defaults or in the patch, naming a concrete
 type; the patch is validated against that type.
 
-Exchange Connectors keep the seed documentation's table and messages (:mod:`bulkconn.resources`). Every problem
+Exchange Connectors keep the Exchange Connector update page's table and messages (:mod:`bulkconn.resources`). Every problem
 is returned as a message naming the property or parameter, with a "did you mean" for near misses; the caller adds
 the file and line.
 """
@@ -174,7 +174,7 @@ def _call(
 
 
 def _sync_type_problem(sync_type: Any) -> str | None:
-    """The seed documentation's wording for a connector sync without a valid ``syncType``."""
+    """The Exchange Connector update page's wording for a connector sync without a valid ``syncType``."""
     values = EXCHANGE_CONNECTOR.actions[Action.SYNC].values
     if sync_type is None:
         return f"a 'sync' line needs 'syncType': one of {', '.join(values)}"

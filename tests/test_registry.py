@@ -117,7 +117,7 @@ def _enum_members(name: str) -> tuple[str, ...]:
 
 
 def test_exchange_connector_entry_equals_the_seed_table() -> None:
-    """Same property names, types and enum members as the seed documentation, and only the key is protected."""
+    """Same property names, types and enum members as Graph's Exchange Connector update page, and only the key is protected."""
     connector = resource("exchangeConnectors")
     assert connector.odata_type == "#microsoft.graph.deviceManagementExchangeConnector"
     props = connector.entity_type.properties

@@ -394,7 +394,7 @@ The clean metadata does not mark anything read-only, so `tools/registry_override
 page each comes from: keys and the service's timestamps everywhere (`id`, `createdDateTime`, `lastModifiedDateTime`),
 the service-owned `version` of configuration and compliance policies, the properties the managedDevice page lists as
 read-only, and collections that have no update method at all (Autopilot device identities are changed with the
-`updateDeviceProperties` action). The Exchange Connector keeps exactly the seed documentation's updatable properties.
+`updateDeviceProperties` action). The Exchange Connector keeps exactly the Exchange Connector update page's updatable properties.
 The generator refuses an override that names something the metadata does not have.
 
 ## Actions: retries, resume and rollback
