@@ -173,6 +173,12 @@ class MsalTokenProvider:
                     raise AuthError(
                         tenant.alias, "login_required", f"no signed-in user: run `bulkconn login {tenant.alias}`"
                     )
+        except requests.exceptions.SSLError:
+            raise AuthError(
+                tenant.alias,
+                "tls_error",
+                f"the TLS certificate of {tenant.authority_host} is not trusted; check the tenant's ca_bundle",
+            ) from None
         except requests.exceptions.RequestException as exc:
             raise AuthError(
                 tenant.alias, "unreachable", f"cannot reach {tenant.authority_host} ({type(exc).__name__})"

@@ -13,8 +13,10 @@ msal-extensions' exceptions are translated to :class:`AuthError` by :mod:`bulkco
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +41,18 @@ def write_private(path: os.PathLike[str] | str, text: str) -> None:
     user's profile (the default ``~/.bulkconn``) admits the user, SYSTEM and Administrators only.
     """
     target = os.fspath(path)
-    os.makedirs(os.path.dirname(target) or ".", mode=0o700, exist_ok=True)
-    tmp = f"{target}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, target)
+    directory = os.path.dirname(target) or "."
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    # A fresh file of our own (mkstemp: O_EXCL, 0600), never a leftover or a link planted at a fixed name.
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class OwnerOnlyFilePersistence(FilePersistence):  # type: ignore[misc]  # msal-extensions has no type hints

@@ -31,7 +31,7 @@ def test_strict_and_dry_run_send_nothing(world: World) -> None:
     bad.write_bytes(world.job.read_bytes() + b'{"tenant": "contoso", "id": "x1", "patch": {"status": "nope"}}\n')
     strict = world.bulkconn("run", str(bad), "--config", str(world.config), "--strict")
     assert strict.returncode == 2
-    assert "line 41" in strict.stderr and "status" in strict.stderr
+    assert f"{bad}:41: property 'status'" in strict.stderr
     assert not (world.dir / "bad.report.jsonl").exists()
     dry = world.bulkconn("run", str(world.job), "--config", str(world.config), "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -41,13 +41,13 @@ def test_strict_and_dry_run_send_nothing(world: World) -> None:
 
 
 def test_validate_names_file_and_line(world: World) -> None:
-    """`bulkconn validate` lists each bad line as FILE:line N: problem, exits 1; a clean job exits 0."""
+    """`bulkconn validate` lists each bad line on stderr as FILE:LINE: problem, exits 1; a clean job exits 0."""
     bad = world.dir / "bad.jsonl"
     bad.write_text('{"tenant": "contoso", "id": "abc", "patch": {"exchangeConnectorType": "cloud"}}\n{oops\n')
     proc = world.bulkconn("validate", str(bad), "--config", str(world.config))
     assert proc.returncode == 1
-    assert f"{bad}:line 1: property 'exchangeConnectorType'" in proc.stdout
-    assert f"{bad}:line 2: malformed JSON" in proc.stdout
+    assert f"{bad}:1: property 'exchangeConnectorType'" in proc.stderr
+    assert f"{bad}:2: malformed JSON" in proc.stderr
     assert world.bulkconn("validate", str(world.job), "--config", str(world.config)).returncode == 0
 
 
@@ -57,7 +57,10 @@ def test_validate_names_file_and_line(world: World) -> None:
         (["run", "missing.jsonl", "--config", "bulkconn.toml"], "job file not found"),
         (["run", "job.jsonl", "--config", "nope.toml"], "configuration file not found"),
         (["run", "job.jsonl", "--config", "bulkconn.toml", "--batch-size", "21"], "21 is not in the range"),
-        (["run", "job.jsonl", "--config", "bulkconn.toml", "--report", "job.jsonl/r.jsonl"], "cannot write the report"),
+        (
+            ["run", "job.jsonl", "--config", "bulkconn.toml", "--report", "job.jsonl/r.jsonl"],
+            "cannot create the lock file",
+        ),
     ],
 )
 def test_usage_errors_exit_2_without_traceback(world: World, args: list[str], message: str) -> None:

@@ -30,7 +30,7 @@ lines = st.lists(
 
 
 def _write(path: Path, entries: list[tuple[str, str, str]]) -> None:
-    out = [orjson.dumps({"type": "header", "job_sha256": "x"})]
+    out = [orjson.dumps({"type": "header", "format": 1, "job_sha256": "x"})]
     for kind, key, status in entries:
         if kind == "torn":
             out.append(b'{"type": "result", "key": "' + key.encode())

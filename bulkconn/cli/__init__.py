@@ -3,15 +3,10 @@
 One module per command group: :mod:`.run` (``run``, ``validate``), :mod:`.plan` (``plan``), :mod:`.undo`
 (``rollback``, ``export``), :mod:`.auth` (``auth``, ``login``),
 :mod:`.report` (``report``), :mod:`.emulator` (``emulator``), :mod:`.demo` (``demo``); :mod:`.common` holds
-the shared options, messages and exit codes, :mod:`.display` the progress display and summary table.
+the shared options, messages and exit codes, :mod:`.display` the progress display and summary table,
+:mod:`.problems` how problems and next commands are written.
 
-Exit codes (also in the README):
-    0    every operation succeeded (or, for validate/dry-run, every line is valid)
-    1    some operations failed, were invalid, or are uncertain
-    2    usage, configuration or job error found before anything was sent
-    3    authentication failed for every tenant (``auth check``: for any tenant)
-    4    ``plan``: changes pending (0: nothing to change)
-    130  interrupted (SIGINT/SIGTERM); the report says how to resume
+Exit codes: see :mod:`.common` and docs/command-line.md.
 """
 
 from __future__ import annotations
@@ -33,7 +28,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "emulator_group",
         "The local Microsoft Graph + Entra ID emulator (for rehearsals, tests and the demo).",
     ),
-    "run": ("bulkconn.cli.run", "run", "Apply the changes listed in JOB (JSON Lines) and write a JSONL report."),
+    "run": (
+        "bulkconn.cli.run",
+        "run",
+        "Apply the changes listed in JOB (JSON Lines or CSV) and write a JSONL report.",
+    ),
     "validate": (
         "bulkconn.cli.run",
         "validate",
@@ -68,6 +67,28 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
 }
 
+PROG = "bulkconn"
+ENV_PREFIX = "BULKCONN"
+
+
+def _debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        from bulkconn.logs import enable_debug_logging
+
+        enable_debug_logging()
+
+
+def _debug_option() -> click.Option:
+    return click.Option(
+        ["--debug"],
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_debug,
+        envvar="BULKCONN_DEBUG",
+        help="Log every request (method, URL, status, ids) to stderr.",
+    )
+
 
 class LazyGroup(click.Group):
     """A click group whose commands are imported on first use; its help lists them from ``lazy`` without importing."""
@@ -82,7 +103,9 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in self.lazy:
             module, attribute, _ = self.lazy[cmd_name]
-            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+            command = getattr(importlib.import_module(module), attribute)
+            self.add_command(command, cmd_name)
+            _prepare(cmd_name, command)
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: HelpFormatter) -> None:
@@ -100,17 +123,66 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="bulkconn")
-@click.option("--debug", is_flag=True, help="Log every request (method, URL, status, ids) to stderr.")
-def cli(debug: bool) -> None:
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": ENV_PREFIX},
+)
+@click.version_option(__version__, "-V", "--version", prog_name=PROG)
+def cli() -> None:
     """bulkconn: fast, safe, resumable bulk changes to Microsoft Graph across many tenants."""
-    if debug:
-        from bulkconn.logs import enable_debug_logging
 
-        enable_debug_logging()
+
+def _leaves(command: click.Command, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], click.Command]]:
+    if isinstance(command, click.Group):
+        return [leaf for name, sub in command.commands.items() for leaf in _leaves(sub, (*path, name))]
+    return [(path, command)]
+
+
+def _name_environment(path: tuple[str, ...], command: click.Command) -> None:
+    """``BULKCONN_<COMMAND>_<OPTION>`` for every option, named after its long flag (docs/command-line.md)."""
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name in ("help", "version"):
+            continue
+        if param.hidden:  # internal (run --progress-jsonl, between processes): read from no variable
+            param.allow_from_autoenv = False
+            continue
+        if param.envvar is None:
+            flag = max(param.opts, key=len).lstrip("-").replace("-", "_").upper()
+            param.envvar = "_".join((ENV_PREFIX, *(p.upper().replace("-", "_") for p in path), flag))
+        param.show_envvar = True
+        param.allow_from_autoenv = False  # one name per option: the one set here
+
+
+def _prepare(name: str, command: click.Command) -> None:
+    """What a command gets when it is loaded: ``--debug`` on each leaf, and its options' environment variables."""
+    for path, leaf in _leaves(command, (name,)):
+        leaf.params.append(_debug_option())  # `bulkconn run JOB --debug` as well as `bulkconn --debug run JOB`
+        _name_environment(path, leaf)
+
+
+def _every_command() -> click.Group:
+    """The group with every command loaded (for listings of all options; a run loads only its own)."""
+    with click.Context(cli) as ctx:
+        for name in cli.list_commands(ctx):
+            cli.get_command(ctx, name)
+    return cli
+
+
+cli.params.insert(0, _debug_option())
+_name_environment((), cli)
+
+
+def option_variables() -> list[tuple[str, str, str]]:
+    """(command, option, environment variable) for every option that reads one, as ``--help`` shows them."""
+    rows = []
+    for path, command in [((), cli), *_leaves(_every_command(), ())]:
+        for param in command.params:
+            if isinstance(param, click.Option) and isinstance(param.envvar, str):
+                rows.append((" ".join((PROG, *path)), max(param.opts, key=len), param.envvar))
+    return rows
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli()
+    """Console-script entry point (also ``python -m bulkconn``)."""
+    cli(prog_name=PROG)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from bulkconn.cli.common import run_and_report, user_errors
+from bulkconn.cli.problems import RunCommands
 from bulkconn.config import load_config
 from bulkconn.emulator import EmulatorOptions, EmulatorThread
 from bulkconn.emulator.artifacts import write_config, write_job
@@ -57,9 +58,11 @@ def demo(directory: Path, tenants: int, ops: int, quiet: bool) -> None:
             f"Tenant '{last}' is paced at 160 on purpose, to show 429 handling.",
             err=True,
         )
-        resume = f"bulkconn run {job} --config {config_file} --report {report} --resume"
         code = run_and_report(
-            job, load_config(config_file), RunOptions(report=report, drain_timeout_s=2.0), quiet, resume
+            load_config(config_file),
+            RunOptions(report=report, drain_timeout_s=2.0),
+            RunCommands(job, report, config_file),
+            quiet=quiet,
         )
         stats = emu.core.stats_json()
     for alias, entry in stats["tenants"].items():

@@ -30,9 +30,9 @@ from bulkconn.config import TenantConfig
 from bulkconn.engine.dispatch import dispatch
 from bulkconn.engine.lane import READ_CHUNK, Lane, OpState
 from bulkconn.engine.reading import ReadFirst, Skip, after_read, read_url
-from bulkconn.errors import AuthError
+from bulkconn.errors import AuthError, JobChanged
 from bulkconn.job import JobScan, LaneReader
-from bulkconn.model import Action, ErrorInfo, Operation, Outcome, Progress, Status, utc_now
+from bulkconn.model import ErrorInfo, Operation, Outcome, Progress, Status, utc_now
 from bulkconn.pacing import Pacing
 from bulkconn.precheck import Backup
 from bulkconn.reads import Read, get_objects
@@ -48,6 +48,8 @@ class EngineSettings:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     seed: int | None = None  # jitter seed, for reproducible tests
     read_first: ReadFirst = field(default_factory=ReadFirst)
+    # Graph's global limit per app across all tenants, and this process's share of it (shards of one app split it).
+    global_share: float = 1.0
 
 
 class Engine:
@@ -78,6 +80,7 @@ class Engine:
         self.progress = Progress(started=self.clock.now()) if progress is None else progress
         self.stopping = asyncio.Event()
         self.auth_failures: dict[str, ErrorInfo] = {}
+        self.job_changed: JobChanged | None = None  # why the run stopped by itself, if the job changed under it
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._rng = random.Random(settings.seed)
         self._lanes: dict[str, Lane] = {}
@@ -108,13 +111,21 @@ class Engine:
                     lane = self._lanes[alias] = Lane(tenant, reader, clock=self.clock, pacer=pacer)
                     workers = self.settings.tenant_concurrency or tenant.concurrency
                     for _ in range(workers):
-                        group.create_task(self._worker(lane))
+                        group.create_task(self._guarded(lane))
         finally:
             for reader in readers.values():
                 reader.close()
         return self.progress
 
     # -- workers -----------------------------------------------------------------------------------
+    async def _guarded(self, lane: Lane) -> None:
+        """A worker; a job that changed under the run stops it as a Ctrl-C would (what is in flight is recorded)."""
+        try:
+            await self._worker(lane)
+        except JobChanged as exc:
+            self.job_changed = self.job_changed or exc
+            self.stop()
+
     async def _worker(self, lane: Lane) -> None:
         while True:
             limit = min(lane.pacer.max_batch, self.settings.batch_size)
@@ -253,7 +264,7 @@ class Engine:
         now = self.clock.now()
         for state in batch:
             state.begin_attempt(now, client_request_id)
-            if state.op.action is Action.SYNC:
+            if not state.op.idempotent:  # a sync, a wipe...: recorded first, so a resume never sends it twice
                 self.on_intent(state.op)
         if token is None:
             assert lane.quarantine is not None

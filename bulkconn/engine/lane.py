@@ -36,6 +36,7 @@ class OpState:
     request_id: str = ""
     client_request_id: str = ""
     auth_retried: bool = False
+    answers_500: int = 0
     reads: int = 0  # GETs of its object before writing it (read-first runs); not counted in ``attempts``
     read_done: bool = False  # read and decided: a retried write is not read again
 
@@ -64,6 +65,7 @@ class OpState:
 
     def answered(self, status: int | None, request_id: str) -> None:
         self.last_status = status
+        self.answers_500 += status == 500
         self.request_id = request_id
 
     def attempt(self, now: float) -> Attempt:
@@ -73,12 +75,14 @@ class OpState:
             elapsed_s=now - self.started,
             idempotent=self.op.idempotent,
             reauthenticated=self.auth_retried,
+            answers_500=self.answers_500,
         )
 
     def will_retry(self, decision: Retry) -> None:
         self.throttled += int(decision.throttled)
         self.fresh_connection = decision.new_connection
-        self.auth_retried = self.auth_retried or decision.reauthenticate
+        # Only a 401 right after a re-authentication is final: a later 401 is a new token expiring or revoked.
+        self.auth_retried = decision.reauthenticate
 
     def outcome(self, status: Status, error: ErrorInfo | None, *, now: float, finished_at: str) -> Outcome:
         """The operation's report line."""
@@ -88,7 +92,7 @@ class OpState:
             line=op.line,
             tenant=op.tenant,
             object_id=op.object_id,
-            action=op.action.value,
+            action=str(op.action),
             status=status,
             http_status=self.last_status,
             attempts=self.attempts,

@@ -20,15 +20,17 @@ from bulkconn.report import format as fmt
 class ReportWriter:
     """Appends report lines; every line is flushed, and fsynced at most every ``fsync_every_s``.
 
-    Raises ``OSError`` when the report cannot be opened (the caller says so to the user).
+    A new report is created owner-only (0600); an existing one keeps its mode. Nothing else is created: a
+    missing directory is an error, not made. Raises ``OSError`` when the report cannot be opened (the
+    caller says so to the user).
     """
 
     def __init__(self, path: Path, *, fsync_every_s: float = 1.0) -> None:
         self.path = path
         self._fsync_every_s = fsync_every_s
         self._last_fsync = time.monotonic()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle: BinaryIO = path.open("ab")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
+        self._handle: BinaryIO = os.fdopen(fd, "ab")
         self._repair_torn_tail()
 
     def __enter__(self) -> Self:
