@@ -168,17 +168,12 @@ class _LineParser:
         tenant = tenant_raw if isinstance(tenant_raw, str) else ""
         object_id = data.get("id", "")
         action_raw = data.get("action", self.default_action)
-
-        def bad(message: str) -> Invalid:
-            return Invalid(line, key, tenant, str(object_id), str(action_raw), f"line {line}: {message}")
-
         if _good_key(data.get("key")):
             key = data["key"]
-        problem = self._line_problem(data, tenant)
-        if problem:
-            return bad(problem)
-        found = self._operation(data, key, line, tenant, object_id, action_raw)
-        return bad(found) if isinstance(found, str) else found
+        found = self._line_problem(data, tenant) or self._operation(data, key, line, tenant, object_id, action_raw)
+        if isinstance(found, str):
+            return Invalid(line, key, tenant, str(object_id), str(action_raw), f"line {line}: {found}")
+        return found
 
     def _operation(
         self, data: dict[str, Any], key: str, line: int, tenant: str, object_id: Any, action: Any
@@ -347,13 +342,14 @@ def _check_items(
             continue
         if parser is None:
             parser = _LineParser({}, tenants)
-        if isinstance(data, dict) and "defaults" in data:
-            misplaced = Invalid.of_line(number, "a defaults line must be the first line")
-            _admit(scan, misplaced, start, (), on_invalid)
-            continue
-        if isinstance(data, dict) and is_selector(data):
-            _admit_selector(scan, data, number, start, tenants, explicit_keys, on_invalid)
-            continue
+        if isinstance(data, dict) and ("defaults" in data or "select" in data or "where" in data):  # rare lines
+            if "defaults" in data:
+                misplaced = Invalid.of_line(number, "a defaults line must be the first line")
+                _admit(scan, misplaced, start, (), on_invalid)
+                continue
+            if is_selector(data):
+                _admit_selector(scan, data, number, start, tenants, explicit_keys, on_invalid)
+                continue
         _admit(scan, _unique(parser.parse(data, number), explicit_keys), start, skip_keys, on_invalid)
 
 

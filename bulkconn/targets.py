@@ -100,11 +100,14 @@ def patch_operation(
         return _bad_type(resource, named)
     if "params" in data:
         return "an 'update' line takes no 'params' (parameters belong to an action; a PATCH takes 'patch')"
-    patch = dict(defaults.get("patch", {}))
+    base = defaults.get("patch")
     if "patch" in data:
-        if not isinstance(data["patch"], dict):
+        given = data["patch"]
+        if not isinstance(given, dict):
             return "'patch' must be a JSON object"
-        patch.update(data["patch"])
+        patch = {**base, **given} if base else given  # the line's own dict: nothing else holds it
+    else:
+        patch = dict(base) if base else {}
     if not patch:
         return "empty patch: nothing to change"
     problem = _patch_problem(resource, patch, named)
@@ -122,7 +125,7 @@ def _patch_problem(resource: Resource, body: dict[str, Any], named: str | None, 
     """Why ``body`` cannot patch an object of ``resource`` (of type ``named``), or an empty string."""
     if resource.name == CONNECTORS:
         problems = validate_patch(EXCHANGE_CONNECTOR, {ODATA_TYPE: named, **body} if named else body)
-        return "; ".join(label + _explain(p, body) for p in problems)
+        return "; ".join(label + _explain(p, body) for p in problems) if problems else ""
     return "; ".join(label + p.message for p in registry.validate_patch(resource, body, named))
 
 
