@@ -42,7 +42,7 @@ from bulkconn.tokencache import CACHE_ERRORS, token_cache
 
 log = logging.getLogger(__name__)
 REFRESH_MARGIN_S = 300.0  # as MSAL: a token with less than 5 minutes left is renewed
-TOKEN_THREADS = 64  # identity calls in flight at once (each a blocking MSAL call in its own thread)
+TOKEN_THREADS = 128  # identity calls in flight at once (each a blocking MSAL call in its own thread, made on demand)
 
 
 class TokenProvider(Protocol):
