@@ -45,9 +45,9 @@ def test_help_lists_every_command_with_its_own_help() -> None:
 
 
 def test_run_command_imports_nothing_beyond_what_sending_needs() -> None:
-    """`bulkconn run` starts sending without importing rich, cryptography, difflib or the emulator."""
+    """`bulkconn run` starts sending without importing rich, cryptography, difflib, msgspec or the emulator."""
     probe = "import sys, bulkconn.cli.run\nprint('\\n'.join(sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     loaded = set(done.stdout.split())
     assert {"bulkconn.runner", "aiohttp", "msal"} <= loaded
-    assert not [name for name in ("rich", "cryptography", "difflib", "bulkconn.emulator") if name in loaded]
+    assert not [name for name in ("rich", "cryptography", "difflib", "msgspec", "bulkconn.emulator") if name in loaded]

@@ -15,9 +15,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import msgspec
 import orjson
 
 from bulkconn.errors import ResumeError, UsageError
@@ -25,6 +24,9 @@ from bulkconn.job import job_objects
 from bulkconn.model import Action, Status
 from bulkconn.report import format as fmt
 from bulkconn.report.keycodes import KeyCodes, KeySet
+
+if TYPE_CHECKING:
+    from bulkconn.report.lines import StateLine
 
 # One small int per key instead of the status string: a million-key report stays small in memory.
 _CODES = {status: code for code, status in enumerate(fmt.FINAL_STATUSES, start=1)}
@@ -73,7 +75,7 @@ class ReportState:
                 counts[_NAMES.get(code, Status.UNCERTAIN.value)] += n
         return counts
 
-    def take(self, record: _Line) -> None:
+    def take(self, record: StateLine) -> None:
         """Note a record other than a header: a result or intent (other kinds change nothing but a flag)."""
         kind = record.type
         if kind == "result":
@@ -107,19 +109,6 @@ def _redo(retry_failed: bool, recheck_invalid: bool, resend_uncertain: bool) -> 
     return redo
 
 
-class _Line(msgspec.Struct):
-    """What the state needs of a report line (an absent field as ``dict.get`` would give it)."""
-
-    type: Any = None
-    key: Any = ""
-    status: Any = None
-    tenant: Any = ""
-    id: Any = ""
-    line: Any = 0
-    action: Any = Action.SYNC.value
-
-
-_decode_line = msgspec.json.Decoder(_Line).decode
 _EXPANSION_KINDS = ("expansion", "expansion_done")  # a tuple: a malformed "type" need not be hashable
 
 
@@ -160,6 +149,8 @@ def read_state(path: Path) -> ReportState:
 
 def update_state(state: ReportState, path: Path) -> ReportState:
     """Read what was appended to ``path`` since ``state`` was read (a run's results): as reading it all again."""
+    from bulkconn.report.lines import DecodeError, decode_state_line  # msgspec: only once a report is read
+
     offset, torn = state.read_bytes, 0
     with path.open("rb") as handle:
         handle.seek(offset)
@@ -168,8 +159,8 @@ def update_state(state: ReportState, path: Path) -> ReportState:
             if not raw.strip():
                 continue
             try:
-                record = _decode_line(raw)
-            except msgspec.DecodeError:  # torn, not JSON, or not an object: as fmt.decode's None
+                record = decode_state_line(raw)
+            except DecodeError:  # torn, not JSON, or not an object: as fmt.decode's None
                 torn += 1
                 continue
             if record.type == "header":
