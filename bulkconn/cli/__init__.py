@@ -161,12 +161,15 @@ def _prepare(name: str, command: click.Command) -> None:
         _name_environment(path, leaf)
 
 
-def _every_command() -> click.Group:
-    """The group with every command loaded (for listings of all options; a run loads only its own)."""
+def _every_leaf() -> list[tuple[tuple[str, ...], click.Command]]:
+    """Every command, loaded, in the order of :data:`COMMANDS` (for listings of all options; a run loads its own)."""
+    leaves = []
     with click.Context(cli) as ctx:
-        for name in cli.list_commands(ctx):
-            cli.get_command(ctx, name)
-    return cli
+        for name in COMMANDS:
+            command = cli.get_command(ctx, name)
+            assert command is not None
+            leaves += _leaves(command, (name,))
+    return leaves
 
 
 cli.params.insert(0, _debug_option())
@@ -176,7 +179,7 @@ _name_environment((), cli)
 def option_variables() -> list[tuple[str, str, str]]:
     """(command, option, environment variable) for every option that reads one, as ``--help`` shows them."""
     rows = []
-    for path, command in [((), cli), *_leaves(_every_command(), ())]:
+    for path, command in [((), cli), *_every_leaf()]:
         for param in command.params:
             if isinstance(param, click.Option) and isinstance(param.envvar, str):
                 rows.append((" ".join((PROG, *path)), max(param.opts, key=len), param.envvar))
