@@ -18,7 +18,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -28,12 +28,12 @@ from bulkconn.auth import MsalTokenProvider, TokenProvider
 from bulkconn.batching import request_for
 from bulkconn.config import Config
 from bulkconn.engine import Engine, EngineSettings
-from bulkconn.errors import JobError, UsageError
+from bulkconn.errors import IDENTITY_UNREACHABLE, JobError, UsageError
 from bulkconn.expansion import RecordedExpansion
 from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
 from bulkconn.listing import expand, to_list
 from bulkconn.lock import ReportLock
-from bulkconn.model import Outcome, Progress, Status, utc_now
+from bulkconn.model import ErrorInfo, Outcome, Progress, Status, utc_now
 from bulkconn.pacing import SAFETY
 from bulkconn.precheck import Backup, backup_record
 from bulkconn.reads import Reads
@@ -62,6 +62,8 @@ class RunResult:
     counts: Counter[str] = field(default_factory=Counter)
     per_tenant: dict[str, Counter[str]] = field(default_factory=dict)
     auth_failures: dict[str, str] = field(default_factory=dict)
+    identity_unreachable: list[str] = field(default_factory=list)  # tenants whose identity service never answered
+    not_sent: Counter[str] = field(default_factory=Counter)  # per tenant: failed with its auth failure, not problems
     tenants: int = 0
     interrupted: bool = False
     skipped_from_report: int = 0
@@ -263,6 +265,7 @@ class _Run:
         self.result, self.started = result, started
         self.progress = Progress()
         self.writer: ReportWriter | None = None
+        self.quarantines: Mapping[str, ErrorInfo] = {}  # the engine's, once it runs: tenant -> why it stopped
 
     def record(self, outcome: Outcome) -> None:
         """Tally one final outcome and append its report line (the engine tallies its own as it finishes them)."""
@@ -274,7 +277,9 @@ class _Run:
         """Append a final result to the report; keep the first few that did not succeed to show at the end."""
         assert self.writer is not None
         self.writer.result(outcome)
-        if outcome.status is not Status.SUCCEEDED and len(self.result.problems) < PROBLEMS_KEPT:
+        if outcome.error is not None and outcome.error == self.quarantines.get(outcome.tenant):
+            self.result.not_sent[outcome.tenant] += 1  # the terminal says the tenant's reason once, not per operation
+        elif outcome.status is not Status.SUCCEEDED and len(self.result.problems) < PROBLEMS_KEPT:
             self.result.problems.append(outcome)
 
     async def execute(
@@ -316,8 +321,12 @@ class _Run:
                 on_backup=self._backup,
                 progress=self.progress,
             )
+            self.quarantines = engine.auth_failures
             self.result.interrupted = await _run_with_signals(engine, self.scan, self.options, on_tick, install_signals)
             self.result.auth_failures = {t: f"{e.code}: {e.message}" for t, e in engine.auth_failures.items()}
+            self.result.identity_unreachable = sorted(
+                t for t, e in engine.auth_failures.items() if e.code == IDENTITY_UNREACHABLE
+            )
             self.result.stopped_because = str(engine.job_changed or "")
             on_tick(engine.progress)
         return self.result

@@ -28,7 +28,7 @@ from bulkconn.cli.common import (
     user_errors,
 )
 from bulkconn.config import Config, TenantConfig
-from bulkconn.errors import AuthError, TransportError
+from bulkconn.errors import AuthError, IdentityUnreachable, TransportError
 from bulkconn.model import ErrorInfo
 from bulkconn.retry import Done, RetryPolicy, classify
 from bulkconn.transport import AiohttpTransport, HttpRequest, HttpResponse, Transport
@@ -110,6 +110,8 @@ async def _check_one(
     """(OK, "ok"), (AUTH, why) for a credential or permission problem, (SERVICE, why) for a service error."""
     try:
         token = await provider.token(tenant.alias)
+    except IdentityUnreachable as exc:  # no answer at all: the credentials were never looked at
+        return SERVICE, f"service error: {exc.message}"
     except AuthError as exc:
         return AUTH, f"{exc.code}: {exc.message}"
     granted = _granted(token)
@@ -149,7 +151,7 @@ def check(config_path: Path | None, as_json: bool) -> None:
     """For every tenant: get a token and make one cheap read.
 
     Exit 3 if any tenant's credentials or permissions fail, else 5 if Graph kept answering 5xx/429 (or not at
-    all) after retries, else 0.
+    all) after retries or the identity service could not be reached, else 0.
     """
     config = get_config(config_path)
     rows = asyncio.run(_check(config))

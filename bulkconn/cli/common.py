@@ -9,11 +9,12 @@ import sys
 from collections.abc import Callable, Mapping
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
 from rich.console import Console
+from rich.markup import escape
 
 from bulkconn.cli.display import Display, summary_table
 from bulkconn.cli.problems import (
@@ -25,14 +26,18 @@ from bulkconn.cli.problems import (
     outcome_line,
 )
 from bulkconn.config import Config, load_config
-from bulkconn.errors import AuthError, JobError, UsageError
+from bulkconn.errors import IDENTITY_UNREACHABLE, AuthError, IdentityUnreachable, JobError, UsageError
 from bulkconn.job import JobScan
 from bulkconn.lock import ReportLock
 from bulkconn.report.reader import read_state
 from bulkconn.runner import RunOptions, RunResult, StrictRefusal, execute
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-# `plan`: changes pending (0 = nothing to change). `auth check`: Graph kept failing (5xx/429/no answer), not a credential.
+# 4, `plan`: changes pending (0 = nothing to change).
+# 5, a service that never gave a usable answer, not a credential: `auth check`, Graph kept failing (5xx/429/no answer)
+# or the identity service could not be reached, for some tenant; `run`, no tenant could even reach the identity service
+# (DNS, refused, TLS, timeout: nothing was sent and the credentials were never looked at). 3 stays "credentials
+# refused": a run where some tenant's credentials were refused and no tenant got a token exits 3.
 EXIT_CHANGES_PENDING, EXIT_SERVICE = 4, 5
 EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader (| head) went away
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,6 +58,14 @@ def _output_gone() -> None:
         with contextlib.suppress(OSError, ValueError):
             os.dup2(devnull, stream.fileno())
     sys.exit(EXIT_PIPE)
+
+
+def _auth_failed(exc: AuthError) -> NoReturn:
+    if isinstance(exc, IdentityUnreachable):  # no answer at all: not a verdict on the credentials
+        err(exc.describe())
+        sys.exit(EXIT_SERVICE)
+    err(f"authentication failed: {exc}")
+    sys.exit(EXIT_AUTH)
 
 
 def user_errors(fn: F) -> F:
@@ -78,8 +91,7 @@ def user_errors(fn: F) -> F:
             err(f"error: {exc}")
             sys.exit(EXIT_USAGE)
         except AuthError as exc:
-            err(f"authentication failed: {exc}")
-            sys.exit(EXIT_AUTH)
+            _auth_failed(exc)
         except KeyboardInterrupt:
             err("interrupted")
             sys.exit(EXIT_INTERRUPTED)
@@ -124,7 +136,7 @@ def exit_code(result: RunResult) -> int:
     if result.interrupted:
         return EXIT_INTERRUPTED
     if result.tenants and len(result.auth_failures) >= result.tenants:
-        return EXIT_AUTH
+        return EXIT_SERVICE if set(result.auth_failures) <= set(result.identity_unreachable) else EXIT_AUTH
     return exit_code_for(result.counts)
 
 
@@ -137,13 +149,24 @@ def echo_json(document: Any) -> None:
     click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
 
 
+def _quarantine_line(result: RunResult, tenant: str) -> str:
+    """Why a tenant stopped, once: its operations that failed for that reason are not listed one by one."""
+    problem = escape(result.auth_failures[tenant])
+    if tenant in result.identity_unreachable:
+        line = f"[red]tenant {tenant} not run[/red]: {problem.removeprefix(f'{IDENTITY_UNREACHABLE}: tenant {tenant!r}: ')}"
+    else:
+        line = f"[red]tenant {tenant} quarantined[/red]: {problem}"
+    unsent = result.not_sent.get(tenant, 0)
+    return line + (f"; {unsent} operation(s) failed unsent for this reason (each is in the report)" if unsent else "")
+
+
 def print_summary(result: RunResult, commands: RunCommands, final: Mapping[str, int]) -> None:
     """The table, the first problems and the next commands, on stderr."""
     console = Console(stderr=True)
     console.print(summary_table(result.counts, result.per_tenant, skipped=result.skipped_by_tenant))
-    for tenant, problem in sorted(result.auth_failures.items()):
-        console.print(f"[red]tenant {tenant} quarantined[/red]: {problem}", markup=True, highlight=False)
-    bad = sum(result.counts.get(s, 0) for s in ("failed", "invalid", "uncertain"))
+    for tenant in sorted(result.auth_failures):
+        console.print(_quarantine_line(result, tenant), markup=True, highlight=False)
+    bad = sum(result.counts.get(s, 0) for s in ("failed", "invalid", "uncertain")) - sum(result.not_sent.values())
     echo_problems((outcome_line(commands.job, o) for o in result.problems), bad)
     console.print(f"report: {result.report}  ({result.duration_s:.1f} s)", highlight=False)
     if result.stopped_because:
@@ -170,6 +193,7 @@ def _run_json(result: RunResult, commands: RunCommands, final: Mapping[str, int]
         "per_tenant": {tenant: dict(counts) for tenant, counts in sorted(result.per_tenant.items())},
         "report_counts": dict(final),
         "auth_failures": result.auth_failures,
+        "not_sent": dict(result.not_sent),  # per tenant: failed for its auth failure, so not in "problems"
         "problems": [outcome_json(o) for o in result.problems],
         "next": [
             {"what": what, "command": command}
@@ -200,7 +224,7 @@ def run_and_report(
     if options.resumed:
         final = read_state(options.report).counts()  # earlier runs' results count too
     code = exit_code(result)
-    if code not in (EXIT_INTERRUPTED, EXIT_AUTH):
+    if code not in (EXIT_INTERRUPTED, EXIT_AUTH, EXIT_SERVICE):
         code = exit_code_for(final)
     if not result.nothing_to_do:  # else the resume message said it all
         print_summary(result, commands, final)

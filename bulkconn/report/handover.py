@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from bulkconn.errors import UsageError
+from bulkconn.errors import IDENTITY_UNREACHABLE, UsageError
 from bulkconn.job import fingerprint, job_objects
 from bulkconn.model import Status
 from bulkconn.report.reader import iter_lines
@@ -207,6 +207,8 @@ def change_summary(tenant: TenantReport) -> list[tuple[str, str, int]]:
 def _lead(code: str, message: str, http_status: int | None) -> str:
     if message.startswith("authentication failed"):
         return "Sign-in to the tenant failed, nothing was sent"
+    if code == IDENTITY_UNREACHABLE:
+        return "The sign-in service could not be reached, nothing was sent"
     if code == "InvalidLine":
         return "Not sent, the job line is invalid"
     if code.startswith("BatchResponse"):
