@@ -322,7 +322,9 @@ def _change(data: dict[str, Any], defaults: dict[str, Any]) -> Change:
     patch = dict(defaults.get("patch") or {})
     line_patch = data.get("patch")
     patch.update(line_patch if isinstance(line_patch, dict) else {})
-    return Change(resource, tuple((str(name), _shown(value)) for name, value in patch.items()))
+    # `@odata.type` (an undo or export line for a collection of several kinds) names the object's type: not a change.
+    shown = tuple((str(name), _shown(value)) for name, value in patch.items() if not str(name).startswith("@"))
+    return Change(resource, shown)
 
 
 def _find_job(recorded: str, report: Path, given: Path | None) -> Path:
