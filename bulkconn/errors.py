@@ -35,7 +35,7 @@ class ConfigError(UsageError):
             part for part in (file, f"tenant '{tenant}'" if tenant else "", f"key '{key}'" if key else "") if part
         )
         super().__init__(f"{where}: {message}" if where else message)
-        self.file, self.tenant, self.key = file, tenant, key
+        self.file, self.tenant, self.key, self.detail = file, tenant, key, message
 
 
 class JobError(UsageError):

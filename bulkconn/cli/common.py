@@ -104,9 +104,14 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def get_config(path: Path | None, *, read_secrets: bool = True) -> Config:
-    """The configuration, its warnings said; ``read_secrets=False`` where nothing will be sent."""
-    config = load_config(path, read_secrets=read_secrets)
+def get_config(path: Path | None, *, read_secrets: bool = True, per_tenant_errors: bool = False) -> Config:
+    """The configuration, its warnings said; ``read_secrets=False`` where nothing will be sent.
+
+    ``per_tenant_errors=True``: each tenant's own mistake is said here and kept in ``Config.problems``.
+    """
+    config = load_config(path, read_secrets=read_secrets, per_tenant_errors=per_tenant_errors)
+    for problem in config.problems.values():
+        err(f"error: {problem}")
     for warning in config.warnings:
         err(f"warning: {warning}")
     return config
