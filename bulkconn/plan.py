@@ -71,8 +71,9 @@ class Planner:
         """The entry for ``op`` given the object read (``None``: Graph answered 404); ``selected``: a selector match."""
         if current is None:
             return self._entry(op, PlanState.MISSING, detail="not found (404)", selected=selected)
-        if op.action is not Action.UPDATE:
-            return self._entry(op, PlanState.ACTION, detail=op.sync_type, selected=selected)
+        if op.action != Action.UPDATE:
+            detail = op.sync_type or (render(op.params) if op.params else "")
+            return self._entry(op, PlanState.ACTION, detail=detail, selected=selected)
         target = (op.tenant, op.object_id.lower())
         earlier = self._written.get(target)
         projected = {**current, **earlier} if earlier else current
@@ -89,7 +90,7 @@ class Planner:
     def _entry(
         op: Operation, state: PlanState, changes: tuple[Change, ...] = (), detail: str = "", *, selected: bool
     ) -> PlanEntry:
-        return PlanEntry(op.key, op.line, op.tenant, op.object_id, op.action.value, state, changes, detail, selected)
+        return PlanEntry(op.key, op.line, op.tenant, op.object_id, str(op.action), state, changes, detail, selected)
 
 
 def invalid_entry(key: str, line: int, tenant: str, object_id: str, action: str, message: str) -> PlanEntry:

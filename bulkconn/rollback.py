@@ -27,8 +27,8 @@ from typing import Any
 
 from bulkconn.errors import UsageError
 from bulkconn.precheck import BACKUP, Backup, read_backup
-from bulkconn.registry import Resource, StructuredType, UnknownResourceError, resource
-from bulkconn.resources import RESOURCES
+from bulkconn.registry import Resource, StructuredType, UnknownResourceError
+from bulkconn.targets import resolve_resource
 from bulkconn.values import ODATA_TYPE, object_type
 
 SUPPORTED_FORMAT = 1
@@ -158,10 +158,8 @@ def _needs_type(job_resource: str) -> bool:
 
     A concrete type (Exchange Connectors) gets none: ``@odata.type`` in an undo patch would read as a change.
     """
-    known = RESOURCES.get(job_resource)
-    collection = known.collection_path.rsplit("/", 1)[-1] if known else job_resource
     try:
-        return resource(collection).entity_type.abstract
+        return resolve_resource(job_resource).entity_type.abstract
     except UnknownResourceError:
         return True  # a collection this bulkconn does not know: keep the type, validation decides
 

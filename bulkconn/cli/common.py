@@ -16,7 +16,7 @@ import orjson
 from rich.console import Console
 from rich.markup import escape
 
-from bulkconn.cli.display import Display, summary_table
+from bulkconn.cli.display import ChildProgress, Display, summary_table
 from bulkconn.cli.problems import (
     RunCommands,
     echo_next_steps,
@@ -29,6 +29,7 @@ from bulkconn.config import Config, load_config
 from bulkconn.errors import IDENTITY_UNREACHABLE, AuthError, IdentityUnreachable, JobError, UsageError
 from bulkconn.job import JobScan
 from bulkconn.lock import ReportLock
+from bulkconn.processes import final_record
 from bulkconn.report.reader import read_state
 from bulkconn.runner import RunOptions, RunResult, StrictRefusal, execute
 
@@ -40,6 +41,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # refused": a run where some tenant's credentials were refused and no tenant got a token exits 3.
 EXIT_CHANGES_PENDING, EXIT_SERVICE = 4, 5
 EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader (| head) went away
+# `run --processes`: a shard process crashed (killed, out of memory, a bug); its report is unfinished, resume it.
+EXIT_SHARD_CRASHED = 6
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -140,9 +143,14 @@ def exit_code_for(counts: Mapping[str, int]) -> int:
 def exit_code(result: RunResult) -> int:
     if result.interrupted:
         return EXIT_INTERRUPTED
+    return no_tenant_exit_code(result) or exit_code_for(result.counts)
+
+
+def no_tenant_exit_code(result: RunResult) -> int | None:
+    """When no tenant got anywhere: 5 if none even reached the identity service, else 3; None otherwise."""
     if result.tenants and len(result.auth_failures) >= result.tenants:
         return EXIT_SERVICE if set(result.auth_failures) <= set(result.identity_unreachable) else EXIT_AUTH
-    return exit_code_for(result.counts)
+    return None
 
 
 def default_report(job: Path) -> Path:
@@ -185,7 +193,8 @@ def print_summary(result: RunResult, commands: RunCommands, final: Mapping[str, 
     echo_next_steps(commands.next_steps(final, interrupted=result.interrupted))
 
 
-def _run_json(result: RunResult, commands: RunCommands, final: Mapping[str, int], code: int) -> dict[str, Any]:
+def run_json(result: RunResult, commands: RunCommands, final: Mapping[str, int], code: int) -> dict[str, Any]:
+    """The document ``run --json`` writes (``final``: the report's counts, earlier runs included)."""
     return {
         "job": str(commands.job),
         "report": str(result.report),
@@ -216,9 +225,13 @@ def run_and_report(
     as_json: bool = False,
     on_scanned: Callable[[JobScan], None] = lambda scan: None,
     lock: ReportLock | None = None,
+    child: bool = False,
 ) -> int:
-    """Run, then summarise on stderr (and in JSON on stdout); the exit code judges the whole report."""
-    display = Display(quiet=quiet)
+    """Run, then summarise on stderr (and in JSON on stdout); the exit code judges the whole report.
+
+    A child of ``run --processes`` (``child``) writes its progress and its end as JSON lines on stdout instead.
+    """
+    display: Display | ChildProgress = ChildProgress() if child else Display(quiet=quiet)
     try:
         result = asyncio.run(
             execute(commands.job, config, options, on_tick=display.update, on_scanned=on_scanned, lock=lock)
@@ -231,8 +244,11 @@ def run_and_report(
     code = exit_code(result)
     if code not in (EXIT_INTERRUPTED, EXIT_AUTH, EXIT_SERVICE):
         code = exit_code_for(final)
+    if child:
+        click.echo(final_record(result).decode(), nl=False)
+        return code
     if not result.nothing_to_do:  # else the resume message said it all
         print_summary(result, commands, final)
     if as_json:
-        echo_json(_run_json(result, commands, final, code))
+        echo_json(run_json(result, commands, final, code))
     return code
