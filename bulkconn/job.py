@@ -252,7 +252,7 @@ def _jsonl_items(stream: LineStream) -> Iterator[tuple[int, int, Any]]:
     for number, offset, raw in stream:
         if raw is None:
             message = f"too long ({stream.last_size} bytes; a line holds one operation, at most {MAX_LINE_BYTES} bytes)"
-            yield number, offset, Invalid(number, str(number), "", "", "", f"line {number}: {message}")
+            yield number, offset, Invalid.of_line(number, message)
             continue
         content: bytes | str = raw if stream.encoding.utf8 else stream.text(raw, number)
         if not content.strip():
@@ -261,8 +261,7 @@ def _jsonl_items(stream: LineStream) -> Iterator[tuple[int, int, Any]]:
             yield number, offset, orjson.loads(content)
         except orjson.JSONDecodeError as exc:
             stream.text(raw, number)  # bytes that are not UTF-8 stop the job with one message
-            message = f"line {number}: malformed JSON ({_json_problem(exc)})"
-            yield number, offset, Invalid(number, str(number), "", "", "", message)
+            yield number, offset, Invalid.of_line(number, f"malformed JSON ({_json_problem(exc)})")
 
 
 def _json_problem(exc: orjson.JSONDecodeError) -> str:
@@ -297,7 +296,7 @@ def _csv_items(stream: LineStream, scan: JobScan) -> Iterator[tuple[int, int, An
         yield (
             number,
             offset,
-            data if isinstance(data, dict) else Invalid(number, str(number), "", "", "", f"line {number}: {data}"),
+            data if isinstance(data, dict) else Invalid.of_line(number, str(data)),
         )
 
 

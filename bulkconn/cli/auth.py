@@ -32,10 +32,10 @@ from bulkconn.cli.common import (
 from bulkconn.config import Config, TenantConfig
 from bulkconn.errors import AuthError, ConfigError, IdentityUnreachable, TransportError
 from bulkconn.model import ErrorInfo
+from bulkconn.resources import WRITE_ROLES
 from bulkconn.retry import Done, RetryPolicy, classify
 from bulkconn.transport import AiohttpTransport, HttpRequest, HttpResponse, Transport
 
-WRITE_ROLES = {"DeviceManagementServiceConfig.ReadWrite.All", "DeviceManagementConfiguration.ReadWrite.All"}
 # The one read is retried like any idempotent request (retry.classify), within a short budget: a pre-flight
 # should answer in seconds. Retry-After is honoured up to 30 s.
 READ_POLICY = RetryPolicy(
@@ -118,7 +118,10 @@ async def _check_one(
         return AUTH, f"{exc.code}: {exc.message}"
     granted = _granted(token)
     if granted is not None and not granted & WRITE_ROLES:
-        return AUTH, "the token has no write permission (needs DeviceManagementServiceConfig.ReadWrite.All)"
+        return (
+            AUTH,
+            "the token has no write permission (needs an Intune ReadWrite role, e.g. DeviceManagementServiceConfig.ReadWrite.All)",
+        )
     resp, error = await _read(transport, tenant, token, sleep=sleep)
     if resp is None:
         assert error is not None
