@@ -13,7 +13,6 @@ from pathlib import Path
 
 import click
 import orjson
-from rich.console import Console
 from rich.table import Table
 
 from bulkconn.auth import MsalTokenProvider, device_login
@@ -27,6 +26,7 @@ from bulkconn.cli.common import (
     json_option,
     user_errors,
 )
+from bulkconn.cli.console import console as rich_console
 from bulkconn.config import Config, TenantConfig
 from bulkconn.errors import AuthError, TransportError
 from bulkconn.model import ErrorInfo
@@ -158,7 +158,7 @@ def check(config_path: Path | None, as_json: bool) -> None:
     table.add_column("result")
     for alias, kind, text in rows:
         table.add_row(alias, "[green]ok[/green]" if kind == OK else f"[red]{text}[/red]")
-    Console(stderr=as_json).print(table)  # with --json, stdout holds the JSON document only
+    rich_console(stderr=as_json).print(table)  # with --json, stdout holds the JSON document only
     kinds = {kind for _, kind, _ in rows}
     code = EXIT_AUTH if AUTH in kinds else EXIT_SERVICE if SERVICE in kinds else EXIT_OK
     if as_json:

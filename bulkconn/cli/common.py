@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import click
 import orjson
-from rich.console import Console
 
+from bulkconn.cli.console import console as rich_console
 from bulkconn.cli.display import Display, summary_table
 from bulkconn.cli.problems import (
     RunCommands,
@@ -139,7 +139,7 @@ def echo_json(document: Any) -> None:
 
 def print_summary(result: RunResult, commands: RunCommands, final: Mapping[str, int]) -> None:
     """The table, the first problems and the next commands, on stderr."""
-    console = Console(stderr=True)
+    console = rich_console(stderr=True)
     console.print(summary_table(result.counts, result.per_tenant, skipped=result.skipped_by_tenant))
     for tenant, problem in sorted(result.auth_failures.items()):
         console.print(f"[red]tenant {tenant} quarantined[/red]: {problem}", markup=True, highlight=False)

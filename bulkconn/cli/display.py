@@ -12,12 +12,13 @@ import time
 from collections.abc import Mapping
 from typing import TextIO
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from bulkconn.cli.console import console
 from bulkconn.model import Progress
 
 PER_TENANT_ROWS = 8
@@ -69,7 +70,7 @@ class Display:
         self.plain_every_s = plain_every_s
         self._last_plain = -math.inf
         if not quiet and self.stream.isatty():
-            self.live = Live(console=Console(file=self.stream), refresh_per_second=4, transient=False)
+            self.live = Live(console=console(file=self.stream), refresh_per_second=4, transient=False)
             self.live.start()
 
     def update(self, progress: Progress) -> None:
@@ -81,7 +82,10 @@ class Display:
         now = time.monotonic()
         if now - self._last_plain >= self.plain_every_s:
             self._last_plain = now
-            print(progress_line(progress), file=self.stream, flush=True)
+            try:
+                print(progress_line(progress), file=self.stream, flush=True)
+            except BrokenPipeError:
+                self.quiet = True  # the reader went away (`| head`): the run goes on, the summary says 141
 
     def close(self) -> None:
         if self.live is not None:

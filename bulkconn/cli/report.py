@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 import orjson
-from rich.console import Console
 from rich.table import Table
 
 from bulkconn.cli.common import EXIT_OK, user_errors
+from bulkconn.cli.console import console as rich_console
 from bulkconn.errors import UsageError
 from bulkconn.job import fingerprint
 from bulkconn.report.handover import load_handover
@@ -33,7 +33,7 @@ def summary(report: Path, as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         sys.exit(EXIT_OK)
-    console = Console()
+    console = rich_console()
     console.print(
         f"{data['report']}: {data['operations']} operation(s) over {data['runs']} run(s); "
         f"{data['attempts_total']} attempts (max {data['attempts_max']}), "
@@ -114,6 +114,16 @@ def failed(
     sys.exit(EXIT_OK)
 
 
+def echo_in_chunks(text: str, chunk: int = 1 << 16) -> None:
+    """Write ``text`` to stdout a pipe's worth at a time.
+
+    One write of a megabyte to a pipe whose reader leaves early (``| head -1``) can end as a short write that
+    reports no error; a write after the reader left always fails, and the CLI exits 141.
+    """
+    for start in range(0, len(text), chunk):
+        click.echo(text[start : start + chunk], nl=False)
+
+
 @report_group.command(name="show")
 @click.argument("report", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -142,7 +152,7 @@ def show(report: Path, fmt: str, tenants: tuple[str, ...], output: Path | None, 
     """A handover report per tenant: what changed, what failed and why, when, how long."""
     text = render(load_handover(report, job=job_path, tenants=tenants), fmt)
     if output is None:
-        click.echo(text, nl=False)
+        echo_in_chunks(text)
         sys.exit(EXIT_OK)
     # Excel reads a CSV file as UTF-8 only when it starts with a byte order mark.
     encoding = "utf-8-sig" if fmt == "csv" else "utf-8"
