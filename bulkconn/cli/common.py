@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ from bulkconn.config import Config, load_config
 from bulkconn.errors import AuthError, JobError, UsageError
 from bulkconn.job import JobScan
 from bulkconn.lock import ReportLock
+from bulkconn.model import CONFLICT
 from bulkconn.report.reader import read_state
 from bulkconn.runner import RunOptions, RunResult, StrictRefusal, execute
 
@@ -114,10 +116,18 @@ json_option = click.option(
 )
 
 
-def exit_code_for(counts: Mapping[str, int]) -> int:
-    """1 when any operation failed, was invalid or is uncertain; else 0."""
-    bad = sum(counts.get(s, 0) for s in ("failed", "invalid", "uncertain"))
-    return EXIT_FAILED if bad else EXIT_OK
+def not_reached(counts: Mapping[str, int], conflicts: int = 0) -> int:
+    """Operations that did not end as their line asked: failed, invalid, uncertain, or left alone (Conflict)."""
+    return sum(counts.get(s, 0) for s in ("failed", "invalid", "uncertain")) + conflicts
+
+
+def exit_code_for(counts: Mapping[str, int], conflicts: int = 0) -> int:
+    """1 when any operation failed, was invalid, is uncertain or was left alone as a conflict; else 0.
+
+    A skip as ``Unchanged`` reached the asked state; a ``Conflict`` did not (the object holds someone else's
+    change), so it fails the run as a failure does.
+    """
+    return EXIT_FAILED if not_reached(counts, conflicts) else EXIT_OK
 
 
 def exit_code(result: RunResult) -> int:
@@ -125,7 +135,7 @@ def exit_code(result: RunResult) -> int:
         return EXIT_INTERRUPTED
     if result.tenants and len(result.auth_failures) >= result.tenants:
         return EXIT_AUTH
-    return exit_code_for(result.counts)
+    return exit_code_for(result.counts, result.skip_reasons[CONFLICT])
 
 
 def default_report(job: Path) -> Path:
@@ -137,13 +147,28 @@ def echo_json(document: Any) -> None:
     click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
 
 
-def print_summary(result: RunResult, commands: RunCommands, final: Mapping[str, int]) -> None:
+@dataclass(frozen=True, slots=True)
+class Final:
+    """The report's final counts after this run (a resume adds the earlier runs')."""
+
+    counts: Mapping[str, int]
+    conflicts: int
+
+
+def print_summary(result: RunResult, commands: RunCommands, final: Final) -> None:
     """The table, the first problems and the next commands, on stderr."""
     console = rich_console(stderr=True)
-    console.print(summary_table(result.counts, result.per_tenant, skipped=result.skipped_by_tenant))
+    console.print(
+        summary_table(
+            result.counts,
+            result.per_tenant,
+            already_final=result.skipped_by_tenant,
+            conflicts=result.conflicts_by_tenant,
+        )
+    )
     for tenant, problem in sorted(result.auth_failures.items()):
         console.print(f"[red]tenant {tenant} quarantined[/red]: {problem}", markup=True, highlight=False)
-    bad = sum(result.counts.get(s, 0) for s in ("failed", "invalid", "uncertain"))
+    bad = not_reached(result.counts, result.skip_reasons[CONFLICT])
     echo_problems((outcome_line(commands.job, o) for o in result.problems), bad)
     console.print(f"report: {result.report}  ({result.duration_s:.1f} s)", highlight=False)
     if result.stopped_because:
@@ -154,10 +179,14 @@ def print_summary(result: RunResult, commands: RunCommands, final: Mapping[str, 
         )
     elif result.interrupted:
         console.print("interrupted; the report is complete up to here", highlight=False)
-    echo_next_steps(commands.next_steps(final, interrupted=result.interrupted))
+    echo_next_steps(_next_steps(result, commands, final))
 
 
-def _run_json(result: RunResult, commands: RunCommands, final: Mapping[str, int], code: int) -> dict[str, Any]:
+def _next_steps(result: RunResult, commands: RunCommands, final: Final) -> list[tuple[str, str]]:
+    return commands.next_steps(final.counts, interrupted=result.interrupted, conflicts=final.conflicts)
+
+
+def _run_json(result: RunResult, commands: RunCommands, final: Final, code: int) -> dict[str, Any]:
     return {
         "job": str(commands.job),
         "report": str(result.report),
@@ -166,15 +195,14 @@ def _run_json(result: RunResult, commands: RunCommands, final: Mapping[str, int]
         "nothing_to_do": result.nothing_to_do,
         "duration_s": round(result.duration_s, 3),
         "counts": dict(result.counts),
-        "skipped": result.skipped_from_report,
+        "skipped_by_reason": dict(result.skip_reasons),
+        "already_final": result.skipped_from_report,
         "per_tenant": {tenant: dict(counts) for tenant, counts in sorted(result.per_tenant.items())},
-        "report_counts": dict(final),
+        "report_counts": dict(final.counts),
+        "report_conflicts": final.conflicts,
         "auth_failures": result.auth_failures,
         "problems": [outcome_json(o) for o in result.problems],
-        "next": [
-            {"what": what, "command": command}
-            for what, command in commands.next_steps(final, interrupted=result.interrupted)
-        ],
+        "next": [{"what": what, "command": command} for what, command in _next_steps(result, commands, final)],
     }
 
 
@@ -196,12 +224,13 @@ def run_and_report(
         )
     finally:
         display.close()
-    final: Mapping[str, int] = result.counts
+    final = Final(result.counts, result.skip_reasons[CONFLICT])
     if options.resumed:
-        final = read_state(options.report).counts()  # earlier runs' results count too
+        state = read_state(options.report)  # earlier runs' results count too
+        final = Final(state.counts(), state.conflicts())
     code = exit_code(result)
     if code not in (EXIT_INTERRUPTED, EXIT_AUTH):
-        code = exit_code_for(final)
+        code = exit_code_for(final.counts, final.conflicts)
     if not result.nothing_to_do:  # else the resume message said it all
         print_summary(result, commands, final)
     if as_json:

@@ -34,12 +34,20 @@ def _rate_eta(progress: Progress) -> tuple[float, str]:
     return rate, f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def skipped_phrase(skipped: int, conflicts: int) -> str:
+    """``40 skipped``, or ``3 skipped (1 conflict)`` when some were left alone because they changed since."""
+    if not conflicts:
+        return f"{skipped} skipped"
+    return f"{skipped} skipped ({conflicts} conflict{'' if conflicts == 1 else 's'})"
+
+
 def progress_line(progress: Progress) -> str:
     rate, eta = _rate_eta(progress)
     done = progress.done
     return (
         f"{progress.finished}/{progress.total} done: {done['succeeded']} succeeded, {done['failed']} failed, "
-        f"{done['invalid']} invalid, {done['uncertain']} uncertain; {progress.throttled} throttled, "
+        f"{done['invalid']} invalid, {done['uncertain']} uncertain, "
+        f"{skipped_phrase(done['skipped'], progress.conflicts)}; {progress.throttled} throttled, "
         f"{progress.retries} retries; {rate:.1f} ops/s; ETA {eta}"
     )
 
@@ -94,18 +102,28 @@ class Display:
 
 
 def summary_table(
-    counts: Mapping[str, int], per_tenant: Mapping[str, Mapping[str, int]], *, skipped: Mapping[str, int] | None = None
+    counts: Mapping[str, int],
+    per_tenant: Mapping[str, Mapping[str, int]],
+    *,
+    already_final: Mapping[str, int] | None = None,
+    conflicts: Mapping[str, int] | None = None,
 ) -> Table:
-    """This run's final statuses per tenant; ``skipped``: what a resume did not redo (already final)."""
-    skipped = skipped or {}
+    """This run's final statuses per tenant.
+
+    ``conflicts``: the skipped operations left alone because their object changed since (a column when any);
+    ``already_final``: what a resume did not redo because the report already held its result (a column when any).
+    """
+    extra = {"conflicts": dict(conflicts or {}), "already final": dict(already_final or {})}
+    extra = {name: column for name, column in extra.items() if sum(column.values())}
     table = Table(title="bulkconn summary", title_justify="left")
-    statuses = ["succeeded", "failed", "invalid", "uncertain"]
+    statuses = ["succeeded", "failed", "invalid", "uncertain", "skipped"]
     table.add_column("tenant")
-    for status in (*statuses, "skipped"):
-        table.add_column(status, justify="right")
-    for tenant in sorted(set(per_tenant) | set(skipped)):
+    for name in (*statuses, *extra):
+        table.add_column(name, justify="right")
+    for tenant in sorted(set(per_tenant).union(*extra.values())):
         row = per_tenant.get(tenant, {})
-        table.add_row(tenant, *(str(row.get(s, 0)) for s in statuses), str(skipped.get(tenant, 0)))
-    total = [f"[b]{counts.get(s, 0)}[/b]" for s in statuses]
-    table.add_row("[b]total[/b]", *total, f"[b]{sum(skipped.values())}[/b]")
+        cells = [str(row.get(s, 0)) for s in statuses] + [str(column.get(tenant, 0)) for column in extra.values()]
+        table.add_row(tenant, *cells)
+    total = [counts.get(s, 0) for s in statuses] + [sum(column.values()) for column in extra.values()]
+    table.add_row("[b]total[/b]", *(f"[b]{n}[/b]" for n in total))
     return table

@@ -52,6 +52,8 @@ def summary(report: Path, as_json: bool) -> None:
     console.print(table)
     for code, count in data["by_error_code"].items():
         console.print(f"  error {code}: {count}", highlight=False)
+    for code, count in data["by_skip_reason"].items():
+        console.print(f"  skipped {code}: {count}", highlight=False)
     sys.exit(EXIT_OK)
 
 

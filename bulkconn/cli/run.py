@@ -123,8 +123,8 @@ JSON_PROBLEMS = 1000  # invalid lines listed by `validate --json` (the text outp
 @click.option(
     "--force",
     is_flag=True,
-    help="Overwrite objects changed since bulkconn wrote them (undo lines with 'expect'); "
-    "with --resume also accept a job file that changed since the report began.",
+    help="Overwrite objects changed since bulkconn wrote them (undo lines with 'expect'); with --resume also "
+    "those the report left alone (Conflict), and accept a job file that changed since the report began.",
 )
 @click.option(
     "--skip-unchanged",

@@ -19,13 +19,15 @@ import orjson
 
 from bulkconn.errors import ResumeError, UsageError
 from bulkconn.job import job_objects
-from bulkconn.model import Status
+from bulkconn.model import CONFLICT, Status
 from bulkconn.report import format as fmt
 
 # One small int per key instead of the status string: a million-key report stays small in memory.
 _CODES = {status: code for code, status in enumerate(fmt.FINAL_STATUSES, start=1)}
 _NAMES = {v: k for k, v in _CODES.items()}
 _INTENT = 6  # a sync was about to be sent and no result followed
+_CONFLICT = 7  # skipped with reason Conflict: counts as skipped, and is a problem (the asked state was not reached)
+_NAMES[_CONFLICT] = Status.SKIPPED.value
 _HEADER_MAX_BYTES = 1 << 20  # a header is a few hundred bytes
 
 
@@ -47,9 +49,17 @@ class ReportState:
     def counts(self) -> Counter[str]:
         return Counter(_NAMES.get(code, Status.UNCERTAIN.value) for code in self.latest.values())
 
-    def skip_keys(self, *, retry_failed: bool, recheck_invalid: bool, resend_uncertain: bool) -> set[str]:
+    def conflicts(self) -> int:
+        """Operations whose latest result is a skip as ``Conflict`` (left alone: changed since bulkconn wrote it)."""
+        return sum(1 for code in self.latest.values() if code == _CONFLICT)
+
+    def skip_keys(
+        self, *, retry_failed: bool, recheck_invalid: bool, resend_uncertain: bool, overwrite_conflicts: bool = False
+    ) -> set[str]:
         """Keys a resume must not send again."""
         redo = {_CODES[Status.FAILED]} if retry_failed else set()
+        if overwrite_conflicts:
+            redo.add(_CONFLICT)
         if recheck_invalid:
             redo.add(_CODES[Status.INVALID])
         if resend_uncertain:
@@ -105,13 +115,20 @@ def read_state(path: Path) -> ReportState:
             continue
         key = str(record.get("key", ""))
         if kind == "result":
-            state.latest[key] = _CODES.get(str(record.get("status")), _CODES[Status.FAILED])
+            state.latest[key] = _result_code(record)
             state.intents.pop(key, None)
         elif kind == "intent":
             state.latest[key] = _INTENT
             state.intents[key] = (str(record.get("tenant", "")), str(record.get("id", "")), int(record.get("line", 0)))
     state.torn_lines = torn
     return state
+
+
+def _result_code(record: dict[str, Any]) -> int:
+    reason = record.get("reason")
+    if record.get("status") == Status.SKIPPED and isinstance(reason, dict) and reason.get("code") == CONFLICT:
+        return _CONFLICT
+    return _CODES.get(str(record.get("status")), _CODES[Status.FAILED])
 
 
 def check_job(state: ReportState, sha256: str, size: int, lines: int, *, force: bool) -> None:
@@ -143,6 +160,7 @@ def summarize(path: Path) -> dict[str, Any]:
     by_status: Counter[str] = Counter()
     by_tenant: dict[str, Counter[str]] = {}
     by_error: Counter[str] = Counter()
+    by_reason: Counter[str] = Counter()
     attempts = throttled = max_attempts = 0
     runs = 0
     duration_s = 0.0
@@ -165,6 +183,7 @@ def summarize(path: Path) -> dict[str, Any]:
         by_tenant.setdefault(str(record.get("tenant") or "(none)"), Counter())[status] += 1
         if record.get("error"):
             by_error[str(record["error"].get("code"))] += 1
+        by_reason.update(_skip_reason(record))
         attempts += int(record.get("attempts") or 0)
         throttled += int(record.get("throttled") or 0)
         max_attempts = max(max_attempts, int(record.get("attempts") or 0))
@@ -174,6 +193,7 @@ def summarize(path: Path) -> dict[str, Any]:
         "by_status": dict(by_status),
         "by_tenant": {t: dict(c) for t, c in sorted(by_tenant.items())},
         "by_error_code": dict(by_error.most_common()),
+        "by_skip_reason": dict(by_reason.most_common()),
         "attempts_total": attempts,
         "attempts_max": max_attempts,
         "throttled_total": throttled,
@@ -183,6 +203,14 @@ def summarize(path: Path) -> dict[str, Any]:
         "finished_at": finished,
         "torn_lines": torn,
     }
+
+
+def _skip_reason(record: dict[str, Any]) -> list[str]:
+    """``[code]`` of a skipped result's reason (``Unchanged``, ``Conflict``), else ``[]``."""
+    reason = record.get("reason")
+    if record.get("status") != Status.SKIPPED or not isinstance(reason, dict):
+        return []
+    return [str(reason.get("code"))]
 
 
 def _failed_keys(state: ReportState, *, include_uncertain: bool) -> set[str]:

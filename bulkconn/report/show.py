@@ -15,12 +15,13 @@ from collections.abc import Iterator
 
 from bulkconn.model import Status
 from bulkconn.report.handover import (
-    STATUS_LABEL,
+    CONFLICTS_NOTE,
+    CONFLICTS_TITLE,
+    UNCHANGED_TITLE,
     Handover,
     Row,
     TenantReport,
     change_summary,
-    counts_phrase,
     when,
 )
 from bulkconn.report.show_html import render_html
@@ -84,7 +85,7 @@ def _change_text(row: Row) -> str:
 def _md_tenant(tenant: TenantReport, handover: Handover) -> Iterator[str]:
     yield f"## Tenant {md(tenant.alias)}"
     yield ""
-    yield (f"{counts_phrase(tenant.counts)}. First change {when(tenant.started_at)}, last {when(tenant.finished_at)}.")
+    yield (f"{tenant.outcome()}. First change {when(tenant.started_at)}, last {when(tenant.finished_at)}.")
     yield ""
     changes = change_summary(tenant)
     yield "### What changed"
@@ -107,6 +108,7 @@ def _md_tenant(tenant: TenantReport, handover: Handover) -> Iterator[str]:
             yield ""
         yield from _md_table(("Line", "Object", "Change", "Why", "Attempts"), _md_rows(problems, LISTED_PER_TENANT))
         yield from _more(len(problems), LISTED_PER_TENANT)
+    yield from _md_skipped(tenant)
     uncertain = tenant.with_status(Status.UNCERTAIN)
     if uncertain:
         yield "### Uncertain"
@@ -129,6 +131,24 @@ def _md_tenant(tenant: TenantReport, handover: Handover) -> Iterator[str]:
         yield from _more(len(done), LISTED_PER_TENANT)
 
 
+def _md_skipped(tenant: TenantReport) -> Iterator[str]:
+    """The operations not sent: conflicts (a problem) with what was found, then those already as asked."""
+    head = ("Line", "Object", "Change", "Why")
+    for title, note, rows in (
+        (CONFLICTS_TITLE, CONFLICTS_NOTE, tenant.conflicts),
+        (UNCHANGED_TITLE, "", tenant.unchanged),
+    ):
+        if not rows:
+            continue
+        yield f"### {title}"
+        yield ""
+        if note:
+            yield md(note)
+            yield ""
+        yield from _md_table(head, [(r.line, r.object_id, _change_text(r), r.why) for r in rows[:LISTED_PER_TENANT]])
+        yield from _more(len(rows), LISTED_PER_TENANT)
+
+
 def render_md(handover: Handover) -> str:
     """Markdown for a ticket or an email: the run, then per tenant what changed, what failed and why."""
     lines = _md_header(handover)
@@ -149,7 +169,7 @@ def _csv_row(row: Row) -> tuple[object, ...]:
     change = row.change
     return (
         row.tenant, row.line, row.key, row.object_id, change.resource if change else "", row.action,
-        _change_text(row) if change else "", STATUS_LABEL.get(row.status, row.status), row.why,
+        _change_text(row) if change else "", row.label, row.why,
         "" if row.http_status is None else row.http_status, row.attempts, row.throttled, row.error_code,
         row.error_message, row.finished_at, row.duration_ms, row.request_id,
     )  # fmt: skip
