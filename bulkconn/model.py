@@ -34,6 +34,14 @@ UNCHANGED = "Unchanged"  # the reason of a skip: the object already had every pa
 CONFLICT = "Conflict"  # the reason of a skip: an undo line's object was changed since bulkconn wrote it (left alone)
 
 
+NO_TENANT = "(no configured tenant)"  # where invalid lines naming no configured tenant ('contosso', '*', none) count
+
+
+def tenant_order(alias: str) -> tuple[bool, str]:
+    """Sort key of tenant rows: by alias, with :data:`NO_TENANT` last."""
+    return alias == NO_TENANT, alias
+
+
 def reached(status: str, reason: str | None) -> bool:
     """Whether an operation ended in the state its line asked for: it succeeded, or was skipped as ``Unchanged``.
 

@@ -33,7 +33,7 @@ from bulkconn.expansion import RecordedExpansion
 from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
 from bulkconn.listing import expand, to_list
 from bulkconn.lock import ReportLock
-from bulkconn.model import Outcome, Progress, reached, utc_now
+from bulkconn.model import NO_TENANT, Outcome, Progress, reached, utc_now
 from bulkconn.pacing import SAFETY
 from bulkconn.precheck import Backup, backup_record
 from bulkconn.reads import Reads
@@ -268,7 +268,8 @@ class _Run:
 
     def record(self, outcome: Outcome) -> None:
         """Tally one final outcome and append its report line (the engine tallies its own as it finishes them)."""
-        self.progress.record(outcome.tenant or "(none)", outcome.status, reason=_reason(outcome))
+        tenant = outcome.tenant if outcome.tenant in self.config.tenants else NO_TENANT  # an invalid line's
+        self.progress.record(tenant, outcome.status, reason=_reason(outcome))
         self.progress.total += 1
         self.on_outcome(outcome)
 

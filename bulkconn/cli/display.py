@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bulkconn.cli.console import console
-from bulkconn.model import Progress
+from bulkconn.model import Progress, tenant_order
 
 PER_TENANT_ROWS = 8
 
@@ -120,7 +120,7 @@ def summary_table(
     table.add_column("tenant")
     for name in (*statuses, *extra):
         table.add_column(name, justify="right")
-    for tenant in sorted(set(per_tenant).union(*extra.values())):
+    for tenant in sorted(set(per_tenant).union(*extra.values()), key=tenant_order):
         row = per_tenant.get(tenant, {})
         cells = [str(row.get(s, 0)) for s in statuses] + [str(column.get(tenant, 0)) for column in extra.values()]
         table.add_row(tenant, *cells)

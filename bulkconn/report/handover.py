@@ -39,6 +39,8 @@ CONFLICTS_NOTE = (
     "that change. Run the job again with --resume --force to overwrite it."
 )
 UNCHANGED_TITLE = "Already as asked: nothing sent"
+UNASSIGNED_TITLE = "Job lines for no configured tenant"
+UNASSIGNED_NOTE = "These lines named no tenant of the configuration (or none at all), so nothing was sent for them."
 _VALUES_SHOWN = 3  # a property set to more distinct values than this is summarised as "N different values"
 UNCERTAIN_WHY = (
     "The sync request was sent, but no answer was recorded (the connection broke or the run stopped), so Intune "
@@ -168,7 +170,8 @@ class Handover:
     duration_s: float
     state: str  # "finished", "interrupted" or "incomplete" (no summary after the last start)
     bulkconn_version: str
-    tenants: list[TenantReport]
+    tenants: list[TenantReport]  # the configured tenants (or those asked for)
+    unassigned: list[Row] = field(default_factory=list)  # invalid lines naming no configured tenant
 
     def runs_phrase(self) -> str:
         """``12 s over 2 runs``."""
@@ -177,7 +180,7 @@ class Handover:
     @property
     def counts(self) -> Counter[str]:
         """Operations by status over every tenant shown."""
-        total: Counter[str] = Counter()
+        total: Counter[str] = Counter(row.status for row in self.unassigned)
         for tenant in self.tenants:
             total.update(tenant.counts)
         return total
@@ -411,13 +414,17 @@ def load_handover(report: Path, *, job: Path | None = None, tenants: Collection[
     """
     scan = _scan(report, set(tenants) or None)
     header = scan.header or {}
-    known = sorted(set(header.get("tenants") or ()) | {row.tenant for row in scan.rows.values()})
+    known = _configured(header, scan.rows.values())
     _check_tenants(tenants, known)
     job_path = _find_job(str(header.get("job", "")), report, job)
     note = _attach_changes(scan.rows.values(), job_path, header)
     by_tenant: dict[str, TenantReport] = {alias: TenantReport(alias) for alias in (tenants or known)}
+    unassigned: list[Row] = []
     for row in sorted(scan.rows.values(), key=lambda r: r.line):
-        by_tenant.setdefault(row.tenant or "(none)", TenantReport(row.tenant or "(none)")).rows.append(row)
+        if row.tenant in by_tenant:
+            by_tenant[row.tenant].rows.append(row)
+        else:  # an invalid line naming 'contosso', '*' or no tenant: not a tenant of this run
+            unassigned.append(row)
     return Handover(
         report=report,
         job=job_path,
@@ -429,4 +436,13 @@ def load_handover(report: Path, *, job: Path | None = None, tenants: Collection[
         state=scan.state,
         bulkconn_version=str(header.get("bulkconn_version", "")),
         tenants=list(by_tenant.values()),
+        unassigned=unassigned,
     )
+
+
+def _configured(header: dict[str, Any], rows: Iterable[Row]) -> list[str]:
+    """The run's tenants: as configured (the header); for a header without them, those of lines that were valid."""
+    named = header.get("tenants")
+    if isinstance(named, list) and named:
+        return sorted(str(alias) for alias in named)
+    return sorted({row.tenant for row in rows if row.status != Status.INVALID and row.tenant})

@@ -19,7 +19,7 @@ import orjson
 
 from bulkconn.errors import ResumeError, UsageError
 from bulkconn.job import job_objects
-from bulkconn.model import CONFLICT, Status
+from bulkconn.model import CONFLICT, NO_TENANT, Status, tenant_order
 from bulkconn.report import format as fmt
 
 # One small int per key instead of the status string: a million-key report stays small in memory.
@@ -151,7 +151,7 @@ def summarize(path: Path) -> dict[str, Any]:
     A key whose latest line is an ``intent`` had a sync in flight when its run stopped: it counts as
     ``uncertain``, as ``--resume`` will record it. Raises :class:`ResumeError` for a file that is not a report.
     """
-    require_report(path)
+    configured = set(require_report(path).get("tenants") or ())
     latest: dict[str, int] = {}
     for index, record in iter_lines(path):
         if record is not None and record.get("type") in ("result", "intent"):
@@ -180,7 +180,7 @@ def summarize(path: Path) -> dict[str, Any]:
             continue
         status = str(record.get("status", Status.UNCERTAIN.value))  # an intent: a sync that may have run
         by_status[status] += 1
-        by_tenant.setdefault(str(record.get("tenant") or "(none)"), Counter())[status] += 1
+        by_tenant.setdefault(_tenant_row(record, configured), Counter())[status] += 1
         if record.get("error"):
             by_error[str(record["error"].get("code"))] += 1
         by_reason.update(_skip_reason(record))
@@ -191,7 +191,7 @@ def summarize(path: Path) -> dict[str, Any]:
         "report": str(path),
         "operations": len(latest),
         "by_status": dict(by_status),
-        "by_tenant": {t: dict(c) for t, c in sorted(by_tenant.items())},
+        "by_tenant": {t: dict(by_tenant[t]) for t in sorted(by_tenant, key=tenant_order)},
         "by_error_code": dict(by_error.most_common()),
         "by_skip_reason": dict(by_reason.most_common()),
         "attempts_total": attempts,
@@ -203,6 +203,12 @@ def summarize(path: Path) -> dict[str, Any]:
         "finished_at": finished,
         "torn_lines": torn,
     }
+
+
+def _tenant_row(record: dict[str, Any], configured: set[str]) -> str:
+    """The tenant row a result counts in: its tenant, or :data:`NO_TENANT` for a line naming none configured."""
+    tenant = str(record.get("tenant") or "")
+    return tenant if tenant in configured or (tenant and not configured) else NO_TENANT
 
 
 def _skip_reason(record: dict[str, Any]) -> list[str]:

@@ -17,6 +17,8 @@ from bulkconn.model import Status
 from bulkconn.report.handover import (
     CONFLICTS_NOTE,
     CONFLICTS_TITLE,
+    UNASSIGNED_NOTE,
+    UNASSIGNED_TITLE,
     UNCHANGED_TITLE,
     Handover,
     Row,
@@ -154,6 +156,13 @@ def render_md(handover: Handover) -> str:
     lines = _md_header(handover)
     for tenant in handover.tenants:
         lines += list(_md_tenant(tenant, handover))
+    if handover.unassigned:
+        rows: list[tuple[object, ...]] = [
+            (r.line, r.tenant or "(none)", r.object_id, r.why) for r in handover.unassigned[:LISTED_PER_TENANT]
+        ]
+        lines += [f"## {UNASSIGNED_TITLE}", "", md(UNASSIGNED_NOTE), ""]
+        lines += _md_table(("Line", "Tenant", "Object", "Why"), rows)
+        lines += _more(len(handover.unassigned), LISTED_PER_TENANT)
     lines.append(f"_Written by bulkconn {md(handover.bulkconn_version)} from {md(handover.report)}._")
     return "\n".join(lines) + "\n"
 
@@ -180,6 +189,6 @@ def render_csv(handover: Handover) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")  # as Excel writes CSV
     writer.writerow(CSV_COLUMNS)
-    for tenant in handover.tenants:
-        writer.writerows(tuple(_cell(value) for value in _csv_row(row)) for row in tenant.rows)
+    for rows in [*(tenant.rows for tenant in handover.tenants), handover.unassigned]:
+        writer.writerows(tuple(_cell(value) for value in _csv_row(row)) for row in rows)
     return out.getvalue()

@@ -16,6 +16,8 @@ from bulkconn.report.handover import (
     CONFLICTS_TITLE,
     STATUS_LABEL,
     STATUS_ORDER,
+    UNASSIGNED_NOTE,
+    UNASSIGNED_TITLE,
     UNCHANGED_TITLE,
     Handover,
     Row,
@@ -260,6 +262,20 @@ def _tenant(n: int, tenant: TenantReport, handover: Handover, listed: int) -> It
     yield "</section>"
 
 
+def _unassigned(rows_in: list[Row], listed: int) -> str:
+    """Invalid lines that named no configured tenant: a section of their own, not a tenant."""
+    if not rows_in:
+        return ""
+    rows = [
+        [_td(r.line, "num"), _td(r.tenant or "(none)"), _td(r.object_id, "id"), _td(r.why, "why")]
+        for r in rows_in[:listed]
+    ]
+    table = _table(["Line", "Tenant", "Object", "Why"], rows, numeric=frozenset({0}))
+    note = f'<p class="note">{_e(UNASSIGNED_NOTE)}</p>'
+    more = _more(len(rows_in), listed)
+    return f'<section class="panel"><h2>{_e(UNASSIGNED_TITLE)}</h2>{note}{table}{more}</section>'
+
+
 def render_html(handover: Handover, *, listed: int) -> str:
     """The whole page; ``listed`` bounds the rows of each table (the CSV lists every operation)."""
     title = f"Change report: {handover.job.name}"
@@ -280,6 +296,7 @@ def render_html(handover: Handover, *, listed: int) -> str:
     ]
     for n, tenant in enumerate(handover.tenants):
         parts += list(_tenant(n, tenant, handover, listed))
+    parts.append(_unassigned(handover.unassigned, listed))
     parts.append(
         f'</main><footer class="wrap">Written by bulkconn {_e(handover.bulkconn_version)} '
         f"from {_e(handover.report)}.</footer></body></html>"
