@@ -13,6 +13,7 @@ from bulkconn.cli.common import EXIT_OK, user_errors
 from bulkconn.cli.console import console as rich_console
 from bulkconn.errors import UsageError
 from bulkconn.job import fingerprint
+from bulkconn.outputs import check_output, is_stdout, written
 from bulkconn.report.handover import load_handover
 from bulkconn.report.reader import check_job, failed_count, read_state, summarize, write_failed_job
 from bulkconn.report.show import FORMATS, render
@@ -57,14 +58,6 @@ def summary(report: Path, as_json: bool) -> None:
     sys.exit(EXIT_OK)
 
 
-def _refuse_to_replace(output: Path, *, job: Path, report: Path) -> None:
-    """The job of failures must never replace the report or the job it was made from (not even with --force)."""
-    for name, precious in (("the job", job), ("the report", report)):
-        same = output.exists() and precious.exists() and output.samefile(precious)
-        if same or output.resolve() == precious.resolve():
-            raise UsageError(f"{output} is {name} of {report}; write the failed operations to another file")
-
-
 @report_group.command(name="failed")
 @click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -72,7 +65,7 @@ def _refuse_to_replace(output: Path, *, job: Path, report: Path) -> None:
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="Where to write the job of failed operations.",
+    help="Where to write the job of failed operations ('-': standard output).",
 )
 @click.option(
     "--job",
@@ -95,22 +88,28 @@ def failed(
 
     An existing OUTPUT is replaced only with --force, and never when it is the report or its job.
     """
+    if as_json and is_stdout(output):
+        raise UsageError("--json and -o - would both write to standard output; write the job to a file")
     state = read_state(report)
     job = job_path or Path(str(state.header.get("job", "")))
     if not job.is_file():
         raise click.UsageError(f"the original job {job} is not there; pass --job PATH")
-    _refuse_to_replace(output, job=job, report=report)
+    inputs = (("the report", report), (f"the job of {report}", job))
+    check_output(output, inputs=inputs, what="the failed operations", force=force)
     job_print = fingerprint(job)
     check_job(state, job_print.sha256, job_print.size, job_print.lines, force=force)
     if not failed_count(state, include_uncertain=include_uncertain):
         what = "failed or uncertain" if include_uncertain else "failed"
-        click.echo(f"nothing {what} in {report}; {output} was not written", err=as_json)
+        click.echo(f"nothing {what} in {report}; {output} was not written", err=as_json or is_stdout(output))
         if as_json:
             click.echo(orjson.dumps({"job": None, "operations": 0}).decode())
         sys.exit(EXIT_OK)
-    count = write_failed_job(state, job, output, include_uncertain=include_uncertain, overwrite=force)
+    with written(output, force=force) as sink:
+        count = write_failed_job(state, job, sink, include_uncertain=include_uncertain)
     if as_json:
         click.echo(orjson.dumps({"job": str(output), "operations": count}).decode())
+    elif is_stdout(output):
+        click.echo(f"{count} failed operation(s) from {job} written to standard output", err=True)
     else:
         click.echo(f"{output}: {count} failed operation(s) from {job}; run it with: bulkconn run {output}")
     sys.exit(EXIT_OK)
@@ -141,7 +140,7 @@ def echo_in_chunks(text: str, chunk: int = 1 << 16) -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write to this file instead of standard output.",
+    help="Write to this file instead of standard output (never the report or its job).",
 )
 @click.option(
     "--job",
@@ -149,17 +148,21 @@ def echo_in_chunks(text: str, chunk: int = 1 << 16) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The original job, for what each operation changed (default: the path recorded in the report).",
 )
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
 @user_errors
-def show(report: Path, fmt: str, tenants: tuple[str, ...], output: Path | None, job_path: Path | None) -> None:
+def show(
+    report: Path, fmt: str, tenants: tuple[str, ...], output: Path | None, job_path: Path | None, force: bool
+) -> None:
     """A handover report per tenant: what changed, what failed and why, when, how long."""
-    text = render(load_handover(report, job=job_path, tenants=tenants), fmt)
-    if output is None:
-        echo_in_chunks(text)
+    handover = load_handover(report, job=job_path, tenants=tenants)
+    if output is None or is_stdout(output):
+        echo_in_chunks(render(handover, fmt))
         sys.exit(EXIT_OK)
+    inputs = (("the report", report), (f"the job of {report}", handover.job))
+    check_output(output, inputs=inputs, what="the handover report", force=force)
     # Excel reads a CSV file as UTF-8 only when it starts with a byte order mark.
     encoding = "utf-8-sig" if fmt == "csv" else "utf-8"
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(text, encoding=encoding, newline="")
-    tmp.replace(output)
+    with written(output, force=force) as sink:
+        sink.write(render(handover, fmt).encode(encoding))
     click.echo(f"{output}: {fmt} report of {report}", err=True)
     sys.exit(EXIT_OK)

@@ -7,17 +7,15 @@ Reading holds one small entry per key, never whole records, so a million-line re
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
-from bulkconn.errors import ResumeError, UsageError
+from bulkconn.errors import ResumeError
 from bulkconn.job import job_objects
 from bulkconn.model import CONFLICT, NO_TENANT, Status, tenant_order
 from bulkconn.report import format as fmt
@@ -233,52 +231,23 @@ def failed_count(state: ReportState, *, include_uncertain: bool = False) -> int:
     return len(_failed_keys(state, include_uncertain=include_uncertain))
 
 
-def write_failed_job(
-    state: ReportState, job: Path, out: Path, *, include_uncertain: bool = False, overwrite: bool = False
-) -> int:
-    """Write the original job lines of every operation whose latest result failed; return how many.
-
-    The lines go to a temporary file beside ``out``, which then becomes ``out`` at once: replacing an
-    existing file only with ``overwrite``, else :class:`UsageError` (nothing is replaced, even by a file
-    that appeared meanwhile).
-    """
+def write_failed_job(state: ReportState, job: Path, sink: BinaryIO, *, include_uncertain: bool = False) -> int:
+    """Write the original job lines of every operation whose latest result failed to ``sink``; return how many."""
     keys = _failed_keys(state, include_uncertain=include_uncertain)
     written = 0
     first = True
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as sink:
-            for number, data in job_objects(job):  # a CSV or UTF-16 job's failures are written as JSON Lines
-                if not isinstance(data, dict):
-                    continue
-                if first and "defaults" in data:
-                    sink.write(orjson.dumps(data) + b"\n")  # the failures need the same defaults
-                first = False
-                if "defaults" in data:
-                    continue
-                key = str(data.get("key", number))
-                if key in keys:
-                    if "key" not in data:
-                        data["key"] = f"{job.name}:{number}"  # keep the original line as a stable name
-                    sink.write(orjson.dumps(data) + b"\n")
-                    written += 1
-        _publish(tmp, out, overwrite=overwrite)
-    finally:
-        tmp.unlink(missing_ok=True)
+    for number, data in job_objects(job):  # a CSV or UTF-16 job's failures are written as JSON Lines
+        if not isinstance(data, dict):
+            continue
+        if first and "defaults" in data:
+            sink.write(orjson.dumps(data) + b"\n")  # the failures need the same defaults
+        first = False
+        if "defaults" in data:
+            continue
+        key = str(data.get("key", number))
+        if key in keys:
+            if "key" not in data:
+                data["key"] = f"{job.name}:{number}"  # keep the original line as a stable name
+            sink.write(orjson.dumps(data) + b"\n")
+            written += 1
     return written
-
-
-def _publish(tmp: Path, out: Path, *, overwrite: bool) -> None:
-    """Make ``tmp`` appear as ``out`` in one step; without ``overwrite`` never replace an existing file."""
-    if overwrite:
-        tmp.replace(out)
-        return
-    try:
-        os.link(tmp, out)  # fails if ``out`` exists, atomically
-    except FileExistsError:
-        raise UsageError(f"{out} already exists; pass --force to replace it, or choose another -o") from None
-    except OSError:  # a file system without hard links: check, then rename
-        if out.exists():
-            raise UsageError(f"{out} already exists; pass --force to replace it, or choose another -o") from None
-        tmp.replace(out)
