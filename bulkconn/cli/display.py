@@ -34,6 +34,14 @@ def _rate_eta(progress: Progress) -> tuple[float, str]:
     return rate, f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def least_time(minutes: float) -> str:
+    """The least time a tenant's write limit allows, in words: ``at least 3.5 min``, ``at least 4.4 s``."""
+    if minutes >= 1:
+        return f"at least {minutes:.1f} min"
+    seconds = minutes * 60
+    return f"at least {seconds:.1f} s" if seconds >= 0.1 else "under 0.1 s"
+
+
 def skipped_phrase(skipped: int, conflicts: int) -> str:
     """``40 skipped``, or ``3 skipped (1 conflict)`` when some were left alone because they changed since."""
     if not conflicts:

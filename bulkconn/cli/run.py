@@ -30,6 +30,7 @@ from bulkconn.cli.common import (
     user_errors,
 )
 from bulkconn.cli.confirm import confirmed, should_ask
+from bulkconn.cli.display import least_time
 from bulkconn.cli.problems import SHOWN, RunCommands, echo_problems, invalid_json, invalid_line
 from bulkconn.config import Config
 from bulkconn.engine import EngineSettings
@@ -255,7 +256,7 @@ async def _dry_run(job: Path, config: Config, batch_size: int, as_json: bool) ->
     for tenant in the_plan.tenants:
         click.echo(
             f"  {tenant.alias}: {tenant.operations} operation(s) in {tenant.requests} request(s) to {tenant.endpoint}; "
-            f"at least {tenant.min_minutes:.1f} min at {tenant.writes_per_window} writes per {tenant.window_s:g} s"
+            f"{least_time(tenant.min_minutes)} at {tenant.writes_per_window} writes per {tenant.window_s:g} s"
         )
         for req in tenant.examples:
             click.echo(f"    line {req.line}: {req.method} {req.url} {orjson.dumps(req.body).decode()}")
