@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 
 from bulkconn.model import Action, ErrorInfo, Operation
-from bulkconn.resources import RESOURCES
+from bulkconn.registry import ODATA_TYPE
+from bulkconn.targets import resolve_resource
 
 MAX_BATCH = 20
 
@@ -28,12 +29,16 @@ class Request:
 
 
 def request_for(op: Operation) -> Request:
-    resource = RESOURCES[op.resource]
-    path = resource.item_path(op.object_id)
-    if op.action is Action.SYNC:
-        action = resource.actions["sync"]
-        return Request("POST", f"{path}/{action.name}", {action.parameter: op.sync_type})
-    return Request("PATCH", path, {"@odata.type": resource.odata_type, **op.patch})
+    """``PATCH {item}`` with the patch, or ``POST {item}/{action}`` (``{collection}/{action}`` for an action bound
+    to the collection) with the parameters. A PATCH body says the object's type: the line's, else the declared one."""
+    resource = resolve_resource(op.resource)
+    if op.action == Action.UPDATE:
+        body = {ODATA_TYPE: op.odata_type or resource.odata_type, **op.patch}
+        return Request("PATCH", resource.item_path(op.object_id), body)
+    action = resource.actions[op.action]
+    target = f"/{resource.path}" if action.on_collection else resource.item_path(op.object_id)
+    params = {"syncType": op.sync_type} if op.sync_type and not op.params else op.params
+    return Request("POST", f"{target}/{action.name}", dict(params))
 
 
 def envelope(ops: Sequence[Operation]) -> bytes:

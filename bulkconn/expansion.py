@@ -26,6 +26,7 @@ from typing import Any, Final
 from bulkconn.model import Action, Operation
 from bulkconn.report.format import ExpansionDoneRecord, ExpansionRecord
 from bulkconn.selectors import Selector
+from bulkconn.values import ODATA_TYPE, short_type_name
 
 EXPANSION: Final = "expansion"
 EXPANSION_DONE: Final = "expansion_done"
@@ -49,6 +50,7 @@ def match_key(selector: Selector, tenant: str, object_id: str) -> str:
 def operation_for(selector: Selector, match: Match) -> Operation:
     """The operation a match stands for: the selector's patch or action, on the matched object."""
     action = Action(selector.action)
+    named = selector.where.get(ODATA_TYPE)  # an abstract collection's patch is sent with the type 'where' names
     return Operation(
         match.key,
         match.line,
@@ -58,6 +60,7 @@ def operation_for(selector: Selector, match: Match) -> Operation:
         action,
         dict(selector.patch),
         selector.sync_type,
+        odata_type=f"#microsoft.graph.{short_type_name(named)}" if isinstance(named, str) else "",
     )
 
 

@@ -38,14 +38,27 @@ from bulkconn.errors import JobChanged, JobError
 from bulkconn.expansion import Match, operation_for
 from bulkconn.jobcsv import CsvLayout, read_header, records, row_object, sniff_delimiter
 from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
-from bulkconn.model import Action, Operation
-from bulkconn.resources import EXCHANGE_CONNECTOR, RESOURCES, Problem, Resource, validate_patch
+from bulkconn.model import Operation
+from bulkconn.registry import Resource
 from bulkconn.selectors import Selector, SelectorProblem, is_selector, parse_selector
 from bulkconn.suggest import did_you_mean
+from bulkconn.targets import (
+    DEFAULT_RESOURCE,
+    UPDATE,
+    action_problem,
+    on_collection,
+    operation,
+    patch_operation,
+    resolve_resource,
+    resource_problem,
+)
 
-LINE_FIELDS = frozenset({"tenant", "id", "patch", "action", "syncType", "resource", "key", "expect"})
-DEFAULT_FIELDS = frozenset({"tenant", "patch", "action", "syncType", "resource"})
-CSV_RESOURCE = EXCHANGE_CONNECTOR  # a CSV job has no defaults line to name another resource
+__all__ = ["resolve_resource"]  # the one resource resolution, for selectors, plan and rollback too
+
+LINE_FIELDS = frozenset(
+    {"tenant", "id", "patch", "action", "syncType", "resource", "key", "expect", "params", "@odata.type"}
+)
+DEFAULT_FIELDS = frozenset({"tenant", "patch", "action", "syncType", "resource", "params", "@odata.type"})
 _REREAD_CHUNK = 4096  # a lane re-reads one line at a time: read UTF-16 in small pieces
 _LISTED = 10  # names shown in an "unknown tenant" message; an MSP may configure thousands
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -82,6 +95,9 @@ class JobScan:
     skipped_by_tenant: dict[str, int] = field(default_factory=dict)  # what a resume skipped, per tenant
     offsets: dict[str, array[int]] = field(default_factory=dict)  # tenant -> byte offsets of its valid lines
     line_numbers: dict[str, array[int]] = field(default_factory=dict)  # tenant -> their line numbers
+    # tenant -> its valid lines in the whole job (a selector line counts once in each tenant it names), those
+    # skipped by a resume included: shards.partition's input
+    tenant_operations: dict[str, int] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     actions: dict[str, int] = field(default_factory=dict)
     encoding: Encoding = UTF8
@@ -123,28 +139,13 @@ def _listing(names: Iterable[str]) -> str:
     return ", ".join(ordered[:_LISTED]) + more
 
 
-def _explain(resource: Resource, problem: Problem, patch: dict[str, Any]) -> str:
-    """A validation problem's message, with the property or enum value the user probably meant."""
-    prop = resource.properties.get(problem.property)
-    if prop is None and problem.property != "@odata.type":
-        return problem.message + did_you_mean(problem.property, resource.properties)
-    value = patch.get(problem.property)
-    if prop is not None and prop.enum_values and isinstance(value, str):
-        return problem.message + did_you_mean(value, prop.enum_values)
-    return problem.message
-
-
-def _target_problem(object_id: Any, resource: Any, action: Any) -> str:
+def _id_problem(object_id: Any, collection_bound: bool, action: Any) -> str:
+    if collection_bound:
+        return f"'{action}' acts on the whole collection: its line names no 'id'" if object_id else ""
     if not object_id:
         return "missing 'id'"
     if not isinstance(object_id, str) or not _ID.match(object_id):
         return f"'id' {orjson.dumps(object_id).decode()} is not a valid object id"
-    if not isinstance(resource, str) or resource not in RESOURCES:
-        hint = did_you_mean(resource, RESOURCES) if isinstance(resource, str) else ""
-        return f"unknown resource {orjson.dumps(resource).decode()}{hint} (known: {', '.join(RESOURCES)})"
-    if action not in ("update", "sync"):
-        hint = did_you_mean(action, ("update", "sync")) if isinstance(action, str) else ""
-        return f"unknown action {orjson.dumps(action).decode()}{hint} (use 'update' or 'sync')"
     return ""
 
 
@@ -155,7 +156,8 @@ class _LineParser:
         self.only_tenant = next(iter(tenants)) if len(tenants) == 1 else None
         self.default_tenant = str(defaults.get("tenant", self.only_tenant or ""))
         self.default_action = defaults.get("action", "update")
-        self.default_patch: dict[str, Any] = dict(defaults.get("patch", {}))
+        self.default_resource = defaults.get("resource", DEFAULT_RESOURCE)
+        self._resources: dict[str, Resource] = {}  # the (at most 46) collections this job names
 
     def parse(self, data: Any, line: int) -> Operation | Invalid:
         key = str(line)
@@ -171,14 +173,39 @@ class _LineParser:
 
         if _good_key(data.get("key")):
             key = data["key"]
-        resource_name = data.get("resource", self.defaults.get("resource", "exchangeConnector"))
-        problem = self._line_problem(data, tenant) or _target_problem(object_id, resource_name, action_raw)
+        problem = self._line_problem(data, tenant)
         if problem:
             return bad(problem)
-        resource = RESOURCES[resource_name]
-        if action_raw == "sync":
-            return self._sync(data, line, key, tenant, object_id, resource.name, bad)
-        return self._update(data, line, key, tenant, object_id, resource, bad)
+        found = self._operation(data, key, line, tenant, object_id, action_raw)
+        return bad(found) if isinstance(found, str) else found
+
+    def _operation(
+        self, data: dict[str, Any], key: str, line: int, tenant: str, object_id: Any, action: Any
+    ) -> Operation | str:
+        """The line's operation: its resource, id, action and change, each validated (or the first problem)."""
+        name = data.get("resource", self.default_resource)
+        resource = (self._resources.get(name) if isinstance(name, str) else None) or self._resource(name)
+        patching = action == UPDATE  # the common case skips the action checks
+        bound = not patching and not isinstance(resource, str) and on_collection(resource, action)
+        problem = _id_problem(object_id, bound, action)
+        if isinstance(resource, str):
+            return problem or resource
+        if problem:
+            return problem
+        unknown = None if patching else action_problem(resource, action)
+        if unknown:
+            return unknown
+        head = (key, line, tenant, name, str(object_id))
+        if patching:
+            return patch_operation(resource, data, self.defaults, head)
+        return operation(resource, action, data, self.defaults, head)
+
+    def _resource(self, name: Any) -> Resource | str:
+        """The resource a line names (looked up once per job and name, then found in ``_resources``), or why not."""
+        resolved = resource_problem(name)
+        if not isinstance(resolved, str):
+            self._resources[name] = resolved  # only known names: a job of garbage names stays small
+        return resolved
 
     def _line_problem(self, data: dict[str, Any], tenant: str) -> str | None:
         """What is wrong with the line's key, fields or tenant, if anything."""
@@ -197,64 +224,6 @@ class _LineParser:
             return f"unknown tenant alias '{tenant}'{hint} (configured: {_listing(self.tenants)})"
         return None
 
-    def _update(
-        self,
-        data: dict[str, Any],
-        line: int,
-        key: str,
-        tenant: str,
-        object_id: str,
-        resource: Resource,
-        bad: Callable[[str], Invalid],
-    ) -> Operation | Invalid:
-        patch = dict(self.default_patch)
-        if "patch" in data:
-            if not isinstance(data["patch"], dict):
-                return bad("'patch' must be a JSON object")
-            patch.update(data["patch"])
-        if not patch:
-            return bad("empty patch: nothing to change")
-        problems = validate_patch(resource, patch)
-        if problems:
-            return bad("; ".join(_explain(resource, p, patch) for p in problems))
-        expect = data.get("expect")
-        if expect is not None:
-            problem = _expect_problem(resource, expect)
-            if problem:
-                return bad(problem)
-        return Operation(key, line, tenant, resource.name, object_id, Action.UPDATE, patch, expect=expect)
-
-    def _sync(
-        self,
-        data: dict[str, Any],
-        line: int,
-        key: str,
-        tenant: str,
-        object_id: str,
-        resource: str,
-        bad: Callable[[str], Invalid],
-    ) -> Operation | Invalid:
-        if "patch" in data or "expect" in data:
-            return bad(f"a 'sync' line takes no '{'patch' if 'patch' in data else 'expect'}'")
-        action = RESOURCES[resource].actions["sync"]
-        sync_type = data.get("syncType", self.defaults.get("syncType"))
-        if sync_type is None:
-            return bad(f"a 'sync' line needs 'syncType': one of {', '.join(action.values)}")
-        if sync_type not in action.values:
-            hint = did_you_mean(sync_type, action.values) if isinstance(sync_type, str) else ""
-            return bad(
-                f"'syncType' must be one of {', '.join(action.values)}, not {orjson.dumps(sync_type).decode()}{hint}"
-            )
-        return Operation(key, line, tenant, resource, object_id, Action.SYNC, sync_type=str(sync_type))
-
-
-def _expect_problem(resource: Resource, expect: Any) -> str:
-    """Why an undo line's ``expect`` (the values bulkconn wrote) is unusable, or an empty string."""
-    if not isinstance(expect, dict) or not expect:
-        return "'expect' must be a JSON object of the values bulkconn wrote (as `bulkconn rollback` makes it)"
-    problems = validate_patch(resource, expect)
-    return "; ".join(f"'expect': {_explain(resource, p, expect)}" for p in problems)
-
 
 def _good_key(value: Any) -> bool:
     return isinstance(value, str) and bool(value) and not value.isdigit()
@@ -271,8 +240,9 @@ def _read_defaults(data: Any, file: str, line: int) -> dict[str, Any]:
             file=file,
             line=line,
         )
-    if "patch" in defaults and not isinstance(defaults["patch"], dict):
-        raise JobError("'patch' in defaults must be a JSON object", file=file, line=line)
+    for name in ("patch", "params"):
+        if name in defaults and not isinstance(defaults[name], dict):
+            raise JobError(f"'{name}' in defaults must be a JSON object", file=file, line=line)
     return defaults
 
 
@@ -312,9 +282,9 @@ def _csv_items(stream: LineStream, scan: JobScan) -> Iterator[tuple[int, int, An
         return
     rows = records(itertools.chain([head], texts), sniff_delimiter(head[2]), file)
     number, _, cells = next(rows)
-    scan.layout = read_header(cells, sniff_delimiter(head[2]), CSV_RESOURCE, file, number)
+    scan.layout = read_header(cells, sniff_delimiter(head[2]), file, number)
     for number, offset, cells in rows:
-        data = row_object(scan.layout, cells, CSV_RESOURCE)
+        data = row_object(scan.layout, cells)
         yield (
             number,
             offset,
@@ -395,10 +365,7 @@ def _admit_selector(
 ) -> None:
     """Validate a selector line; a valid one is kept and its offset goes to every tenant it selects in."""
     found = parse_selector(data, line=number, file=str(scan.path), tenants=tenants, defaults=scan.defaults)
-    if isinstance(found, Selector) and found.resource not in RESOURCES:  # what the engine can send today
-        reason = f"unknown resource '{found.resource}' (known: {', '.join(RESOURCES)})"
-        found = SelectorProblem(str(scan.path), number, found.key, "resource", reason)
-    elif isinstance(found, Selector) and found.key != str(number) and found.key in explicit_keys:
+    if isinstance(found, Selector) and found.key != str(number) and found.key in explicit_keys:
         found = SelectorProblem(str(scan.path), number, found.key, "key", f"duplicate key '{found.key}'")
     if isinstance(found, SelectorProblem):
         tenant = data.get("tenant", scan.defaults.get("tenant", ""))
@@ -413,6 +380,8 @@ def _admit_selector(
     for tenant in found.tenants:
         scan.offsets.setdefault(tenant, array("q")).append(start)
         scan.line_numbers.setdefault(tenant, array("q")).append(number)
+        # Its matches are unknown until listed: a selector weighs one operation in each tenant it names.
+        scan.tenant_operations[tenant] = scan.tenant_operations.get(tenant, 0) + 1
 
 
 def _unique(result: Operation | Invalid, explicit_keys: set[str]) -> Operation | Invalid:
@@ -425,7 +394,7 @@ def _unique(result: Operation | Invalid, explicit_keys: set[str]) -> Operation |
             result.key,
             result.tenant,
             result.object_id,
-            result.action.value,
+            result.action,
             f"line {result.line}: duplicate key '{result.key}'",
         )
     explicit_keys.add(result.key)
@@ -440,6 +409,8 @@ def _admit(
     on_invalid: Callable[[Invalid], None],
 ) -> None:
     """Count one parsed line: skipped (final in the report being resumed), invalid, or valid at ``start``."""
+    if isinstance(result, Operation):
+        scan.tenant_operations[result.tenant] = scan.tenant_operations.get(result.tenant, 0) + 1
     if result.key in skip_keys:
         scan.skipped += 1
         scan.skipped_by_tenant[result.tenant] = scan.skipped_by_tenant.get(result.tenant, 0) + 1
@@ -569,7 +540,7 @@ class LaneReader:
             for i, (at, raw, _) in enumerate(raws)
         )
         _, _, cells = next(records(texts, self._layout.delimiter, file))
-        return row_object(self._layout, cells, CSV_RESOURCE)
+        return row_object(self._layout, cells)
 
     def close(self) -> None:
         if self._handle is not None:

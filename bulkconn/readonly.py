@@ -26,7 +26,8 @@ from bulkconn.plan import PlanEntry, Planner, invalid_entry
 from bulkconn.reads import ReadFailed, Reads, object_url
 from bulkconn.retry import RetryPolicy
 from bulkconn.rollback import export_line
-from bulkconn.selectors import listing_path, matches, resolve_resource
+from bulkconn.selectors import listing_path, matches
+from bulkconn.targets import resolve_resource
 from bulkconn.transport import AiohttpTransport, Transport
 
 _ALL = 1 << 62  # read a tenant's operations in one go: a plan holds every entry anyway
@@ -65,7 +66,7 @@ def _invalid(item: Invalid) -> PlanEntry:
 
 
 def _names(op: Operation) -> list[str]:
-    return [*op.patch, *(op.expect or {})] if op.action is Action.UPDATE else []
+    return [*op.patch, *(op.expect or {})] if op.action == Action.UPDATE else []
 
 
 async def _plan_tenant(reads: Reads, scan: JobScan, alias: str, planner: Planner) -> list[PlanEntry]:

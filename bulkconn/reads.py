@@ -29,7 +29,8 @@ from bulkconn.errors import AuthError, TransportError
 from bulkconn.model import ErrorInfo
 from bulkconn.pacing import Pacer, Pacing
 from bulkconn.retry import Answer, Attempt, Done, RetryPolicy, decide
-from bulkconn.selectors import resolve_resource, select_for
+from bulkconn.selectors import select_for
+from bulkconn.targets import resolve_resource
 from bulkconn.transport import Clock, HttpRequest, LoopClock, Transport
 
 

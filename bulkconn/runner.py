@@ -18,7 +18,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -39,8 +39,9 @@ from bulkconn.precheck import Backup, backup_record
 from bulkconn.reads import Reads
 from bulkconn.report import format as fmt
 from bulkconn.report.writer import ReportWriter
+from bulkconn.shards import Partition, ShardSpec, check_resume, operation_counts, partition, restrict, shard_record
 from bulkconn.signals import interrupts
-from bulkconn.transport import AiohttpTransport, Transport
+from bulkconn.transport import USER_AGENT, AiohttpTransport, Transport
 
 STRICT_PREVIEW = 20  # invalid lines quoted when --strict refuses a job
 PROBLEMS_KEPT = 20  # outcomes that did not succeed, kept for the end-of-run message
@@ -84,6 +85,8 @@ class RunOptions:
     resumed: bool = False
     prefill: tuple[Outcome, ...] = ()  # results to record first (syncs left uncertain by a crash)
     expansion: RecordedExpansion = field(default_factory=RecordedExpansion)  # what the resumed report selected
+    shard: ShardSpec | None = None  # run only this shard's tenants (docs/scale-out.md)
+    resume_header: Mapping[str, Any] | None = None  # the first header of the report being resumed
 
 
 def invalid_outcome(item: Invalid) -> Outcome:
@@ -187,7 +190,28 @@ def _settings_json(options: RunOptions) -> dict[str, Any]:
         "skip_unchanged": s.read_first.skip_unchanged,
         "backup": s.read_first.backup,
         "force": s.read_first.force,
+        "global_share": s.global_share,
     }
+
+
+def _scope(scan: JobScan, options: RunOptions, invalid_by_tenant: Counter[str]) -> tuple[JobScan, Partition | None]:
+    """The part of the job this run owns (all of it unless sharded), once a resumed report is known to be its own.
+
+    Raises :class:`~bulkconn.errors.ResumeError` when the report being resumed belongs to another shard, N or job.
+    """
+    spec = options.shard
+    plan = None if spec is None else partition(operation_counts(scan), spec.count, job_sha256=scan.sha256)
+    if options.resume_header is not None:
+        check_resume(options.resume_header, spec, plan, report=options.report)
+    if spec is None or plan is None:
+        return scan, None
+    invalid = sum(n for tenant, n in invalid_by_tenant.items() if plan.owns(spec.index, tenant))
+    return restrict(scan, plan, spec.index, invalid=invalid), plan
+
+
+def user_agent(shard: ShardSpec | None) -> str:
+    """bulkconn's User-Agent; a shard adds ``shard/K-of-N`` so that the service side can tell shards apart."""
+    return USER_AGENT if shard is None else f"{USER_AGENT} shard/{shard.index}-of-{shard.count}"
 
 
 async def execute(
@@ -233,25 +257,28 @@ async def _execute(
     started = time.monotonic()
     with tempfile.TemporaryFile() as spool:
         preview: list[Invalid] = []
+        invalid_by_tenant: Counter[str] = Counter()
 
         def spool_invalid(item: Invalid) -> None:
             if len(preview) < STRICT_PREVIEW:
                 preview.append(item)
+            invalid_by_tenant[item.tenant] += 1
             spool.write(fmt.encode(fmt.result(invalid_outcome(item))))
 
         scan = await asyncio.to_thread(
             scan_job, job, list(config.tenants), on_invalid=spool_invalid, skip_keys=options.skip_keys
         )
         scan.expansion, scan.skip_keys = options.expansion.groups, options.skip_keys  # what a resume already selected
-        on_scanned(scan)
-        if options.strict and scan.invalid:
+        if options.strict and scan.invalid:  # the whole job, so that every shard refuses it alike
             raise StrictRefusal(str(job), scan.invalid, tuple(preview))
+        scan, shards = _scope(scan, options, invalid_by_tenant)
+        on_scanned(scan)
         unlisted = to_list(scan, options.expansion, options.skip_keys)
         if options.resumed and not (scan.operations or unlisted or scan.invalid or options.prefill):
             result.nothing_to_do = True
             return result
         spool.seek(0)
-        run = _Run(job, config, options, scan, result, started)
+        run = _Run(job, config, options, scan, result, started, shards)
         return await run.execute(spool, auth, transport, on_tick, install_signals)
 
 
@@ -259,12 +286,24 @@ class _Run:
     """One run's state: the report, the one tally (a :class:`Progress`) and the result being built."""
 
     def __init__(
-        self, job: Path, config: Config, options: RunOptions, scan: JobScan, result: RunResult, started: float
+        self,
+        job: Path,
+        config: Config,
+        options: RunOptions,
+        scan: JobScan,
+        result: RunResult,
+        started: float,
+        shards: Partition | None,
     ) -> None:
         self.job, self.config, self.options, self.scan = job, config, options, scan
-        self.result, self.started = result, started
+        self.result, self.started, self.shards = result, started, shards
         self.progress = Progress()
         self.writer: ReportWriter | None = None
+
+    def owns(self, tenant: str) -> bool:
+        """Whether this run records lines of ``tenant`` (an invalid line's tenant may be no tenant at all)."""
+        spec = self.options.shard
+        return spec is None or self.shards is None or self.shards.owns(spec.index, tenant)
 
     def record(self, outcome: Outcome) -> None:
         """Tally one final outcome and append its report line (the engine tallies its own as it finishes them)."""
@@ -292,7 +331,7 @@ class _Run:
             self.writer = stack.enter_context(self._open_report())
             stack.callback(self._write_summary)  # runs before the report closes, also after Ctrl-C or a crash
             if transport is None:
-                transport = await stack.enter_async_context(AiohttpTransport())
+                transport = await stack.enter_async_context(AiohttpTransport(user_agent=user_agent(self.options.shard)))
             if auth is None:
                 provider = MsalTokenProvider(self.config)
                 stack.callback(provider.close)
@@ -303,7 +342,8 @@ class _Run:
             for raw in spool:
                 record = fmt.decode(raw)
                 assert record is not None and record["type"] == "result"
-                self.record(fmt.outcome_of(record))  # type: ignore[arg-type]
+                if self.owns(record["tenant"]):
+                    self.record(fmt.outcome_of(record))  # type: ignore[arg-type]
             self.result.skipped_from_report = self.scan.skipped
             self.result.skipped_by_tenant = dict(self.scan.skipped_by_tenant)
             self.result.tenants = len(self.scan.offsets)
@@ -353,6 +393,7 @@ class _Run:
             raise UsageError(f"{self.options.report}: cannot write the report: {exc.strerror or exc}") from exc
 
     def _header(self) -> fmt.HeaderRecord:
+        spec = self.options.shard
         return fmt.header(
             run_id=str(uuid.uuid4()),
             job=str(self.job),
@@ -364,6 +405,7 @@ class _Run:
             resumed=self.options.resumed,
             tenants=sorted(self.config.tenants),
             settings=_settings_json(self.options),
+            shard=None if self.shards is None or spec is None else shard_record(spec, self.shards),
         )
 
     def _write_summary(self) -> None:

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bulkconn.errors import UsageError
-from bulkconn.registry import Kind, Resource, StructuredType, resource, structured_type, suggest, validate_action
+from bulkconn.registry import Kind, Resource, StructuredType, structured_type, suggest, validate_action
 from bulkconn.registry import check_value as check_typed
 from bulkconn.registry import validate_patch as validate_typed_patch
-from bulkconn.resources import RESOURCES
+from bulkconn.targets import resolve_resource
 from bulkconn.values import ODATA_TYPE, object_type, property_ref, same_value, short_type_name
 
 ALL_TENANTS = "*"
@@ -73,18 +73,6 @@ class Selector:
 def is_selector(data: Mapping[str, Any]) -> bool:
     """Whether a job line is a selector line (it has ``select`` or ``where``)."""
     return "select" in data or "where" in data
-
-
-def resolve_resource(name: str) -> Resource:
-    """The registry entry for a job line's ``resource``: a collection name, or a name from ``resources.py``.
-
-    Raises:
-        UnknownResourceError: neither (the message suggests the nearest collection).
-    """
-    legacy = RESOURCES.get(name)
-    if legacy is not None:
-        return resource(legacy.collection_path.rsplit("/", 1)[-1])
-    return resource(name)
 
 
 def matches(collection: Resource, where: Mapping[str, Any], obj: Mapping[str, Any]) -> bool:

@@ -102,7 +102,8 @@ class Transport(Protocol):
 class AiohttpTransport:
     """One pooled aiohttp session per CA bundle (plus a no-reuse one for fresh connections)."""
 
-    def __init__(self, *, timeout_s: float = 60.0, pool_size: int = 100) -> None:
+    def __init__(self, *, timeout_s: float = 60.0, pool_size: int = 100, user_agent: str = USER_AGENT) -> None:
+        self._user_agent = user_agent
         # Connecting (TCP and the TLS handshake) gets half the budget: a request still unsent when it runs out
         # is known never to have left (TransportError.sent is False).
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s / 2, 30.0))
@@ -135,7 +136,7 @@ class AiohttpTransport:
         headers = {
             "Authorization": f"Bearer {request.token}",
             "client-request-id": request.client_request_id,
-            "User-Agent": USER_AGENT,
+            "User-Agent": self._user_agent,
             "Accept": "application/json",
             "x-ms-throttle-priority": "low",  # bulk work yields to interactive use where Graph honours it
         }

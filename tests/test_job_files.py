@@ -186,7 +186,7 @@ def test_jsonl_messages_suggest_and_read_well(tmp_path: Path) -> None:
     messages = [i.message for i in invalid]
     assert not any("None" in m for m in messages)  # a JSON null is "null", never Python's None
     assert messages[4] == "line 5: 'tenant' must be a tenant alias (a string), not null"
-    assert messages[5] == "line 6: unknown resource null (known: exchangeConnector)"
+    assert messages[5].startswith("line 6: unknown resource null (a /deviceManagement collection such as")
     assert "(did you mean 'exchangeConnector'?)" in messages[6]
     assert "(did you mean 'serverName'?)" in messages[0]
     assert messages[1].endswith("""not "delta" (did you mean 'deltaSync'?)""")

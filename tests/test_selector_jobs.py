@@ -58,7 +58,10 @@ def test_a_selector_line_is_kept_and_placed_in_every_tenant_it_selects_in(tmp_pa
     [
         ({"tenant": "*", "where": {"serverNme": "x"}, "patch": {"version": "1"}}, "did you mean 'serverName'"),
         ({"tenant": "*", "id": oid(1), "where": {"version": "1"}, "patch": {"version": "1"}}, "names no 'id'"),
-        ({"tenant": "*", "select": "all", "resource": "deviceCategories", "patch": {"displayName": "x"}}, "unknown"),
+        (
+            {"tenant": "*", "select": "all", "resource": "deviceCategory", "patch": {"displayName": "x"}},
+            "deviceCategories",
+        ),
         ({"key": "all", "tenant": "fabrikam", "select": "all", "patch": {"version": "1"}}, "duplicate key 'all'"),
     ],
 )

@@ -61,6 +61,9 @@ def _name_environment(path: tuple[str, ...], command: click.Command) -> None:
     for param in command.params:
         if not isinstance(param, click.Option) or param.name in ("help", "version"):
             continue
+        if param.hidden:  # internal (run --progress-jsonl, between processes): read from no variable
+            param.allow_from_autoenv = False
+            continue
         if param.envvar is None:
             flag = max(param.opts, key=len).lstrip("-").replace("-", "_").upper()
             param.envvar = "_".join((ENV_PREFIX, *(p.upper().replace("-", "_") for p in path), flag))

@@ -16,7 +16,7 @@ import click
 import orjson
 
 from bulkconn.cli.console import console as rich_console
-from bulkconn.cli.display import Display, summary_table
+from bulkconn.cli.display import ChildProgress, Display, summary_table
 from bulkconn.cli.problems import (
     RunCommands,
     echo_next_steps,
@@ -30,6 +30,7 @@ from bulkconn.errors import AuthError, JobError, UsageError
 from bulkconn.job import JobScan
 from bulkconn.lock import ReportLock
 from bulkconn.model import CONFLICT
+from bulkconn.processes import final_record
 from bulkconn.report.reader import read_state
 from bulkconn.runner import RunOptions, RunResult, StrictRefusal, execute
 
@@ -37,6 +38,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # `plan`: changes pending (0 = nothing to change). `auth check`: Graph kept failing (5xx/429/no answer), not a credential.
 EXIT_CHANGES_PENDING, EXIT_SERVICE = 4, 5
 EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader (| head) went away
+# `run --processes`: a shard process crashed (killed, out of memory, a bug); its report is unfinished, resume it.
+EXIT_SHARD_CRASHED = 6
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -154,6 +157,15 @@ class Final:
     counts: Mapping[str, int]
     conflicts: int
 
+    @classmethod
+    def of_run(cls, result: RunResult) -> Final:
+        return cls(result.counts, result.skip_reasons[CONFLICT])
+
+    @classmethod
+    def of_report(cls, report: Path) -> Final:
+        state = read_state(report)
+        return cls(state.counts(), state.conflicts())
+
 
 def print_summary(result: RunResult, commands: RunCommands, final: Final) -> None:
     """The table, the first problems and the next commands, on stderr."""
@@ -186,7 +198,8 @@ def _next_steps(result: RunResult, commands: RunCommands, final: Final) -> list[
     return commands.next_steps(final.counts, interrupted=result.interrupted, conflicts=final.conflicts)
 
 
-def _run_json(result: RunResult, commands: RunCommands, final: Final, code: int) -> dict[str, Any]:
+def run_json(result: RunResult, commands: RunCommands, final: Final, code: int) -> dict[str, Any]:
+    """The document ``run --json`` writes (``final``: the report's counts, earlier runs included)."""
     return {
         "job": str(commands.job),
         "report": str(result.report),
@@ -215,24 +228,28 @@ def run_and_report(
     as_json: bool = False,
     on_scanned: Callable[[JobScan], None] = lambda scan: None,
     lock: ReportLock | None = None,
+    child: bool = False,
 ) -> int:
-    """Run, then summarise on stderr (and in JSON on stdout); the exit code judges the whole report."""
-    display = Display(quiet=quiet)
+    """Run, then summarise on stderr (and in JSON on stdout); the exit code judges the whole report.
+
+    A child of ``run --processes`` (``child``) writes its progress and its end as JSON lines on stdout instead.
+    """
+    display: Display | ChildProgress = ChildProgress() if child else Display(quiet=quiet)
     try:
         result = asyncio.run(
             execute(commands.job, config, options, on_tick=display.update, on_scanned=on_scanned, lock=lock)
         )
     finally:
         display.close()
-    final = Final(result.counts, result.skip_reasons[CONFLICT])
-    if options.resumed:
-        state = read_state(options.report)  # earlier runs' results count too
-        final = Final(state.counts(), state.conflicts())
+    final = Final.of_report(options.report) if options.resumed else Final.of_run(result)  # earlier runs count too
     code = exit_code(result)
     if code not in (EXIT_INTERRUPTED, EXIT_AUTH):
         code = exit_code_for(final.counts, final.conflicts)
+    if child:
+        click.echo(final_record(result).decode(), nl=False)
+        return code
     if not result.nothing_to_do:  # else the resume message said it all
         print_summary(result, commands, final)
     if as_json:
-        echo_json(_run_json(result, commands, final, code))
+        echo_json(run_json(result, commands, final, code))
     return code

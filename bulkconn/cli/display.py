@@ -20,6 +20,7 @@ from rich.text import Text
 
 from bulkconn.cli.console import console
 from bulkconn.model import Progress, tenant_order
+from bulkconn.processes import progress_record
 
 PER_TENANT_ROWS = 8
 
@@ -103,10 +104,31 @@ class Display:
             except BrokenPipeError:
                 self.quiet = True  # the reader went away (`| head`): the run goes on, the summary says 141
 
+    def message(self, text: str) -> None:
+        """A line of text above the live display (or on its own line without one); shown even with ``--quiet``."""
+        if self.live is not None:
+            self.live.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
     def close(self) -> None:
         if self.live is not None:
             self.live.stop()
             self.live = None
+
+
+class ChildProgress:
+    """The display of a ``--processes`` child: one JSON progress line on stdout per tick, for its parent."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def update(self, progress: Progress) -> None:
+        self.stream.write(progress_record(progress).decode())
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
 
 
 def summary_table(

@@ -97,11 +97,12 @@ class RunCommands:
     report: Path
     config: Path | None
     kept: tuple[str, ...] = ()  # run options every next run needs too (--skip-unchanged, --backup)
+    shard: str = ""  # K/N: the shard whose report this is (not for a new job made of its failures)
 
     def run(self, *flags: str, job: Path | None = None, report: bool = True) -> str:
         args = ["bulkconn", "run", str(job or self.job)]
         if report:
-            args += ["--report", str(self.report)]
+            args += [*(["--shard", self.shard] if self.shard else []), "--report", str(self.report)]
         args += [*flags, *self.kept]
         if self.config is not None:
             args += ["--config", str(self.config)]

@@ -1,4 +1,7 @@
-"""``bulkconn report summary``, ``failed`` and ``show``: reading reports, resumed ones included."""
+"""``bulkconn report summary``, ``failed``, ``show`` and ``merge``: reading reports, resumed and sharded ones included.
+
+``summary`` and ``failed`` accept several reports of one job (the shards of a run) and read them as one.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +16,15 @@ from bulkconn.cli.common import EXIT_OK, user_errors
 from bulkconn.cli.console import console as rich_console
 from bulkconn.errors import UsageError
 from bulkconn.job import fingerprint
+from bulkconn.merge import merge_reports
 from bulkconn.outputs import check_output, is_stdout, written
 from bulkconn.report.handover import load_handover
-from bulkconn.report.reader import check_job, failed_count, read_state, summarize, write_failed_job
+from bulkconn.report.reader import check_job, combine_states, failed_count, read_state, summarize, write_failed_job
 from bulkconn.report.show import FORMATS, render
+
+REPORTS = click.argument(
+    "reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 
 
 @click.group(name="report")
@@ -25,12 +33,15 @@ def report_group() -> None:
 
 
 @report_group.command(name="summary")
-@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@REPORTS
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @user_errors
-def summary(report: Path, as_json: bool) -> None:
-    """Counts by status, tenant and error code (latest result per operation), attempts and throttling."""
-    data = summarize(report)
+def summary(reports: tuple[Path, ...], as_json: bool) -> None:
+    """Counts by status, tenant and error code (latest result per operation), attempts and throttling.
+
+    Several REPORTS of one job (the shard reports of a run) are read as one.
+    """
+    data = summarize(list(reports))
     if as_json:
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         sys.exit(EXIT_OK)
@@ -59,7 +70,7 @@ def summary(report: Path, as_json: bool) -> None:
 
 
 @report_group.command(name="failed")
-@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@REPORTS
 @click.option(
     "-o",
     "--output",
@@ -82,25 +93,26 @@ def summary(report: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @user_errors
 def failed(
-    report: Path, output: Path, job_path: Path | None, include_uncertain: bool, force: bool, as_json: bool
+    reports: tuple[Path, ...], output: Path, job_path: Path | None, include_uncertain: bool, force: bool, as_json: bool
 ) -> None:
-    """Write a job of the operations whose latest result is 'failed', ready to run.
+    """Write a job of the operations whose latest result is 'failed', ready to run (from one or several REPORTS).
 
-    An existing OUTPUT is replaced only with --force, and never when it is the report or its job.
+    An existing OUTPUT is replaced only with --force, and never when it is one of the reports or their job.
     """
     if as_json and is_stdout(output):
         raise UsageError("--json and -o - would both write to standard output; write the job to a file")
-    state = read_state(report)
+    state = combine_states([read_state(report) for report in reports])
     job = job_path or Path(str(state.header.get("job", "")))
     if not job.is_file():
         raise click.UsageError(f"the original job {job} is not there; pass --job PATH")
-    inputs = (("the report", report), (f"the job of {report}", job))
+    inputs = [*(("the report", report) for report in reports), (f"the job of {reports[0]}", job)]
     check_output(output, inputs=inputs, what="the failed operations", force=force)
     job_print = fingerprint(job)
     check_job(state, job_print.sha256, job_print.size, job_print.lines, force=force)
     if not failed_count(state, include_uncertain=include_uncertain):
         what = "failed or uncertain" if include_uncertain else "failed"
-        click.echo(f"nothing {what} in {report}; {output} was not written", err=as_json or is_stdout(output))
+        said = f"nothing {what} in {', '.join(map(str, reports))}; {output} was not written"
+        click.echo(said, err=as_json or is_stdout(output))
         if as_json:
             click.echo(orjson.dumps({"job": None, "operations": 0}).decode())
         sys.exit(EXIT_OK)
@@ -165,4 +177,41 @@ def show(
     with written(output, force=force) as sink:
         sink.write(render(handover, fmt).encode(encoding))
     click.echo(f"{output}: {fmt} report of {report}", err=True)
+    sys.exit(EXIT_OK)
+
+
+@report_group.command(name="merge")
+@REPORTS
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the merged report (replaced atomically).",
+)
+@click.option("--partial", is_flag=True, help="Merge even if a shard has not finished (the summary says interrupted).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@user_errors
+def merge(reports: tuple[Path, ...], output: Path, partial: bool, as_json: bool) -> None:
+    """Combine the shard reports of one job into one report: one line per operation, one summary.
+
+    Refuses, listing every reason, reports of different jobs, shard counts or partitions, a missing or
+    repeated shard, an operation or tenant in two shards, and (unless --partial) an unfinished shard.
+    """
+    result = merge_reports(list(reports), output, partial=partial)
+    if as_json:
+        body = {
+            "report": str(result.output),
+            "shards": result.shards,
+            "operations": result.operations,
+            "counts": result.counts,
+            "torn_lines": result.torn_lines,
+            "unfinished": list(result.unfinished),
+        }
+        click.echo(orjson.dumps(body).decode())
+    else:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts.items())) or "no operations"
+        click.echo(f"{output}: {result.operations} operation(s) from {result.shards} shard report(s) ({counts})")
+        if result.unfinished:
+            click.echo(f"shard(s) {', '.join(map(str, result.unfinished))} had not finished: the report is partial")
     sys.exit(EXIT_OK)

@@ -7,6 +7,7 @@ Option defaults are read from the settings dataclasses (:class:`EngineSettings`,
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -32,15 +33,18 @@ from bulkconn.cli.common import (
 from bulkconn.cli.confirm import confirmed, should_ask
 from bulkconn.cli.display import least_time
 from bulkconn.cli.problems import SHOWN, RunCommands, echo_problems, invalid_json, invalid_line
+from bulkconn.cli.scaleout import MAX_PROCESSES, print_partition, run_processes
 from bulkconn.config import Config
 from bulkconn.engine import EngineSettings
 from bulkconn.engine.reading import ReadFirst
 from bulkconn.errors import UsageError
 from bulkconn.job import JobScan
 from bulkconn.lock import ReportLock
-from bulkconn.resume import plan_resume
+from bulkconn.processes import PROGRESS_FLAG, stop_when_parent_dies
+from bulkconn.resume import plan_resume, refuse_stray_shards
 from bulkconn.retry import RetryPolicy
 from bulkconn.runner import RunOptions, RunPlan, plan, strict_check
+from bulkconn.shards import MAX_SHARDS, ShardSpec, process_share, resolve_shard, shard_report_path
 
 ENGINE = EngineSettings()
 POLICY = RetryPolicy()
@@ -106,7 +110,7 @@ JSON_PROBLEMS = 1000  # invalid lines listed by `validate --json` (the text outp
 @click.option(
     "--retry-uncertain-sync",
     is_flag=True,
-    help="Resend a sync whose earlier attempt may have reached the service (it is not idempotent).",
+    help="Resend a sync (or another action that is not idempotent) whose earlier attempt may have reached the service.",
 )
 @click.option(
     "--drain-timeout",
@@ -119,7 +123,9 @@ JSON_PROBLEMS = 1000  # invalid lines listed by `validate --json` (the text outp
 @click.option("--retry-failed", is_flag=True, help="With --resume: also re-attempt operations that failed.")
 @click.option("--recheck-invalid", is_flag=True, help="With --resume: validate and run invalid lines again.")
 @click.option(
-    "--resend-uncertain", is_flag=True, help="With --resume: resend syncs that may have been sent before a stop."
+    "--resend-uncertain",
+    is_flag=True,
+    help="With --resume: resend syncs and other non-idempotent actions that may have been sent before a stop.",
 )
 @click.option(
     "--force",
@@ -139,6 +145,29 @@ JSON_PROBLEMS = 1000  # invalid lines listed by `validate --json` (the text outp
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before changing tenants (asked only at a terminal).")
 @json_option
+@click.option(
+    "--shard",
+    metavar="K/N",
+    help="Run only the tenants of shard K of N (K = 0..N-1); also $BULKCONN_SHARD. Report: JOB.shard-K-of-N.report.jsonl.",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(1, MAX_SHARDS),
+    help="The number of shards, the index K coming from $JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) "
+    "or $BULKCONN_SHARD=K.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(1, MAX_PROCESSES),
+    help="Run N shards as child processes on this machine, with one display, and merge their reports.",
+)
+@click.option(
+    "--global-share",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Part of Graph's per-app limit across all tenants (130,000 requests per 10 s) this job may use, "
+    "all its shards together; each shard paces to its part. Default 0.9 when sharded.",
+)
+@click.option(PROGRESS_FLAG, "progress_jsonl", is_flag=True, hidden=True)  # a --processes child (processes.py)
 @user_errors
 def run(
     job: Path,
@@ -165,6 +194,11 @@ def run(
     backup: bool,
     yes: bool,
     as_json: bool,
+    shard: str | None,
+    shards: int | None,
+    processes: int | None,
+    global_share: float | None,
+    progress_jsonl: bool,
 ) -> None:
     """Apply the changes listed in JOB (JSON Lines or CSV) and write a JSONL report."""
     config = get_config(config_path, read_secrets=not dry_run)  # a dry run sends nothing, so needs no secret
@@ -172,9 +206,15 @@ def run(
         raise UsageError(f"{job}: job file not found")
     if dry_run:
         sys.exit(asyncio.run(_dry_run(job, config, batch_size, as_json)))
-    report = report_path or default_report(job)
     if not resume and (retry_failed or recheck_invalid or resend_uncertain):
         raise UsageError("--retry-failed, --recheck-invalid and --resend-uncertain go with --resume")
+    spec = resolve_shard(shard=shard, shards=shards, environ=os.environ)
+    if processes is not None:
+        _ask_or_stop(yes, job, config, batch_size, RunOptions(report=Path()))
+        sys.exit(run_processes(click.get_current_context(), job, processes, spec=spec, quiet=quiet))
+    if progress_jsonl:
+        stop_when_parent_dies(sys.stdin.fileno())
+    report = report_path or (default_report(job) if spec is None else shard_report_path(job, spec))
     settings = EngineSettings(
         batch_size=batch_size,
         concurrency=concurrency,
@@ -187,12 +227,14 @@ def run(
             retry_uncertain_sync=retry_uncertain_sync,
         ),
         read_first=ReadFirst(skip_unchanged=skip_unchanged, backup=backup, force=force),
+        global_share=process_share(spec, global_share),
     )
-    options = RunOptions(report=report, settings=settings, strict=strict, drain_timeout_s=drain_timeout)
+    options = RunOptions(report=report, settings=settings, strict=strict, drain_timeout_s=drain_timeout, shard=spec)
     kept = tuple(flag for flag, on in (("--skip-unchanged", skip_unchanged), ("--backup", backup)) if on)
-    commands = RunCommands(job, report, config_path, kept)
+    commands = RunCommands(job, report, config_path, kept, shard=str(spec) if spec else "")
     # One run per report: held from before the report is read (a resume plans from it) until the run ends.
     with ReportLock(report) as lock:
+        resume = resume and _report_to_resume(report, spec)
         if not resume and report.exists() and report.stat().st_size:
             raise UsageError(f"{report}: report already exists; pass --report NEW, or resume it with --resume")
         on_scanned: Callable[[JobScan], None] = lambda scan: None  # noqa: E731
@@ -211,17 +253,45 @@ def run(
                 resumed=True,
                 prefill=resume_plan.prefill,
                 expansion=resume_plan.expansion,
+                resume_header=resume_plan.header,
             )
 
             def say_what_is_left(scan: JobScan) -> None:
                 click.echo(resume_plan.starting(scan.operations + scan.invalid + scan.unexpanded()), err=True)
 
             on_scanned = say_what_is_left
-        if not yes and not _agreed(job, config, batch_size, options):
-            err("not started: nothing was sent")
-            sys.exit(EXIT_FAILED)
-        code = run_and_report(config, options, commands, quiet=quiet, as_json=as_json, on_scanned=on_scanned, lock=lock)
+        _ask_or_stop(yes, job, config, batch_size, options)
+        code = run_and_report(
+            config,
+            options,
+            commands,
+            quiet=quiet,
+            as_json=as_json,
+            on_scanned=on_scanned,
+            lock=lock,
+            child=progress_jsonl,
+        )
     sys.exit(code)
+
+
+def _report_to_resume(report: Path, spec: ShardSpec | None) -> bool:
+    """``--resume`` with no report yet starts the run (a scheduler restarts work with one command).
+
+    Refused when reports of the same job split into another number of shards lie next to it: starting
+    afresh would run their tenants again.
+    """
+    if report.exists() and report.stat().st_size:
+        return True
+    refuse_stray_shards(report, spec)
+    click.echo(f"no report at {report} yet: starting the run", err=True)
+    return False
+
+
+def _ask_or_stop(yes: bool, job: Path, config: Config, batch_size: int, options: RunOptions) -> None:
+    """Exit 1, having sent nothing, when a person at a terminal says no (``--yes`` does not ask)."""
+    if not yes and not _agreed(job, config, batch_size, options):
+        err("not started: nothing was sent")
+        sys.exit(EXIT_FAILED)
 
 
 def _agreed(job: Path, config: Config, batch_size: int, options: RunOptions) -> bool:
@@ -267,8 +337,13 @@ async def _dry_run(job: Path, config: Config, batch_size: int, as_json: bool) ->
 @click.argument("job", type=click.Path(dir_okay=False, path_type=Path))
 @config_option
 @json_option
+@click.option(
+    "--shards",
+    type=click.IntRange(1, MAX_SHARDS),
+    help="Also print how N shards would split the job: tenants and operations per shard.",
+)
 @user_errors
-def validate(job: Path, config_path: Path | None, as_json: bool) -> None:
+def validate(job: Path, config_path: Path | None, as_json: bool, shards: int | None) -> None:
     """Check every line of JOB against the configuration and the resource's properties; send nothing.
 
     Secrets are not read (nothing is sent), so a job can be checked where the credentials are not.
@@ -291,4 +366,6 @@ def validate(job: Path, config_path: Path | None, as_json: bool) -> None:
         )
     else:
         click.echo(summary)
+        if shards is not None:
+            print_partition(scan, shards)
     sys.exit(EXIT_FAILED if scan.invalid else EXIT_OK)

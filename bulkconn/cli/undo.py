@@ -20,8 +20,9 @@ from bulkconn.readonly import Exported, export_objects, open_reads
 from bulkconn.registry import Kind, Resource
 from bulkconn.report.reader import iter_lines, require_report
 from bulkconn.rollback import UndoJob, build_undo
-from bulkconn.selectors import ALL_TENANTS, DEFAULT_RESOURCE, SelectorProblem, check_where, resolve_resource
+from bulkconn.selectors import ALL_TENANTS, DEFAULT_RESOURCE, SelectorProblem, check_where
 from bulkconn.suggest import did_you_mean
+from bulkconn.targets import resolve_resource
 
 NOT_UNDONE_SHOWN = 20
 _TEXT_TYPES = frozenset({"Edm.String", "Edm.Guid", "Edm.DateTimeOffset", "Edm.Date", "Edm.TimeOfDay", "Edm.Duration"})

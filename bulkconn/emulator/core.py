@@ -114,6 +114,8 @@ class Stats:
     syncs: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     patches: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     user_agents: Counter[str] = field(default_factory=Counter)
+    # tenant alias -> User-Agent -> authenticated Graph requests: which client (a shard, say) wrote a tenant
+    tenant_user_agents: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     client_request_ids_missing: int = 0
     connections: set[str] = field(default_factory=set)  # client (address, port) pairs seen by Graph routes
     faults: Counter[str] = field(default_factory=Counter)  # fault kind -> times injected
@@ -402,6 +404,7 @@ class EmulatorCore:
                 "token_failures": s.token_failures[tenant.alias],
                 "syncs": dict(s.syncs[tenant.alias]),
                 "patches": dict(s.patches[tenant.alias]),
+                "user_agents": dict(s.tenant_user_agents[tenant.alias]),
                 "collections": {name: c.to_json() for name, c in sorted(s.collections[tenant.alias].items())},
             }
             if throttle is None:

@@ -97,6 +97,7 @@ class _Handlers:
                 core.error(401, "InvalidAuthenticationToken", principal, req, headers={"WWW-Authenticate": challenge}),
                 req,
             )
+        core.stats.tenant_user_agents[principal.tenant.alias][request.headers.get("User-Agent", "")] += 1
         faults = core.faults_for(principal.tenant)
         if faults.latency_ms or faults.jitter_ms:
             delay_ms = faults.latency_ms + core.fault_rng.random() * faults.jitter_ms

@@ -32,7 +32,7 @@ from bulkconn.engine.lane import READ_CHUNK, Lane, OpState
 from bulkconn.engine.reading import ReadFirst, Skip, after_read, read_url
 from bulkconn.errors import AuthError, JobChanged
 from bulkconn.job import JobScan, LaneReader
-from bulkconn.model import Action, ErrorInfo, Operation, Outcome, Progress, Status, utc_now
+from bulkconn.model import ErrorInfo, Operation, Outcome, Progress, Status, utc_now
 from bulkconn.pacing import Pacing
 from bulkconn.precheck import Backup
 from bulkconn.reads import Read, get_objects
@@ -48,6 +48,8 @@ class EngineSettings:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     seed: int | None = None  # jitter seed, for reproducible tests
     read_first: ReadFirst = field(default_factory=ReadFirst)
+    # Graph's global limit per app across all tenants, and this process's share of it (shards of one app split it).
+    global_share: float = 1.0
 
 
 class Engine:
@@ -262,7 +264,7 @@ class Engine:
         now = self.clock.now()
         for state in batch:
             state.begin_attempt(now, client_request_id)
-            if state.op.action is Action.SYNC:
+            if not state.op.idempotent:  # a sync, a wipe...: recorded first, so a resume never sends it twice
                 self.on_intent(state.op)
         if token is None:
             assert lane.quarantine is not None

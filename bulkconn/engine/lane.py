@@ -92,7 +92,7 @@ class OpState:
             line=op.line,
             tenant=op.tenant,
             object_id=op.object_id,
-            action=op.action.value,
+            action=str(op.action),
             status=status,
             http_status=self.last_status,
             attempts=self.attempts,

@@ -21,7 +21,7 @@ from typing import Any
 from bulkconn.model import Action, Operation
 from bulkconn.precheck import Backup, SkipReason, backup_for, decide
 from bulkconn.reads import object_url
-from bulkconn.selectors import resolve_resource
+from bulkconn.targets import resolve_resource
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,7 +34,7 @@ class ReadFirst:
 
     def needed(self, op: Operation) -> bool:
         """Whether ``op`` is read before it is written (updates only: an action has nothing to compare)."""
-        return op.action is Action.UPDATE and (self.skip_unchanged or self.backup or op.expect is not None)
+        return op.action == Action.UPDATE and (self.skip_unchanged or self.backup or op.expect is not None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,16 @@ class ErrorRecord(TypedDict):
     message: str
 
 
+class ShardRecord(TypedDict):
+    """The shard a run belongs to (``run --shard K/N``): which one, of how many, and of which partition."""
+
+    index: int
+    count: int
+    partition: str  # SHA-256 over the job's fingerprint, N and the tenant -> shard assignment
+    tenants: int  # this shard's tenants
+    operations: int  # this shard's valid operations in the whole job
+
+
 class HeaderRecord(TypedDict):
     type: Literal["header"]
     format: int
@@ -38,6 +48,7 @@ class HeaderRecord(TypedDict):
     resumed: bool
     tenants: list[str]
     settings: dict[str, Any]
+    shard: NotRequired[ShardRecord]  # only in the report of a shard
 
 
 class IntentRecord(TypedDict):
@@ -131,8 +142,9 @@ def header(
     resumed: bool,
     tenants: list[str],
     settings: dict[str, Any],
+    shard: ShardRecord | None = None,
 ) -> HeaderRecord:
-    return {
+    record: HeaderRecord = {
         "type": "header",
         "format": FORMAT_VERSION,
         "run_id": run_id,
@@ -146,17 +158,20 @@ def header(
         "tenants": tenants,
         "settings": settings,
     }
+    if shard is not None:
+        record["shard"] = shard
+    return record
 
 
 def intent(op: Operation, *, at: str) -> IntentRecord:
-    """A non-idempotent action is about to be sent."""
+    """An action that is not idempotent (a sync, a wipe...) is about to be sent."""
     return {
         "type": "intent",
         "key": op.key,
         "line": op.line,
         "tenant": op.tenant,
         "id": op.object_id,
-        "action": op.action.value,
+        "action": str(op.action),
         "at": at,
     }
 

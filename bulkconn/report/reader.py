@@ -8,7 +8,7 @@ Reading holds one small entry per key, never whole records, so a million-line re
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -17,7 +17,7 @@ import orjson
 
 from bulkconn.errors import ResumeError
 from bulkconn.job import job_objects
-from bulkconn.model import CONFLICT, NO_TENANT, Status, tenant_order
+from bulkconn.model import CONFLICT, NO_TENANT, Action, Status, tenant_order
 from bulkconn.report import format as fmt
 
 # One small int per key instead of the status string: a million-key report stays small in memory.
@@ -37,6 +37,7 @@ class ReportState:
     header: dict[str, Any]
     latest: dict[str, int] = field(default_factory=dict)  # key -> status code (or _INTENT)
     intents: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # key -> (tenant, id, line) awaiting result
+    intent_actions: dict[str, str] = field(default_factory=dict)  # key -> its action, when not a sync (a wipe...)
     torn_lines: int = 0
     runs: int = 0
 
@@ -64,9 +65,30 @@ class ReportState:
             redo |= {_CODES[Status.UNCERTAIN], _INTENT}
         return {key for key, code in self.latest.items() if code not in redo}
 
+    def take(self, kind: Any, record: dict[str, Any]) -> None:
+        """Note a ``result`` or ``intent`` record (other kinds change nothing)."""
+        key = str(record.get("key", ""))
+        if kind == "result":
+            self.latest[key] = _result_code(record)
+            self.intents.pop(key, None)
+            self.intent_actions.pop(key, None)
+        elif kind == "intent":
+            self.latest[key] = _INTENT
+            self.intents[key] = (str(record.get("tenant", "")), str(record.get("id", "")), int(record.get("line", 0)))
+            if record.get("action", Action.SYNC) != Action.SYNC:
+                self.intent_actions[key] = str(record["action"])
+
     def uncertain_intents(self) -> list[tuple[str, str, str, int]]:
-        """Syncs that may have been sent before a crash: (key, tenant, id, line)."""
+        """Syncs (and other actions, see ``intent_actions``) that may have been sent before a crash:
+        (key, tenant, id, line)."""
         return [(key, *self.intents[key]) for key, code in self.latest.items() if code == _INTENT]
+
+
+def _result_code(record: dict[str, Any]) -> int:
+    reason = record.get("reason")
+    if record.get("status") == Status.SKIPPED and isinstance(reason, dict) and reason.get("code") == CONFLICT:
+        return _CONFLICT
+    return _CODES.get(str(record.get("status")), _CODES[Status.FAILED])
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
@@ -111,22 +133,9 @@ def read_state(path: Path) -> ReportState:
         if kind == "header":
             state.runs += 1
             continue
-        key = str(record.get("key", ""))
-        if kind == "result":
-            state.latest[key] = _result_code(record)
-            state.intents.pop(key, None)
-        elif kind == "intent":
-            state.latest[key] = _INTENT
-            state.intents[key] = (str(record.get("tenant", "")), str(record.get("id", "")), int(record.get("line", 0)))
+        state.take(kind, record)
     state.torn_lines = torn
     return state
-
-
-def _result_code(record: dict[str, Any]) -> int:
-    reason = record.get("reason")
-    if record.get("status") == Status.SKIPPED and isinstance(reason, dict) and reason.get("code") == CONFLICT:
-        return _CONFLICT
-    return _CODES.get(str(record.get("status")), _CODES[Status.FAILED])
 
 
 def check_job(state: ReportState, sha256: str, size: int, lines: int, *, force: bool) -> None:
@@ -143,64 +152,113 @@ def check_job(state: ReportState, sha256: str, size: int, lines: int, *, force: 
     )
 
 
-def summarize(path: Path) -> dict[str, Any]:
+def combine_states(states: Sequence[ReportState]) -> ReportState:
+    """Several reports of one job (the shards of a run, say) read as one: for each key, the report given last wins.
+
+    Raises :class:`ResumeError` when they are reports of different jobs.
+    """
+    first = states[0]
+    combined = ReportState(first.path, first.header)
+    for state in states:
+        if state.header.get("job_sha256") != first.header.get("job_sha256"):
+            raise ResumeError(f"{state.path} is a report of another job than {first.path}")
+        combined.latest.update(state.latest)
+        combined.intents.update(state.intents)
+        combined.torn_lines += state.torn_lines
+        combined.runs += state.runs
+    return combined
+
+
+def summarize(path: Path | Sequence[Path]) -> dict[str, Any]:
     """Counts of the latest result (or intent) per operation, by status, tenant and error code (two lean passes).
 
     A key whose latest line is an ``intent`` had a sync in flight when its run stopped: it counts as
-    ``uncertain``, as ``--resume`` will record it. Raises :class:`ResumeError` for a file that is not a report.
+    ``uncertain``, as ``--resume`` will record it. Several reports (of one job) are read as one, for each key
+    the report given last winning; their running times are not added but the longest is taken, as shards run
+    side by side. Raises :class:`ResumeError` for a file that is not a report, or reports of different jobs.
     """
-    configured = set(require_report(path).get("tenants") or ())
-    latest: dict[str, int] = {}
-    for index, record in iter_lines(path):
-        if record is not None and record.get("type") in ("result", "intent"):
-            latest[str(record.get("key"))] = index
+    paths = [path] if isinstance(path, Path) else list(path)
+    latest: dict[str, tuple[int, int]] = {}  # key -> (report, line index) of its latest result or intent
+    first_headers = [require_report(p) for p in paths]
+    for number, (report, header) in enumerate(zip(paths, first_headers, strict=True)):
+        if header.get("job_sha256") != first_headers[0].get("job_sha256"):
+            raise ResumeError(f"{report} is a report of another job than {paths[0]}")
+        for index, record in iter_lines(report):
+            if record is not None and record.get("type") in ("result", "intent"):
+                latest[str(record.get("key"))] = (number, index)
     wanted = set(latest.values())
-    by_status: Counter[str] = Counter()
-    by_tenant: dict[str, Counter[str]] = {}
-    by_error: Counter[str] = Counter()
-    by_reason: Counter[str] = Counter()
-    attempts = throttled = max_attempts = 0
-    runs = 0
-    duration_s = 0.0
-    started = finished = ""
-    torn = 0
-    for index, record in iter_lines(path):
-        if record is None:
-            torn += 1
-            continue
-        if record.get("type") == "header":
-            runs += 1
-            started = started or str(record.get("started_at", ""))
-        elif record.get("type") == "summary":
-            finished = str(record.get("finished_at", finished))
-            duration_s += float(record.get("duration_s") or 0)
-        if index not in wanted:
-            continue
-        status = str(record.get("status", Status.UNCERTAIN.value))  # an intent: a sync that may have run
-        by_status[status] += 1
-        by_tenant.setdefault(_tenant_row(record, configured), Counter())[status] += 1
-        if record.get("error"):
-            by_error[str(record["error"].get("code"))] += 1
-        by_reason.update(_skip_reason(record))
-        attempts += int(record.get("attempts") or 0)
-        throttled += int(record.get("throttled") or 0)
-        max_attempts = max(max_attempts, int(record.get("attempts") or 0))
+    tally = _Tally(configured={str(alias) for header in first_headers for alias in header.get("tenants") or ()})
+    for number, report in enumerate(paths):
+        tally.read(report, {index for n, index in wanted if n == number})
     return {
-        "report": str(path),
+        "report": ", ".join(map(str, paths)),
+        "reports": [str(p) for p in paths],
         "operations": len(latest),
-        "by_status": dict(by_status),
-        "by_tenant": {t: dict(by_tenant[t]) for t in sorted(by_tenant, key=tenant_order)},
-        "by_error_code": dict(by_error.most_common()),
-        "by_skip_reason": dict(by_reason.most_common()),
-        "attempts_total": attempts,
-        "attempts_max": max_attempts,
-        "throttled_total": throttled,
-        "runs": runs,
-        "duration_s": round(duration_s, 3),
-        "started_at": started,
-        "finished_at": finished,
-        "torn_lines": torn,
+        **tally.as_json(),
     }
+
+
+@dataclass(slots=True)
+class _Tally:
+    """The second pass of :func:`summarize`: counts over the lines that count, and each report's runs."""
+
+    by_status: Counter[str] = field(default_factory=Counter)
+    by_tenant: dict[str, Counter[str]] = field(default_factory=dict)
+    by_error: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)  # skipped operations by reason code
+    configured: set[str] = field(default_factory=set)  # the reports' tenants; other lines count as NO_TENANT
+    attempts: int = 0
+    throttled: int = 0
+    max_attempts: int = 0
+    runs: int = 0
+    duration_s: float = 0.0
+    started: str = ""
+    finished: str = ""
+    torn: int = 0
+
+    def read(self, path: Path, wanted: set[int]) -> None:
+        duration_s = 0.0
+        for index, record in iter_lines(path):
+            if record is None:
+                self.torn += 1
+                continue
+            if record.get("type") == "header":
+                self.runs += 1
+                started = str(record.get("started_at", ""))
+                self.started = min(self.started, started) if self.started else started
+            elif record.get("type") == "summary":
+                self.finished = max(self.finished, str(record.get("finished_at", "")))
+                duration_s += float(record.get("duration_s") or 0)
+            if index in wanted:
+                self.count(record)
+        self.duration_s = max(self.duration_s, duration_s)
+
+    def count(self, record: dict[str, Any]) -> None:
+        status = str(record.get("status", Status.UNCERTAIN.value))  # an intent: a sync that may have run
+        self.by_status[status] += 1
+        self.by_tenant.setdefault(_tenant_row(record, self.configured), Counter())[status] += 1
+        if record.get("error"):
+            self.by_error[str(record["error"].get("code"))] += 1
+        self.by_reason.update(_skip_reason(record))
+        self.attempts += int(record.get("attempts") or 0)
+        self.throttled += int(record.get("throttled") or 0)
+        self.max_attempts = max(self.max_attempts, int(record.get("attempts") or 0))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "by_status": dict(self.by_status),
+            "by_tenant": {t: dict(self.by_tenant[t]) for t in sorted(self.by_tenant, key=tenant_order)},
+            "by_error_code": dict(self.by_error.most_common()),
+            "by_skip_reason": dict(self.by_reason.most_common()),
+            "attempts_total": self.attempts,
+            "attempts_max": self.max_attempts,
+            "throttled_total": self.throttled,
+            "runs": self.runs,
+            "duration_s": round(self.duration_s, 3),
+            "started_at": self.started,
+            "finished_at": self.finished,
+            "torn_lines": self.torn,
+        }
 
 
 def _tenant_row(record: dict[str, Any], configured: set[str]) -> str:
