@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from bulkconn.cli import cli
 from tests.conftest import World
+from tests.test_merge import complete_set, plan_for
 from tests.test_report_show import sample_report
 
 REPORT = "job.report.jsonl"
@@ -76,3 +77,15 @@ def test_rollback_export_and_plan_refuse_their_inputs_and_existing_files(world: 
     assert len((world.dir / "undo.jsonl").read_bytes().splitlines()) == 40
     exported = world.bulkconn("export", "--config", "bulkconn.toml", "-o", "-")
     assert exported.returncode == 0 and len(exported.stdout.splitlines()) == 40 and not (world.dir / "-").exists()
+
+
+def test_report_merge_replaces_an_earlier_merge_of_its_job_and_another_file_only_with_force(tmp_path: Path) -> None:
+    """Merging again after a resume replaces the merged report; an unrelated file needs --force."""
+    shards = [str(s.path) for s in complete_set(tmp_path, plan_for())]
+    out = tmp_path / "job.report.jsonl"
+    out.write_text("precious\n")
+    code, _, err = _invoke("report", "merge", *shards, "-o", str(out))
+    assert code == 2 and "already exists; pass --force" in err and out.read_text() == "precious\n"
+    assert _invoke("report", "merge", *shards, "-o", str(out), "--force")[0] == 0
+    assert _invoke("report", "merge", *shards, "-o", str(out))[0] == 0  # an earlier merge of this job
+    assert out.read_text().startswith('{"type":"header"')

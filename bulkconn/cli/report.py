@@ -19,7 +19,15 @@ from bulkconn.job import fingerprint
 from bulkconn.merge import merge_reports
 from bulkconn.outputs import check_output, is_stdout, written
 from bulkconn.report.handover import load_handover
-from bulkconn.report.reader import check_job, combine_states, failed_count, read_state, summarize, write_failed_job
+from bulkconn.report.reader import (
+    check_job,
+    combine_states,
+    failed_count,
+    read_state,
+    require_report,
+    summarize,
+    write_failed_job,
+)
 from bulkconn.report.show import FORMATS, render
 
 REPORTS = click.argument(
@@ -190,14 +198,19 @@ def show(
     help="Where to write the merged report (replaced atomically).",
 )
 @click.option("--partial", is_flag=True, help="Merge even if a shard has not finished (the summary says interrupted).")
+@click.option("--force", is_flag=True, help="Replace an existing file that is not an earlier merge of this job.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @user_errors
-def merge(reports: tuple[Path, ...], output: Path, partial: bool, as_json: bool) -> None:
+def merge(reports: tuple[Path, ...], output: Path, partial: bool, force: bool, as_json: bool) -> None:
     """Combine the shard reports of one job into one report: one line per operation, one summary.
 
     Refuses, listing every reason, reports of different jobs, shard counts or partitions, a missing or
-    repeated shard, an operation or tenant in two shards, and (unless --partial) an unfinished shard.
+    repeated shard, an operation or tenant in two shards, and (unless --partial) an unfinished shard. An
+    earlier merge of the same job is replaced (merging again after a resume); any other existing file
+    only with --force.
     """
+    again = _earlier_merge(output, reports[0])
+    check_output(output, inputs=(), what="the merged report", force=force or again)
     result = merge_reports(list(reports), output, partial=partial)
     if as_json:
         body = {
@@ -215,3 +228,12 @@ def merge(reports: tuple[Path, ...], output: Path, partial: bool, as_json: bool)
         if result.unfinished:
             click.echo(f"shard(s) {', '.join(map(str, result.unfinished))} had not finished: the report is partial")
     sys.exit(EXIT_OK)
+
+
+def _earlier_merge(output: Path, shard: Path) -> bool:
+    """Whether ``output`` is a merged report of the job ``shard`` belongs to (merging again replaces it)."""
+    try:
+        header, of_shard = require_report(output), require_report(shard)
+    except (UsageError, OSError):
+        return False
+    return "merged" in header and header.get("job_sha256") == of_shard.get("job_sha256")
