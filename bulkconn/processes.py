@@ -72,6 +72,8 @@ def final_record(result: RunResult) -> bytes:
         "skip_reasons": dict(result.skip_reasons),
         "conflicts_by_tenant": dict(result.conflicts_by_tenant),
         "auth_failures": result.auth_failures,
+        "identity_unreachable": result.identity_unreachable,
+        "not_sent": dict(result.not_sent),
         "tenants": result.tenants,
         "interrupted": result.interrupted,
         "duration_s": round(result.duration_s, 3),
@@ -186,6 +188,8 @@ class ProcessesResult:
             result.skip_reasons.update(final.get("skip_reasons") or {})
             result.conflicts_by_tenant.update(final.get("conflicts_by_tenant") or {})
             result.auth_failures.update(final.get("auth_failures") or {})
+            result.identity_unreachable += final.get("identity_unreachable") or []
+            result.not_sent.update(final.get("not_sent") or {})
             result.tenants += int(final.get("tenants") or 0)
         result.nothing_to_do = all((run.final or {}).get("nothing_to_do") for run in self.runs)
         return result

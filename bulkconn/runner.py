@@ -28,12 +28,12 @@ from bulkconn.auth import MsalTokenProvider, TokenProvider
 from bulkconn.batching import request_for
 from bulkconn.config import Config
 from bulkconn.engine import Engine, EngineSettings
-from bulkconn.errors import JobError, UsageError
+from bulkconn.errors import IDENTITY_UNREACHABLE, JobError, UsageError
 from bulkconn.expansion import RecordedExpansion
 from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
 from bulkconn.listing import expand, to_list
 from bulkconn.lock import ReportLock
-from bulkconn.model import NO_TENANT, Outcome, Progress, reached, utc_now
+from bulkconn.model import NO_TENANT, ErrorInfo, Outcome, Progress, reached, utc_now
 from bulkconn.pacing import SAFETY
 from bulkconn.precheck import Backup, backup_record
 from bulkconn.reads import Reads
@@ -63,6 +63,8 @@ class RunResult:
     counts: Counter[str] = field(default_factory=Counter)
     per_tenant: dict[str, Counter[str]] = field(default_factory=dict)
     auth_failures: dict[str, str] = field(default_factory=dict)
+    identity_unreachable: list[str] = field(default_factory=list)  # tenants whose identity service never answered
+    not_sent: Counter[str] = field(default_factory=Counter)  # per tenant: failed with its auth failure, not problems
     tenants: int = 0
     interrupted: bool = False
     skipped_from_report: int = 0  # already final in the report: a resume did not redo them
@@ -299,6 +301,7 @@ class _Run:
         self.result, self.started, self.shards = result, started, shards
         self.progress = Progress()
         self.writer: ReportWriter | None = None
+        self.quarantines: Mapping[str, ErrorInfo] = {}  # the engine's, once it runs: tenant -> why it stopped
 
     def owns(self, tenant: str) -> bool:
         """Whether this run records lines of ``tenant`` (an invalid line's tenant may be no tenant at all)."""
@@ -316,7 +319,9 @@ class _Run:
         """Append a final result to the report; keep the first few that did not reach the asked state to show."""
         assert self.writer is not None
         self.writer.result(outcome)
-        if not reached(outcome.status, _reason(outcome)) and len(self.result.problems) < PROBLEMS_KEPT:
+        if outcome.error is not None and outcome.error == self.quarantines.get(outcome.tenant):
+            self.result.not_sent[outcome.tenant] += 1  # the terminal says the tenant's reason once, not per operation
+        elif not reached(outcome.status, _reason(outcome)) and len(self.result.problems) < PROBLEMS_KEPT:
             self.result.problems.append(outcome)
 
     async def execute(
@@ -359,8 +364,12 @@ class _Run:
                 on_backup=self._backup,
                 progress=self.progress,
             )
+            self.quarantines = engine.auth_failures
             self.result.interrupted = await _run_with_signals(engine, self.scan, self.options, on_tick, install_signals)
             self.result.auth_failures = {t: f"{e.code}: {e.message}" for t, e in engine.auth_failures.items()}
+            self.result.identity_unreachable = sorted(
+                t for t, e in engine.auth_failures.items() if e.code == IDENTITY_UNREACHABLE
+            )
             self.result.stopped_because = str(engine.job_changed or "")
             on_tick(engine.progress)
         return self.result

@@ -16,7 +16,6 @@ from pathlib import Path
 import click
 
 from bulkconn.cli.common import (
-    EXIT_AUTH,
     EXIT_INTERRUPTED,
     EXIT_SHARD_CRASHED,
     EXIT_USAGE,
@@ -25,6 +24,7 @@ from bulkconn.cli.common import (
     echo_json,
     err,
     exit_code_for,
+    no_tenant_exit_code,
     print_summary,
     run_json,
 )
@@ -143,9 +143,7 @@ def _conclude(outcome: ProcessesResult, commands: RunCommands, *, as_json: bool 
     merge = merge_reports([run.command.report for run in outcome.runs], commands.report)
     result = outcome.combined(commands.report)
     final = Final.of_report(commands.report)  # the whole job, earlier runs of each shard included
-    code = exit_code_for(final.counts, final.conflicts)
-    if result.tenants and len(result.auth_failures) >= result.tenants:
-        code = EXIT_AUTH
+    code = no_tenant_exit_code(result) or exit_code_for(final.counts, final.conflicts)
     print_summary(result, commands, final)
     click.echo(
         f"merged {merge.shards} shard report(s), {merge.operations} operation(s), into {commands.report}", err=True

@@ -249,9 +249,7 @@ class Engine:
         try:
             return await self.auth.token(lane.tenant.alias)
         except AuthError as exc:
-            self._quarantine(
-                lane, ErrorInfo(exc.code, f"authentication failed for tenant '{exc.tenant}': {exc.message}")
-            )
+            self._quarantine(lane, ErrorInfo(exc.code, exc.describe()))
             return None
 
     def _quarantine(self, lane: Lane, error: ErrorInfo) -> None:

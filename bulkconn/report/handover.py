@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from bulkconn.errors import UsageError
+from bulkconn.errors import IDENTITY_UNREACHABLE, UsageError
 from bulkconn.job import fingerprint, job_objects
 from bulkconn.model import CONFLICT, Status
 from bulkconn.report.reader import iter_lines
@@ -249,6 +249,8 @@ def change_summary(tenant: TenantReport) -> list[tuple[str, str, int]]:
 def _lead(code: str, message: str, http_status: int | None) -> str:
     if message.startswith("authentication failed"):
         return "Sign-in to the tenant failed, nothing was sent"
+    if code == IDENTITY_UNREACHABLE:
+        return "The sign-in service could not be reached, nothing was sent"
     if code == "InvalidLine":
         return "Not sent, the job line is invalid"
     if code.startswith("BatchResponse"):
@@ -365,10 +367,9 @@ def _change(data: dict[str, Any], defaults: dict[str, Any]) -> Change:
     patch = dict(defaults.get("patch") or {})
     line_patch = data.get("patch")
     patch.update(line_patch if isinstance(line_patch, dict) else {})
-    # An annotation such as @odata.type (undo jobs carry it, abstract collections need it) names the object's
-    # type for Graph; it changes nothing, so it is not listed as a change.
-    changed = ((str(name), _shown(value)) for name, value in patch.items() if not str(name).startswith("@"))
-    return Change(resource, tuple(changed))
+    # `@odata.type` (an undo or export line for a collection of several kinds) names the object's type: not a change.
+    shown = tuple((str(name), _shown(value)) for name, value in patch.items() if not str(name).startswith("@"))
+    return Change(resource, shown)
 
 
 def _find_job(recorded: str, report: Path, given: Path | None) -> Path:
