@@ -33,7 +33,7 @@ from bulkconn.expansion import RecordedExpansion
 from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
 from bulkconn.listing import expand, to_list
 from bulkconn.lock import ReportLock
-from bulkconn.model import ErrorInfo, Outcome, Progress, Status, utc_now
+from bulkconn.model import NO_TENANT, ErrorInfo, Outcome, Progress, reached, utc_now
 from bulkconn.pacing import SAFETY
 from bulkconn.precheck import Backup, backup_record
 from bulkconn.reads import Reads
@@ -67,10 +67,12 @@ class RunResult:
     not_sent: Counter[str] = field(default_factory=Counter)  # per tenant: failed with its auth failure, not problems
     tenants: int = 0
     interrupted: bool = False
-    skipped_from_report: int = 0
+    skipped_from_report: int = 0  # already final in the report: a resume did not redo them
     skipped_by_tenant: dict[str, int] = field(default_factory=dict)
+    skip_reasons: Counter[str] = field(default_factory=Counter)  # this run's skips by reason (Unchanged, Conflict)
+    conflicts_by_tenant: Counter[str] = field(default_factory=Counter)
     duration_s: float = 0.0
-    problems: list[Outcome] = field(default_factory=list)  # the first PROBLEMS_KEPT outcomes that did not succeed
+    problems: list[Outcome] = field(default_factory=list)  # the first PROBLEMS_KEPT outcomes that did not reach it
     stopped_because: str = ""  # a run that stopped by itself says why (the job changed while running)
 
 
@@ -308,17 +310,18 @@ class _Run:
 
     def record(self, outcome: Outcome) -> None:
         """Tally one final outcome and append its report line (the engine tallies its own as it finishes them)."""
-        self.progress.record(outcome.tenant or "(none)", outcome.status)
+        tenant = outcome.tenant if outcome.tenant in self.config.tenants else NO_TENANT  # an invalid line's
+        self.progress.record(tenant, outcome.status, reason=_reason(outcome))
         self.progress.total += 1
         self.on_outcome(outcome)
 
     def on_outcome(self, outcome: Outcome) -> None:
-        """Append a final result to the report; keep the first few that did not succeed to show at the end."""
+        """Append a final result to the report; keep the first few that did not reach the asked state to show."""
         assert self.writer is not None
         self.writer.result(outcome)
         if outcome.error is not None and outcome.error == self.quarantines.get(outcome.tenant):
             self.result.not_sent[outcome.tenant] += 1  # the terminal says the tenant's reason once, not per operation
-        elif outcome.status is not Status.SUCCEEDED and len(self.result.problems) < PROBLEMS_KEPT:
+        elif not reached(outcome.status, _reason(outcome)) and len(self.result.problems) < PROBLEMS_KEPT:
             self.result.problems.append(outcome)
 
     async def execute(
@@ -418,6 +421,8 @@ class _Run:
         result = self.result
         result.counts = Counter(self.progress.done)
         result.per_tenant = {tenant: Counter(counts) for tenant, counts in self.progress.per_tenant.items()}
+        result.skip_reasons = Counter(self.progress.skip_reasons)
+        result.conflicts_by_tenant = Counter(self.progress.conflicts_by_tenant)
         result.duration_s = time.monotonic() - self.started
         assert self.writer is not None
         self.writer.write(
@@ -430,6 +435,10 @@ class _Run:
                 finished_at=utc_now(),
             )
         )
+
+
+def _reason(outcome: Outcome) -> str:
+    return outcome.reason.code if outcome.reason else ""
 
 
 async def _run_with_signals(

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import click
 import orjson
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -29,6 +28,7 @@ from bulkconn.cli.common import (
     json_option,
     user_errors,
 )
+from bulkconn.cli.console import console as rich_console
 from bulkconn.config import Config, TenantConfig
 from bulkconn.errors import AuthError, ConfigError, IdentityUnreachable, TransportError
 from bulkconn.model import ErrorInfo
@@ -180,7 +180,7 @@ def check(config_path: Path | None, as_json: bool) -> None:
     table.add_column("result")
     for alias, kind, text in rows:
         table.add_row(alias, "[green]ok[/green]" if kind == OK else f"[red]{escape(text)}[/red]")
-    Console(stderr=as_json).print(table)  # with --json, stdout holds the JSON document only
+    rich_console(stderr=as_json).print(table)  # with --json, stdout holds the JSON document only
     code = _exit_code({kind for _, kind, _ in rows})
     if as_json:
         tenants = [{"tenant": alias, "result": kind, "detail": text} for alias, kind, text in rows]

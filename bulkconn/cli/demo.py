@@ -26,8 +26,9 @@ class DemoCommands(RunCommands):
 
     again: str = ""  # the demo command as it was run
 
-    def next_steps(self, counts: Mapping[str, int], *, interrupted: bool) -> list[tuple[str, str]]:
-        unfinished = interrupted or any(counts.get(s.value) for s in (Status.FAILED, Status.UNCERTAIN, Status.INVALID))
+    def next_steps(self, counts: Mapping[str, int], *, interrupted: bool, conflicts: int = 0) -> list[tuple[str, str]]:
+        bad = (Status.FAILED, Status.UNCERTAIN, Status.INVALID)
+        unfinished = interrupted or conflicts > 0 or any(counts.get(s.value) for s in bad)
         return [("the demo's emulator stopped with it: run the whole demo again", self.again)] if unfinished else []
 
 

@@ -242,7 +242,7 @@ class Engine:
     def _finish(self, state: OpState, status: Status, error: ErrorInfo | None, reason: ErrorInfo | None = None) -> None:
         outcome = state.outcome(status, error, now=self.clock.now(), finished_at=utc_now())
         outcome.reason = reason
-        self.progress.record(outcome.tenant, status)
+        self.progress.record(outcome.tenant, status, reason=reason.code if reason else "")
         self.on_outcome(outcome)
 
     async def _token(self, lane: Lane) -> str | None:
