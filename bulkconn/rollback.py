@@ -188,15 +188,14 @@ def export_line(
     """One job line for ``bulkconn export``: the object's current values of its writable properties.
 
     ``job_resource`` is written as the line's ``resource`` when given (leave it out for the job default).
-    An object of an abstract collection keeps its ``@odata.type`` so that the line validates as-is.
+    An object of an abstract collection keeps its ``@odata.type`` (a field of the line, as a CSV job has it in a
+    column, so both formats read as the same operations) so that the line validates as-is.
     """
     stype = object_type(collection, obj)
-    patch: dict[str, Any] = {}
-    if collection.entity_type.abstract and isinstance(obj.get(ODATA_TYPE), str):
-        patch[ODATA_TYPE] = obj[ODATA_TYPE]
-    patch.update({name: obj[name] for name in writable_properties(stype) if name in obj})
     line: dict[str, Any] = {"tenant": tenant, "id": obj.get("id", "")}
     if job_resource:
         line["resource"] = job_resource
-    line["patch"] = patch
+    if collection.entity_type.abstract and isinstance(obj.get(ODATA_TYPE), str):
+        line[ODATA_TYPE] = obj[ODATA_TYPE]
+    line["patch"] = {name: obj[name] for name in writable_properties(stype) if name in obj}
     return line
