@@ -330,6 +330,11 @@ class TenantLimits:
             self._batch_stable_since = now
         self.learner.stable(now)
 
+    def shrink_batch(self, now: float) -> None:
+        """A whole ``$batch`` envelope was throttled or failed at ``now``: halve the batch size (down to 1)."""
+        self.batch_limit = max(1, self.batch_limit // 2)
+        self._batch_stable_since = now
+
     def throttled(
         self,
         now: float,
@@ -354,8 +359,7 @@ class TenantLimits:
         if envelope:
             # A whole $batch refused is not about the tenant's write window (the sub-requests would be refused one
             # by one): it says the request was too big or a wider limit was hit. Smaller batches, no learning.
-            self.batch_limit = max(1, self.batch_limit // 2)
-            self._batch_stable_since = now
+            self.shrink_batch(now)
         elif refused:
             self._learn(now, sent_at, retry_after_s)
         learned = self.learner.current

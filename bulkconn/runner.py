@@ -29,7 +29,6 @@ from bulkconn.engine import Engine, EngineSettings
 from bulkconn.errors import JobError, UsageError
 from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
 from bulkconn.model import Outcome, Progress, utc_now
-from bulkconn.pacing import SAFETY
 from bulkconn.report import format as fmt
 from bulkconn.report.writer import ReportWriter
 from bulkconn.transport import AiohttpTransport, Transport
@@ -101,7 +100,7 @@ class TenantPlan:
     operations: int
     requests: int
     endpoint: str  # the $batch URL, or the Graph root for single requests
-    min_minutes: float  # at the pacer's target rate
+    min_minutes: float  # at the configured write limit (the pacer fills every window to it)
     writes_per_window: int
     window_s: float
     examples: tuple[PlannedRequest, ...]
@@ -136,7 +135,7 @@ async def plan(job: Path, config: Config, *, batch_size: int) -> RunPlan:
                 operations=count,
                 requests=math.ceil(count / batch_size),
                 endpoint=f"{tenant.graph_root}/{'$batch' if batch_size > 1 else '...'}",
-                min_minutes=count / (tenant.writes_per_20s * SAFETY / tenant.window_s) / 60,
+                min_minutes=count / (tenant.writes_per_20s / tenant.window_s) / 60,
                 writes_per_window=tenant.writes_per_20s,
                 window_s=tenant.window_s,
                 examples=examples,

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
+from bulkconn import retry
 from bulkconn.config import Config, TenantConfig, parse_config
 from bulkconn.engine import Engine, EngineSettings
 from bulkconn.errors import AuthError
@@ -24,7 +25,7 @@ from bulkconn.model import Operation, Outcome
 from bulkconn.pacing import Pacing
 from bulkconn.retry import RetryPolicy
 from bulkconn.transport import Clock, HttpRequest, HttpResponse
-from tests.fakes import FakeTransport, run_virtual
+from tests.fakes import FakeTransport, run_virtual, virtual_wall_now
 
 DEFAULTS = """
 [defaults]
@@ -110,9 +111,15 @@ def run_engine(
     overrides: dict[str, dict[str, Any]] | None = None,
     during: Callable[[Engine], None] | None = None,
     pacer_factory: Callable[[TenantConfig, Clock], Pacing] | None = None,
+    latency: Callable[[], float] | None = None,
 ) -> Run:
-    """Run ``lines`` through the engine with ``handler`` answering; ``during`` is called once the engine runs."""
+    """Run ``lines`` through the engine with ``handler`` answering; ``during`` is called once the engine runs.
+
+    ``latency`` gives one-way delays (``tests.fakes.jittered``); HTTP-date ``Retry-After`` values are read on the
+    virtual wall clock (``tests.fakes.virtual_wall_now``), so every run is the same.
+    """
     cfg = config(tmp_path, monkeypatch, overrides)
+    monkeypatch.setattr(retry, "wall_now", virtual_wall_now)
     job = tmp_path / "job.jsonl"
     job.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
     scan = scan_job(job, list(cfg.tenants), on_invalid=lambda item: pytest.fail(f"invalid test line: {item}"))
@@ -126,7 +133,7 @@ def run_engine(
     async def scenario() -> Run:
         outcomes: list[Outcome] = []
         intents: list[Operation] = []
-        async with FakeTransport(timed) as transport:
+        async with FakeTransport(timed, latency=latency) as transport:
             engine = Engine(
                 tenants=dict(cfg.tenants),
                 auth=provider,

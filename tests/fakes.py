@@ -4,6 +4,7 @@
 httpx's ``MockTransport``. The handler gets the :class:`~bulkconn.transport.HttpRequest` (method, URL,
 body, ids) and returns an :class:`~bulkconn.transport.HttpResponse` or raises
 :class:`~bulkconn.errors.TransportError` (no answer). Every request is kept in ``transport.requests``.
+``latency=jittered(0.05, 0.04, seed=1)`` delays each request and each answer (in virtual time).
 :func:`respond` and :func:`batch_response` build answers; :func:`batch_ids` reads a ``$batch`` body.
 
 **Time.** :func:`run_virtual` runs a coroutine on a :class:`VirtualTimeLoop`: an asyncio selector loop whose
@@ -30,7 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import math
+import random
 import selectors
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Executor
@@ -41,6 +44,7 @@ from typing import Any, Self, TypeVar, TypeVarTuple
 import orjson
 
 from bulkconn.transport import HttpRequest, HttpResponse
+from tests.pacing_sim import ServerWindow
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -50,15 +54,19 @@ Handler = Callable[[HttpRequest], HttpResponse]
 class FakeTransport:
     """A :class:`~bulkconn.transport.Transport` whose answers come from ``handler``."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, *, latency: Callable[[], float] | None = None) -> None:
         self.handler = handler
+        self.latency = latency
         self.requests: list[HttpRequest] = []
         self.closed = False
 
     async def send(self, request: HttpRequest) -> HttpResponse:
         self.requests.append(request)
-        await asyncio.sleep(0)  # a real send yields to the loop; so does this one
-        return self.handler(request)
+        await asyncio.sleep(self.latency() if self.latency else 0)  # a real send yields to the loop; so does this one
+        answer = self.handler(request)
+        if self.latency:
+            await asyncio.sleep(self.latency())  # the way back
+        return answer
 
     async def aclose(self) -> None:
         self.closed = True
@@ -70,6 +78,12 @@ class FakeTransport:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def jittered(latency_s: float, jitter_s: float, *, seed: int) -> Callable[[], float]:
+    """One-way latencies uniform in ``latency_s`` +- ``jitter_s``, from a seeded generator (for ``FakeTransport``)."""
+    rng = random.Random(seed)
+    return lambda: latency_s + rng.uniform(-jitter_s, jitter_s)
 
 
 def respond(status: int = 200, *, headers: Mapping[str, str] | None = None, body: Any = None) -> HttpResponse:
@@ -155,22 +169,55 @@ def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
+VIRTUAL_EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def virtual_wall_now() -> dt.datetime:
+    """The wall clock in virtual time (``VIRTUAL_EPOCH`` + the loop's time): patch ``bulkconn.retry.wall_now`` with it
+    so that an HTTP-date ``Retry-After`` reads the same every run."""
+    return VIRTUAL_EPOCH + dt.timedelta(seconds=asyncio.get_running_loop().time())
+
+
 class FakeGraph:
     """A handler for :class:`FakeTransport`: exchange connectors in memory, singles and ``$batch``, with Intune's
-    sliding write window per tenant (``writes_per_window`` accepted writes per ``window_s``, in loop time).
+    limits as exact sliding windows in loop time, counted at arrival, each ``$batch`` sub-request on its own.
+
+    Per tenant: ``writes_per_window`` writes per ``window_s`` (``tenant_limits`` overrides it per tenant, and
+    :meth:`set_limit` changes it mid-run); ``tenant_window`` adds the tenant's limit for all apps, which other apps
+    fill with ``other_apps_per_s`` writes per second that we never see; ``global_window`` is one window over
+    every tenant (Graph's global limit per app). Only admitted requests occupy a window.
 
     The tenant of a request is the part of its token before the last ``-`` (as ``tests.engine_harness.FakeAuth``
     issues them). ``retry_after`` picks how a 429 says when to come back: ``"seconds"`` (rounded up),
-    ``"fractional"``, ``"http-date"`` or ``"absent"``. Counters: ``writes_total`` (every write attempt),
-    ``throttled_total``, ``accepted`` (times of accepted writes per tenant), ``objects`` and ``syncs``.
+    ``"fractional"``, ``"http-date"`` (whole seconds on :func:`virtual_wall_now`) or ``"absent"``; a tuple rotates
+    through its forms one throttled answer after another. Counters: ``writes_total`` (every write received),
+    ``throttled_total``, ``attempts`` and ``accepted`` (arrival times per tenant of every write and of the
+    admitted ones), ``objects`` and ``syncs``.
     """
 
-    def __init__(self, *, writes_per_window: int = 100, window_s: float = 20.0, retry_after: str = "seconds") -> None:
+    def __init__(
+        self,
+        *,
+        writes_per_window: int = 100,
+        window_s: float = 20.0,
+        retry_after: str | tuple[str, ...] = "seconds",
+        tenant_limits: Mapping[str, tuple[int, float]] | None = None,
+        tenant_window: tuple[int, float] | None = None,
+        other_apps_per_s: float = 0.0,
+        global_window: tuple[int, float] | None = None,
+    ) -> None:
         self.writes_per_window = writes_per_window
         self.window_s = window_s
-        self.retry_after = retry_after
+        self._forms = itertools.cycle((retry_after,) if isinstance(retry_after, str) else retry_after)
+        self._tenant_limits = dict(tenant_limits or {})
+        self._tenant_window = tenant_window
+        self._other_apps_per_s = other_apps_per_s
+        self.windows: dict[str, list[ServerWindow]] = {}
+        self.global_window = ServerWindow(*global_window) if global_window else None
+        self._other_next: dict[str, float] = {}
         self.writes_total = 0
         self.throttled_total = 0
+        self.attempts: dict[str, list[float]] = {}
         self.accepted: dict[str, list[float]] = {}
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.syncs: dict[tuple[str, str], int] = {}
@@ -186,18 +233,48 @@ class FakeGraph:
             responses[str(item["id"])] = self._one(tenant, item["method"], item["url"], item.get("body") or {})
         return batch_response(responses)
 
+    def set_limit(self, tenant: str, writes_per_window: int, window_s: float) -> None:
+        """Change ``tenant``'s write limit from now on (admitted writes stay in the window)."""
+        app = self._windows(tenant)[0]
+        app.limit, app.window_s = writes_per_window, window_s
+
     def max_in_window(self, tenant: str) -> int:
         """The most accepted writes any window of ``window_s`` seconds held."""
         times = self.accepted.get(tenant, [])
         return max((sum(1 for u in times if t <= u < t + self.window_s) for t in times), default=0)
 
+    def _windows(self, tenant: str) -> list[ServerWindow]:
+        windows = self.windows.get(tenant)
+        if windows is None:
+            app = ServerWindow(*self._tenant_limits.get(tenant, (self.writes_per_window, self.window_s)))
+            windows = self.windows[tenant] = [app]
+            if self._tenant_window is not None:
+                windows.append(ServerWindow(*self._tenant_window))
+            self._other_next[tenant] = 0.0
+        return windows
+
+    def _admit(self, tenant: str, now: float) -> float:
+        """0 when a write of ``tenant`` arriving at ``now`` is admitted (and counted), else the wait until it would be."""
+        windows = self._windows(tenant)
+        if self._other_apps_per_s and len(windows) > 1:
+            while self._other_next[tenant] <= now:  # other apps' writes, admitted under their own limits
+                windows[1].admitted.append(self._other_next[tenant])
+                self._other_next[tenant] += 1 / self._other_apps_per_s
+        every = windows + ([self.global_window] if self.global_window is not None else [])
+        wait = max(window.wait_s(now) for window in every)
+        if wait == 0:
+            for window in every:
+                window.admitted.append(now)
+        return wait
+
     def _one(self, tenant: str, method: str, url: str, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
         self.writes_total += 1
         now = asyncio.get_running_loop().time()
-        recent = [t for t in self.accepted.get(tenant, []) if t > now - self.window_s]
-        if len(recent) >= self.writes_per_window:
+        self.attempts.setdefault(tenant, []).append(now)
+        wait = self._admit(tenant, now)
+        if wait:
             self.throttled_total += 1
-            return 429, self._retry_after(recent[0] + self.window_s - now), error_body("TooManyRequests")
+            return 429, self._retry_after(wait, now), error_body("TooManyRequests")
         self.accepted.setdefault(tenant, []).append(now)
         parts = url.split("/")
         if parts[-1] == "syncNow" or (method == "POST" and "syncType" in body):
@@ -207,12 +284,13 @@ class FakeGraph:
         self.objects.setdefault((tenant, parts[-1]), {}).update(body)
         return 204, {}, None
 
-    def _retry_after(self, wait_s: float) -> dict[str, str]:
-        if self.retry_after == "absent":
+    def _retry_after(self, wait_s: float, now: float) -> dict[str, str]:
+        form = next(self._forms)
+        if form == "absent":
             return {}
-        if self.retry_after == "fractional":
+        if form == "fractional":
             return {"retry-after": f"{wait_s:.3f}"}
-        if self.retry_after == "http-date":
-            when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=math.ceil(wait_s) + 1)
+        if form == "http-date":  # the next whole second after the wait, as the emulator writes it
+            when = VIRTUAL_EPOCH + dt.timedelta(seconds=math.floor(now + wait_s) + 1)
             return {"retry-after": format_datetime(when, usegmt=True)}
         return {"retry-after": str(math.ceil(wait_s))}

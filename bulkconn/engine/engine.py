@@ -28,7 +28,7 @@ from bulkconn.engine.lane import READ_CHUNK, Lane, OpState
 from bulkconn.errors import AuthError
 from bulkconn.job import JobScan, LaneReader
 from bulkconn.model import Action, ErrorInfo, Operation, Outcome, Progress, Status, utc_now
-from bulkconn.pacing import Pacing
+from bulkconn.pacing import GLOBAL_PER_APP, GLOBAL_WINDOW_S, Pacers, Pacing, heard
 from bulkconn.retry import Answer, Done, RetryPolicy, decide
 from bulkconn.transport import Clock, LoopClock, Transport
 
@@ -40,6 +40,10 @@ class EngineSettings:
     tenant_concurrency: int | None = None  # overrides each tenant's own `concurrency`
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     seed: int | None = None  # jitter seed, for reproducible tests
+    # Graph's global limit per app across all tenants, and this process's share of it (shards of one app split it).
+    global_share: float = 1.0
+    global_per_window: int = GLOBAL_PER_APP
+    global_window_s: float = GLOBAL_WINDOW_S
 
 
 class Engine:
@@ -72,7 +76,12 @@ class Engine:
         self._rng = random.Random(settings.seed)
         self._lanes: dict[str, Lane] = {}
         self._wakers: set[asyncio.Task[None]] = set()
-        self._pacer_factory = pacer_factory
+        self._pacer_factory = pacer_factory or Pacers(
+            global_share=settings.global_share,
+            global_per_window=settings.global_per_window,
+            global_window_s=settings.global_window_s,
+            batch_size=settings.batch_size,
+        )
 
     def stop(self) -> None:
         """Start nothing new; operations in flight finish and are recorded."""
@@ -94,8 +103,9 @@ class Engine:
             async with asyncio.TaskGroup() as group:
                 for alias, reader in readers.items():
                     tenant = self.tenants[alias]
-                    pacer = self._pacer_factory(tenant, self.clock) if self._pacer_factory else None
+                    pacer = self._pacer_factory(tenant, self.clock)
                     lane = self._lanes[alias] = Lane(tenant, reader, clock=self.clock, pacer=pacer)
+                    self._note_limit(lane)
                     workers = self.settings.tenant_concurrency or tenant.concurrency
                     for _ in range(workers):
                         group.create_task(self._worker(lane))
@@ -114,19 +124,34 @@ class Engine:
                     await self._fail_all(lane)
                 return
             try:
-                # A stop while we wait for pacing or a slot drops the batch unsent (it is redone on resume).
-                if lane.pacer.ready(writes=len(batch)):
-                    await lane.pacer.acquire(writes=len(batch))  # returns at once: no need to race a stop
-                elif not await self._unless_stopped(lane.pacer.acquire(writes=len(batch))):
+                if not await self._paced_send(lane, batch):
                     return
-                # The token first: a slow identity service must not hold one of the global slots.
-                token = await self._token(lane)
-                async with self._slots:
-                    if self.stopping.is_set():
-                        return
-                    await self._send(lane, batch, token)
             finally:
                 await lane.release(batch)
+
+    async def _paced_send(self, lane: Lane, batch: list[OpState]) -> bool:
+        """Wait for the pacer, a token and a global slot, then send; False when the run stopped first."""
+        writes = len(batch)
+        while True:
+            # A stop while we wait for pacing or a slot drops the batch unsent (it is redone on resume).
+            if not lane.pacer.ready(writes=writes) and not await self._unless_stopped(lane.pacer.wait(writes=writes)):
+                return False
+            # The token first: a slow identity service must not hold one of the global slots.
+            token = await self._token(lane)
+            async with self._slots:
+                if self.stopping.is_set():
+                    return False
+                # Counted as sent only now, in the slot: a wait for a slot never hides in the pacer's log. Another
+                # worker of the lane may have taken the room meanwhile; then wait again.
+                sent_at = lane.pacer.take(writes=writes) if token is not None else self.clock.now()
+                if sent_at is not None:
+                    await self._send(lane, batch, token, sent_at)
+                    return True
+
+    def _note_limit(self, lane: Lane) -> None:
+        """Show the write limit the tenant's pacer paces to now (learned from 429s, or configured)."""
+        limit = lane.pacer.limit
+        self.progress.limit_by_tenant[lane.tenant.alias] = (limit.per_window, limit.window_s)
 
     async def _unless_stopped(self, waiting: Coroutine[Any, Any, None]) -> bool:
         """Await ``waiting`` unless the run is stopped first (then cancel it and return False)."""
@@ -174,11 +199,10 @@ class Engine:
             lane.quarantine = error
             self.auth_failures[lane.tenant.alias] = error
 
-    async def _send(self, lane: Lane, batch: list[OpState], token: str | None) -> None:
+    async def _send(self, lane: Lane, batch: list[OpState], token: str | None, sent_at: float) -> None:
         client_request_id = str(uuid.uuid4())
-        now = self.clock.now()
         for state in batch:
-            state.begin_attempt(now, client_request_id)
+            state.begin_attempt(sent_at, client_request_id)
             if state.op.action is Action.SYNC:
                 self.on_intent(state.op)
         if token is None:
@@ -195,15 +219,16 @@ class Engine:
             client_request_id=client_request_id,
             fresh_connection=fresh,
         )
-        shrink = False
+        # The pacer hears the answer before any operation is re-queued, so a retry waits for its cool-down.
+        cap_s = self.settings.policy.retry_after_cap_s
+        lane.pacer.heard(heard(sent.answers, sent_at=sent_at, retry_after_cap_s=cap_s))
+        self._note_limit(lane)
         for state, answer, request_id in zip(batch, sent.answers, sent.request_ids, strict=True):
             state.answered(answer.status, request_id)
-            shrink = await self._settle(lane, state, answer, token) or shrink
-        if shrink:
-            lane.pacer.batch_shrunk()
+            await self._settle(lane, state, answer, token)
 
-    async def _settle(self, lane: Lane, state: OpState, answer: Answer, token: str) -> bool:
-        """Carry out the decision for one operation's answer; True when it asks to shrink the batch limit."""
+    async def _settle(self, lane: Lane, state: OpState, answer: Answer, token: str) -> None:
+        """Carry out the decision for one operation's answer."""
         alias = lane.tenant.alias
         decision = decide(
             answer,
@@ -215,16 +240,12 @@ class Engine:
         if isinstance(decision, Done):
             if decision.quarantine is not None:
                 self._quarantine(lane, decision.quarantine)
-            if decision.succeeded:
-                lane.pacer.succeeded()
             self._finish(state, decision.status, decision.error)
-            return decision.shrink_batch
+            return
         self.progress.retries += 1
         if decision.reauthenticate:
             await self.auth.invalidate(alias, token)
         if decision.throttled:
             self.progress.record_throttled(alias)
-            lane.pacer.throttled(decision.after_s)
         state.will_retry(decision)
         lane.schedule_retry(state, self.clock.now() + decision.after_s)
-        return decision.shrink_batch
