@@ -22,12 +22,15 @@ the model and the figures measured.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from bulkconn.config import TenantConfig
-from bulkconn.limits import DEFAULT_MARGIN_S, Learned, SharedLimit, TenantLimits
+from bulkconn.learning import Learned
+from bulkconn.limits import DEFAULT_MARGIN_S, SharedLimit, TenantLimits
 from bulkconn.retry import Answer, parse_retry_after
 from bulkconn.transport import Clock, LoopClock
 
@@ -49,9 +52,11 @@ class Heard:
     admitted_reads: int = 0
     refused_writes: int = 0  # answered 429
     refused_reads: int = 0
-    retry_after_s: float | None = None  # the longest Retry-After of the 429s; None when none carried one
+    retry_after_s: float | None = None  # the longest Retry-After of the 429s (the pause); None when none had one
+    tightest_retry_after_s: float | None = None  # the shortest (the best bound on the window)
     envelope_refused: bool = False  # the whole $batch envelope was answered 429
     envelope_failed: bool = False  # the whole envelope was answered 429 or 5xx: send smaller batches
+    writes: bool = True  # a write request (False: reads only)
 
 
 def heard(
@@ -65,7 +70,7 @@ def heard(
     refused = [a for a in answers if a.status == 429]
     admitted = sum(1 for a in answers if a.status is not None and a.status != 429)
     waits = [w for a in refused if (w := parse_retry_after(a.headers.get("retry-after"))) is not None]
-    longest = max(waits) if waits else None
+    longest, shortest = (max(waits), min(waits)) if waits else (None, None)
     if longest is not None and retry_after_cap_s is not None:
         longest = min(longest, retry_after_cap_s)
     whole = bool(answers) and answers[0].whole_envelope
@@ -76,8 +81,10 @@ def heard(
         refused_writes=0 if reads else len(refused),
         refused_reads=len(refused) if reads else 0,
         retry_after_s=longest,
+        tightest_retry_after_s=shortest,
         envelope_refused=whole and answers[0].status == 429,
         envelope_failed=any(a.envelope_failed for a in answers),
+        writes=not reads,
     )
 
 
@@ -112,6 +119,7 @@ class Pacer:
     def __init__(self, limits: TenantLimits, *, clock: Clock | None = None) -> None:
         self.limits = limits
         self._clock = clock or LoopClock()
+        self._changed = asyncio.Event()
 
     @property
     def max_batch(self) -> int:
@@ -127,9 +135,11 @@ class Pacer:
         return self.limits.earliest_send_at(now, writes=writes, reads=reads) <= now
 
     async def wait(self, *, writes: int, reads: int = 0) -> None:
-        # The cool-down can be extended and the limit lowered while we sleep: re-check after each nap.
+        # The cool-down can be extended and the limit changed while we sleep: re-check after each nap, and
+        # wake up early when an answer changed what may go.
         while (at := self.limits.earliest_send_at(now := self._clock.now(), writes=writes, reads=reads)) > now:
-            await self._clock.sleep(at - now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), at - now)
 
     def take(self, *, writes: int, reads: int = 0) -> float | None:
         now = self._clock.now()
@@ -141,6 +151,8 @@ class Pacer:
     def heard(self, answer: Heard) -> None:
         """Learn from an answer: 429s teach the limit and pause the tenant, successes let it probe upwards."""
         now = self._clock.now()
+        if answer.writes:
+            self.limits.answered()
         if answer.refused_writes or answer.refused_reads:
             self.limits.throttled(
                 now,
@@ -148,12 +160,16 @@ class Pacer:
                 refused=answer.refused_writes,
                 refused_reads=answer.refused_reads,
                 retry_after_s=answer.retry_after_s,
+                tightest_retry_after_s=answer.tightest_retry_after_s,
                 envelope=answer.envelope_refused,
             )
         elif answer.envelope_failed:
             self.limits.shrink_batch(now)
         if answer.admitted_writes:
-            self.limits.succeeded(now)
+            self.limits.succeeded(now, sent_at=answer.sent_at)
+        # What may go when has changed (sooner after a probe holds or a search ends): waiters look again.
+        self._changed.set()
+        self._changed = asyncio.Event()
 
 
 def margin_for(window_s: float) -> float:

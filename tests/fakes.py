@@ -184,7 +184,7 @@ class FakeGraph:
 
     Per tenant: ``writes_per_window`` writes per ``window_s`` (``tenant_limits`` overrides it per tenant, and
     :meth:`set_limit` changes it mid-run); ``tenant_window`` adds the tenant's limit for all apps, which other apps
-    fill with ``other_apps_per_s`` writes per second that we never see; ``global_window`` is one window over
+    fill with ``other_apps_per_s[tenant]`` writes per second that we never see; ``global_window`` is one window over
     every tenant (Graph's global limit per app). Only admitted requests occupy a window.
 
     The tenant of a request is the part of its token before the last ``-`` (as ``tests.engine_harness.FakeAuth``
@@ -203,7 +203,7 @@ class FakeGraph:
         retry_after: str | tuple[str, ...] = "seconds",
         tenant_limits: Mapping[str, tuple[int, float]] | None = None,
         tenant_window: tuple[int, float] | None = None,
-        other_apps_per_s: float = 0.0,
+        other_apps_per_s: Mapping[str, float] | None = None,
         global_window: tuple[int, float] | None = None,
     ) -> None:
         self.writes_per_window = writes_per_window
@@ -211,7 +211,7 @@ class FakeGraph:
         self._forms = itertools.cycle((retry_after,) if isinstance(retry_after, str) else retry_after)
         self._tenant_limits = dict(tenant_limits or {})
         self._tenant_window = tenant_window
-        self._other_apps_per_s = other_apps_per_s
+        self._other_apps_per_s = dict(other_apps_per_s or {})
         self.windows: dict[str, list[ServerWindow]] = {}
         self.global_window = ServerWindow(*global_window) if global_window else None
         self._other_next: dict[str, float] = {}
@@ -256,10 +256,11 @@ class FakeGraph:
     def _admit(self, tenant: str, now: float) -> float:
         """0 when a write of ``tenant`` arriving at ``now`` is admitted (and counted), else the wait until it would be."""
         windows = self._windows(tenant)
-        if self._other_apps_per_s and len(windows) > 1:
+        rate = self._other_apps_per_s.get(tenant, 0.0)
+        if rate and len(windows) > 1:
             while self._other_next[tenant] <= now:  # other apps' writes, admitted under their own limits
                 windows[1].admitted.append(self._other_next[tenant])
-                self._other_next[tenant] += 1 / self._other_apps_per_s
+                self._other_next[tenant] += 1 / rate
         every = windows + ([self.global_window] if self.global_window is not None else [])
         wait = max(window.wait_s(now) for window in every)
         if wait == 0:

@@ -187,8 +187,9 @@ class Simulation:
         lane.inflight -= 1
         lane.done += admitted
         lane.pending += refused
+        lane.limits.answered()
         if admitted:
-            lane.limits.succeeded(self.now)
+            lane.limits.succeeded(self.now, sent_at=sent_at)
         if refused:
             self.throttled += refused
             if self.now > self.s.server_app[1]:

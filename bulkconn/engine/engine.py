@@ -131,11 +131,18 @@ class Engine:
 
     async def _paced_send(self, lane: Lane, batch: list[OpState]) -> bool:
         """Wait for the pacer, a token and a global slot, then send; False when the run stopped first."""
-        writes = len(batch)
         while True:
-            # A stop while we wait for pacing or a slot drops the batch unsent (it is redone on resume).
-            if not lane.pacer.ready(writes=writes) and not await self._unless_stopped(lane.pacer.wait(writes=writes)):
-                return False
+            if len(batch) > (fits := lane.pacer.max_batch):
+                # The pacer takes fewer now (a probe, a lower limit learned since the batch was taken): the rest
+                # goes back to the lane for another worker, in order.
+                await lane.give_back(batch[fits:])
+                del batch[fits:]
+            writes = len(batch)
+            if not lane.pacer.ready(writes=writes):
+                # A stop while we wait for pacing or a slot drops the batch unsent (it is redone on resume).
+                if not await self._unless_stopped(lane.pacer.wait(writes=writes)):
+                    return False
+                continue  # what fits may have changed while we waited
             # The token first: a slow identity service must not hold one of the global slots.
             token = await self._token(lane)
             async with self._slots:

@@ -165,6 +165,14 @@ class Lane:
                         del self.parked[oid]
             self.cond.notify_all()
 
+    async def give_back(self, states: list[OpState]) -> None:
+        """Put operations taken but not sent back at the front of the queue, in their order."""
+        async with self.cond:
+            for state in reversed(states):
+                self.busy.discard(state.op.object_id.lower())
+                self.pending.appendleft(state)
+            self.cond.notify_all()
+
     def drain(self) -> list[OpState]:
         """Every operation not yet sent (for quarantine or a stop)."""
         out = list(self.pending) + [s for _, _, s in self.retry]
