@@ -150,4 +150,4 @@ def run_engine(
             elapsed = asyncio.get_running_loop().time() - started
         return Run(outcomes, sent, engine, intents, provider, elapsed)
 
-    return run_virtual(scenario())
+    return run_virtual(scenario(), inline_threads=True)  # the job reader's reads: the same order every run

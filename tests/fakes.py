@@ -137,9 +137,10 @@ class _VirtualSelector(selectors.DefaultSelector):
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An event loop whose clock is virtual: it jumps to the next timer whenever nothing is ready."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, inline_threads: bool = False) -> None:
         self._virtual_now = 0.0
         self.threads_busy = 0
+        self.inline_threads = inline_threads
         super().__init__(_VirtualSelector(self))
         # asyncio runs a timer up to one clock resolution early; in virtual time that would let a timer fire
         # before its deadline without the clock moving, and a "wait until the deadline" loop would spin.
@@ -154,6 +155,14 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._virtual_now = max(self._virtual_now + seconds, math.nextafter(self._virtual_now, math.inf))
 
     def run_in_executor(self, executor: Executor | None, func: Callable[[*Ts], T], *args: *Ts) -> asyncio.Future[T]:
+        if self.inline_threads:
+            # Run it here and now: no thread can finish early or late, so every run is the same to the callback.
+            done: asyncio.Future[T] = self.create_future()
+            try:
+                done.set_result(func(*args))
+            except Exception as exc:  # handed to the awaiting coroutine, as a thread would
+                done.set_exception(exc)
+            return done
         future = super().run_in_executor(executor, func, *args)
         self.threads_busy += 1
         future.add_done_callback(self._thread_done)
@@ -163,9 +172,13 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self.threads_busy -= 1
 
 
-def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to the end on a fresh :class:`VirtualTimeLoop`."""
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+def run_virtual(coro: Coroutine[Any, Any, T], *, inline_threads: bool = False) -> T:
+    """Run ``coro`` to the end on a fresh :class:`VirtualTimeLoop`.
+
+    ``inline_threads``: work handed to a thread (``asyncio.to_thread``) runs at once on the loop instead, so that
+    the order of events, and so every figure of the run, is the same each time.
+    """
+    with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(inline_threads=inline_threads)) as runner:
         return runner.run(coro)
 
 
@@ -191,7 +204,7 @@ class FakeGraph:
     issues them). ``retry_after`` picks how a 429 says when to come back: ``"seconds"`` (rounded up),
     ``"fractional"``, ``"http-date"`` (whole seconds on :func:`virtual_wall_now`) or ``"absent"``; a tuple rotates
     through its forms one throttled answer after another. Counters: ``writes_total`` (every write received),
-    ``throttled_total``, ``attempts`` and ``accepted`` (arrival times per tenant of every write and of the
+    ``throttled_total``, ``refused_by_global`` (writes the global window refused), ``attempts`` and ``accepted`` (arrival times per tenant of every write and of the
     admitted ones), ``objects`` and ``syncs``.
     """
 
@@ -217,6 +230,7 @@ class FakeGraph:
         self._other_next: dict[str, float] = {}
         self.writes_total = 0
         self.throttled_total = 0
+        self.refused_by_global = 0
         self.attempts: dict[str, list[float]] = {}
         self.accepted: dict[str, list[float]] = {}
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
@@ -263,6 +277,8 @@ class FakeGraph:
                 self._other_next[tenant] += 1 / rate
         every = windows + ([self.global_window] if self.global_window is not None else [])
         wait = max(window.wait_s(now) for window in every)
+        if self.global_window is not None and self.global_window.wait_s(now):
+            self.refused_by_global += 1
         if wait == 0:
             for window in every:
                 window.admitted.append(now)
