@@ -5,7 +5,8 @@ replace this one without touching the engine (``Engine(pacer_factory=...)``):
 
 - ``max_batch``: the largest ``$batch`` to send next (what fits now, else the batch limit);
 - ``ready(writes=, reads=)``: True when that many sub-requests may go now;
-- ``await wait(writes=, reads=)``: until they may (the shared cool-down after a 429 included);
+- ``await wait(writes=, reads=)``: until they may (the shared cool-down after a 429 included), or until an
+  answer changed what may go (the caller then looks again);
 - ``take(writes=, reads=)``: if they may go now, count them as sent now and return the time, else None.
   Synchronous, so nothing runs between the check and the send: the engine calls it inside its global
   in-flight slot, right before sending, so time spent waiting for a slot never hides in the log;
@@ -135,9 +136,11 @@ class Pacer:
         return self.limits.earliest_send_at(now, writes=writes, reads=reads) <= now
 
     async def wait(self, *, writes: int, reads: int = 0) -> None:
-        # The cool-down can be extended and the limit changed while we sleep: re-check after each nap, and
-        # wake up early when an answer changed what may go.
-        while (at := self.limits.earliest_send_at(now := self._clock.now(), writes=writes, reads=reads)) > now:
+        """Until the requests may go, or an answer changed what may go (then the caller looks again: the batch it
+        holds may no longer fit, and a smaller one may go at once)."""
+        now = self._clock.now()
+        at = self.limits.earliest_send_at(now, writes=writes, reads=reads)
+        if at > now:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), at - now)
 

@@ -156,6 +156,7 @@ def _settings_json(options: RunOptions) -> dict[str, Any]:
         "batch_size": s.batch_size,
         "concurrency": s.concurrency,
         "tenant_concurrency": s.tenant_concurrency,
+        "global_share": s.global_share,
         "policy": asdict(s.policy),
         "strict": options.strict,
     }

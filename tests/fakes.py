@@ -9,7 +9,7 @@ body, ids) and returns an :class:`~bulkconn.transport.HttpResponse` or raises
 
 **Time.** :func:`run_virtual` runs a coroutine on a :class:`VirtualTimeLoop`: an asyncio selector loop whose
 ``time()`` starts at 0 and only moves when nothing can run, then jumps straight to the next timer. Every
-``asyncio.sleep``, ``call_later``, ``wait_for`` and aiolimiter wait therefore takes no real time, and the
+``asyncio.sleep``, ``call_later`` and ``wait_for`` therefore takes no real time, and the
 engine's :class:`~bulkconn.transport.LoopClock` (``now()`` is the loop's time) reads virtual seconds. A
 run that would take minutes of pacing finishes in milliseconds, the same way every time. While a worker
 thread (``asyncio.to_thread``, as the job reader uses) is busy, the loop waits for it for real instead of

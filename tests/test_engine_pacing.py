@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from bulkconn.engine import EngineSettings
 from bulkconn.transport import HttpRequest, HttpResponse
-from tests.engine_harness import oid, run_engine, update
+from tests.engine_harness import POLICY, oid, run_engine, update
 from tests.engine_pacing import HTTP_FORMS, SCENARIOS, Scenario, measure, per_tenant, run, shorter_window
 from tests.engine_pacing import figures as measure_run
 from tests.fakes import FakeGraph, batch_ids, batch_response, error_body, jittered, respond
@@ -153,3 +154,14 @@ def test_writes_count_against_the_any_request_limit_too(tmp_path: Path, monkeypa
     )
     assert busiest(graph.attempts["contoso"], 20.0) == 60
     assert all(o.status == "succeeded" and o.throttled == 0 for o in result.outcomes)
+
+
+def test_a_process_paces_to_its_share_of_the_global_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two tenants of one app with half of a global 100 per 10 s: together never more than 50 in any 10 s."""
+    graph = FakeGraph()
+    lines = [update(n) for n in range(1, 101)] + [update(n, tenant="fabrikam") for n in range(101, 201)]
+    settings = EngineSettings(seed=1, policy=POLICY, global_share=0.5, global_per_window=100, global_window_s=10.0)
+    run_engine(tmp_path, monkeypatch, lines, graph, settings=settings, latency=jittered(0.05, 0.02, seed=1))
+    every = sorted(t for times in graph.attempts.values() for t in times)
+    assert len(every) == 200 and graph.throttled_total == 0
+    assert busiest(every, 10.0) == 50

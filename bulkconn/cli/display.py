@@ -55,7 +55,12 @@ def _view(progress: Progress) -> RenderableType:
             other = sum(counts.values()) - counts["succeeded"] - counts["failed"]
             throttled = progress.throttled_by_tenant[tenant]
             table.add_row(
-                tenant, str(counts["succeeded"]), str(counts["failed"]), str(other), str(throttled), _pace(progress, tenant)
+                tenant,
+                str(counts["succeeded"]),
+                str(counts["failed"]),
+                str(other),
+                str(throttled),
+                _pace(progress, tenant),
             )
         parts.append(table)
     return Group(*parts)

@@ -72,6 +72,14 @@ DRAIN_TIMEOUT_S = RunOptions(report=Path()).drain_timeout_s
     type=click.IntRange(1, 100),
     help="Requests in flight per tenant (default: each tenant's `concurrency` setting, 4).",
 )
+@click.option(
+    "--global-share",
+    default=ENGINE.global_share,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    help="This process's share of Graph's global limit per app (130,000 requests per 10 s across all tenants); "
+    "processes that run shards of one app split it.",
+)
 @click.option("--strict", is_flag=True, help="Refuse the whole job if any line is invalid.")
 @click.option("--dry-run", is_flag=True, help="Validate and plan; send no write at all.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
@@ -126,6 +134,7 @@ def run(
     batch_size: int,
     concurrency: int,
     tenant_concurrency: int | None,
+    global_share: float,
     strict: bool,
     dry_run: bool,
     quiet: bool,
@@ -156,6 +165,7 @@ def run(
         batch_size=batch_size,
         concurrency=concurrency,
         tenant_concurrency=tenant_concurrency,
+        global_share=global_share,
         policy=RetryPolicy(
             max_attempts=max_attempts,
             time_budget_s=time_budget,
