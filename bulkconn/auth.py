@@ -3,13 +3,14 @@
 * One ``ConfidentialClientApplication`` per tenant, built lazily in a worker thread (its constructor
   does network I/O), every call bounded by a timeout.
 * One ``asyncio.Lock`` per tenant: concurrent workers cause one token request, not one each.
-* MSAL's own cache is reused; it refreshes 5 minutes before expiry by itself.
+* MSAL's own cache is reused; it refreshes 5 minutes before expiry by itself. Device-code tokens are kept
+  between runs by :mod:`bulkconn.tokencache` (the OS's encrypted store, else an owner-only file).
 * A custom authority host (the emulator, a proxy) skips instance discovery, which would otherwise go
   to login.microsoftonline.com.
 * With ``ca_bundle`` the identity calls use a ``requests`` session that trusts exactly that bundle and
   ignores ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` (which would override ``verify=``; docs/service-facts.md §5).
 
-msal and requests exceptions are translated to :class:`AuthError` here and nowhere else. Error
+msal, msal-extensions and requests exceptions are translated to :class:`AuthError` here and nowhere else. Error
 texts carry Entra's code and description, never a secret, assertion or token.
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -33,6 +33,7 @@ from bulkconn.config import (
     TenantConfig,
 )
 from bulkconn.errors import AuthError
+from bulkconn.tokencache import CACHE_ERRORS, token_cache
 
 log = logging.getLogger(__name__)
 REFRESH_MARGIN_S = 300.0  # as MSAL: a token with less than 5 minutes left is renewed
@@ -58,6 +59,22 @@ class _TimeoutSession(requests.Session):
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout_s)
         return super().request(method, url, *args, **kwargs)
+
+
+def _cache_error(tenant: TenantConfig, exc: Exception) -> AuthError:
+    """The token cache could not be read or locked (another user's file, a locked Keychain)."""
+    cred = tenant.credential
+    where = cred.token_cache_file if isinstance(cred, DeviceCodeCredential) else "the token cache"
+    return AuthError(
+        tenant.alias,
+        "token_cache_unreadable",
+        f"cannot use the token cache {where} ({type(exc).__name__}); sign in again with `bulkconn login {tenant.alias}`",
+    )
+
+
+def _drop_access_tokens(cache: msal.TokenCache) -> None:
+    for at in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
+        cache.remove_at(at)
 
 
 def _describe(result: dict[str, Any]) -> str:
@@ -103,9 +120,7 @@ class MsalTokenProvider:
         if session is not None:
             common["http_client"] = session
         if isinstance(cred, DeviceCodeCredential):
-            cache = msal.SerializableTokenCache()
-            if cred.token_cache_file.exists():
-                cache.deserialize(cred.token_cache_file.read_text())
+            cache = token_cache(cred.token_cache_file)
             return msal.PublicClientApplication(tenant.client_id, token_cache=cache, **common)
         credential: Any
         if isinstance(cred, SecretCredential):
@@ -143,13 +158,20 @@ class MsalTokenProvider:
                     raise AuthError(
                         tenant.alias, "login_required", f"no signed-in user: run `bulkconn login {tenant.alias}`"
                     )
-                self._persist(tenant, app)
+        except requests.exceptions.SSLError:
+            raise AuthError(
+                tenant.alias,
+                "tls_error",
+                f"the TLS certificate of {tenant.authority_host} is not trusted; check the tenant's ca_bundle",
+            ) from None
         except requests.exceptions.RequestException as exc:
             raise AuthError(
                 tenant.alias, "unreachable", f"cannot reach {tenant.authority_host} ({type(exc).__name__})"
             ) from None
         except msal.exceptions.MsalServiceError as exc:
             raise AuthError(tenant.alias, "identity_service_error", str(exc)[:200]) from None
+        except CACHE_ERRORS as exc:  # after requests' errors, which are OSErrors too
+            raise _cache_error(tenant, exc) from None
         if result.get("token_source") != "cache":
             self._requests[tenant.alias] = self._requests.get(tenant.alias, 0) + 1
         if "access_token" not in result:
@@ -160,13 +182,6 @@ class MsalTokenProvider:
         lifetime_s = float(result.get("expires_in", 0))
         self._fresh_until[tenant.alias] = time.monotonic() + lifetime_s - REFRESH_MARGIN_S
         return token
-
-    def _persist(self, tenant: TenantConfig, app: msal.ClientApplication) -> None:
-        cred = tenant.credential
-        cache = app.token_cache
-        changed = isinstance(cache, msal.SerializableTokenCache) and cache.has_state_changed
-        if isinstance(cred, DeviceCodeCredential) and changed:
-            write_private(cred.token_cache_file, cache.serialize())
 
     def _lock(self, tenant: str) -> asyncio.Lock:
         lock = self._locks.get(tenant)
@@ -208,30 +223,13 @@ class MsalTokenProvider:
             self._fresh_until.pop(tenant, None)
             if isinstance(app, msal.ConfidentialClientApplication):
                 await self._in_thread(app.remove_tokens_for_client, tenant)
-            else:
-                cache = app.token_cache
-                for at in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
-                    cache.remove_at(at)
+            else:  # the cache reads and writes its store: not on the event loop
+                await self._in_thread(lambda: _drop_access_tokens(app.token_cache), tenant)
 
     def close(self) -> None:
         for session in self._sessions:
             session.close()
         self._sessions.clear()
-
-
-def write_private(path: os.PathLike[str] | str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable only by the owner.
-
-    On Windows the modes only set the read-only flag; the file takes the folder's ACL, which under the
-    user's profile (the default ``~/.bulkconn``) admits the user, SYSTEM and Administrators only.
-    """
-    target = os.fspath(path)
-    os.makedirs(os.path.dirname(target) or ".", mode=0o700, exist_ok=True)
-    tmp = f"{target}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, target)
 
 
 def device_login(config: Config, alias: str, echo: Callable[[str], None], *, timeout_s: float = 30.0) -> str:
@@ -247,13 +245,14 @@ def device_login(config: Config, alias: str, echo: Callable[[str], None], *, tim
         if "user_code" not in flow:
             raise AuthError(alias, str(flow.get("error", "device_flow_failed")), _describe(flow))
         echo(str(flow["message"]))
-        result = app.acquire_token_by_device_flow(flow)
+        result = app.acquire_token_by_device_flow(flow)  # the cache saves itself to its store
         if "access_token" not in result:
             raise AuthError(alias, str(result.get("error", "unknown_error")), _describe(result))
-        provider._persist(tenant, app)
         claims = result.get("id_token_claims", {})
         return str(claims.get("preferred_username", "signed in"))
     except requests.exceptions.RequestException as exc:
         raise AuthError(alias, "unreachable", f"cannot reach {tenant.authority_host} ({type(exc).__name__})") from None
+    except CACHE_ERRORS as exc:  # after requests' errors, which are OSErrors too
+        raise _cache_error(tenant, exc) from None
     finally:
         provider.close()

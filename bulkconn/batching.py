@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 
 from bulkconn.model import Action, ErrorInfo, Operation
-from bulkconn.resources import RESOURCES
+from bulkconn.registry import ODATA_TYPE
+from bulkconn.targets import resolve_resource
 
 MAX_BATCH = 20
 
@@ -28,12 +29,16 @@ class Request:
 
 
 def request_for(op: Operation) -> Request:
-    resource = RESOURCES[op.resource]
-    path = resource.item_path(op.object_id)
-    if op.action is Action.SYNC:
-        action = resource.actions["sync"]
-        return Request("POST", f"{path}/{action.name}", {action.parameter: op.sync_type})
-    return Request("PATCH", path, {"@odata.type": resource.odata_type, **op.patch})
+    """``PATCH {item}`` with the patch, or ``POST {item}/{action}`` (``{collection}/{action}`` for an action bound
+    to the collection) with the parameters. A PATCH body says the object's type: the line's, else the declared one."""
+    resource = resolve_resource(op.resource)
+    if op.action == Action.UPDATE:
+        body = {ODATA_TYPE: op.odata_type or resource.odata_type, **op.patch}
+        return Request("PATCH", resource.item_path(op.object_id), body)
+    action = resource.actions[op.action]
+    target = f"/{resource.path}" if action.on_collection else resource.item_path(op.object_id)
+    params = {"syncType": op.sync_type} if op.sync_type and not op.params else op.params
+    return Request("POST", f"{target}/{action.name}", dict(params))
 
 
 def envelope(ops: Sequence[Operation]) -> bytes:
@@ -62,6 +67,7 @@ class SubResult:
     status: int | None  # None: the envelope gave no usable answer for it
     headers: Mapping[str, str] = field(default_factory=dict)
     error: ErrorInfo | None = None
+    body: Any = None  # the sub-response's JSON body (what a GET read)
 
 
 def readable_message(message: str) -> str:
@@ -87,14 +93,49 @@ def error_from_body(body: Any, status: int) -> ErrorInfo:
 
 
 def parse_single(status: int, headers: Mapping[str, str], body: bytes) -> SubResult:
-    """The answer to a single (non-``$batch``) request, in the same shape as a sub-response."""
+    """The answer to a single (non-``$batch``) request, in the same shape as a sub-response.
+
+    A redirect (never followed) and an error that is not Graph's JSON (an HTML page from a proxy or a
+    gateway, plain text) get a message saying so, since their status alone would mislead.
+    """
     if 200 <= status < 300:
         return SubResult(status, headers)
+    if 300 <= status < 400:
+        return SubResult(status, headers, redirect_error(status, headers))
     try:
         data = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
         data = None
-    return SubResult(status, headers, error_from_body(data, status))
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return SubResult(status, headers, error_from_body(data, status))
+    return SubResult(status, headers, foreign_error(status, headers, body))
+
+
+def redirect_error(status: int, headers: Mapping[str, str]) -> ErrorInfo:
+    """A 3xx: Graph does not redirect these requests, so something in between does; it is not followed."""
+    location = headers.get("location", "")
+    target = location.split("/")[2] if "://" in location else (location or "nowhere")
+    return ErrorInfo(
+        str(status),
+        f"HTTP {status} redirect to {target[:200]}, not followed: bulkconn sends requests (and the token) only to "
+        "the configured Graph URL; check graph_url and any proxy in between",
+    )
+
+
+def foreign_error(status: int, headers: Mapping[str, str], body: bytes) -> ErrorInfo:
+    """An error answer without Graph's OData error body: say what came instead, never the body itself."""
+    if not body:
+        return ErrorInfo(str(status), f"HTTP {status}")
+    kind = headers.get("content-type", "").split(";")[0].strip() or "no content type"
+    server = headers.get("server", "")
+    sender = f" (server: {server[:60]})" if server else ""
+    what = (
+        "an HTML page" if "html" in kind or body.lstrip()[:1] == b"<" else f"a body that is not Graph's JSON ({kind})"
+    )
+    return ErrorInfo(
+        str(status),
+        f"HTTP {status} with {what} instead of a Graph answer{sender}: from a proxy or gateway in front of Graph?",
+    )
 
 
 def unpack(raw: bytes, count: int) -> list[SubResult]:
@@ -116,23 +157,27 @@ def unpack(raw: bytes, count: int) -> list[SubResult]:
         if rid in seen:
             duplicated.add(rid)
         seen[rid] = item
-    results = []
-    for index in range(1, count + 1):
-        rid = str(index)
-        item = seen.get(rid)
-        if rid in duplicated:
-            results.append(
-                SubResult(
-                    None, error=ErrorInfo("BatchResponseDuplicate", f"the $batch answer holds sub-response {rid} twice")
-                )
-            )
-        elif item is None or not isinstance(item.get("status"), int):
-            results.append(
-                SubResult(None, error=ErrorInfo("BatchResponseMissing", f"the $batch answer has no sub-response {rid}"))
-            )
-        else:
-            status = int(item["status"])
-            headers = {str(k).lower(): str(v) for k, v in (item.get("headers") or {}).items()}
-            error = None if 200 <= status < 300 else error_from_body(item.get("body"), status)
-            results.append(SubResult(status, headers, error))
-    return results
+    asked = {str(index) for index in range(1, count + 1)}
+    strangers = sorted(set(seen) - asked)[:5]
+    return [_sub_result(str(index), seen, duplicated, strangers) for index in range(1, count + 1)]
+
+
+def _sub_result(rid: str, seen: dict[str, dict[str, Any]], duplicated: set[str], strangers: list[str]) -> SubResult:
+    """The sub-response for id ``rid``, matched by id alone (never by position), or why there is none usable."""
+    item = seen.get(rid)
+    if rid in duplicated:
+        message = f"the $batch answer holds sub-response {rid} twice"
+        return SubResult(None, error=ErrorInfo("BatchResponseDuplicate", message))
+    if item is None:
+        also = f" (it holds ids that were not asked for: {', '.join(strangers)})" if strangers else ""
+        return SubResult(
+            None, error=ErrorInfo("BatchResponseMissing", f"the $batch answer has no sub-response {rid}{also}")
+        )
+    status = item.get("status")
+    if not isinstance(status, int) or isinstance(status, bool):
+        message = f"sub-response {rid} of the $batch answer has no valid status"
+        return SubResult(None, error=ErrorInfo("BatchResponseInvalid", message))
+    raw_headers = item.get("headers")
+    headers = {str(k).lower(): str(v) for k, v in raw_headers.items()} if isinstance(raw_headers, dict) else {}
+    error = None if 200 <= status < 300 else error_from_body(item.get("body"), status)
+    return SubResult(status, headers, error, item.get("body"))

@@ -95,7 +95,14 @@ class DeviceCodeCredential:
     token_cache_file: Path
 
 
-Credential = SecretCredential | CertificateCredential | DeviceCodeCredential
+@dataclass(frozen=True, slots=True)
+class UnreadCredential:
+    """A secret or certificate named but not read: ``validate`` and ``--dry-run`` send nothing, so need none."""
+
+    source: str
+
+
+Credential = SecretCredential | CertificateCredential | DeviceCodeCredential | UnreadCredential
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,8 +178,18 @@ def _readable_by_others(path: Path) -> bool:
 class _Reader:
     """Reads one tenant's merged table, raising errors that say where."""
 
-    def __init__(self, file: str, base: Path, alias: str, table: Mapping[str, Any], warnings: list[str]) -> None:
+    def __init__(
+        self,
+        file: str,
+        base: Path,
+        alias: str,
+        table: Mapping[str, Any],
+        warnings: list[str],
+        *,
+        read_secrets: bool = True,
+    ) -> None:
         self.file, self.base, self.alias, self.table, self.warnings = file, base, alias, table, warnings
+        self.read_secrets = read_secrets
 
     def fail(self, key: str, message: str) -> ConfigError:
         return ConfigError(message, file=self.file, tenant=self.alias, key=key)
@@ -190,7 +207,8 @@ class _Reader:
         kinds = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
             kind = "a whole number" if integer else "a number"
-            raise self.fail(key, f"must be {kind} >= {minimum:g}, not {value!r}")
+            shown = str(value).lower() if isinstance(value, bool) else repr(value)  # TOML's true, not Python's True
+            raise self.fail(key, f"must be {kind} >= {minimum:g}, not {shown}")
         return value
 
     def path(self, key: str) -> Path:
@@ -227,6 +245,14 @@ class _Reader:
         if not value:
             raise self.fail(key, f"environment variable {name} is not set")
         return value
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a name the OS cannot even look up (too long, NUL byte)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _resolve(text: str, base: Path, fail: Callable[[str], ConfigError]) -> Path:
@@ -309,6 +335,9 @@ def _credential(reader: _Reader, config_dir: Path) -> Credential:
         )
     if len(given) > 1:
         raise reader.fail(given[1], f"two credentials for one tenant ({' and '.join(given)}); keep one")
+    if not reader.read_secrets:
+        where = f"env:{reader.env_name(given[0])}" if given[0].endswith("_env") else f"file:{reader.path(given[0])}"
+        return UnreadCredential(where)
     if given[0] == "client_secret_env":
         return SecretCredential(Secret(reader.env("client_secret_env")), f"env:{reader.env_name('client_secret_env')}")
     if given[0] == "client_secret_file":
@@ -319,8 +348,10 @@ def _credential(reader: _Reader, config_dir: Path) -> Credential:
     return _certificate(reader)
 
 
-def _tenant(file: str, base: Path, alias: str, table: Mapping[str, Any], warnings: list[str]) -> TenantConfig:
-    reader = _Reader(file, base, alias, table, warnings)
+def _tenant(
+    file: str, base: Path, alias: str, table: Mapping[str, Any], warnings: list[str], *, read_secrets: bool = True
+) -> TenantConfig:
+    reader = _Reader(file, base, alias, table, warnings, read_secrets=read_secrets)
     for key in table:
         if key in _SECRET_LITERALS:
             raise reader.fail(
@@ -346,7 +377,7 @@ def _tenant(file: str, base: Path, alias: str, table: Mapping[str, Any], warning
         if not url.startswith("https://"):
             raise reader.fail(key, f"must be an https:// URL, not {url!r}")
     ca_bundle = reader.path("ca_bundle") if "ca_bundle" in table else None
-    if ca_bundle is not None and not ca_bundle.is_file():
+    if ca_bundle is not None and not _is_file(ca_bundle):
         raise reader.fail("ca_bundle", f"file {ca_bundle} does not exist")
     return TenantConfig(
         alias=alias,
@@ -366,8 +397,12 @@ def _tenant(file: str, base: Path, alias: str, table: Mapping[str, Any], warning
     )
 
 
-def parse_config(text: str, *, file: str, base: Path) -> Config:
-    """Parse configuration text (``file`` names it in messages, ``base`` resolves relative paths)."""
+def parse_config(text: str, *, file: str, base: Path, read_secrets: bool = True) -> Config:
+    """Parse configuration text (``file`` names it in messages, ``base`` resolves relative paths).
+
+    With ``read_secrets=False`` every check runs except reading the secrets themselves (environment variables,
+    secret and certificate files): credentials are :class:`UnreadCredential`, enough to validate and plan a job.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -388,33 +423,37 @@ def parse_config(text: str, *, file: str, base: Path) -> Config:
     for alias, table in tenants.items():
         if not isinstance(table, dict):
             raise ConfigError("must be a table", file=file, tenant=alias)
-        parsed[alias] = _tenant(file, base, alias, {**defaults, **table}, warnings)
+        parsed[alias] = _tenant(file, base, alias, {**defaults, **table}, warnings, read_secrets=read_secrets)
     return Config(source=file, tenants=parsed, warnings=tuple(warnings))
 
 
-def from_azure_environment() -> Config | None:
+def from_azure_environment(*, read_secrets: bool = True) -> Config | None:
     """A single-tenant configuration from azure-identity's environment variables, if they are set."""
     env = os.environ
     if not (env.get("AZURE_TENANT_ID") and env.get("AZURE_CLIENT_ID")):
         return None
     table: dict[str, Any] = {"tenant_id": env["AZURE_TENANT_ID"], "client_id": env["AZURE_CLIENT_ID"]}
-    if env.get("AZURE_CLIENT_SECRET"):
+    # Without secrets to read (validate, --dry-run), the variable that will hold one need not be set yet.
+    if env.get("AZURE_CLIENT_SECRET") or not (read_secrets or env.get("AZURE_CLIENT_CERTIFICATE_PATH")):
         table["client_secret_env"] = "AZURE_CLIENT_SECRET"
     elif env.get("AZURE_CLIENT_CERTIFICATE_PATH"):
         table["certificate_file"] = env["AZURE_CLIENT_CERTIFICATE_PATH"]
         if env.get("AZURE_CLIENT_CERTIFICATE_PASSWORD"):
             table["certificate_password_env"] = "AZURE_CLIENT_CERTIFICATE_PASSWORD"
     warnings: list[str] = []
-    tenant = _tenant("environment (AZURE_*)", Path.cwd(), "default", table, warnings)
+    tenant = _tenant("environment (AZURE_*)", Path.cwd(), "default", table, warnings, read_secrets=read_secrets)
     return Config(source="environment (AZURE_*)", tenants={"default": tenant}, warnings=tuple(warnings))
 
 
-def load_config(path: Path | None = None) -> Config:
-    """Load from ``path``, else ``$BULKCONN_CONFIG``, else ``./bulkconn.toml``, else the AZURE_* variables."""
+def load_config(path: Path | None = None, *, read_secrets: bool = True) -> Config:
+    """Load from ``path``, else ``$BULKCONN_CONFIG``, else ``./bulkconn.toml``, else the AZURE_* variables.
+
+    ``read_secrets=False``: see :func:`parse_config`.
+    """
     explicit = path or (Path(os.environ["BULKCONN_CONFIG"]) if os.environ.get("BULKCONN_CONFIG") else None)
     candidate = explicit or DEFAULT_CONFIG
     if not candidate.exists():
-        if explicit is None and (env_config := from_azure_environment()) is not None:
+        if explicit is None and (env_config := from_azure_environment(read_secrets=read_secrets)) is not None:
             return env_config
         raise ConfigError(
             "configuration file not found (pass --config PATH, set BULKCONN_CONFIG, or set the AZURE_TENANT_ID, "
@@ -425,4 +464,4 @@ def load_config(path: Path | None = None) -> Config:
         text = candidate.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", file=str(candidate)) from exc
-    return parse_config(text, file=str(candidate), base=candidate.resolve().parent)
+    return parse_config(text, file=str(candidate), base=candidate.resolve().parent, read_secrets=read_secrets)

@@ -6,6 +6,7 @@
     ├── UsageError                 the user's input is wrong; nothing was sent (exit code 2)
     │   ├── ConfigError            configuration file or environment (names file, tenant, key)
     │   ├── JobError               the job file as a whole, or a line under --strict (names file, line)
+    │   │   └── JobChanged         the job file changed while a run was reading it (the run stops, resumable)
     │   └── ResumeError            a report that cannot be resumed (names the report and why)
     ├── AuthError                  a tenant's credentials or consent failed (quarantines that tenant)
     └── TransportError             a request got no HTTP answer (connection, TLS, timeout); retryable
@@ -45,6 +46,10 @@ class JobError(UsageError):
         self.file, self.line = file, line
 
 
+class JobChanged(JobError):
+    """The job file changed while a run was reading it: the run stops starting anything new."""
+
+
 class ResumeError(UsageError):
     """A report that cannot be resumed as asked."""
 
@@ -58,8 +63,12 @@ class AuthError(BulkconnError):
 
 
 class TransportError(BulkconnError):
-    """No HTTP answer: connection refused or reset, TLS failure, or timeout."""
+    """No usable HTTP answer: connection refused or reset, TLS failure, timeout, an answer cut off or too large.
 
-    def __init__(self, code: str, message: str) -> None:
+    ``sent`` is False only when the request certainly never reached the service (the connection or its TLS
+    handshake failed), so that even a non-idempotent action may be sent again.
+    """
+
+    def __init__(self, code: str, message: str, *, sent: bool = True) -> None:
         super().__init__(f"{code}: {message}")
-        self.code, self.message = code, message
+        self.code, self.message, self.sent = code, message, sent

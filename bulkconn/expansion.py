@@ -21,13 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from bulkconn.model import Action, Operation
+from bulkconn.report.format import ExpansionDoneRecord, ExpansionRecord
 from bulkconn.selectors import Selector
+from bulkconn.values import ODATA_TYPE, short_type_name
 
-EXPANSION = "expansion"
-EXPANSION_DONE = "expansion_done"
+EXPANSION: Final = "expansion"
+EXPANSION_DONE: Final = "expansion_done"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,7 @@ def match_key(selector: Selector, tenant: str, object_id: str) -> str:
 def operation_for(selector: Selector, match: Match) -> Operation:
     """The operation a match stands for: the selector's patch or action, on the matched object."""
     action = Action(selector.action)
+    named = selector.where.get(ODATA_TYPE)  # an abstract collection's patch is sent with the type 'where' names
     return Operation(
         match.key,
         match.line,
@@ -57,6 +60,7 @@ def operation_for(selector: Selector, match: Match) -> Operation:
         action,
         dict(selector.patch),
         selector.sync_type,
+        odata_type=f"#microsoft.graph.{short_type_name(named)}" if isinstance(named, str) else "",
     )
 
 
@@ -92,20 +96,20 @@ class Expander:
         """The matches of one selector line, in listing order."""
         return next((g.matches for g in self._groups if g.selector.line == selector.line), [])
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[ExpansionRecord | ExpansionDoneRecord]:
         """The report records of this expansion, line by line, each group closed by its ``expansion_done``."""
-        out: list[dict[str, Any]] = []
+        out: list[ExpansionRecord | ExpansionDoneRecord] = []
         for group in self._groups:
             out.extend(match_record(m) for m in group.matches)
             out.append(done_record(group.selector.line, self.tenant, len(group.matches), self.listed))
         return out
 
 
-def match_record(match: Match) -> dict[str, Any]:
+def match_record(match: Match) -> ExpansionRecord:
     return {"type": EXPANSION, "line": match.line, "tenant": match.tenant, "key": match.key, "id": match.object_id}
 
 
-def done_record(line: int, tenant: str, count: int, listed: int) -> dict[str, Any]:
+def done_record(line: int, tenant: str, count: int, listed: int) -> ExpansionDoneRecord:
     return {"type": EXPANSION_DONE, "line": line, "tenant": tenant, "count": count, "listed": listed}
 
 

@@ -11,15 +11,22 @@ A job is read twice, never held in memory:
 The file's encoding (UTF-8, with or without a BOM, or UTF-16 from PowerShell) is :mod:`bulkconn.jobfile`'s
 concern; a CSV row becomes the very object its JSON line would be (:mod:`bulkconn.jobcsv`), so everything
 after parsing is the same for both formats.
+
+A selector line (``select`` or ``where`` instead of an ``id``, :mod:`bulkconn.selectors`) is validated in the
+scan and kept, parsed, in :attr:`JobScan.selectors`; its offset goes to every tenant it names. Once the runner
+has attached the recorded expansion (:attr:`JobScan.expansion`), the lane reader yields one operation per match
+at the selector's place in the job.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import re
 from array import array
-from collections.abc import Callable, Collection, Container, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,16 +34,31 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from bulkconn.errors import JobError
+from bulkconn.errors import JobChanged, JobError
+from bulkconn.expansion import Match, operation_for
 from bulkconn.jobcsv import CsvLayout, read_header, records, row_object, sniff_delimiter
 from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
-from bulkconn.model import Action, Operation
-from bulkconn.resources import EXCHANGE_CONNECTOR, RESOURCES, Problem, Resource, validate_patch
+from bulkconn.model import Operation
+from bulkconn.registry import Resource
+from bulkconn.selectors import Selector, SelectorProblem, is_selector, parse_selector
 from bulkconn.suggest import did_you_mean
+from bulkconn.targets import (
+    DEFAULT_RESOURCE,
+    UPDATE,
+    action_problem,
+    on_collection,
+    operation,
+    patch_operation,
+    resolve_resource,
+    resource_problem,
+)
 
-LINE_FIELDS = frozenset({"tenant", "id", "patch", "action", "syncType", "resource", "key"})
-DEFAULT_FIELDS = frozenset({"tenant", "patch", "action", "syncType", "resource"})
-CSV_RESOURCE = EXCHANGE_CONNECTOR  # a CSV job has no defaults line to name another resource
+__all__ = ["resolve_resource"]  # the one resource resolution, for selectors, plan and rollback too
+
+LINE_FIELDS = frozenset(
+    {"tenant", "id", "patch", "action", "syncType", "resource", "key", "expect", "params", "@odata.type"}
+)
+DEFAULT_FIELDS = frozenset({"tenant", "patch", "action", "syncType", "resource", "params", "@odata.type"})
 _REREAD_CHUNK = 4096  # a lane re-reads one line at a time: read UTF-16 in small pieces
 _LISTED = 10  # names shown in an "unknown tenant" message; an MSP may configure thousands
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -70,12 +92,40 @@ class JobScan:
     valid: int = 0
     invalid: int = 0
     skipped: int = 0
+    skipped_by_tenant: dict[str, int] = field(default_factory=dict)  # what a resume skipped, per tenant
     offsets: dict[str, array[int]] = field(default_factory=dict)  # tenant -> byte offsets of its valid lines
     line_numbers: dict[str, array[int]] = field(default_factory=dict)  # tenant -> their line numbers
+    # tenant -> its valid lines in the whole job (a selector line counts once in each tenant it names), those
+    # skipped by a resume included: shards.partition's input
+    tenant_operations: dict[str, int] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     actions: dict[str, int] = field(default_factory=dict)
     encoding: Encoding = UTF8
     layout: CsvLayout | None = None  # a CSV job's header; None for JSON Lines
+    identity: tuple[int, ...] = ()  # the file as scanned (see :func:`file_identity`); re-reads check it
+    selectors: dict[int, Selector] = field(default_factory=dict)  # line -> its selector (counted in `valid`)
+    # Filled by the runner before the lanes start: (line, tenant) -> the recorded matches, and the keys to skip.
+    expansion: Mapping[tuple[int, str], tuple[Match, ...]] = field(default_factory=dict)
+    skip_keys: Container[str] = frozenset()
+
+    @property
+    def operations(self) -> int:
+        """Operations to send: valid id lines, plus every recorded match not already final (after expansion)."""
+        matches = sum(1 for found in self.expansion.values() for m in found if m.key not in self.skip_keys)
+        return self.valid - len(self.selectors) + matches
+
+    def unexpanded(self) -> int:
+        """Selector lines' (line, tenant) groups with no expansion attached yet: they are listed when the run starts."""
+        return sum(1 for s in self.selectors.values() for tenant in s.tenants if (s.line, tenant) not in self.expansion)
+
+
+def file_identity(path: Path) -> tuple[int, ...]:
+    """What changes when a file is edited, replaced or appended to: device, inode, size, modification time."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def is_csv(path: Path) -> bool:
@@ -89,27 +139,13 @@ def _listing(names: Iterable[str]) -> str:
     return ", ".join(ordered[:_LISTED]) + more
 
 
-def _explain(resource: Resource, problem: Problem, patch: dict[str, Any]) -> str:
-    """A validation problem's message, with the property or enum value the user probably meant."""
-    prop = resource.properties.get(problem.property)
-    if prop is None and problem.property != "@odata.type":
-        return problem.message + did_you_mean(problem.property, resource.properties)
-    value = patch.get(problem.property)
-    if prop is not None and prop.enum_values and isinstance(value, str):
-        return problem.message + did_you_mean(value, prop.enum_values)
-    return problem.message
-
-
-def _target_problem(object_id: Any, resource: str, action: Any) -> str:
+def _id_problem(object_id: Any, collection_bound: bool, action: Any) -> str:
+    if collection_bound:
+        return f"'{action}' acts on the whole collection: its line names no 'id'" if object_id else ""
     if not object_id:
         return "missing 'id'"
     if not isinstance(object_id, str) or not _ID.match(object_id):
         return f"'id' {orjson.dumps(object_id).decode()} is not a valid object id"
-    if resource not in RESOURCES:
-        return f"unknown resource '{resource}' (known: {', '.join(RESOURCES)})"
-    if action not in ("update", "sync"):
-        hint = did_you_mean(action, ("update", "sync")) if isinstance(action, str) else ""
-        return f"unknown action {orjson.dumps(action).decode()}{hint} (use 'update' or 'sync')"
     return ""
 
 
@@ -120,13 +156,15 @@ class _LineParser:
         self.only_tenant = next(iter(tenants)) if len(tenants) == 1 else None
         self.default_tenant = str(defaults.get("tenant", self.only_tenant or ""))
         self.default_action = defaults.get("action", "update")
-        self.default_patch: dict[str, Any] = dict(defaults.get("patch", {}))
+        self.default_resource = defaults.get("resource", DEFAULT_RESOURCE)
+        self._resources: dict[str, Resource] = {}  # the (at most 46) collections this job names
 
     def parse(self, data: Any, line: int) -> Operation | Invalid:
         key = str(line)
         if not isinstance(data, dict):
             return Invalid.of_line(line, "expected a JSON object")
-        tenant = str(data.get("tenant", self.default_tenant))
+        tenant_raw = data.get("tenant", self.default_tenant)
+        tenant = tenant_raw if isinstance(tenant_raw, str) else ""
         object_id = data.get("id", "")
         action_raw = data.get("action", self.default_action)
 
@@ -135,14 +173,39 @@ class _LineParser:
 
         if _good_key(data.get("key")):
             key = data["key"]
-        resource_name = str(data.get("resource", self.defaults.get("resource", "exchangeConnector")))
-        problem = self._line_problem(data, tenant) or _target_problem(object_id, resource_name, action_raw)
+        problem = self._line_problem(data, tenant)
         if problem:
             return bad(problem)
-        resource = RESOURCES[resource_name]
-        if action_raw == "sync":
-            return self._sync(data, line, key, tenant, object_id, resource.name, bad)
-        return self._update(data, line, key, tenant, object_id, resource, bad)
+        found = self._operation(data, key, line, tenant, object_id, action_raw)
+        return bad(found) if isinstance(found, str) else found
+
+    def _operation(
+        self, data: dict[str, Any], key: str, line: int, tenant: str, object_id: Any, action: Any
+    ) -> Operation | str:
+        """The line's operation: its resource, id, action and change, each validated (or the first problem)."""
+        name = data.get("resource", self.default_resource)
+        resource = (self._resources.get(name) if isinstance(name, str) else None) or self._resource(name)
+        patching = action == UPDATE  # the common case skips the action checks
+        bound = not patching and not isinstance(resource, str) and on_collection(resource, action)
+        problem = _id_problem(object_id, bound, action)
+        if isinstance(resource, str):
+            return problem or resource
+        if problem:
+            return problem
+        unknown = None if patching else action_problem(resource, action)
+        if unknown:
+            return unknown
+        head = (key, line, tenant, name, str(object_id))
+        if patching:
+            return patch_operation(resource, data, self.defaults, head)
+        return operation(resource, action, data, self.defaults, head)
+
+    def _resource(self, name: Any) -> Resource | str:
+        """The resource a line names (looked up once per job and name, then found in ``_resources``), or why not."""
+        resolved = resource_problem(name)
+        if not isinstance(resolved, str):
+            self._resources[name] = resolved  # only known names: a job of garbage names stays small
+        return resolved
 
     def _line_problem(self, data: dict[str, Any], tenant: str) -> str | None:
         """What is wrong with the line's key, fields or tenant, if anything."""
@@ -152,57 +215,14 @@ class _LineParser:
             unknown = sorted(set(data) - LINE_FIELDS)
             hint = did_you_mean(unknown[0], LINE_FIELDS)
             return f"unknown field '{unknown[0]}'{hint} (known: {', '.join(sorted(LINE_FIELDS))})"
+        if not isinstance(data.get("tenant", ""), str):
+            return f"'tenant' must be a tenant alias (a string), not {orjson.dumps(data['tenant']).decode()}"
         if not tenant:
             return "no tenant: set 'tenant' on the line or in the defaults line"
         if tenant not in self.tenants:
             hint = did_you_mean(tenant, self.tenants)
             return f"unknown tenant alias '{tenant}'{hint} (configured: {_listing(self.tenants)})"
         return None
-
-    def _update(
-        self,
-        data: dict[str, Any],
-        line: int,
-        key: str,
-        tenant: str,
-        object_id: str,
-        resource: Resource,
-        bad: Callable[[str], Invalid],
-    ) -> Operation | Invalid:
-        patch = dict(self.default_patch)
-        if "patch" in data:
-            if not isinstance(data["patch"], dict):
-                return bad("'patch' must be a JSON object")
-            patch.update(data["patch"])
-        if not patch:
-            return bad("empty patch: nothing to change")
-        problems = validate_patch(resource, patch)
-        if problems:
-            return bad("; ".join(_explain(resource, p, patch) for p in problems))
-        return Operation(key, line, tenant, resource.name, object_id, Action.UPDATE, patch)
-
-    def _sync(
-        self,
-        data: dict[str, Any],
-        line: int,
-        key: str,
-        tenant: str,
-        object_id: str,
-        resource: str,
-        bad: Callable[[str], Invalid],
-    ) -> Operation | Invalid:
-        if "patch" in data:
-            return bad("a 'sync' line takes no 'patch'")
-        action = RESOURCES[resource].actions["sync"]
-        sync_type = data.get("syncType", self.defaults.get("syncType"))
-        if sync_type is None:
-            return bad(f"a 'sync' line needs 'syncType': one of {', '.join(action.values)}")
-        if sync_type not in action.values:
-            hint = did_you_mean(sync_type, action.values) if isinstance(sync_type, str) else ""
-            return bad(
-                f"'syncType' must be one of {', '.join(action.values)}, not {orjson.dumps(sync_type).decode()}{hint}"
-            )
-        return Operation(key, line, tenant, resource, object_id, Action.SYNC, sync_type=str(sync_type))
 
 
 def _good_key(value: Any) -> bool:
@@ -220,8 +240,9 @@ def _read_defaults(data: Any, file: str, line: int) -> dict[str, Any]:
             file=file,
             line=line,
         )
-    if "patch" in defaults and not isinstance(defaults["patch"], dict):
-        raise JobError("'patch' in defaults must be a JSON object", file=file, line=line)
+    for name in ("patch", "params"):
+        if name in defaults and not isinstance(defaults[name], dict):
+            raise JobError(f"'{name}' in defaults must be a JSON object", file=file, line=line)
     return defaults
 
 
@@ -261,9 +282,9 @@ def _csv_items(stream: LineStream, scan: JobScan) -> Iterator[tuple[int, int, An
         return
     rows = records(itertools.chain([head], texts), sniff_delimiter(head[2]), file)
     number, _, cells = next(rows)
-    scan.layout = read_header(cells, sniff_delimiter(head[2]), CSV_RESOURCE, file, number)
+    scan.layout = read_header(cells, sniff_delimiter(head[2]), file, number)
     for number, offset, cells in rows:
-        data = row_object(scan.layout, cells, CSV_RESOURCE)
+        data = row_object(scan.layout, cells)
         yield (
             number,
             offset,
@@ -293,18 +314,20 @@ def scan_job(
     A ``.csv`` file is read as rows of a spreadsheet (:mod:`bulkconn.jobcsv`), anything else as JSON Lines.
     """
     stream = LineStream.open(path)
-    scan = JobScan(path, encoding=stream.encoding)
+    scan = JobScan(path, encoding=stream.encoding, identity=file_identity(path))
     with closing(stream):
         items = _csv_items(stream, scan) if is_csv(path) else _jsonl_items(stream)
-        _check_items(scan, items, tenants, on_invalid, skip_keys)
+        _check_items(scan, items, list(tenants), on_invalid, skip_keys)
     scan.sha256, scan.size, scan.lines = stream.sha256, stream.size, stream.lines
+    if file_identity(path) != scan.identity:
+        raise JobError("the job file changed while it was being validated; nothing was sent", file=str(path))
     return scan
 
 
 def _check_items(
     scan: JobScan,
     items: Iterator[tuple[int, int, Any]],
-    tenants: Collection[str],
+    tenants: list[str],
     on_invalid: Callable[[Invalid], None],
     skip_keys: Container[str],
 ) -> None:
@@ -325,7 +348,40 @@ def _check_items(
             misplaced = Invalid.of_line(number, "a defaults line must be the first line")
             _admit(scan, misplaced, start, (), on_invalid)
             continue
+        if isinstance(data, dict) and is_selector(data):
+            _admit_selector(scan, data, number, start, tenants, explicit_keys, on_invalid)
+            continue
         _admit(scan, _unique(parser.parse(data, number), explicit_keys), start, skip_keys, on_invalid)
+
+
+def _admit_selector(
+    scan: JobScan,
+    data: dict[str, Any],
+    number: int,
+    start: int,
+    tenants: list[str],
+    explicit_keys: set[str],
+    on_invalid: Callable[[Invalid], None],
+) -> None:
+    """Validate a selector line; a valid one is kept and its offset goes to every tenant it selects in."""
+    found = parse_selector(data, line=number, file=str(scan.path), tenants=tenants, defaults=scan.defaults)
+    if isinstance(found, Selector) and found.key != str(number) and found.key in explicit_keys:
+        found = SelectorProblem(str(scan.path), number, found.key, "key", f"duplicate key '{found.key}'")
+    if isinstance(found, SelectorProblem):
+        tenant = data.get("tenant", scan.defaults.get("tenant", ""))
+        action = data.get("action", scan.defaults.get("action", "update"))
+        on_invalid(Invalid(number, found.key, str(tenant), "", str(action), found.message))
+        scan.invalid += 1
+        return
+    explicit_keys.add(found.key)
+    scan.selectors[number] = found
+    scan.valid += 1
+    scan.actions[found.action] = scan.actions.get(found.action, 0) + 1
+    for tenant in found.tenants:
+        scan.offsets.setdefault(tenant, array("q")).append(start)
+        scan.line_numbers.setdefault(tenant, array("q")).append(number)
+        # Its matches are unknown until listed: a selector weighs one operation in each tenant it names.
+        scan.tenant_operations[tenant] = scan.tenant_operations.get(tenant, 0) + 1
 
 
 def _unique(result: Operation | Invalid, explicit_keys: set[str]) -> Operation | Invalid:
@@ -338,7 +394,7 @@ def _unique(result: Operation | Invalid, explicit_keys: set[str]) -> Operation |
             result.key,
             result.tenant,
             result.object_id,
-            result.action.value,
+            result.action,
             f"line {result.line}: duplicate key '{result.key}'",
         )
     explicit_keys.add(result.key)
@@ -353,8 +409,11 @@ def _admit(
     on_invalid: Callable[[Invalid], None],
 ) -> None:
     """Count one parsed line: skipped (final in the report being resumed), invalid, or valid at ``start``."""
+    if isinstance(result, Operation):
+        scan.tenant_operations[result.tenant] = scan.tenant_operations.get(result.tenant, 0) + 1
     if result.key in skip_keys:
         scan.skipped += 1
+        scan.skipped_by_tenant[result.tenant] = scan.skipped_by_tenant.get(result.tenant, 0) + 1
     elif isinstance(result, Invalid):
         on_invalid(result)
         scan.invalid += 1
@@ -405,31 +464,68 @@ class LaneReader:
         self._offsets = scan.offsets.get(tenant, array("q"))
         self._lines = scan.line_numbers.get(tenant, array("q"))
         self._next = 0
+        self._tenant = tenant
+        self._scan = scan
+        self._expanded: deque[Operation] = deque()  # the rest of a selector line's matches
         self._parser = _LineParser(scan.defaults, [tenant])
         self._path = scan.path
         self._encoding = scan.encoding
         self._layout = scan.layout
+        self._identity = scan.identity
         self._handle: BinaryIO | None = None
 
     @property
     def remaining(self) -> int:
-        return len(self._offsets) - self._next
+        return len(self._offsets) - self._next + len(self._expanded)
 
     def read(self, count: int) -> list[Operation]:
-        """The next ``count`` operations of this tenant, in file order."""
-        if self._handle is None:
-            self._handle = self._path.open("rb")
+        """The next ``count`` operations of this tenant, in file order (a selector line's matches in its place).
+
+        Raises :class:`JobChanged` when the file is no longer the one scanned (edited, replaced, appended
+        to or removed): a line read by its old offset could be another operation.
+        """
+        file = str(self._path)
+        if self._identity and file_identity(self._path) != self._identity:
+            raise JobChanged(
+                "the job changed while running (edited, replaced or removed since it was validated)", file=file
+            )
+        try:
+            if self._handle is None:
+                self._handle = self._path.open("rb")
+            return self._read(self._handle, count)
+        except JobChanged:
+            raise
+        except (OSError, ValueError, JobError) as exc:  # orjson.JSONDecodeError is a ValueError
+            raise JobChanged(
+                f"the job changed while running: it cannot be read as validated ({exc})", file=file
+            ) from None
+
+    def _read(self, handle: BinaryIO, count: int) -> list[Operation]:
         out: list[Operation] = []
-        while self._next < len(self._offsets) and len(out) < count:
+        while len(out) < count and (self._expanded or self._next < len(self._offsets)):
+            if self._expanded:
+                out.append(self._expanded.popleft())
+                continue
             offset, line = self._offsets[self._next], self._lines[self._next]
             self._next += 1
-            result = self._parser.parse(self._object_at(self._handle, offset, line), line)
-            if not isinstance(result, Operation):  # the file changed under us since the scan
-                raise JobError(
-                    f"the line changed since it was validated: {result.message}", file=str(self._path), line=line
+            selector = self._scan.selectors.get(line)
+            if selector is not None:
+                self._expand(selector)
+                continue
+            result = self._parser.parse(self._object_at(handle, offset, line), line)
+            if not isinstance(result, Operation):
+                raise JobChanged(
+                    f"the job changed while running: the line is not as validated: {result.message}",
+                    file=str(self._path),
+                    line=line,
                 )
             out.append(result)
         return out
+
+    def _expand(self, selector: Selector) -> None:
+        matches = self._scan.expansion.get((selector.line, self._tenant), ())
+        skip = self._scan.skip_keys
+        self._expanded.extend(operation_for(selector, m) for m in matches if m.key not in skip)
 
     def _object_at(self, handle: BinaryIO, offset: int, line: int) -> Any:
         file = str(self._path)
@@ -444,7 +540,7 @@ class LaneReader:
             for i, (at, raw, _) in enumerate(raws)
         )
         _, _, cells = next(records(texts, self._layout.delimiter, file))
-        return row_object(self._layout, cells, CSV_RESOURCE)
+        return row_object(self._layout, cells)
 
     def close(self) -> None:
         if self._handle is not None:

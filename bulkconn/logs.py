@@ -30,10 +30,13 @@ class RedactingFilter(logging.Filter):
 
 
 def enable_debug_logging() -> None:
+    """Debug logs to stderr, credentials masked; a second call (``--debug`` given twice) changes nothing."""
+    root = logging.getLogger()
+    if any(isinstance(f, RedactingFilter) for h in root.handlers for f in h.filters):
+        return
     handler = logging.StreamHandler()
     handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     # urllib3 (inside msal) logs URLs only; keep it, but not the noisy connection-pool chatter.

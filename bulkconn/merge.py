@@ -249,7 +249,9 @@ def write_merged(states: Sequence[ShardState], output: Path, *, run_id: str, now
     counts: Counter[str] = Counter()
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:
-        with tmp.open("wb") as sink:
+        # Owner-only, as every report is (report.writer): a report names tenants and objects.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
+        with os.fdopen(fd, "wb") as sink:
             _write(sink, merged_header(states, run_id=run_id, now=now))
             for state in sorted(states, key=lambda s: s.index):
                 for record in _latest_lines(state):

@@ -16,8 +16,10 @@ def utc_now() -> str:
 
 
 class Action(StrEnum):
-    UPDATE = "update"
-    SYNC = "sync"
+    """The two actions every job has always had; any other bound action is named by its Graph name."""
+
+    UPDATE = "update"  # a PATCH
+    SYNC = "sync"  # the Exchange Connector's sync
 
 
 class Status(StrEnum):
@@ -32,20 +34,31 @@ class Status(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Operation:
-    """One validated line of a job."""
+    """One validated line of a job.
+
+    ``action`` is ``update`` (a PATCH of ``patch``) or the name of a bound action called with ``params``
+    (``sync``, ``updateDeviceProperties``, ``wipe``...); ``resource`` is the collection as the line names it.
+    ``odata_type`` is the object's concrete type when the line says it (abstract collections). An action is
+    sent again after a lost answer only when ``action_idempotent`` (the registry's allow-list).
+    """
 
     key: str
     line: int
     tenant: str
     resource: str
     object_id: str
-    action: Action
+    action: str
     patch: dict[str, Any] = field(default_factory=dict)
-    sync_type: str = ""
+    sync_type: str = ""  # the Exchange Connector sync's syncType (also in ``params``)
+    expect: dict[str, Any] | None = None  # an undo line: the values bulkconn wrote (docs/selectors-plan-rollback.md)
+    params: dict[str, Any] = field(default_factory=dict)
+    odata_type: str = ""
+    action_idempotent: bool = False
 
     @property
     def idempotent(self) -> bool:
-        return self.action is Action.UPDATE
+        """Whether sending it twice is harmless: a PATCH, or an allow-listed action."""
+        return self.action == Action.UPDATE or self.action_idempotent
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +85,7 @@ class Outcome:
     client_request_id: str = ""
     duration_ms: int = 0
     finished_at: str = ""
+    reason: ErrorInfo | None = None  # why a ``skipped`` operation was not sent (``Unchanged``, ``Conflict``)
 
     @classmethod
     def invalid(cls, *, key: str, line: int, tenant: str, object_id: str, action: str, message: str) -> Outcome:
@@ -88,18 +102,21 @@ class Outcome:
         )
 
     @classmethod
-    def uncertain_sync(cls, *, key: str, line: int, tenant: str, object_id: str) -> Outcome:
-        """A sync that was being sent when an earlier run stopped: it may have happened."""
+    def uncertain_sync(
+        cls, *, key: str, line: int, tenant: str, object_id: str, action: str = Action.SYNC.value
+    ) -> Outcome:
+        """A sync (or another action that is not idempotent) that was being sent when an earlier run stopped:
+        it may have happened."""
         return cls(
             key=key,
             line=line,
             tenant=tenant,
             object_id=object_id,
-            action=Action.SYNC.value,
+            action=action,
             status=Status.UNCERTAIN,
             error=ErrorInfo(
-                "UncertainSync",
-                "the run stopped while this sync was being sent; it may have "
+                "UncertainSync" if action == Action.SYNC else "UncertainAction",
+                f"the run stopped while this {action} was being sent; it may have "
                 "happened, so it is not sent again (resume with --resend-uncertain to send it)",
             ),
             finished_at=utc_now(),

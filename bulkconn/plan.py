@@ -68,8 +68,8 @@ class Planner:
         """The entry for ``op`` given the object read (``None``: Graph answered 404)."""
         if current is None:
             return self._entry(op, PlanState.MISSING, detail="not found (404)")
-        if op.action is not Action.UPDATE:
-            return self._entry(op, PlanState.ACTION, detail=op.sync_type)
+        if op.action != Action.UPDATE:
+            return self._entry(op, PlanState.ACTION, detail=op.sync_type or (render(op.params) if op.params else ""))
         target = (op.tenant, op.object_id.lower())
         earlier = self._written.get(target)
         projected = {**current, **earlier} if earlier else current
@@ -84,7 +84,7 @@ class Planner:
 
     @staticmethod
     def _entry(op: Operation, state: PlanState, changes: tuple[Change, ...] = (), detail: str = "") -> PlanEntry:
-        return PlanEntry(op.key, op.line, op.tenant, op.object_id, op.action.value, state, changes, detail)
+        return PlanEntry(op.key, op.line, op.tenant, op.object_id, str(op.action), state, changes, detail)
 
 
 def invalid_entry(key: str, line: int, tenant: str, object_id: str, action: str, message: str) -> PlanEntry:

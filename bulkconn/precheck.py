@@ -17,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from bulkconn.model import Operation
 from bulkconn.registry import Resource
+from bulkconn.report.format import BackupRecord
 from bulkconn.values import ODATA_TYPE, diff, render
 
-BACKUP = "backup"
+BACKUP: Final = "backup"
 
 
 class SkipCode(StrEnum):
@@ -124,9 +125,9 @@ def backup_for(op: Operation, current: Mapping[str, Any]) -> Backup:
     )
 
 
-def backup_record(backup: Backup, *, at: str) -> dict[str, Any]:
+def backup_record(backup: Backup, *, at: str) -> BackupRecord:
     """The ``backup`` report record (written and fsynced before the write is sent)."""
-    record: dict[str, Any] = {
+    record: BackupRecord = {
         "type": BACKUP,
         "key": backup.key,
         "line": backup.line,

@@ -22,6 +22,7 @@ from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -82,13 +83,21 @@ class StructuredType:
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """A bound action: ``POST {item}/{name}``, or ``POST {collection}/{name}`` when ``on_collection``."""
+    """A bound action: ``POST {item}/{name}``, or ``POST {collection}/{name}`` when ``on_collection``.
+
+    ``idempotent``: sending it twice leaves the object as sending it once does, so a lost answer may be retried
+    (otherwise the operation ends ``uncertain`` and is sent at most once). ``undoable``: every parameter is a
+    property of the object with the same name, so the pre-image of those properties, sent to the same action,
+    restores the object; rollback refuses every other action. Both come from the override list.
+    """
 
     name: str
     bound_to: str
     on_collection: bool
     parameters: Mapping[str, TypeRef]
     returns: str | None
+    idempotent: bool = False
+    undoable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +116,15 @@ class Resource:
         return self.entity_type.odata_type
 
     def item_path(self, object_id: str) -> str:
-        """Relative URL of one object, e.g. ``/deviceManagement/deviceCategories/{id}``."""
-        return f"/{self.path}/{object_id}"
+        """Relative URL of one object, e.g. ``/deviceManagement/deviceCategories/{id}``.
+
+        The id is always exactly one path segment: percent-encoded (``/``, ``?``, ``#``, ``%``, spaces, non-ASCII),
+        and ``.``, ``..`` or empty refused (``ValueError``), since no encoding stops a server resolving those.
+        The job reader already refuses such ids with file and line; this is the last line of defence.
+        """
+        if object_id in ("", ".", ".."):
+            raise ValueError(f"{object_id!r} is not an object id")
+        return f"/{self.path}/{quote(object_id, safe='')}"
 
 
 class UnknownResourceError(UsageError):
@@ -190,8 +206,22 @@ def _actions(entity_type: str) -> dict[str, Action]:
         binding = raw["binding"]
         if _is_a(entity_type, binding) or _is_a(binding, entity_type):
             params = {p[0]: _type_ref(p[1], p[2]) for p in raw["params"]}
-            found[raw["name"]] = Action(raw["name"], binding, raw["collection"], params, raw["returns"])
+            found[raw["name"]] = Action(
+                raw["name"],
+                binding,
+                raw["collection"],
+                params,
+                raw["returns"],
+                idempotent=bool(raw.get("idempotent")),
+                undoable=bool(raw.get("undoable")),
+            )
     return found
+
+
+def enum_members(name: str) -> tuple[str, ...]:
+    """The member names of the enum type ``name``, in the metadata's order (empty for an unknown name)."""
+    spec = _data()["enums"].get(name)
+    return tuple(spec["members"]) if spec else ()
 
 
 def collections() -> tuple[str, ...]:

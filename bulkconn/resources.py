@@ -1,24 +1,28 @@
-"""What a Graph resource looks like, as data, and validation of patches against it.
+"""The Exchange Connector as Graph's Exchange Connector update page describes it, and validation of patches against that table.
 
-The Exchange Connector entry is taken from the seed documentation's property table
-("Update deviceManagementExchangeConnector"): names, types, enums (with ``unknownFutureValue``)
-and DateTimeOffset. Adding another Graph resource is a new :class:`Resource` entry in
-:data:`RESOURCES`; neither the job reader, the engine nor the emulator needs new code for it.
+The entry is built from the generated registry's ``exchangeConnectors`` entry (:mod:`bulkconn.registry`: names,
+types, enum members and the ``sync`` action, from Graph's published metadata), on first use, so importing this
+module reads no data. What Graph's Exchange Connector update page ("Update deviceManagementExchangeConnector") says is kept
+exactly: the messages job lines and the emulator have always given, and null accepted for every string and
+``DateTimeOffset`` property. The metadata marks ``lastSyncDateTime`` non-nullable; the seed page's table does not,
+and jobs that clear it have always been accepted, so the seed table wins for this one resource (the registry, and
+the other collections, follow the metadata).
 
-This module is pure: no I/O, no event loop. The emulator and the job validator both use it, so
-the client refuses exactly what the server would refuse.
+This module is pure: no I/O beyond that first read, no event loop. The emulator and the job validator both use it,
+so the client refuses exactly what the server would refuse.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
-from typing import Any
-from urllib.parse import quote
+from typing import Any, TypeVar
+
+_V = TypeVar("_V")
 
 
 class Kind(StrEnum):
@@ -69,17 +73,6 @@ class Resource:
     properties: Mapping[str, Property]
     actions: Mapping[str, BoundAction] = field(default_factory=dict)
 
-    def item_path(self, object_id: str) -> str:
-        """Relative URL of one object, e.g. ``/deviceManagement/exchangeConnectors/{id}``.
-
-        The id is always exactly one path segment: percent-encoded (``/``, ``?``, ``#``, ``%``, spaces, non-ASCII),
-        and ``.``, ``..`` or empty refused (``ValueError``), since no encoding stops a server resolving those.
-        The job reader already refuses such ids with file and line; this is the last line of defence.
-        """
-        if object_id in ("", ".", ".."):
-            raise ValueError(f"{object_id!r} is not an object id")
-        return f"/{self.collection_path}/{quote(object_id, safe='')}"
-
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -89,32 +82,68 @@ class Problem:
     message: str
 
 
-STATUS_VALUES = ("none", "connectionPending", "connected", "disconnected", "unknownFutureValue")
-TYPE_VALUES = ("onPremises", "hosted", "serviceToService", "dedicated", "unknownFutureValue")
-SYNC_TYPE_VALUES = ("fullSync", "deltaSync")
+_COLLECTION = "exchangeConnectors"
 
 
-def _props(*items: Property) -> dict[str, Property]:
-    return {p.name: p for p in items}
+class _Lazy(Mapping[str, _V]):
+    """A read-only mapping built on first use (so that importing this module reads no data)."""
 
+    __slots__ = ("_build", "_built")
+
+    def __init__(self, build: Callable[[], dict[str, _V]]) -> None:
+        self._build = build
+        self._built: dict[str, _V] | None = None
+
+    def resolved(self) -> dict[str, _V]:
+        """The built mapping (built now if it was not yet)."""
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def __getitem__(self, key: str) -> _V:
+        return self.resolved()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.resolved())
+
+    def __len__(self) -> int:
+        return len(self.resolved())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.resolved()
+
+
+def _seed_properties() -> dict[str, Property]:
+    from bulkconn import registry  # registry imports this module: read its data here, on first use
+
+    props: dict[str, Property] = {}
+    for name, prop in registry.resource(_COLLECTION).entity_type.properties.items():
+        ref, key = prop.type, bool(prop.read_only)  # only the key is protected for this resource
+        if ref.kind is registry.Kind.ENUM:
+            props[name] = Property(name, Kind.ENUM, ref.name, registry.enum_members(ref.name), is_key=key)
+        else:
+            props[name] = Property(name, _SEED_KINDS[ref.name], is_key=key)  # a new type must say how it reads
+    return props
+
+
+def _seed_actions() -> dict[str, BoundAction]:
+    from bulkconn import registry
+
+    actions: dict[str, BoundAction] = {}
+    for name, action in registry.resource(_COLLECTION).actions.items():
+        ((parameter, ref),) = action.parameters.items()  # sync: one enum parameter, syncType
+        actions[name] = BoundAction(name, parameter, registry.enum_members(ref.name))
+    return actions
+
+
+_SEED_KINDS = {"Edm.String": Kind.STRING, "Edm.DateTimeOffset": Kind.DATETIME}
 
 EXCHANGE_CONNECTOR = Resource(
     name="exchangeConnector",
     odata_type="#microsoft.graph.deviceManagementExchangeConnector",
-    collection_path="deviceManagement/exchangeConnectors",
-    properties=_props(
-        Property("id", Kind.STRING, is_key=True),
-        Property("lastSyncDateTime", Kind.DATETIME),
-        Property("status", Kind.ENUM, "deviceManagementExchangeConnectorStatus", STATUS_VALUES),
-        Property("primarySmtpAddress", Kind.STRING),
-        Property("serverName", Kind.STRING),
-        Property("connectorServerName", Kind.STRING),
-        Property("exchangeConnectorType", Kind.ENUM, "deviceManagementExchangeConnectorType", TYPE_VALUES),
-        Property("version", Kind.STRING),
-        Property("exchangeAlias", Kind.STRING),
-        Property("exchangeOrganization", Kind.STRING),
-    ),
-    actions={"sync": BoundAction("sync", "syncType", SYNC_TYPE_VALUES)},
+    collection_path=f"deviceManagement/{_COLLECTION}",
+    properties=_Lazy(_seed_properties),
+    actions=_Lazy(_seed_actions),
 )
 
 RESOURCES: Mapping[str, Resource] = {EXCHANGE_CONNECTOR.name: EXCHANGE_CONNECTOR}
@@ -156,17 +185,18 @@ def parse_datetime_offset(value: str) -> datetime | None:
 
 
 def _type_name(value: Any) -> str:
+    """What a JSON value is, as a sentence says it ("must be a string, not a number")."""
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return "boolean"
+        return "a boolean"
     if isinstance(value, int | float):
-        return "number"
+        return "a number"
     if isinstance(value, str):
-        return "string"
+        return "a string"
     if isinstance(value, list):
-        return "array"
-    return "object"
+        return "an array"
+    return "an object"
 
 
 def check_value(prop: Property, value: Any) -> str | None:
@@ -196,6 +226,9 @@ def validate_patch(resource: Resource, body: Mapping[str, Any], *, current_id: s
     the object is named by the job line's own ``id``.
     """
     problems: list[Problem] = []
+    properties = resource.properties
+    if isinstance(properties, _Lazy):  # plain dict lookups for each property of each line
+        properties = properties.resolved()
     for name, value in body.items():
         if name == "@odata.type":
             if value != resource.odata_type:
@@ -203,7 +236,7 @@ def validate_patch(resource: Resource, body: Mapping[str, Any], *, current_id: s
                     Problem(name, f"'@odata.type' must be '{resource.odata_type}', not {json.dumps(value)}")
                 )
             continue
-        prop = resource.properties.get(name)
+        prop = properties.get(name)
         if prop is None:
             problems.append(Problem(name, f"property '{name}' does not exist on type '{resource.odata_type[1:]}'"))
             continue

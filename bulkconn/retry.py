@@ -13,12 +13,14 @@ answer                              decision
 2xx                                 done, succeeded
 401, first time for this operation  retry at once with a fresh token
 403                                 done, failed; the tenant is quarantined (a missing permission)
+TLS certificate not trusted         done, failed; the tenant is quarantined (its CA or a proxy is wrong)
 other 4xx (and a second 401)        done, failed
 429                                 retry after Retry-After, even a sync: nothing happened; without
                                     Retry-After at once, and the tenant's pacer holds it back as long
                                     as the limit it learned implies
 5xx or no answer, update            retry after Retry-After (or backoff); a 503 over a new connection
 5xx or no answer, sync              done, uncertain (unless ``retry_uncertain_sync``)
+no connection at all, sync          retry: the request never left, so nothing happened
 attempts or time budget spent       done, failed, saying which budget ran out
 whole envelope 429 or 5xx           as above for each operation (the pacer shrinks the batch size)
 ==================================  ======================================================================
@@ -43,7 +45,7 @@ class RetryPolicy:
     """Budgets and backoff; documented defaults, each one a ``bulkconn run`` flag."""
 
     max_attempts: int = 10
-    max_attempts_500: int = 3  # a 500 is less likely to be transient than a 503/504
+    max_attempts_500: int = 3  # 500 answers per operation: a 500 is less likely to be transient than a 503/504
     time_budget_s: float = 900.0  # per operation, from its first attempt
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 60.0
@@ -89,6 +91,7 @@ class Answer:
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     error: ErrorInfo | None = None
     whole_envelope: bool = False  # the ``$batch`` envelope itself answered this, for every operation in it
+    sent: bool = True  # False: the request certainly never reached the service (no connection, TLS refused)
 
     @property
     def envelope_failed(self) -> bool:
@@ -104,6 +107,7 @@ class Attempt:
     elapsed_s: float  # since the first attempt
     idempotent: bool
     reauthenticated: bool = False  # a 401 was already retried with a fresh token
+    answers_500: int = 0  # how many of the answers so far (this one included) were a 500
 
 
 def decide(answer: Answer, attempt: Attempt, *, tenant: str, policy: RetryPolicy, rng: random.Random) -> Decision:
@@ -116,13 +120,18 @@ def decide(answer: Answer, attempt: Attempt, *, tenant: str, policy: RetryPolicy
         error = answer.error or ErrorInfo("Forbidden", "HTTP 403")
         reason = ErrorInfo(error.code, f"permission missing for tenant '{tenant}': {error.message}")
         return Done(False, error, quarantine=reason)
+    if answer.status is None and answer.error is not None and answer.error.code == "TLSError":
+        # Not transient: the same certificate is refused every time. Never retried without verification.
+        reason = ErrorInfo("TLSError", f"TLS failed for tenant '{tenant}': {answer.error.message}")
+        return Done(False, answer.error, quarantine=reason)
     return classify(
         status=answer.status,
         retry_after=answer.headers.get("retry-after"),
         error=answer.error,
         attempt=attempt.number,
+        answers_500=attempt.answers_500,
         elapsed_s=attempt.elapsed_s,
-        idempotent=attempt.idempotent,
+        idempotent=attempt.idempotent or not answer.sent,  # a request that never left may be sent again
         policy=policy,
         rng=rng,
     )
@@ -172,10 +181,12 @@ def classify(
     idempotent: bool,
     policy: RetryPolicy,
     rng: random.Random,
+    answers_500: int | None = None,
 ) -> Decision:
     """The status-based part of :func:`decide`: after attempt number ``attempt`` (1-based) ended with ``status``.
 
-    ``status`` None means no HTTP answer at all (connection error or timeout).
+    ``status`` None means no HTTP answer at all (connection error or timeout). ``answers_500`` counts the 500s
+    among the answers so far, this one included (None: take every attempt as one, for callers that do not count).
     """
     if status is not None and 200 <= status < 300:
         return Done(True)
@@ -187,8 +198,8 @@ def classify(
     # reached the service: a non-idempotent action is not resent unless the user allows it.
     if status != 429 and not idempotent and not policy.retry_uncertain_sync:
         return Done(False, err, uncertain=True)
-    budget = policy.max_attempts_500 if status == 500 else policy.max_attempts
-    if attempt >= budget:
+    spent_500 = attempt if answers_500 is None else answers_500
+    if attempt >= policy.max_attempts or (status == 500 and spent_500 >= policy.max_attempts_500):
         return Done(False, ErrorInfo(err.code, f"gave up after {attempt} attempts: {err.message}"))
     parsed = parse_retry_after(retry_after)
     if parsed is not None:

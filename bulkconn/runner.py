@@ -4,6 +4,9 @@ The CLI and the tests both call :func:`execute` (and :func:`plan` for ``--dry-ru
 caller gets a :class:`RunResult` and a live :class:`~bulkconn.model.Progress` through ``on_tick``. The run's
 resources (report, transport, token provider) live in one ``AsyncExitStack``; every outcome, whether an
 invalid line, a sync settled by a resume or an engine result, goes through one ``record`` into one tally.
+
+A job with selector lines is expanded after the header and before the lanes start (:mod:`bulkconn.listing`): its
+records are fsynced before the first write, and a resumed run takes the expansion its report already holds.
 """
 
 from __future__ import annotations
@@ -11,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import signal
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -27,14 +29,30 @@ from bulkconn.batching import request_for
 from bulkconn.config import Config
 from bulkconn.engine import Engine, EngineSettings
 from bulkconn.errors import JobError, UsageError
+from bulkconn.expansion import RecordedExpansion
 from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
-from bulkconn.model import Outcome, Progress, utc_now
+from bulkconn.listing import expand, to_list
+from bulkconn.lock import ReportLock
+from bulkconn.model import Outcome, Progress, Status, utc_now
+from bulkconn.precheck import Backup, backup_record
+from bulkconn.reads import Reads
 from bulkconn.report import format as fmt
 from bulkconn.report.writer import ReportWriter
-from bulkconn.transport import AiohttpTransport, Transport
+from bulkconn.shards import Partition, ShardSpec, check_resume, operation_counts, partition, restrict, shard_record
+from bulkconn.signals import interrupts
+from bulkconn.transport import USER_AGENT, AiohttpTransport, Transport
 
 STRICT_PREVIEW = 20  # invalid lines quoted when --strict refuses a job
+PROBLEMS_KEPT = 20  # outcomes that did not succeed, kept for the end-of-run message
 PLAN_EXAMPLES = 3  # requests shown per tenant by --dry-run
+
+
+class StrictRefusal(JobError):
+    """``--strict`` found invalid lines, so nothing was sent; the first few travel with the error."""
+
+    def __init__(self, file: str, invalid: int, problems: tuple[Invalid, ...]) -> None:
+        super().__init__(f"{invalid} invalid line(s); --strict sends nothing", file=file)
+        self.invalid, self.problems = invalid, problems
 
 
 @dataclass(slots=True)
@@ -47,7 +65,10 @@ class RunResult:
     tenants: int = 0
     interrupted: bool = False
     skipped_from_report: int = 0
+    skipped_by_tenant: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
+    problems: list[Outcome] = field(default_factory=list)  # the first PROBLEMS_KEPT outcomes that did not succeed
+    stopped_because: str = ""  # a run that stopped by itself says why (the job changed while running)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +81,9 @@ class RunOptions:
     skip_keys: Container[str] = frozenset()
     resumed: bool = False
     prefill: tuple[Outcome, ...] = ()  # results to record first (syncs left uncertain by a crash)
+    expansion: RecordedExpansion = field(default_factory=RecordedExpansion)  # what the resumed report selected
+    shard: ShardSpec | None = None  # run only this shard's tenants (docs/scale-out.md)
+    resume_header: Mapping[str, Any] | None = None  # the first header of the report being resumed
 
 
 def invalid_outcome(item: Invalid) -> Outcome:
@@ -73,7 +97,9 @@ def invalid_outcome(item: Invalid) -> Outcome:
     )
 
 
-async def strict_check(job: Path, config: Config, limit: int = 20) -> tuple[JobScan, list[Invalid]]:
+async def strict_check(
+    job: Path, config: Config, limit: int = 20, *, skip_keys: Container[str] = frozenset()
+) -> tuple[JobScan, list[Invalid]]:
     """Scan without writing anything; return the scan and up to ``limit`` invalid lines."""
     problems: list[Invalid] = []
 
@@ -81,7 +107,7 @@ async def strict_check(job: Path, config: Config, limit: int = 20) -> tuple[JobS
         if len(problems) < limit:
             problems.append(item)
 
-    scan = await asyncio.to_thread(scan_job, job, list(config.tenants), on_invalid=keep)
+    scan = await asyncio.to_thread(scan_job, job, list(config.tenants), on_invalid=keep, skip_keys=skip_keys)
     return scan, problems
 
 
@@ -116,9 +142,9 @@ class RunPlan:
     tenants: tuple[TenantPlan, ...]
 
 
-async def plan(job: Path, config: Config, *, batch_size: int) -> RunPlan:
+async def plan(job: Path, config: Config, *, batch_size: int, skip_keys: Container[str] = frozenset()) -> RunPlan:
     """Validate ``job`` and say, per tenant, how many requests it takes and how long at least."""
-    scan, problems = await strict_check(job, config)
+    scan, problems = await strict_check(job, config, skip_keys=skip_keys)
     tenants = []
     for alias, offsets in sorted(scan.offsets.items()):
         tenant = config.tenants[alias]
@@ -156,10 +182,33 @@ def _settings_json(options: RunOptions) -> dict[str, Any]:
         "batch_size": s.batch_size,
         "concurrency": s.concurrency,
         "tenant_concurrency": s.tenant_concurrency,
-        "global_share": s.global_share,
         "policy": asdict(s.policy),
         "strict": options.strict,
+        "skip_unchanged": s.read_first.skip_unchanged,
+        "backup": s.read_first.backup,
+        "force": s.read_first.force,
+        "global_share": s.global_share,
     }
+
+
+def _scope(scan: JobScan, options: RunOptions, invalid_by_tenant: Counter[str]) -> tuple[JobScan, Partition | None]:
+    """The part of the job this run owns (all of it unless sharded), once a resumed report is known to be its own.
+
+    Raises :class:`~bulkconn.errors.ResumeError` when the report being resumed belongs to another shard, N or job.
+    """
+    spec = options.shard
+    plan = None if spec is None else partition(operation_counts(scan), spec.count, job_sha256=scan.sha256)
+    if options.resume_header is not None:
+        check_resume(options.resume_header, spec, plan, report=options.report)
+    if spec is None or plan is None:
+        return scan, None
+    invalid = sum(n for tenant, n in invalid_by_tenant.items() if plan.owns(spec.index, tenant))
+    return restrict(scan, plan, spec.index, invalid=invalid), plan
+
+
+def user_agent(shard: ShardSpec | None) -> str:
+    """bulkconn's User-Agent; a shard adds ``shard/K-of-N`` so that the service side can tell shards apart."""
+    return USER_AGENT if shard is None else f"{USER_AGENT} shard/{shard.index}-of-{shard.count}"
 
 
 async def execute(
@@ -172,37 +221,61 @@ async def execute(
     on_tick: Callable[[Progress], None] = lambda p: None,
     on_scanned: Callable[[JobScan], None] = lambda scan: None,
     install_signals: bool = True,
+    lock: ReportLock | None = None,
 ) -> RunResult:
     """Run ``job`` to the end (or until interrupted) and return what happened.
 
+    The run holds the report's lock (:class:`~bulkconn.lock.ReportLock`) from before it writes anything
+    until it ends: ``lock`` is the caller's, already held (a resume takes it before it reads the report),
+    else it is taken here; a report held by another run raises :class:`~bulkconn.lock.ReportInUse`.
     The job is validated first, in one pass, before the report is touched: ``--strict`` can then refuse
     it, and a resume with nothing left to do appends nothing. Invalid lines wait in a spool file (as
     report lines) until the header is written, so even a job of a million bad lines is not held in memory.
     """
+    async with contextlib.AsyncExitStack() as held:
+        if lock is None:
+            lock = await held.enter_async_context(ReportLock(options.report))
+        elif not lock.held or lock.report != options.report:
+            raise RuntimeError("execute() needs the lock of its own report, held")
+        return await _execute(job, config, options, auth, transport, on_tick, on_scanned, install_signals)
+
+
+async def _execute(
+    job: Path,
+    config: Config,
+    options: RunOptions,
+    auth: TokenProvider | None,
+    transport: Transport | None,
+    on_tick: Callable[[Progress], None],
+    on_scanned: Callable[[JobScan], None],
+    install_signals: bool,
+) -> RunResult:
     result = RunResult(report=options.report)
     started = time.monotonic()
     with tempfile.TemporaryFile() as spool:
         preview: list[Invalid] = []
+        invalid_by_tenant: Counter[str] = Counter()
 
         def spool_invalid(item: Invalid) -> None:
             if len(preview) < STRICT_PREVIEW:
                 preview.append(item)
+            invalid_by_tenant[item.tenant] += 1
             spool.write(fmt.encode(fmt.result(invalid_outcome(item))))
 
         scan = await asyncio.to_thread(
             scan_job, job, list(config.tenants), on_invalid=spool_invalid, skip_keys=options.skip_keys
         )
+        scan.expansion, scan.skip_keys = options.expansion.groups, options.skip_keys  # what a resume already selected
+        if options.strict and scan.invalid:  # the whole job, so that every shard refuses it alike
+            raise StrictRefusal(str(job), scan.invalid, tuple(preview))
+        scan, shards = _scope(scan, options, invalid_by_tenant)
         on_scanned(scan)
-        if options.strict and scan.invalid:
-            raise JobError(
-                f"{scan.invalid} invalid line(s); --strict sends nothing:\n" + "\n".join(p.message for p in preview),
-                file=str(job),
-            )
-        if options.resumed and not (scan.valid or scan.invalid or options.prefill):
+        unlisted = to_list(scan, options.expansion, options.skip_keys)
+        if options.resumed and not (scan.operations or unlisted or scan.invalid or options.prefill):
             result.nothing_to_do = True
             return result
         spool.seek(0)
-        run = _Run(job, config, options, scan, result, started)
+        run = _Run(job, config, options, scan, result, started, shards)
         return await run.execute(spool, auth, transport, on_tick, install_signals)
 
 
@@ -210,19 +283,37 @@ class _Run:
     """One run's state: the report, the one tally (a :class:`Progress`) and the result being built."""
 
     def __init__(
-        self, job: Path, config: Config, options: RunOptions, scan: JobScan, result: RunResult, started: float
+        self,
+        job: Path,
+        config: Config,
+        options: RunOptions,
+        scan: JobScan,
+        result: RunResult,
+        started: float,
+        shards: Partition | None,
     ) -> None:
         self.job, self.config, self.options, self.scan = job, config, options, scan
-        self.result, self.started = result, started
+        self.result, self.started, self.shards = result, started, shards
         self.progress = Progress()
         self.writer: ReportWriter | None = None
+
+    def owns(self, tenant: str) -> bool:
+        """Whether this run records lines of ``tenant`` (an invalid line's tenant may be no tenant at all)."""
+        spec = self.options.shard
+        return spec is None or self.shards is None or self.shards.owns(spec.index, tenant)
 
     def record(self, outcome: Outcome) -> None:
         """Tally one final outcome and append its report line (the engine tallies its own as it finishes them)."""
         self.progress.record(outcome.tenant or "(none)", outcome.status)
         self.progress.total += 1
+        self.on_outcome(outcome)
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        """Append a final result to the report; keep the first few that did not succeed to show at the end."""
         assert self.writer is not None
         self.writer.result(outcome)
+        if outcome.status is not Status.SUCCEEDED and len(self.result.problems) < PROBLEMS_KEPT:
+            self.result.problems.append(outcome)
 
     async def execute(
         self,
@@ -236,7 +327,7 @@ class _Run:
             self.writer = stack.enter_context(self._open_report())
             stack.callback(self._write_summary)  # runs before the report closes, also after Ctrl-C or a crash
             if transport is None:
-                transport = await stack.enter_async_context(AiohttpTransport())
+                transport = await stack.enter_async_context(AiohttpTransport(user_agent=user_agent(self.options.shard)))
             if auth is None:
                 provider = MsalTokenProvider(self.config)
                 stack.callback(provider.close)
@@ -247,22 +338,49 @@ class _Run:
             for raw in spool:
                 record = fmt.decode(raw)
                 assert record is not None and record["type"] == "result"
-                self.record(fmt.outcome_of(record))  # type: ignore[arg-type]
+                if self.owns(record["tenant"]):
+                    self.record(fmt.outcome_of(record))  # type: ignore[arg-type]
             self.result.skipped_from_report = self.scan.skipped
+            self.result.skipped_by_tenant = dict(self.scan.skipped_by_tenant)
             self.result.tenants = len(self.scan.offsets)
+            if self.scan.selectors:
+                await self._expand(transport, auth)
             engine = Engine(
                 tenants=dict(self.config.tenants),
                 auth=auth,
                 transport=transport,
                 settings=self.options.settings,
-                on_outcome=self.writer.result,
+                on_outcome=self.on_outcome,
                 on_intent=self.writer.intent,
+                on_backup=self._backup,
                 progress=self.progress,
             )
             self.result.interrupted = await _run_with_signals(engine, self.scan, self.options, on_tick, install_signals)
             self.result.auth_failures = {t: f"{e.code}: {e.message}" for t, e in engine.auth_failures.items()}
+            self.result.stopped_because = str(engine.job_changed or "")
             on_tick(engine.progress)
         return self.result
+
+    async def _expand(self, transport: Transport, auth: TokenProvider) -> None:
+        """List and record what the selector lines select (what the report does not hold yet)."""
+        settings = self.options.settings
+        reads = Reads(transport=transport, auth=auth, tenants=self.config.tenants, policy=settings.policy)
+        writer = self.writer
+        assert writer is not None
+        found = await expand(
+            self.scan,
+            reads,
+            recorded=self.options.expansion,
+            on_records=writer.durable,
+            skip_keys=self.options.skip_keys,
+            concurrency=settings.concurrency,
+        )
+        for failure in found.failures:
+            self.record(failure)
+
+    def _backup(self, backup: Backup) -> None:
+        assert self.writer is not None
+        self.writer.durable([backup_record(backup, at=utc_now())])
 
     def _open_report(self) -> ReportWriter:
         try:
@@ -271,6 +389,7 @@ class _Run:
             raise UsageError(f"{self.options.report}: cannot write the report: {exc.strerror or exc}") from exc
 
     def _header(self) -> fmt.HeaderRecord:
+        spec = self.options.shard
         return fmt.header(
             run_id=str(uuid.uuid4()),
             job=str(self.job),
@@ -282,6 +401,7 @@ class _Run:
             resumed=self.options.resumed,
             tenants=sorted(self.config.tenants),
             settings=_settings_json(self.options),
+            shard=None if self.shards is None or spec is None else shard_record(spec, self.shards),
         )
 
     def _write_summary(self) -> None:
@@ -319,7 +439,8 @@ async def _run_with_signals(
         else:
             task.cancel()
 
-    with _signals_handled(on_signal, install=install, stopping=lambda: signals > 0):
+    handled = interrupts(on_signal, ignore_after=lambda: signals > 0) if install else contextlib.nullcontext()
+    with handled:
         while not task.done():
             await asyncio.wait({task}, timeout=options.tick_s)
             on_tick(engine.progress)
@@ -329,22 +450,3 @@ async def _run_with_signals(
             if signals == 0:
                 raise
     return signals > 0 or engine.stopping.is_set()
-
-
-@contextlib.contextmanager
-def _signals_handled(on_signal: Callable[[], None], *, install: bool, stopping: Callable[[], bool]) -> Iterator[None]:
-    """SIGINT and SIGTERM call ``on_signal`` inside the block (when ``install``)."""
-    if not install:
-        yield
-        return
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        yield
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-            if stopping():
-                # Already stopping: a further Ctrl-C while the summary is written changes nothing.
-                signal.signal(sig, signal.SIG_IGN)

@@ -14,15 +14,15 @@ matches into operations is :mod:`bulkconn.expansion`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bulkconn.errors import UsageError
-from bulkconn.registry import Kind, Resource, StructuredType, resource, structured_type, suggest, validate_action
+from bulkconn.registry import Kind, Resource, StructuredType, structured_type, suggest, validate_action
 from bulkconn.registry import check_value as check_typed
 from bulkconn.registry import validate_patch as validate_typed_patch
-from bulkconn.resources import RESOURCES
+from bulkconn.targets import resolve_resource
 from bulkconn.values import ODATA_TYPE, object_type, property_ref, same_value, short_type_name
 
 ALL_TENANTS = "*"
@@ -75,18 +75,6 @@ def is_selector(data: Mapping[str, Any]) -> bool:
     return "select" in data or "where" in data
 
 
-def resolve_resource(name: str) -> Resource:
-    """The registry entry for a job line's ``resource``: a collection name, or a name from ``resources.py``.
-
-    Raises:
-        UnknownResourceError: neither (the message suggests the nearest collection).
-    """
-    legacy = RESOURCES.get(name)
-    if legacy is not None:
-        return resource(legacy.collection_path.rsplit("/", 1)[-1])
-    return resource(name)
-
-
 def matches(collection: Resource, where: Mapping[str, Any], obj: Mapping[str, Any]) -> bool:
     """Whether ``obj`` has every ``where`` value (``@odata.type`` compares the object's concrete type)."""
     stype = object_type(collection, obj)
@@ -112,11 +100,17 @@ def select_fields(selectors: Sequence[Selector], *, with_patched: bool) -> tuple
         names.update(selector.where)
         if with_patched:
             names.update(selector.patch)
-    names = {n for n in names if not n.startswith("@") and n != "id"}
-    declared = selectors[0].collection.entity_type.properties if selectors else {}
-    if any(n not in declared for n in names):
+    return select_for(selectors[0].collection, names) if selectors else ()
+
+
+def select_for(collection: Resource, names: Iterable[str]) -> tuple[str, ...]:
+    """``id`` and ``names`` (annotations left out), sorted; empty (read whole objects) when one of them is not
+    declared on the collection's type (see :func:`select_fields`)."""
+    wanted = {n for n in names if not n.startswith("@") and n != "id"}
+    declared = collection.entity_type.properties
+    if any(n not in declared for n in wanted):
         return ()
-    return ("id", *sorted(names))
+    return ("id", *sorted(wanted))
 
 
 def listing_path(collection: Resource, fields: Sequence[str]) -> str:
@@ -268,3 +262,8 @@ def _with_action(
     if problems:
         return check.problem(problems[0].property, "; ".join(p.message for p in problems))
     return replace(base, patch=patch)  # validated against the concrete type 'where' names, if it names one
+
+
+def check_where(where: Mapping[str, Any], *, collection: Resource, source: str) -> Mapping[str, Any] | SelectorProblem:
+    """Validate a ``where`` given outside a job line (``bulkconn export --where``), as a selector line's is."""
+    return _Checker({"where": where}, 0, source, "").where(collection)

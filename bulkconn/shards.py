@@ -14,6 +14,7 @@ largest tenant.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import math
@@ -27,6 +28,7 @@ import orjson
 
 from bulkconn.errors import ResumeError, UsageError
 from bulkconn.job import JobScan
+from bulkconn.report.format import ShardRecord
 
 SHARD_ENV = "BULKCONN_SHARD"
 INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes for each pod of an Indexed Job
@@ -135,10 +137,8 @@ class Partition:
 
 
 def operation_counts(scan: JobScan) -> dict[str, int]:
-    """Valid operations per tenant, from a scan of the whole job (``skip_keys`` empty: a resume must not shift it)."""
-    if scan.skipped:
-        raise ValueError("the partition needs a scan of the whole job, not one that skipped finished operations")
-    return {tenant: len(offsets) for tenant, offsets in scan.offsets.items()}
+    """Valid operations per tenant in the whole job: a resumed scan counts what it skipped too, so it never shifts."""
+    return dict(scan.tenant_operations)
 
 
 def partition_fingerprint(job_sha256: str, count: int, assignment: Mapping[str, int]) -> str:
@@ -183,17 +183,44 @@ def shard_report_path(job: Path, spec: ShardSpec) -> Path:
     return job.with_name(f"{stem}.shard-{spec.index}-of-{spec.count}.report.jsonl")
 
 
-def header_fields(spec: ShardSpec, plan: Partition) -> dict[str, object]:
+def shard_record(spec: ShardSpec, plan: Partition) -> ShardRecord:
     """What a shard's report header records under ``"shard"`` (see ``docs/report-format.md``)."""
     return {
-        HEADER_FIELD: {
-            "index": spec.index,
-            "count": spec.count,
-            "partition": plan.fingerprint,
-            "tenants": len(plan.tenants[spec.index]),
-            "operations": plan.operations[spec.index],
-        }
+        "index": spec.index,
+        "count": spec.count,
+        "partition": plan.fingerprint,
+        "tenants": len(plan.tenants[spec.index]),
+        "operations": plan.operations[spec.index],
     }
+
+
+def header_fields(spec: ShardSpec, plan: Partition) -> dict[str, object]:
+    """The header's fields for a shard: ``{"shard": shard_record(...)}``."""
+    return {HEADER_FIELD: shard_record(spec, plan)}
+
+
+def restrict(scan: JobScan, plan: Partition, index: int, *, invalid: int) -> JobScan:
+    """The part of ``scan`` that shard ``index`` runs: its tenants' operations, and ``invalid`` lines of its own.
+
+    A selector line keeps only the shard's tenants (it is listed and expanded there only), and is dropped
+    when it names none of them. ``actions`` keeps the whole job's counts (nothing reads it per shard).
+    """
+    offsets = {t: a for t, a in scan.offsets.items() if plan.owns(index, t)}
+    selectors = {}
+    for line, selector in scan.selectors.items():
+        mine = tuple(t for t in selector.tenants if plan.owns(index, t))
+        if mine:
+            selectors[line] = dataclasses.replace(selector, tenants=mine)
+    # Each selector line sits in the offsets of every tenant it names, but is one valid line.
+    pairs = sum(len(selector.tenants) for selector in selectors.values())
+    return dataclasses.replace(
+        scan,
+        offsets=offsets,
+        line_numbers={t: a for t, a in scan.line_numbers.items() if plan.owns(index, t)},
+        selectors=selectors,
+        valid=sum(len(a) for a in offsets.values()) - pairs + len(selectors),
+        invalid=invalid,
+    )
 
 
 def check_resume(header: Mapping[str, object], spec: ShardSpec | None, plan: Partition | None, *, report: Path) -> None:
@@ -253,3 +280,15 @@ def global_share(
     if share < 1:
         raise UsageError(f"{count} shards cannot share {fraction:g} of {limit} requests per {window_s:g} s")
     return GlobalShare(share, window_s)
+
+
+def process_share(spec: ShardSpec | None, fraction: float | None) -> float:
+    """The part of the app's global limit one process paces to (``EngineSettings.global_share``).
+
+    A shard of N: its floor share of ``fraction`` (default :data:`DEFAULT_GLOBAL_FRACTION`) of the limit.
+    Unsharded: ``fraction`` as given, else the whole limit (1.0).
+    """
+    if spec is None:
+        return 1.0 if fraction is None else fraction
+    share = global_share(spec.count, fraction=DEFAULT_GLOBAL_FRACTION if fraction is None else fraction)
+    return share.requests_per_window / GLOBAL_REQUESTS_PER_WINDOW

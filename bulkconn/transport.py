@@ -8,6 +8,13 @@ from a handler function and a virtual-time event loop), so every answer sequence
 failure to get an HTTP answer becomes a :class:`~bulkconn.errors.TransportError` here. A request
 marked ``fresh_connection`` (the retry after a 503, as Graph's best practices ask) goes over a session
 that never reuses connections.
+
+What a hostile or broken answer cannot do here: redirects are never followed (a 3xx is returned as it
+is, so the bearer token only ever goes to the URL bulkconn built); a body is read up to
+:data:`MAX_BODY_BYTES` and no further; every request has a time limit (``timeout_s``, the connection
+and TLS handshake included), so a server that accepts and never answers, or stops in the middle of an
+answer, costs a timeout, never a hang. TLS certificates and host names are always verified: there is
+no switch to turn that off, only ``ca_bundle`` to trust another CA.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from bulkconn import __version__
 from bulkconn.errors import TransportError
 
 log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 16 * 1024 * 1024  # Graph's answers to a PATCH, an action or a $batch of 20 are a few KiB
+_READ_CHUNK = 64 * 1024
 USER_AGENT = f"bulkconn/{__version__} (+https://github.com/bulkconn/bulkconn)"
 
 
@@ -93,8 +102,11 @@ class Transport(Protocol):
 class AiohttpTransport:
     """One pooled aiohttp session per CA bundle (plus a no-reuse one for fresh connections)."""
 
-    def __init__(self, *, timeout_s: float = 60.0, pool_size: int = 100) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, 30.0))
+    def __init__(self, *, timeout_s: float = 60.0, pool_size: int = 100, user_agent: str = USER_AGENT) -> None:
+        self._user_agent = user_agent
+        # Connecting (TCP and the TLS handshake) gets half the budget: a request still unsent when it runs out
+        # is known never to have left (TransportError.sent is False).
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s / 2, 30.0))
         self._pool_size = pool_size
         self._sessions: dict[tuple[str, bool], aiohttp.ClientSession] = {}
 
@@ -124,7 +136,7 @@ class AiohttpTransport:
         headers = {
             "Authorization": f"Bearer {request.token}",
             "client-request-id": request.client_request_id,
-            "User-Agent": USER_AGENT,
+            "User-Agent": self._user_agent,
             "Accept": "application/json",
             "x-ms-throttle-priority": "low",  # bulk work yields to interactive use where Graph honours it
         }
@@ -132,8 +144,10 @@ class AiohttpTransport:
             headers["Content-Type"] = "application/json"
         session = self._session(request.ca_bundle, request.fresh_connection)
         try:
-            async with session.request(request.method, request.url, data=request.body, headers=headers) as resp:
-                raw = await resp.read()
+            async with session.request(
+                request.method, request.url, data=request.body, headers=headers, allow_redirects=False
+            ) as resp:
+                raw = await _read_capped(resp, request.url)
                 # Method, URL, status and ids only: never headers (Authorization) or bodies.
                 log.debug(
                     "%s %s -> %s request-id=%s client-request-id=%s",
@@ -154,15 +168,50 @@ class AiohttpTransport:
         await asyncio.sleep(0)  # let aiohttp finish closing transports
 
 
+async def _read_capped(resp: aiohttp.ClientResponse, url: str) -> bytes:
+    """The body, or :class:`TransportError` ``ResponseTooLarge`` past :data:`MAX_BODY_BYTES` (the rest is not read)."""
+    declared = resp.content_length
+    if declared is not None and declared > MAX_BODY_BYTES:
+        raise _too_large(url)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await resp.content.read(_READ_CHUNK):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _too_large(url)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(url: str) -> TransportError:
+    limit_mib = MAX_BODY_BYTES // (1024 * 1024)
+    return TransportError("ResponseTooLarge", f"the answer from {_host(url)} is larger than {limit_mib} MiB; not read")
+
+
+def _host(url: str) -> str:
+    return url.split("/")[2] if "://" in url else url
+
+
 def _translate(exc: BaseException, url: str, timeout_s: float | None) -> TransportError:
     """The one place where aiohttp's exceptions become bulkconn's (the message names the host, never the token)."""
-    host = url.split("/")[2] if "://" in url else url
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-        return TransportError("TLSError", f"TLS failure talking to {host}: {type(exc).__name__}")
+    host = _host(url)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = getattr(exc.certificate_error, "verify_message", "") or type(exc.certificate_error).__name__
+        return TransportError(
+            "TLSError",
+            f"the TLS certificate of {host} is not trusted ({reason}); check the tenant's ca_bundle",
+            sent=False,
+        )
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return TransportError("TLSError", f"TLS failure talking to {host}: {type(exc).__name__}", sent=False)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return TransportError("ConnectionError", f"cannot connect to {host}: {exc.os_error}")
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | aiohttp.ClientPayloadError):
+        return TransportError("ConnectionError", f"cannot connect to {host}: {exc.os_error}", sent=False)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return TransportError("Timeout", f"no connection to {host} in {timeout_s or 0:g} s", sent=False)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return TransportError("AnswerCutOff", f"the answer from {host} was cut off before its end")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
         return TransportError("ConnectionReset", f"the connection to {host} broke: {type(exc).__name__}")
     if isinstance(exc, TimeoutError):
-        return TransportError("Timeout", f"no answer from {host} in {timeout_s or 0:g} s")
+        return TransportError("Timeout", f"no complete answer from {host} in {timeout_s or 0:g} s")
     return TransportError("HttpError", f"{type(exc).__name__} talking to {host}")

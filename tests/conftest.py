@@ -172,43 +172,63 @@ class World:
     def env() -> dict[str, str]:
         return {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "BULKCONN_"))}
 
-    def bulkconn(self, *args: str, timeout: float = 120, subprocess: bool = False) -> CompletedProcess[str]:
+    def bulkconn(
+        self, *args: str, timeout: float = 120, subprocess: bool = False, env: dict[str, str] | None = None
+    ) -> CompletedProcess[str]:
         """Run the CLI to the end in this process (fast), or with ``subprocess=True`` as ``python -m bulkconn``.
 
         In process, the environment and working directory are the subprocess's, and an exception escaping the
-        CLI is printed as Python would print it, so "no traceback" assertions hold either way.
+        CLI is printed as Python would print it, so "no traceback" assertions hold either way. ``env`` adds
+        variables to the environment.
         """
         if not subprocess:
-            return self._in_process(list(args))
+            return self._in_process(list(args), env or {})
         return run_process(
             [sys.executable, "-m", "bulkconn", *args],
             capture_output=True,
             text=True,
             timeout=timeout,
             cwd=self.dir,
-            env=self.env(),
+            env={**self.env(), **(env or {})},
             check=False,
         )
 
-    def _in_process(self, args: list[str]) -> CompletedProcess[str]:
-        hidden = {k: None for k in os.environ if k.startswith(("AZURE_", "BULKCONN_"))}
+    def _in_process(self, args: list[str], env: dict[str, str]) -> CompletedProcess[str]:
+        hidden: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("AZURE_", "BULKCONN_"))}
         with contextlib.chdir(self.dir):
-            result = CliRunner().invoke(cli, args, env=hidden, catch_exceptions=True)
+            result = CliRunner().invoke(cli, args, env={**hidden, **env}, catch_exceptions=True)
         stderr = result.stderr
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             assert result.exc_info is not None
             stderr += "".join(traceback.format_exception(*result.exc_info))
         return CompletedProcess(["bulkconn", *args], result.exit_code, result.stdout, stderr)
 
-    def start(self, *args: str) -> Popen[str]:
+    def start(self, *args: str, prelude: str = "") -> Popen[str]:
+        """Start ``python -m bulkconn ARGS``; with a ``prelude``, that Python code runs first in the process."""
         return Popen(
-            [sys.executable, "-m", "bulkconn", *args],
+            launch(prelude, *args),
             stdout=PIPE,
             stderr=PIPE,
             text=True,
             cwd=self.dir,
             env=self.env(),
         )
+
+
+# What Windows' event loops do (asyncio's platform notes): no add_signal_handler. bulkconn must fall back.
+FORCE_SIGNAL_FALLBACK = """
+import asyncio
+def _refuse(self, *args, **kwargs):
+    raise NotImplementedError
+asyncio.SelectorEventLoop.add_signal_handler = _refuse
+"""
+
+
+def launch(prelude: str, *args: str) -> list[str]:
+    """The argv of ``python -m bulkconn ARGS``, running ``prelude`` (Python code) first when given."""
+    if not prelude:
+        return [sys.executable, "-m", "bulkconn", *args]
+    return [sys.executable, "-c", f"{prelude}\nfrom bulkconn.cli import main\nmain()\n", *args]
 
 
 @pytest.fixture

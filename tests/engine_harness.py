@@ -23,6 +23,7 @@ from bulkconn.errors import AuthError
 from bulkconn.job import scan_job
 from bulkconn.model import Operation, Outcome
 from bulkconn.pacing import Pacing
+from bulkconn.precheck import Backup
 from bulkconn.retry import RetryPolicy
 from bulkconn.transport import Clock, HttpRequest, HttpResponse
 from tests.fakes import FakeTransport, run_virtual, virtual_wall_now
@@ -91,6 +92,7 @@ class Run:
     intents: list[Operation] = field(default_factory=list)
     auth: FakeAuth = field(default_factory=FakeAuth)
     elapsed_s: float = 0.0
+    backups: list[tuple[int, Backup]] = field(default_factory=list)  # (requests sent before it, the pre-image)
 
     def by_line(self) -> dict[int, Outcome]:
         return {o.line: o for o in self.outcomes}
@@ -133,6 +135,7 @@ def run_engine(
     async def scenario() -> Run:
         outcomes: list[Outcome] = []
         intents: list[Operation] = []
+        backups: list[tuple[int, Backup]] = []
         async with FakeTransport(timed, latency=latency) as transport:
             engine = Engine(
                 tenants=dict(cfg.tenants),
@@ -141,6 +144,7 @@ def run_engine(
                 settings=settings or EngineSettings(seed=1, policy=POLICY),
                 on_outcome=outcomes.append,
                 on_intent=intents.append,
+                on_backup=lambda backup: backups.append((len(sent), backup)),
                 pacer_factory=pacer_factory,
             )
             if during is not None:
@@ -148,6 +152,6 @@ def run_engine(
             started = asyncio.get_running_loop().time()
             await engine.run(scan)
             elapsed = asyncio.get_running_loop().time() - started
-        return Run(outcomes, sent, engine, intents, provider, elapsed)
+        return Run(outcomes, sent, engine, intents, provider, elapsed, backups)
 
     return run_virtual(scenario(), inline_threads=True)  # the job reader's reads: the same order every run

@@ -204,8 +204,10 @@ class FakeGraph:
     issues them). ``retry_after`` picks how a 429 says when to come back: ``"seconds"`` (rounded up),
     ``"fractional"``, ``"http-date"`` (whole seconds on :func:`virtual_wall_now`) or ``"absent"``; a tuple rotates
     through its forms one throttled answer after another. Counters: ``writes_total`` (every write received),
-    ``throttled_total``, ``refused_by_global`` (writes the global window refused), ``attempts`` and ``accepted`` (arrival times per tenant of every write and of the
-    admitted ones), ``objects`` and ``syncs``.
+    ``throttled_total``, ``refused_by_global`` (writes the global window refused), ``attempts`` and ``accepted``
+    (arrival times per tenant of every write and of the admitted ones), ``objects`` and ``syncs``.
+    A GET of an object in ``objects`` answers it (404 when absent) and counts in ``reads_total``, not in the
+    write window; a GET of the collection lists the tenant's ``objects`` in pages of ``page_size``.
     """
 
     def __init__(
@@ -214,12 +216,15 @@ class FakeGraph:
         writes_per_window: int = 100,
         window_s: float = 20.0,
         retry_after: str | tuple[str, ...] = "seconds",
+        page_size: int = 5,
         tenant_limits: Mapping[str, tuple[int, float]] | None = None,
         tenant_window: tuple[int, float] | None = None,
         other_apps_per_s: Mapping[str, float] | None = None,
         global_window: tuple[int, float] | None = None,
     ) -> None:
         self.writes_per_window = writes_per_window
+        self.page_size = page_size
+        self.reads_total = 0
         self.window_s = window_s
         self._forms = itertools.cycle((retry_after,) if isinstance(retry_after, str) else retry_after)
         self._tenant_limits = dict(tenant_limits or {})
@@ -284,7 +289,24 @@ class FakeGraph:
                 window.admitted.append(now)
         return wait
 
+    def _get(self, tenant: str, url: str) -> tuple[int, dict[str, str], Any]:
+        self.reads_total += 1
+        path, _, query = url.partition("?")
+        name = path.rstrip("/").split("/")[-1]
+        if name != "exchangeConnectors":
+            found = self.objects.get((tenant, name))
+            return (200, {}, {"id": name, **found}) if found is not None else (404, {}, error_body("ResourceNotFound"))
+        mine = [{"id": oid, **obj} for (t, oid), obj in self.objects.items() if t == tenant]
+        start = int(query.partition("$skiptoken=")[2] or 0)
+        page: dict[str, Any] = {"value": mine[start : start + self.page_size]}
+        if start + self.page_size < len(mine):
+            relative = path.split("/v1.0", 1)[-1]
+            page["@odata.nextLink"] = f"https://graph.microsoft.com/v1.0{relative}?$skiptoken={start + self.page_size}"
+        return 200, {}, page
+
     def _one(self, tenant: str, method: str, url: str, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        if method == "GET":
+            return self._get(tenant, url)
         self.writes_total += 1
         now = asyncio.get_running_loop().time()
         self.attempts.setdefault(tenant, []).append(now)

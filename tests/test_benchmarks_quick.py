@@ -11,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERHEAD = {"floor-single", "bulkconn-single", "floor-batch", "bulkconn-batch"}
+# Subprocesses and a separate emulator: the end-to-end timeout, and 200 s for the module fixture's harness run.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(200)]
 
 
 @pytest.fixture(scope="module")

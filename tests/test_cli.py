@@ -31,7 +31,7 @@ def test_strict_and_dry_run_send_nothing(world: World) -> None:
     bad.write_bytes(world.job.read_bytes() + b'{"tenant": "contoso", "id": "x1", "patch": {"status": "nope"}}\n')
     strict = world.bulkconn("run", str(bad), "--config", str(world.config), "--strict")
     assert strict.returncode == 2
-    assert "line 41" in strict.stderr and "status" in strict.stderr
+    assert f"{bad}:41: property 'status'" in strict.stderr
     assert not (world.dir / "bad.report.jsonl").exists()
     dry = world.bulkconn("run", str(world.job), "--config", str(world.config), "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -41,13 +41,13 @@ def test_strict_and_dry_run_send_nothing(world: World) -> None:
 
 
 def test_validate_names_file_and_line(world: World) -> None:
-    """`bulkconn validate` lists each bad line as FILE:line N: problem, exits 1; a clean job exits 0."""
+    """`bulkconn validate` lists each bad line on stderr as FILE:LINE: problem, exits 1; a clean job exits 0."""
     bad = world.dir / "bad.jsonl"
     bad.write_text('{"tenant": "contoso", "id": "abc", "patch": {"exchangeConnectorType": "cloud"}}\n{oops\n')
     proc = world.bulkconn("validate", str(bad), "--config", str(world.config))
     assert proc.returncode == 1
-    assert f"{bad}:line 1: property 'exchangeConnectorType'" in proc.stdout
-    assert f"{bad}:line 2: malformed JSON" in proc.stdout
+    assert f"{bad}:1: property 'exchangeConnectorType'" in proc.stderr
+    assert f"{bad}:2: malformed JSON" in proc.stderr
     assert world.bulkconn("validate", str(world.job), "--config", str(world.config)).returncode == 0
 
 
@@ -57,7 +57,10 @@ def test_validate_names_file_and_line(world: World) -> None:
         (["run", "missing.jsonl", "--config", "bulkconn.toml"], "job file not found"),
         (["run", "job.jsonl", "--config", "nope.toml"], "configuration file not found"),
         (["run", "job.jsonl", "--config", "bulkconn.toml", "--batch-size", "21"], "21 is not in the range"),
-        (["run", "job.jsonl", "--config", "bulkconn.toml", "--report", "job.jsonl/r.jsonl"], "cannot write the report"),
+        (
+            ["run", "job.jsonl", "--config", "bulkconn.toml", "--report", "job.jsonl/r.jsonl"],
+            "cannot create the lock file",
+        ),
     ],
 )
 def test_usage_errors_exit_2_without_traceback(world: World, args: list[str], message: str) -> None:
@@ -137,7 +140,7 @@ def test_device_code_login_then_run(world: World) -> None:
 
 
 def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
-    """`bulkconn demo` needs no configuration: it runs its job on the embedded emulator and exits 0."""
+    """`bulkconn demo` needs no configuration, runs its job on the embedded emulator, exits 0, and says what next."""
     proc = CliRunner().invoke(
         cli, ["demo", "--dir", str(tmp_path / "demo"), "--ops", "300", "--tenants", "3"], catch_exceptions=False
     )
@@ -145,6 +148,13 @@ def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
     assert "bulkconn summary" in proc.stderr and "429 answers" in proc.stderr
     _, results, summary = read_report(tmp_path / "demo" / "demo-report.jsonl")
     assert len(results) == 300 and summary["counts"] == {"succeeded": 300}
+    steps = proc.stderr.split("next steps:", 1)[1].splitlines()
+    assert [s.split()[1:3] for s in steps if s.startswith("  bulkconn")][1:] == [
+        ["auth", "check"], ["validate", "my-job.jsonl"], ["run", "my-job.jsonl"], ["run", "my-job.jsonl"],
+        ["report", "show"],
+    ]  # fmt: skip
+    show = steps[1].split("#")[0].split()[1:]  # the first step, this run's handover report, works as printed
+    assert CliRunner().invoke(cli, show).exit_code == 0 and (tmp_path / "demo" / "report.html").is_file()
 
 
 def test_auth_check_names_unknown_tenant_and_missing_permission(world: World) -> None:

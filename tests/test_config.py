@@ -84,6 +84,7 @@ MISTAKES = [
     ("no credential", GOOD.replace('client_secret_env = "CONTOSO_SECRET"\n', ""), "tenant 'contoso'", "no credential"),
     ("http graph url", GOOD + 'graph_url = "http://127.0.0.1:1"\n', "key 'graph_url'", "https://"),
     ("bad pacing", GOOD + "writes_per_20s = 0\n", "key 'writes_per_20s'", ">= 1"),
+    ("boolean pacing", GOOD + "writes_per_20s = true\n", "key 'writes_per_20s'", ">= 1, not true"),
     ("no tenants", "[defaults]\n", "cfg.toml", "no tenants"),
     ("not TOML", "[tenants.x\n", "cfg.toml", "not valid TOML"),
 ]

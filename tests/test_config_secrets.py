@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bulkconn.config import parse_config
+from bulkconn.config import UnreadCredential, from_azure_environment, parse_config
 from bulkconn.errors import ConfigError
 
 PASTED = "abc~supersecretvalue123"
@@ -61,3 +61,47 @@ def test_a_valid_name_that_is_unset_is_named(tmp_path: Path, monkeypatch: pytest
         parse_config(
             f'[tenants.contoso]\n{TENANT}client_secret_env = "CONTOSO_SECRET_S12"\n', file="c.toml", base=tmp_path
         )
+
+
+@pytest.mark.parametrize(
+    ("table", "source"),
+    [
+        ('client_secret_env = "UNSET_S13"', "env:UNSET_S13"),
+        ('client_secret_file = "missing.txt"', "file:{base}/missing.txt"),
+        ('certificate_file = "missing.pfx"\ncertificate_password_env = "UNSET_S13"', "file:{base}/missing.pfx"),
+    ],
+)
+def test_without_reading_secrets_a_missing_secret_is_fine(
+    table: str, source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """validate and --dry-run parse with read_secrets=False: an unset variable or absent file is not an error."""
+    monkeypatch.delenv("UNSET_S13", raising=False)
+    text = f"[tenants.contoso]\n{TENANT}{table}\n"
+    config = parse_config(text, file="c.toml", base=tmp_path, read_secrets=False)
+    assert config.tenants["contoso"].credential == UnreadCredential(source.format(base=tmp_path))
+    with pytest.raises(ConfigError):
+        parse_config(text, file="c.toml", base=tmp_path)  # a run reads them, and says what is missing
+
+
+def test_without_reading_secrets_a_pasted_secret_is_still_refused(tmp_path: Path) -> None:
+    """Not reading secrets never lets a secret pasted into a *_env key through to a message."""
+    with pytest.raises(ConfigError, match="not a valid environment variable name") as refused:
+        parse_config(
+            f'[tenants.contoso]\n{TENANT}client_secret_env = "{PASTED}"\n',
+            file="c.toml",
+            base=tmp_path,
+            read_secrets=False,
+        )
+    assert "supersecret" not in str(refused.value)
+
+
+def test_azure_variables_without_the_secret_serve_validate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AZURE_TENANT_ID and AZURE_CLIENT_ID alone: enough to validate (the secret is named, not read)."""
+    monkeypatch.setenv("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000001")
+    monkeypatch.setenv("AZURE_CLIENT_ID", "00000000-0000-0000-0000-0000000000aa")
+    for name in ("AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    config = from_azure_environment(read_secrets=False)
+    assert config is not None and config.tenants["default"].credential == UnreadCredential("env:AZURE_CLIENT_SECRET")
+    with pytest.raises(ConfigError, match="no credential"):
+        from_azure_environment()

@@ -78,7 +78,7 @@ async def _session_token(emu: Emulator) -> tuple[aiohttp.ClientSession, dict[str
 
 
 async def test_seed_example_patch_round_trips(make_emulator: EmulatorFactory, tmp_path: Path) -> None:
-    """The seed documentation's example PATCH gets exactly the example response (200, full object)."""
+    """The Exchange Connector update page's example PATCH gets exactly the example response (200, full object)."""
     emu = await make_emulator(world_file=_seed_world(tmp_path / "world.json"))
     session, auth = await _session_token(emu)
     async with session:

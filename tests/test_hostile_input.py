@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ from bulkconn.errors import ConfigError, JobError
 from bulkconn.job import LINE_FIELDS, Invalid, LaneReader, scan_job
 from bulkconn.jobfile import MAX_LINE_BYTES
 
+# Property-based tests run 150 examples each: on a loaded 2-core machine that can pass the 10 s unit budget.
+pytestmark = pytest.mark.timeout(60)
 FUZZ = settings(
     max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -239,13 +242,13 @@ def test_validate_refuses_a_wrongly_encoded_job_once(tmp_path: Path, kind: str) 
 
 @pytest.mark.parametrize("kind", sorted(set(HOSTILE_JOBS) - set(WRONG_ENCODING)))
 def test_validate_names_file_and_line_for_hostile_jobs(tmp_path: Path, kind: str) -> None:
-    """`bulkconn validate` on a hostile job: exit 1, every problem as FILE:line N, no traceback."""
+    """`bulkconn validate` on a hostile job: exit 1, every problem on stderr as FILE:LINE: message, no traceback."""
     job = _write(tmp_path, f"{kind}.jsonl", HOSTILE_JOBS[kind])
     code, stdout, stderr, _ = _validate(tmp_path, job)
     assert code == 1, stdout + stderr
-    assert "Traceback" not in stderr and stderr == ""
-    problems = [line for line in stdout.splitlines() if not line[:1].isdigit() and not line.startswith("...")]
-    assert problems and all(line.startswith(f"{job}:line ") for line in problems)
+    assert "Traceback" not in stderr
+    problems = [line for line in stderr.splitlines() if not line.startswith("...")]
+    assert problems and all(re.match(rf"{re.escape(str(job))}:\d+: \S", line) for line in problems), stderr
     assert "0 valid operation(s)" in stdout
 
 
@@ -263,7 +266,7 @@ def test_a_100_mb_line_is_refused_in_bounded_memory(tmp_path: Path) -> None:
         handle.write(SMALL_JOB)
     code, stdout, stderr, peak_kib = _validate(tmp_path, huge)
     assert code == 1, stdout + stderr
-    assert f"{huge}:line 1: too long (100000063 bytes; a line holds one operation, at most {MAX_LINE_BYTES}" in stdout
+    assert f"{huge}:1: too long (100000063 bytes; a line holds one operation, at most {MAX_LINE_BYTES}" in stderr
     assert "1 valid operation(s), 1 invalid line(s) in 2 line(s)" in stdout  # the line after it is still read
     # The line is 100 MB; the scan holds at most MAX_LINE_BYTES (1 MiB) of it at a time.
     assert peak_kib - baseline_kib < 16 * 1024, (baseline_kib, peak_kib)

@@ -178,12 +178,19 @@ def test_jsonl_messages_suggest_and_read_well(tmp_path: Path) -> None:
         f'{{"tenant": "contoso", "id": "{ID1}", "action": "sync", "syncType": "delta"}}',
         f'{{"tenant": "contoso", "id": "{ID1}", "patch": {{"serverName": 5}}}}',
         f'{{"tenant": "contoso", "id": "{ID1}", "action": "sync"}}',
+        f'{{"tenant": null, "id": "{ID1}", "patch": {{"serverName": "x"}}}}',
+        f'{{"tenant": "contoso", "id": "{ID1}", "resource": null, "patch": {{"serverName": "x"}}}}',
+        f'{{"tenant": "contoso", "id": "{ID1}", "resource": "exchangeconnector", "patch": {{"serverName": "x"}}}}',
     ]
     _, invalid = _scan(_write(tmp_path / "j.jsonl", ("\n".join(lines) + "\n").encode()))
     messages = [i.message for i in invalid]
+    assert not any("None" in m for m in messages)  # a JSON null is "null", never Python's None
+    assert messages[4] == "line 5: 'tenant' must be a tenant alias (a string), not null"
+    assert messages[5].startswith("line 6: unknown resource null (a /deviceManagement collection such as")
+    assert "(did you mean 'exchangeConnector'?)" in messages[6]
     assert "(did you mean 'serverName'?)" in messages[0]
     assert messages[1].endswith("""not "delta" (did you mean 'deltaSync'?)""")
-    assert messages[2] == "line 3: property 'serverName' must be a string, not number"
+    assert messages[2] == "line 3: property 'serverName' must be a string, not a number"
     assert messages[3] == "line 4: a 'sync' line needs 'syncType': one of fullSync, deltaSync"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+import sys
 from pathlib import Path
 from typing import Any, cast
 
@@ -247,3 +249,11 @@ def test_an_unsharded_or_missing_report_is_refused_clearly(tmp_path: Path) -> No
         merge_reports([plain], tmp_path / "out.jsonl")
     with pytest.raises(UsageError, match="cannot read the report"):
         merge_reports([tmp_path / "nope.jsonl"], tmp_path / "out.jsonl")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX mode bits")
+def test_the_merged_report_is_owner_only_like_every_report(tmp_path: Path) -> None:
+    """A merged report names tenants and objects as a run's report does: mode 0600."""
+    out = tmp_path / "all.jsonl"
+    merge_reports([s.path for s in complete_set(tmp_path, plan_for(2))], out)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600

@@ -122,10 +122,10 @@ def test_jsonl_records_round_trip() -> None:
 
 
 def test_the_documented_plan_of_the_example_migration_is_what_the_planner_renders() -> None:
-    """docs/selectors-plan-rollback.md quotes this plan of jobs/selectors/migrate-mail-servers.jsonl (default world)."""
+    """docs/selectors-plan-rollback.md quotes this plan of jobs/migrate-mail-servers.jsonl (default world)."""
     world = generate_world(tenants=3, connectors_per_tenant=20, seed=1)
     aliases = tuple(t.alias for t in world.tenants.values())
-    raw = (Path(__file__).parent.parent / "jobs" / "selectors" / "migrate-mail-servers.jsonl").read_bytes()
+    raw = (Path(__file__).parent.parent / "jobs" / "migrate-mail-servers.jsonl").read_bytes()
     parsed = [
         parse_selector(orjson.loads(t), line=n, file="j", tenants=aliases) for n, t in enumerate(raw.splitlines(), 1)
     ]

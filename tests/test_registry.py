@@ -63,6 +63,23 @@ def test_generator_refuses_an_override_the_metadata_does_not_have(tmp_path: Path
         _generator().main(["--out", str(tmp_path), "--overrides", str(overrides)])
 
 
+@pytest.mark.parametrize(
+    ("entry", "refusal"),
+    [
+        ("[actions.managedDevice.wipee]\nidempotent = true\n", "has no bound action 'wipee'"),
+        ("[actions.managedDevice.cleanWindowsDevice]\nidempotent = true\nundoable = true\n", "keepUserData"),
+        ("[actions.deviceEnrollmentConfiguration.setPriority]\nundoable = true\n", "must be idempotent"),
+    ],
+)
+def test_generator_refuses_an_action_flag_it_cannot_check(tmp_path: Path, entry: str, refusal: str) -> None:
+    """An action flag names a real bound action; 'undoable' needs an idempotent action whose every parameter is a
+    property of the object (so that its pre-image can be sent back)."""
+    overrides = tmp_path / "overrides.toml"
+    overrides.write_text(entry, encoding="utf-8")
+    with pytest.raises(SystemExit, match=refusal):
+        _generator().main(["--out", str(tmp_path), "--overrides", str(overrides)])
+
+
 def test_every_device_management_collection_is_a_resource() -> None:
     """Counted straight from the CSDL: every contained collection of deviceManagement is in the registry."""
     with gzip.open(METADATA) as stream:
@@ -100,7 +117,7 @@ def _enum_members(name: str) -> tuple[str, ...]:
 
 
 def test_exchange_connector_entry_equals_the_seed_table() -> None:
-    """Same property names, types and enum members as the seed documentation, and only the key is protected."""
+    """Same property names, types and enum members as Graph's Exchange Connector update page, and only the key is protected."""
     connector = resource("exchangeConnectors")
     assert connector.odata_type == "#microsoft.graph.deviceManagementExchangeConnector"
     props = connector.entity_type.properties

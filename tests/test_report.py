@@ -89,4 +89,4 @@ def test_a_report_written_before_the_refactor_still_resumes(tmp_path: Path) -> N
     (settled,) = plan.prefill
     assert (settled.key, settled.status, settled.action) == ("3", Status.UNCERTAIN, "sync")
     assert settled.error is not None and settled.error.code == "UncertainSync"
-    assert summarize(report)["by_status"] == {"succeeded": 1, "failed": 1}
+    assert summarize(report)["by_status"] == {"succeeded": 1, "failed": 1, "uncertain": 1}  # the intent counts

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from bulkconn.emulator import EmulatorOptions, EmulatorThread
-from tests.conftest import World, read_report
+from tests.conftest import FORCE_SIGNAL_FALLBACK, World, read_report
 
 pytestmark = pytest.mark.e2e  # real emulator, sockets or subprocesses
 
@@ -86,9 +86,14 @@ def test_kill_9_at_several_points_then_resume_until_done(slow_world: World) -> N
     assert again.returncode == final.returncode
 
 
-def test_sigint_drains_in_flight_work_and_exits_130(slow_world: World) -> None:
-    """First SIGINT: in-flight requests finish and are recorded, the summary says how to resume, exit 130."""
-    proc = slow_world.start("run", "job.jsonl", "--config", "bulkconn.toml", "-q", "--drain-timeout", "20")
+@pytest.mark.parametrize("prelude", ["", FORCE_SIGNAL_FALLBACK], ids=["loop-handlers", "signal-module-fallback"])
+def test_sigint_drains_in_flight_work_and_exits_130(slow_world: World, prelude: str) -> None:
+    """First SIGINT: in-flight requests finish and are recorded, the summary says how to resume, exit 130.
+
+    Also with the event loop's signal handlers refused, as on Windows: the signal-module fallback does the same.
+    """
+    args = ("run", "job.jsonl", "--config", "bulkconn.toml", "-q", "--drain-timeout", "20")
+    proc = slow_world.start(*args, prelude=prelude)
     _wait_for_results(slow_world, proc, 40)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

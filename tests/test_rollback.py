@@ -28,7 +28,7 @@ def _result(key: str, object_id: str, status: str, action: str = "update") -> di
 
 
 def _backup(key: str, object_id: str, current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    return backup_record(backup_for(_op(key, object_id, patch), current), at=AT)
+    return dict(backup_record(backup_for(_op(key, object_id, patch), current), at=AT))
 
 
 HEADER = {"type": "header", "format": 1}

@@ -173,10 +173,10 @@ def test_recorded_expansion_is_what_a_resume_uses_and_a_torn_group_is_listed_aga
 
 
 def test_the_example_migration_expands_to_exactly_the_matching_connectors_of_the_default_world() -> None:
-    """jobs/selectors/migrate-mail-servers.jsonl over `emulator serve`'s default tenants, listed in pages of 7."""
+    """jobs/migrate-mail-servers.jsonl over `emulator serve`'s default tenants, listed in pages of 7."""
     world = generate_world(tenants=3, connectors_per_tenant=20, seed=1)
     aliases = tuple(t.alias for t in world.tenants.values())
-    raw = (Path(__file__).parent.parent / "jobs" / "selectors" / "migrate-mail-servers.jsonl").read_bytes()
+    raw = (Path(__file__).parent.parent / "jobs" / "migrate-mail-servers.jsonl").read_bytes()
     selectors = [_ok(orjson.loads(text), line=n, tenants=aliases) for n, text in enumerate(raw.splitlines(), 1)]
     for tenant in world.tenants.values():
         listing = list(tenant.connectors.values())

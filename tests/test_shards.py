@@ -21,6 +21,7 @@ from bulkconn.shards import (
     parse_shard,
     partition,
     resolve_shard,
+    restrict,
     shard_report_path,
 )
 
@@ -120,12 +121,30 @@ def test_partition_from_a_scan_is_stable_when_job_lines_are_reordered(tmp_path: 
     assert plans[0].fingerprint != plans[1].fingerprint  # line numbers are keys: a reordered job is another job
 
 
-def test_operation_counts_refuses_a_scan_that_skipped_operations(tmp_path: Path) -> None:
-    """A resumed scan skips finished operations; partitioning from it would move tenants between shards."""
-    _write_job(tmp_path / "j.jsonl", [{"tenant": "a", "id": "c1", "patch": {"serverName": "m.example.com"}}])
-    scan = scan_job(tmp_path / "j.jsonl", ["a"], on_invalid=lambda i: None, skip_keys={"1"})
-    with pytest.raises(ValueError, match="whole job"):
-        operation_counts(scan)
+def test_operation_counts_of_a_resumed_scan_are_those_of_the_whole_job(tmp_path: Path) -> None:
+    """A resumed scan skips finished operations but still counts them: the partition never moves on resume."""
+    lines: list[dict[str, object]] = [
+        {"tenant": t, "id": f"c{n}", "patch": {"serverName": "m.example.com"}} for t in "aab" for n in range(2)
+    ]
+    _write_job(tmp_path / "j.jsonl", [*lines, {"tenant": "b", "id": "c9", "patch": {"nope": 1}}])
+    whole = scan_job(tmp_path / "j.jsonl", ["a", "b"], on_invalid=lambda i: None)
+    resumed = scan_job(tmp_path / "j.jsonl", ["a", "b"], on_invalid=lambda i: None, skip_keys={"1", "2", "5"})
+    assert resumed.skipped == 3 and resumed.valid == 3
+    assert operation_counts(resumed) == operation_counts(whole) == {"a": 4, "b": 2}
+
+
+def test_restrict_keeps_only_the_shards_tenants(tmp_path: Path) -> None:
+    """A shard's scan holds its own tenants' operations only, and the invalid lines it was told it owns."""
+    lines: list[dict[str, object]] = [
+        {"tenant": t, "id": f"c{n}", "patch": {"serverName": "m.example.com"}} for t in "aab" for n in range(3)
+    ]
+    _write_job(tmp_path / "j.jsonl", lines)
+    scan = scan_job(tmp_path / "j.jsonl", ["a", "b"], on_invalid=lambda i: None)
+    plan = partition(operation_counts(scan), 2, job_sha256=scan.sha256)
+    assert plan.tenants == (("a",), ("b",))
+    mine = restrict(scan, plan, 1, invalid=2)
+    assert set(mine.offsets) == set(mine.line_numbers) == {"b"}
+    assert (mine.valid, mine.invalid, scan.valid) == (3, 2, 9)
 
 
 @pytest.mark.parametrize(
@@ -243,3 +262,18 @@ def test_global_share_refuses_more_shards_than_requests() -> None:
     """A share below one request per window cannot be paced: say so instead of rounding up past the limit."""
     with pytest.raises(UsageError, match="cannot share"):
         global_share(1000, fraction=0.001)
+
+
+def test_a_selector_line_for_every_tenant_is_split_between_the_shards(tmp_path: Path) -> None:
+    """`"tenant": "*"` weighs one operation per tenant; each shard keeps the line for its own tenants only."""
+    lines: list[dict[str, object]] = [{"key": "all", "tenant": "*", "select": "all", "patch": {"exchangeAlias": "a"}}]
+    lines += [{"tenant": "a", "id": f"c{n}", "patch": {"serverName": "m.example.com"}} for n in range(3)]
+    _write_job(tmp_path / "j.jsonl", lines)
+    scan = scan_job(tmp_path / "j.jsonl", ["a", "b", "c"], on_invalid=lambda i: pytest.fail(str(i)))
+    assert operation_counts(scan) == {"a": 4, "b": 1, "c": 1}
+    plan = partition(operation_counts(scan), 2, job_sha256=scan.sha256)
+    assert plan.tenants == (("a",), ("b", "c"))
+    first, second = (restrict(scan, plan, k, invalid=0) for k in range(2))
+    assert [s.tenants for s in first.selectors.values()] == [("a",)] and first.valid == 4
+    assert [s.tenants for s in second.selectors.values()] == [("b", "c")] and second.valid == 1
+    assert scan.selectors[1].tenants == ("a", "b", "c")  # the whole job's scan is left as it was

@@ -18,8 +18,9 @@ It writes three files, all deterministic (same inputs, same bytes):
 - ``bulkconn/registry_data.LICENSE``: the metadata's MIT notice, which must travel with the data.
 - ``docs/resources.md``: the table of supported collections and actions.
 
-Properties no client may set come from ``tools/registry_overrides.toml`` (the clean metadata has no
-read-only annotations); a name there that is not in the metadata stops the generator.
+Properties no client may set, and the actions that are idempotent or undoable, come from
+``tools/registry_overrides.toml`` (the clean metadata has no read-only or capability annotations); a name there
+that is not in the metadata stops the generator.
 
 Only the standard library is used, so the generator runs before bulkconn is installed.
 """
@@ -243,7 +244,27 @@ def _overrides(path: Path, meta: Metadata, closure: Closure, collections: dict[s
     for name in data.get("collections", {}):
         if name not in collections:
             raise SystemExit(f"{path}: '{name}' is not a /{SINGLETON} collection")
+    for binding, names in data.get("actions", {}).items():
+        for name, flags in names.items():
+            _check_action_flags(path, meta, closure, binding, name, flags)
     return data
+
+
+def _check_action_flags(path: Path, meta: Metadata, closure: Closure, binding: str, name: str, flags: Any) -> None:
+    """An ``[actions.TYPE.NAME]`` entry names a bound action, and an undoable one only sets same-named properties."""
+    found = [a for a in meta.actions if a["binding"] == GRAPH + binding and a["name"] == name]
+    if not found:
+        raise SystemExit(f"{path}: '{binding}' has no bound action '{name}'")
+    if not isinstance(flags, dict) or set(flags) - {"idempotent", "undoable"}:
+        raise SystemExit(f"{path}: [actions.{binding}.{name}] takes only 'idempotent' and 'undoable'")
+    if flags.get("undoable"):
+        known = {p[0] for p in closure.properties(GRAPH + binding)}
+        missing = [p[0] for a in found for p in a["params"] if p[0] not in known]
+        if missing or not flags.get("idempotent"):
+            raise SystemExit(
+                f"{path}: '{name}' cannot be undoable: it must be idempotent and every parameter a property "
+                f"of '{binding}' (not: {', '.join(missing) or 'idempotent'})"
+            )
 
 
 def _read_only(name: str, closure: Closure, overrides: dict[str, Any]) -> dict[str, str]:
@@ -302,12 +323,24 @@ def build(meta: Metadata, collections: dict[str, str], overrides: dict[str, Any]
         "enums": {short(n): meta.enums[n] for n in sorted(enums)},
         "actions": sorted(
             (
-                {**a, "binding": short(a["binding"]), "params": _props(a["params"]), "returns": _short_or_none(a)}
+                {
+                    **a,
+                    "binding": short(a["binding"]),
+                    "params": _props(a["params"]),
+                    "returns": _short_or_none(a),
+                    **_action_flags(overrides, short(a["binding"]), a["name"]),
+                }
                 for a in actions
             ),
             key=lambda a: (a["binding"], a["name"], a["collection"]),
         ),
     }
+
+
+def _action_flags(overrides: dict[str, Any], binding: str, name: str) -> dict[str, int]:
+    """``idempotent``/``undoable`` as 1 where the override list says so (absent: neither)."""
+    flags = overrides.get("actions", {}).get(binding, {}).get(name, {})
+    return {flag: 1 for flag in ("idempotent", "undoable") if flags.get(flag)}
 
 
 def _short_or_none(action: dict[str, Any]) -> str | None:
@@ -324,7 +357,8 @@ def _actions_for(registry: dict[str, Any], entity_type: str) -> list[str]:
     labels = set()
     for action in registry["actions"]:
         if action["binding"] in family:
-            labels.add(f"`{action['name']}`" + (" (collection)" if action["collection"] else ""))
+            marks = [m for m in ("collection", "idempotent", "undoable") if action.get(m)]
+            labels.add(f"`{action['name']}`" + (f" ({', '.join(marks)})" if marks else ""))
     return sorted(labels)
 
 
@@ -360,8 +394,24 @@ The clean metadata does not mark anything read-only, so `tools/registry_override
 page each comes from: keys and the service's timestamps everywhere (`id`, `createdDateTime`, `lastModifiedDateTime`),
 the service-owned `version` of configuration and compliance policies, the properties the managedDevice page lists as
 read-only, and collections that have no update method at all (Autopilot device identities are changed with the
-`updateDeviceProperties` action). The Exchange Connector keeps exactly the seed documentation's updatable properties.
+`updateDeviceProperties` action). The Exchange Connector keeps exactly the Exchange Connector update page's updatable properties.
 The generator refuses an override that names something the metadata does not have.
+
+## Actions: retries, resume and rollback
+
+An action is treated as **not idempotent** unless the override list says otherwise: when its answer goes missing
+(a timeout, a 5xx) bulkconn does not send it again, the operation ends `uncertain`, and a resume does not resend it
+unless asked to (`--resend-uncertain`), as for the Exchange Connector `sync`. Only actions that set values named by
+their parameters are marked *idempotent* (retried like a PATCH). An action marked *undoable* is one whose every
+parameter is a property of the object with the same name, so the pre-image of those properties, sent to the same
+action, restores the object; rollback refuses every other action (`bulkconn.registry.Action.undoable`). A 429 is
+retried for every action: the service refused it before doing anything.
+
+## Job lines
+
+A job line names its collection with `"resource"` (omitted, or the historical `exchangeConnector`: Exchange
+Connectors) and either patches the object or calls one of its actions with `"action"` and `"params"`; abstract
+collections need `"@odata.type"`. `docs/job-format.md` has the fields and the CSV columns.
 
 ## Supported collections
 
@@ -369,7 +419,7 @@ The generator refuses an override that names something the metadata does not hav
 override list says so: the clean metadata has no capability annotations, so it cannot tell which collections the
 service refuses to update (reports and analytics collections, such as `auditEvents` or `userExperienceAnalytics*`, are
 written by Intune itself and a real tenant is expected to refuse changes to them). *Actions* are bound to one object,
-or to the whole collection where marked.
+or to the whole collection where marked; *idempotent* and *undoable* are explained above.
 
 """
 

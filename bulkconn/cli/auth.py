@@ -17,7 +17,16 @@ from rich.console import Console
 from rich.table import Table
 
 from bulkconn.auth import MsalTokenProvider, device_login
-from bulkconn.cli.common import EXIT_AUTH, EXIT_OK, EXIT_SERVICE, config_option, get_config, user_errors
+from bulkconn.cli.common import (
+    EXIT_AUTH,
+    EXIT_OK,
+    EXIT_SERVICE,
+    config_option,
+    echo_json,
+    get_config,
+    json_option,
+    user_errors,
+)
 from bulkconn.config import Config, TenantConfig
 from bulkconn.errors import AuthError, TransportError
 from bulkconn.model import ErrorInfo
@@ -134,11 +143,12 @@ def auth_group() -> None:
 
 @auth_group.command(name="check")
 @config_option
+@json_option
 @user_errors
-def check(config_path: Path | None) -> None:
+def check(config_path: Path | None, as_json: bool) -> None:
     """For every tenant: get a token and make one cheap read.
 
-    Exit 3 if any tenant's credentials or permissions fail, else 4 if Graph kept answering 5xx/429 (or not at
+    Exit 3 if any tenant's credentials or permissions fail, else 5 if Graph kept answering 5xx/429 (or not at
     all) after retries, else 0.
     """
     config = get_config(config_path)
@@ -148,9 +158,13 @@ def check(config_path: Path | None) -> None:
     table.add_column("result")
     for alias, kind, text in rows:
         table.add_row(alias, "[green]ok[/green]" if kind == OK else f"[red]{text}[/red]")
-    Console().print(table)
+    Console(stderr=as_json).print(table)  # with --json, stdout holds the JSON document only
     kinds = {kind for _, kind, _ in rows}
-    sys.exit(EXIT_AUTH if AUTH in kinds else EXIT_SERVICE if SERVICE in kinds else EXIT_OK)
+    code = EXIT_AUTH if AUTH in kinds else EXIT_SERVICE if SERVICE in kinds else EXIT_OK
+    if as_json:
+        tenants = [{"tenant": alias, "result": kind, "detail": text} for alias, kind, text in rows]
+        echo_json({"config": config.source, "exit_code": code, "tenants": tenants})
+    sys.exit(code)
 
 
 @click.command()

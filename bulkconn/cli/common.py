@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sys
 from collections.abc import Callable, Mapping
 from functools import wraps
@@ -10,22 +12,50 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import orjson
 from rich.console import Console
 
-from bulkconn.cli.display import Display, summary_table
+from bulkconn.cli.display import ChildProgress, Display, summary_table
+from bulkconn.cli.problems import (
+    RunCommands,
+    echo_next_steps,
+    echo_problems,
+    invalid_line,
+    outcome_json,
+    outcome_line,
+)
 from bulkconn.config import Config, load_config
-from bulkconn.errors import AuthError, UsageError
+from bulkconn.errors import AuthError, JobError, UsageError
 from bulkconn.job import JobScan
-from bulkconn.runner import RunOptions, RunResult, execute
+from bulkconn.lock import ReportLock
+from bulkconn.processes import final_record
+from bulkconn.report.reader import read_state
+from bulkconn.runner import RunOptions, RunResult, StrictRefusal, execute
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # `plan`: changes pending (0 = nothing to change). `auth check`: Graph kept failing (5xx/429/no answer), not a credential.
 EXIT_CHANGES_PENDING, EXIT_SERVICE = 4, 5
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader (| head) went away
+# `run --processes`: a shard process crashed (killed, out of memory, a bug); its report is unfinished, resume it.
+EXIT_SHARD_CRASHED = 6
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def err(message: str) -> None:
     click.echo(f"bulkconn: {message}", err=True)
+
+
+def _output_gone() -> None:
+    """A reader that closed our output early (``bulkconn ... | head``): stop quietly, as a shell tool does.
+
+    Python's own advice (docs.python.org/3/library/signal.html#note-on-sigpipe): point the standard streams
+    at devnull, so that the flush at exit does not raise again and print "Exception ignored ... BrokenPipeError".
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+    sys.exit(EXIT_PIPE)
 
 
 def user_errors(fn: F) -> F:
@@ -35,6 +65,18 @@ def user_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            _output_gone()
+        except StrictRefusal as exc:
+            echo_problems((invalid_line(exc.file, p) for p in exc.problems), exc.invalid)
+            err(f"error: {exc}")
+            sys.exit(EXIT_USAGE)
+        except JobError as exc:  # FILE:LINE: message, like every other problem in a job
+            if exc.file:
+                click.echo(str(exc), err=True)
+            else:
+                err(f"error: {exc}")
+            sys.exit(EXIT_USAGE)
         except UsageError as exc:
             err(f"error: {exc}")
             sys.exit(EXIT_USAGE)
@@ -53,8 +95,9 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def get_config(path: Path | None) -> Config:
-    config = load_config(path)
+def get_config(path: Path | None, *, read_secrets: bool = True) -> Config:
+    """The configuration, its warnings said; ``read_secrets=False`` where nothing will be sent."""
+    config = load_config(path, read_secrets=read_secrets)
     for warning in config.warnings:
         err(f"warning: {warning}")
     return config
@@ -63,8 +106,14 @@ def get_config(path: Path | None) -> Config:
 config_option = click.option(
     "--config",
     "config_path",
+    envvar="BULKCONN_CONFIG",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Configuration file (default: $BULKCONN_CONFIG, else ./bulkconn.toml, else the AZURE_* variables).",
+)
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="One JSON document on stdout at the end; everything else on stderr."
 )
 
 
@@ -86,30 +135,86 @@ def default_report(job: Path) -> Path:
     return job.with_name(job.name.removesuffix(".jsonl") + ".report.jsonl")
 
 
-def print_summary(result: RunResult, resume_command: str) -> None:
+def echo_json(document: Any) -> None:
+    """The one JSON document a ``--json`` command writes to stdout."""
+    click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+
+
+def print_summary(result: RunResult, commands: RunCommands, final: Mapping[str, int]) -> None:
+    """The table, the first problems and the next commands, on stderr."""
     console = Console(stderr=True)
-    console.print(summary_table(result.counts, result.per_tenant))
+    console.print(summary_table(result.counts, result.per_tenant, skipped=result.skipped_by_tenant))
     for tenant, problem in sorted(result.auth_failures.items()):
         console.print(f"[red]tenant {tenant} quarantined[/red]: {problem}", markup=True, highlight=False)
+    bad = sum(result.counts.get(s, 0) for s in ("failed", "invalid", "uncertain"))
+    echo_problems((outcome_line(commands.job, o) for o in result.problems), bad)
     console.print(f"report: {result.report}  ({result.duration_s:.1f} s)", highlight=False)
-    if result.interrupted:
-        console.print(f"interrupted; resume with:\n  {resume_command}", highlight=False)
+    if result.stopped_because:
+        console.print(
+            f"stopped: {result.stopped_because}; restore the job as it was to resume this report, "
+            "or run the changed job into a new report (--report NEW)",
+            highlight=False,
+        )
+    elif result.interrupted:
+        console.print("interrupted; the report is complete up to here", highlight=False)
+    echo_next_steps(commands.next_steps(final, interrupted=result.interrupted))
+
+
+def run_json(result: RunResult, commands: RunCommands, final: Mapping[str, int], code: int) -> dict[str, Any]:
+    """The document ``run --json`` writes (``final``: the report's counts, earlier runs included)."""
+    return {
+        "job": str(commands.job),
+        "report": str(result.report),
+        "exit_code": code,
+        "interrupted": result.interrupted,
+        "nothing_to_do": result.nothing_to_do,
+        "duration_s": round(result.duration_s, 3),
+        "counts": dict(result.counts),
+        "skipped": result.skipped_from_report,
+        "per_tenant": {tenant: dict(counts) for tenant, counts in sorted(result.per_tenant.items())},
+        "report_counts": dict(final),
+        "auth_failures": result.auth_failures,
+        "problems": [outcome_json(o) for o in result.problems],
+        "next": [
+            {"what": what, "command": command}
+            for what, command in commands.next_steps(final, interrupted=result.interrupted)
+        ],
+    }
 
 
 def run_and_report(
-    job: Path,
     config: Config,
     options: RunOptions,
+    commands: RunCommands,
+    *,
     quiet: bool,
-    resume_command: str,
+    as_json: bool = False,
     on_scanned: Callable[[JobScan], None] = lambda scan: None,
+    lock: ReportLock | None = None,
+    child: bool = False,
 ) -> int:
-    display = Display(quiet=quiet)
+    """Run, then summarise on stderr (and in JSON on stdout); the exit code judges the whole report.
+
+    A child of ``run --processes`` (``child``) writes its progress and its end as JSON lines on stdout instead.
+    """
+    display: Display | ChildProgress = ChildProgress() if child else Display(quiet=quiet)
     try:
-        result = asyncio.run(execute(job, config, options, on_tick=display.update, on_scanned=on_scanned))
+        result = asyncio.run(
+            execute(commands.job, config, options, on_tick=display.update, on_scanned=on_scanned, lock=lock)
+        )
     finally:
         display.close()
-    if result.nothing_to_do:
-        return EXIT_OK  # a resume with nothing left: the caller judges the report as it stands
-    print_summary(result, resume_command)
-    return exit_code(result)
+    final: Mapping[str, int] = result.counts
+    if options.resumed:
+        final = read_state(options.report).counts()  # earlier runs' results count too
+    code = exit_code(result)
+    if code not in (EXIT_INTERRUPTED, EXIT_AUTH):
+        code = exit_code_for(final)
+    if child:
+        click.echo(final_record(result).decode(), nl=False)
+        return code
+    if not result.nothing_to_do:  # else the resume message said it all
+        print_summary(result, commands, final)
+    if as_json:
+        echo_json(run_json(result, commands, final, code))
+    return code

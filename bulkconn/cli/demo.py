@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from bulkconn.cli.common import run_and_report, user_errors
+from bulkconn.cli.problems import RunCommands
 from bulkconn.config import load_config
 from bulkconn.emulator import EmulatorOptions, EmulatorThread
 from bulkconn.emulator.artifacts import write_config, write_job
@@ -61,9 +62,11 @@ def demo(directory: Path, tenants: int, ops: int, quiet: bool) -> None:
             "watch its 'paced to' column find the limit from the 429s.",
             err=True,
         )
-        resume = f"bulkconn run {job} --config {config_file} --report {report} --resume"
         code = run_and_report(
-            job, load_config(config_file), RunOptions(report=report, drain_timeout_s=2.0), quiet, resume
+            load_config(config_file),
+            RunOptions(report=report, drain_timeout_s=2.0),
+            RunCommands(job, report, config_file),
+            quiet=quiet,
         )
         stats = emu.core.stats_json()
     for alias, entry in stats["tenants"].items():
@@ -73,4 +76,21 @@ def demo(directory: Path, tenants: int, ops: int, quiet: bool) -> None:
             f"429 answers {entry['throttled']}, token requests {entry['token_requests']}",
             err=True,
         )
+    for line in next_steps(directory, report):
+        click.echo(line, err=True)
     sys.exit(code)
+
+
+def next_steps(directory: Path, report: Path) -> list[str]:
+    """What to run after the demo: its handover report, then the path to a real run on one's own tenants."""
+    return [
+        "",
+        "next steps:",
+        f"  bulkconn report show {report} --format html -o {directory / 'report.html'}   # this run, for a customer",
+        "on your own tenants (write bulkconn.toml as docs/configuration.md says; the job as docs/job-format.md says):",
+        "  bulkconn auth check --config bulkconn.toml                  # a token and one read per tenant",
+        "  bulkconn validate my-job.jsonl --config bulkconn.toml       # every line checked, nothing sent",
+        "  bulkconn run my-job.jsonl --config bulkconn.toml --dry-run  # the requests it would send",
+        "  bulkconn run my-job.jsonl --config bulkconn.toml            # do it; report in my-job.report.jsonl",
+        "  bulkconn report show my-job.report.jsonl --format html -o my-job.html",
+    ]

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bulkconn.model import Progress
+from bulkconn.processes import progress_record
 
 PER_TENANT_ROWS = 8
 
@@ -96,19 +97,46 @@ class Display:
             self._last_plain = now
             print(progress_line(progress), file=self.stream, flush=True)
 
+    def message(self, text: str) -> None:
+        """A line of text above the live display (or on its own line without one); shown even with ``--quiet``."""
+        if self.live is not None:
+            self.live.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
     def close(self) -> None:
         if self.live is not None:
             self.live.stop()
             self.live = None
 
 
-def summary_table(counts: Mapping[str, int], per_tenant: Mapping[str, Mapping[str, int]]) -> Table:
+class ChildProgress:
+    """The display of a ``--processes`` child: one JSON progress line on stdout per tick, for its parent."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def update(self, progress: Progress) -> None:
+        self.stream.write(progress_record(progress).decode())
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+def summary_table(
+    counts: Mapping[str, int], per_tenant: Mapping[str, Mapping[str, int]], *, skipped: Mapping[str, int] | None = None
+) -> Table:
+    """This run's final statuses per tenant; ``skipped``: what a resume did not redo (already final)."""
+    skipped = skipped or {}
     table = Table(title="bulkconn summary", title_justify="left")
-    statuses = ["succeeded", "failed", "invalid", "uncertain", "skipped"]
+    statuses = ["succeeded", "failed", "invalid", "uncertain"]
     table.add_column("tenant")
-    for status in statuses:
+    for status in (*statuses, "skipped"):
         table.add_column(status, justify="right")
-    for tenant, row in sorted(per_tenant.items()):
-        table.add_row(tenant, *(str(row.get(s, 0)) for s in statuses))
-    table.add_row("[b]total[/b]", *(f"[b]{counts.get(s, 0)}[/b]" for s in statuses))
+    for tenant in sorted(set(per_tenant) | set(skipped)):
+        row = per_tenant.get(tenant, {})
+        table.add_row(tenant, *(str(row.get(s, 0)) for s in statuses), str(skipped.get(tenant, 0)))
+    total = [f"[b]{counts.get(s, 0)}[/b]" for s in statuses]
+    table.add_row("[b]total[/b]", *total, f"[b]{sum(skipped.values())}[/b]")
     return table

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from pathlib import Path
 
 import click
@@ -12,6 +11,7 @@ from bulkconn.emulator import CHAOS, Emulator, EmulatorOptions, Faults, RetryAft
 from bulkconn.emulator.artifacts import write_config, write_job
 from bulkconn.emulator.options import ROTATING, parse_tenant_limit
 from bulkconn.registry import UnknownResourceError, resource
+from bulkconn.signals import interrupts
 
 
 def _tenant_faults(values: tuple[str, ...], base: Faults) -> dict[str, Faults]:
@@ -343,9 +343,18 @@ async def _serve(
     options: EmulatorOptions, ready: Path | None, config: Path | None, job: tuple[Path | None, int, str]
 ) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    with interrupts(stop.set):
+        await _serve_until(stop, options, ready, config, job)
+    click.echo("emulator stopped")
+
+
+async def _serve_until(
+    stop: asyncio.Event,
+    options: EmulatorOptions,
+    ready: Path | None,
+    config: Path | None,
+    job: tuple[Path | None, int, str],
+) -> None:
     async with Emulator(options) as emu:
         if config is not None:
             secrets_dir = write_config(emu.core, emu.ca_file, config)
@@ -364,4 +373,3 @@ async def _serve(
             tmp.write_text(emu.base_url + "\n")
             tmp.replace(ready)
         await stop.wait()
-    click.echo("emulator stopped")

@@ -1,4 +1,7 @@
-"""``bulkconn report summary`` and ``bulkconn report failed``: reading reports, resumed ones included."""
+"""``bulkconn report summary``, ``failed``, ``show`` and ``merge``: reading reports, resumed and sharded ones included.
+
+``summary`` and ``failed`` accept several reports of one job (the shards of a run) and read them as one.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,16 @@ from rich.console import Console
 from rich.table import Table
 
 from bulkconn.cli.common import EXIT_OK, user_errors
+from bulkconn.errors import UsageError
 from bulkconn.job import fingerprint
-from bulkconn.report.reader import check_job, read_state, summarize, write_failed_job
+from bulkconn.merge import merge_reports
+from bulkconn.report.handover import load_handover
+from bulkconn.report.reader import check_job, combine_states, failed_count, read_state, summarize, write_failed_job
+from bulkconn.report.show import FORMATS, render
+
+REPORTS = click.argument(
+    "reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 
 
 @click.group(name="report")
@@ -21,12 +32,15 @@ def report_group() -> None:
 
 
 @report_group.command(name="summary")
-@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@REPORTS
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @user_errors
-def summary(report: Path, as_json: bool) -> None:
-    """Counts by status, tenant and error code (latest result per operation), attempts and throttling."""
-    data = summarize(report)
+def summary(reports: tuple[Path, ...], as_json: bool) -> None:
+    """Counts by status, tenant and error code (latest result per operation), attempts and throttling.
+
+    Several REPORTS of one job (the shard reports of a run) are read as one.
+    """
+    data = summarize(list(reports))
     if as_json:
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         sys.exit(EXIT_OK)
@@ -52,8 +66,16 @@ def summary(report: Path, as_json: bool) -> None:
     sys.exit(EXIT_OK)
 
 
+def _refuse_to_replace(output: Path, *, job: Path, report: Path) -> None:
+    """The job of failures must never replace the report or the job it was made from (not even with --force)."""
+    for name, precious in (("the job", job), ("the report", report)):
+        same = output.exists() and precious.exists() and output.samefile(precious)
+        if same or output.resolve() == precious.resolve():
+            raise UsageError(f"{output} is {name} of {report}; write the failed operations to another file")
+
+
 @report_group.command(name="failed")
-@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@REPORTS
 @click.option(
     "-o",
     "--output",
@@ -68,22 +90,113 @@ def summary(report: Path, as_json: bool) -> None:
     help="The original job (default: the path recorded in the report).",
 )
 @click.option("--include-uncertain", is_flag=True, help="Also include syncs whose outcome is uncertain.")
-@click.option("--force", is_flag=True, help="Accept a job file that changed since the report was written.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing output file, and accept a job file that changed since the report was written.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @user_errors
 def failed(
-    report: Path, output: Path, job_path: Path | None, include_uncertain: bool, force: bool, as_json: bool
+    reports: tuple[Path, ...], output: Path, job_path: Path | None, include_uncertain: bool, force: bool, as_json: bool
 ) -> None:
-    """Write a job of the operations whose latest result is 'failed', ready to run."""
-    state = read_state(report)
+    """Write a job of the operations whose latest result is 'failed', ready to run (from one or several REPORTS).
+
+    An existing OUTPUT is replaced only with --force, and never when it is one of the reports or their job.
+    """
+    state = combine_states([read_state(report) for report in reports])
     job = job_path or Path(str(state.header.get("job", "")))
     if not job.is_file():
         raise click.UsageError(f"the original job {job} is not there; pass --job PATH")
+    for report in reports:
+        _refuse_to_replace(output, job=job, report=report)
     job_print = fingerprint(job)
     check_job(state, job_print.sha256, job_print.size, job_print.lines, force=force)
-    count = write_failed_job(state, job, output, include_uncertain=include_uncertain)
+    if not failed_count(state, include_uncertain=include_uncertain):
+        what = "failed or uncertain" if include_uncertain else "failed"
+        click.echo(f"nothing {what} in {', '.join(map(str, reports))}; {output} was not written", err=as_json)
+        if as_json:
+            click.echo(orjson.dumps({"job": None, "operations": 0}).decode())
+        sys.exit(EXIT_OK)
+    count = write_failed_job(state, job, output, include_uncertain=include_uncertain, overwrite=force)
     if as_json:
         click.echo(orjson.dumps({"job": str(output), "operations": count}).decode())
     else:
         click.echo(f"{output}: {count} failed operation(s) from {job}; run it with: bulkconn run {output}")
+    sys.exit(EXIT_OK)
+
+
+@report_group.command(name="show")
+@click.argument("report", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="md",
+    show_default=True,
+    help="md for a ticket or an email, html for a self-contained page, csv for one row per operation.",
+)
+@click.option("--tenant", "tenants", multiple=True, metavar="ALIAS", help="Only this tenant (repeat for more).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of standard output.",
+)
+@click.option(
+    "--job",
+    "job_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The original job, for what each operation changed (default: the path recorded in the report).",
+)
+@user_errors
+def show(report: Path, fmt: str, tenants: tuple[str, ...], output: Path | None, job_path: Path | None) -> None:
+    """A handover report per tenant: what changed, what failed and why, when, how long."""
+    text = render(load_handover(report, job=job_path, tenants=tenants), fmt)
+    if output is None:
+        click.echo(text, nl=False)
+        sys.exit(EXIT_OK)
+    # Excel reads a CSV file as UTF-8 only when it starts with a byte order mark.
+    encoding = "utf-8-sig" if fmt == "csv" else "utf-8"
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(text, encoding=encoding, newline="")
+    tmp.replace(output)
+    click.echo(f"{output}: {fmt} report of {report}", err=True)
+    sys.exit(EXIT_OK)
+
+
+@report_group.command(name="merge")
+@REPORTS
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the merged report (replaced atomically).",
+)
+@click.option("--partial", is_flag=True, help="Merge even if a shard has not finished (the summary says interrupted).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@user_errors
+def merge(reports: tuple[Path, ...], output: Path, partial: bool, as_json: bool) -> None:
+    """Combine the shard reports of one job into one report: one line per operation, one summary.
+
+    Refuses, listing every reason, reports of different jobs, shard counts or partitions, a missing or
+    repeated shard, an operation or tenant in two shards, and (unless --partial) an unfinished shard.
+    """
+    result = merge_reports(list(reports), output, partial=partial)
+    if as_json:
+        body = {
+            "report": str(result.output),
+            "shards": result.shards,
+            "operations": result.operations,
+            "counts": result.counts,
+            "torn_lines": result.torn_lines,
+            "unfinished": list(result.unfinished),
+        }
+        click.echo(orjson.dumps(body).decode())
+    else:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts.items())) or "no operations"
+        click.echo(f"{output}: {result.operations} operation(s) from {result.shards} shard report(s) ({counts})")
+        if result.unfinished:
+            click.echo(f"shard(s) {', '.join(map(str, result.unfinished))} had not finished: the report is partial")
     sys.exit(EXIT_OK)

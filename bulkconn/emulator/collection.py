@@ -1,10 +1,10 @@
 """Generic handlers over one tenant's store of a collection: list, get, create, PATCH and DELETE.
 
 Every collection is served the same way. Changes are validated with :mod:`bulkconn.registry` (Exchange
-Connectors: with the seed documentation's table, as always) against the object's own concrete type (the stored ``@odata.type``), so abstract collections such as
+Connectors: with the Exchange Connector update page's table, as always) against the object's own concrete type (the stored ``@odata.type``), so abstract collections such as
 ``deviceConfigurations`` check each object against its real kind. Where the type has them, the service's own
 fields follow a change: ``lastModifiedDateTime`` becomes now, and a read-only integer ``version`` (configuration
-and compliance policies) goes up by one. Exchange Connectors have neither, so the seed documentation's example
+and compliance policies) goes up by one. Exchange Connectors have neither, so the Exchange Connector update page's example
 round-trips exactly.
 """
 
@@ -74,7 +74,7 @@ def problems_of(
 ) -> list[Problem]:
     """Why ``body`` cannot change an object of ``resource`` (empty when it can).
 
-    Exchange Connectors keep the seed documentation's table (``bulkconn.resources``), exactly as the emulator
+    Exchange Connectors keep the Exchange Connector update page's table (``bulkconn.resources``), exactly as the emulator
     has always checked them (a null ``lastSyncDateTime`` is accepted there, although the metadata says
     non-nullable); every other collection is checked against the registry.
     """
@@ -182,7 +182,7 @@ def touch(obj: dict[str, Any], resource: registry.Resource) -> None:
 def patch(
     core: EmulatorCore, principal: Principal, req: SubRequest, resource: registry.Resource, obj: dict[str, Any]
 ) -> SubResponse:
-    """PATCH one object: 200 with the object (the seed documentation), or 204 when asked for minimal answers."""
+    """PATCH one object: 200 with the object (Graph's Exchange Connector update page), or 204 when asked for minimal answers."""
     if (bad := json_body_problem(core, req)) is not None:
         return bad
     if problems := problems_of(resource, req.body, obj.get(ODATA_TYPE), obj["id"]):

@@ -114,6 +114,8 @@ class Stats:
     syncs: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     patches: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     user_agents: Counter[str] = field(default_factory=Counter)
+    # tenant alias -> User-Agent -> authenticated Graph requests: which client (a shard, say) wrote a tenant
+    tenant_user_agents: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     client_request_ids_missing: int = 0
     connections: set[str] = field(default_factory=set)  # client (address, port) pairs seen by Graph routes
     faults: Counter[str] = field(default_factory=Counter)  # fault kind -> times injected
@@ -154,6 +156,10 @@ class EmulatorCore:
         self.max_token_age_s: float | None = options.token_max_age_s  # older tokens are refused (early expiry)
         self.device_codes: dict[str, dict[str, Any]] = {}
         self.refresh_tokens: dict[str, dict[str, Any]] = {}
+        # Every credential that crossed the identity endpoint, for leak tests (GET /_emulator/tokens): tokens
+        # issued (access, refresh, id) and client assertions received. Kept across resets, as the tokens stay valid.
+        self.issued: list[str] = []
+        self.assertions: list[str] = []
 
     # -- setup -------------------------------------------------------------------------------
     def _initial_world(self) -> World:
@@ -274,7 +280,9 @@ class EmulatorCore:
         else:
             claims["scp"] = " ".join(sorted(roles))
             claims["upn"] = user
-        return jwt.encode(claims, self.token_key, algorithm="HS256"), lifetime
+        token = jwt.encode(claims, self.token_key, algorithm="HS256")
+        self.issued.append(token)
+        return token, lifetime
 
     def check_token(self, header: str | None) -> Principal | str:
         """A :class:`Principal`, or the Graph 401 message explaining why not."""
@@ -396,6 +404,7 @@ class EmulatorCore:
                 "token_failures": s.token_failures[tenant.alias],
                 "syncs": dict(s.syncs[tenant.alias]),
                 "patches": dict(s.patches[tenant.alias]),
+                "user_agents": dict(s.tenant_user_agents[tenant.alias]),
                 "collections": {name: c.to_json() for name, c in sorted(s.collections[tenant.alias].items())},
             }
             if throttle is None:

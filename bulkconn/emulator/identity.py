@@ -142,6 +142,7 @@ def _client_credentials(core: EmulatorCore, tenant: Tenant, form: dict[str, str]
                 f"secret being sent in the request is the client secret value for app '{client_id}'.",
             )
     elif "client_assertion" in form:
+        core.assertions.append(form["client_assertion"])
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             return entra_error(400, "invalid_request", 50027, "Invalid client_assertion_type.")
         problem = _verify_assertion(core, tenant, app, form["client_assertion"])
@@ -168,6 +169,7 @@ def _user_tokens(core: EmulatorCore, tenant: Tenant, app: App, user: str, resour
     token, lifetime = core.issue_access_token(tenant, app.client_id, audience=resource, roles=app.roles, user=user)
     uid = str(uuid.uuid5(uuid.NAMESPACE_DNS, user))
     refresh = secrets.token_urlsafe(32)
+    core.issued.append(refresh)
     core.refresh_tokens[refresh] = {
         "tenant": tenant.tenant_id,
         "client_id": app.client_id,
@@ -187,6 +189,8 @@ def _user_tokens(core: EmulatorCore, tenant: Tenant, app: App, user: str, resour
         "preferred_username": user,
         "name": user.split("@")[0],
     }
+    id_token = jwt.encode(id_claims, core.token_key, algorithm="HS256")
+    core.issued.append(id_token)
     return {
         "token_type": "Bearer",
         "scope": f"{resource}/.default",
@@ -194,7 +198,7 @@ def _user_tokens(core: EmulatorCore, tenant: Tenant, app: App, user: str, resour
         "ext_expires_in": lifetime,
         "access_token": token,
         "refresh_token": refresh,
-        "id_token": jwt.encode(id_claims, core.token_key, algorithm="HS256"),
+        "id_token": id_token,
         "client_info": _b64url(orjson.dumps({"uid": uid, "utid": tenant.tenant_id})),
     }
 

@@ -97,6 +97,7 @@ class _Handlers:
                 core.error(401, "InvalidAuthenticationToken", principal, req, headers={"WWW-Authenticate": challenge}),
                 req,
             )
+        core.stats.tenant_user_agents[principal.tenant.alias][request.headers.get("User-Agent", "")] += 1
         faults = core.faults_for(principal.tenant)
         if faults.latency_ms or faults.jitter_ms:
             delay_ms = faults.latency_ms + core.fault_rng.random() * faults.jitter_ms
@@ -179,6 +180,9 @@ class _Handlers:
             return _json(200, _public_state(core))
         if route == ("GET", "stats"):
             return _json(200, core.stats_json())
+        if route == ("GET", "tokens"):
+            # Loopback only, like every admin route: the emulator's own test credentials, for leak tests.
+            return _json(200, {"issued": core.issued, "client_assertions": core.assertions})
         if route == ("POST", "reset"):
             core.reset()
             return _json(200, {"reset": True})
@@ -299,6 +303,10 @@ class Emulator:
 
     def state(self) -> dict[str, Any]:
         return _public_state(self.core)
+
+    def tokens(self) -> dict[str, list[str]]:
+        """Every token issued and client assertion received so far (as ``GET /_emulator/tokens``)."""
+        return {"issued": list(self.core.issued), "client_assertions": list(self.core.assertions)}
 
     def revoke_tokens(self, tenant: str | None = None) -> None:
         _token_control(self.core, {"revoke": True, "tenant": tenant})

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from bulkconn import registry
 from bulkconn.emulator.seeding import guid as _guid
 from bulkconn.emulator.seeding import seed_collection
-from bulkconn.resources import EXCHANGE_CONNECTOR, STATUS_VALUES, TYPE_VALUES
+from bulkconn.resources import EXCHANGE_CONNECTOR
 
 CONNECTORS = "exchangeConnectors"
 # Any Intune write role allows writes to every collection (the emulator does not model per-collection scopes).
@@ -167,11 +167,11 @@ def make_connector(rng: random.Random, domain: str, org: str, index: int) -> dic
         "id": _guid(rng),
         "lastSyncDateTime": f"2026-{rng.randint(1, 11):02d}-{day:02d}T{rng.randint(0, 23):02d}:"
         f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 9999999):07d}Z",
-        "status": rng.choice(STATUS_VALUES[1:4]),
+        "status": rng.choice(registry.enum_members("deviceManagementExchangeConnectorStatus")[1:4]),
         "primarySmtpAddress": f"intune-connector{index}@{domain}",
         "serverName": f"mail{index}.{domain}",
         "connectorServerName": f"EXCON{index:02d}",
-        "exchangeConnectorType": rng.choice(TYPE_VALUES[:4]),
+        "exchangeConnectorType": rng.choice(registry.enum_members("deviceManagementExchangeConnectorType")[:4]),
         "version": f"19.{rng.randint(0, 3)}.{rng.randint(100, 999)}.{rng.randint(1, 60)}",
         "exchangeAlias": f"exch{index}",
         "exchangeOrganization": f"{org} Exchange",

@@ -56,7 +56,7 @@ async def dispatch(
     try:
         resp = await transport.send(request)
     except TransportError as exc:
-        failed = Answer(status=None, error=ErrorInfo(exc.code, exc.message))
+        failed = Answer(status=None, error=ErrorInfo(exc.code, exc.message), sent=exc.sent)
         return Dispatched([failed] * len(ops), [""] * len(ops))
     request_id = resp.headers.get("request-id", "")
     whole = parse_single(resp.status, resp.headers, resp.body)

@@ -9,6 +9,10 @@ What happens to each answer is decided by :func:`bulkconn.retry.decide`; the eng
 Failures of single operations are outcomes, never exceptions. A tenant whose credentials or
 permissions fail is quarantined: its remaining operations end ``failed`` and the others carry on.
 Time comes from the injected :class:`~bulkconn.transport.Clock`, the network from the :class:`Transport`.
+
+A run that reads first (``EngineSettings.read_first``: ``--skip-unchanged``, ``--backup``, undo lines) reads a
+batch's objects before writing them (:mod:`bulkconn.engine.reading`); a pre-image goes to ``on_backup``, which
+makes it durable, before the write is sent.
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ from bulkconn.batching import MAX_BATCH
 from bulkconn.config import TenantConfig
 from bulkconn.engine.dispatch import dispatch
 from bulkconn.engine.lane import READ_CHUNK, Lane, OpState
-from bulkconn.errors import AuthError
+from bulkconn.engine.reading import ReadFirst, Skip, after_read, read_url
+from bulkconn.errors import AuthError, JobChanged
 from bulkconn.job import JobScan, LaneReader
-from bulkconn.model import Action, ErrorInfo, Operation, Outcome, Progress, Status, utc_now
+from bulkconn.model import ErrorInfo, Operation, Outcome, Progress, Status, utc_now
 from bulkconn.pacing import GLOBAL_PER_APP, GLOBAL_WINDOW_S, Pacers, Pacing, heard
-from bulkconn.retry import Answer, Done, RetryPolicy, decide
+from bulkconn.precheck import Backup
+from bulkconn.reads import Read, get_objects
+from bulkconn.retry import Answer, Done, Retry, RetryPolicy, decide
 from bulkconn.transport import Clock, LoopClock, Transport
 
 
@@ -40,6 +47,7 @@ class EngineSettings:
     tenant_concurrency: int | None = None  # overrides each tenant's own `concurrency`
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     seed: int | None = None  # jitter seed, for reproducible tests
+    read_first: ReadFirst = field(default_factory=ReadFirst)
     # Graph's global limit per app across all tenants, and this process's share of it (shards of one app split it).
     global_share: float = 1.0
     global_per_window: int = GLOBAL_PER_APP
@@ -58,6 +66,7 @@ class Engine:
         settings: EngineSettings,
         on_outcome: Callable[[Outcome], None],
         on_intent: Callable[[Operation], None] = lambda op: None,
+        on_backup: Callable[[Backup], None] = lambda backup: None,
         clock: Clock | None = None,
         progress: Progress | None = None,
         pacer_factory: Callable[[TenantConfig, Clock], Pacing] | None = None,
@@ -69,9 +78,11 @@ class Engine:
         self.settings = settings
         self.on_outcome = on_outcome
         self.on_intent = on_intent
+        self.on_backup = on_backup
         self.progress = Progress(started=self.clock.now()) if progress is None else progress
         self.stopping = asyncio.Event()
         self.auth_failures: dict[str, ErrorInfo] = {}
+        self.job_changed: JobChanged | None = None  # why the run stopped by itself, if the job changed under it
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._rng = random.Random(settings.seed)
         self._lanes: dict[str, Lane] = {}
@@ -97,7 +108,7 @@ class Engine:
 
     async def run(self, scan: JobScan) -> Progress:
         """Send every valid operation of ``scan``; return the counters."""
-        self.progress.total += scan.valid
+        self.progress.total += scan.operations
         readers = {alias: LaneReader(scan, alias) for alias in scan.offsets}
         try:
             async with asyncio.TaskGroup() as group:
@@ -108,13 +119,21 @@ class Engine:
                     self._note_limit(lane)
                     workers = self.settings.tenant_concurrency or tenant.concurrency
                     for _ in range(workers):
-                        group.create_task(self._worker(lane))
+                        group.create_task(self._guarded(lane))
         finally:
             for reader in readers.values():
                 reader.close()
         return self.progress
 
     # -- workers -----------------------------------------------------------------------------------
+    async def _guarded(self, lane: Lane) -> None:
+        """A worker; a job that changed under the run stops it as a Ctrl-C would (what is in flight is recorded)."""
+        try:
+            await self._worker(lane)
+        except JobChanged as exc:
+            self.job_changed = self.job_changed or exc
+            self.stop()
+
     async def _worker(self, lane: Lane) -> None:
         while True:
             limit = min(lane.pacer.max_batch, self.settings.batch_size)
@@ -124,25 +143,17 @@ class Engine:
                     await self._fail_all(lane)
                 return
             try:
-                if not await self._paced_send(lane, batch):
+                to_write = await self._read_first(lane, batch)
+                if to_write is None or (to_write and not await self._write(lane, to_write)):
                     return
             finally:
                 await lane.release(batch)
 
-    async def _paced_send(self, lane: Lane, batch: list[OpState]) -> bool:
-        """Wait for the pacer, a token and a global slot, then send; False when the run stopped first."""
+    async def _write(self, lane: Lane, batch: list[OpState]) -> bool:
+        """Send ``batch``'s writes once pacing, a token and a global slot allow; False when the run stopped first."""
         while True:
-            if len(batch) > (fits := lane.pacer.max_batch):
-                # The pacer takes fewer now (a probe, a lower limit learned since the batch was taken): the rest
-                # goes back to the lane for another worker, in order.
-                await lane.give_back(batch[fits:])
-                del batch[fits:]
-            writes = len(batch)
-            if not lane.pacer.ready(writes=writes):
-                # A stop while we wait for pacing or a slot drops the batch unsent (it is redone on resume).
-                if not await self._unless_stopped(lane.pacer.wait(writes=writes)):
-                    return False
-                continue  # what fits may have changed while we waited
+            if not await self._paced(lane, batch):
+                return False
             # The token first: a slow identity service must not hold one of the global slots.
             token = await self._token(lane)
             async with self._slots:
@@ -150,15 +161,96 @@ class Engine:
                     return False
                 # Counted as sent only now, in the slot: a wait for a slot never hides in the pacer's log. Another
                 # worker of the lane may have taken the room meanwhile; then wait again.
-                sent_at = lane.pacer.take(writes=writes) if token is not None else self.clock.now()
+                sent_at = lane.pacer.take(writes=len(batch)) if token is not None else self.clock.now()
                 if sent_at is not None:
                     await self._send(lane, batch, token, sent_at)
                     return True
+
+    async def _paced(self, lane: Lane, batch: list[OpState] | None = None, *, reads: int = 0) -> bool:
+        """Wait until the pacer lets ``batch``'s writes (or ``reads`` reads) go; False when the run stopped first.
+
+        A batch larger than what fits now gives the rest back to the lane, for another worker, in order: after
+        every wait, as each answer changes what fits (a probe, a lower limit learned since the batch was taken).
+        A stop while we wait drops the batch unsent (it is redone on resume).
+        """
+        while True:
+            if batch is not None and len(batch) > (fits := lane.pacer.max_batch):
+                await lane.give_back(batch[fits:])
+                del batch[fits:]
+            writes = len(batch) if batch is not None else 0
+            if lane.pacer.ready(writes=writes, reads=reads):
+                return True
+            if not await self._unless_stopped(lane.pacer.wait(writes=writes, reads=reads)):
+                return False
 
     def _note_limit(self, lane: Lane) -> None:
         """Show the write limit the tenant's pacer paces to now (learned from 429s, or configured)."""
         limit = lane.pacer.limit
         self.progress.limit_by_tenant[lane.tenant.alias] = (limit.per_window, limit.window_s)
+
+    async def _read_first(self, lane: Lane, batch: list[OpState]) -> list[OpState] | None:
+        """Read the objects the batch must read first and settle them; the states to write now (None: stopped)."""
+        reading = [s for s in batch if not s.read_done and self.settings.read_first.needed(s.op)]
+        if not reading:
+            return batch
+        while True:
+            if not await self._paced(lane, reads=len(reading)):
+                return None
+            token = await self._token(lane)
+            if token is None:
+                assert lane.quarantine is not None
+                for state in batch:
+                    self._finish(state, Status.FAILED, lane.quarantine)
+                return []
+            async with self._slots:
+                if self.stopping.is_set():
+                    return None
+                sent_at = lane.pacer.take(writes=0, reads=len(reading))
+                if sent_at is not None:
+                    reads = await self._get(lane, reading, token, sent_at)
+                    break
+        cap_s = self.settings.policy.retry_after_cap_s
+        lane.pacer.heard(heard([r.answer for r in reads], sent_at=sent_at, reads=True, retry_after_cap_s=cap_s))
+        for state, read in zip(reading, reads, strict=True):
+            await self._settle_read(lane, state, read, token)
+        return [s for s in batch if s.read_done or not self.settings.read_first.needed(s.op)]
+
+    async def _get(self, lane: Lane, reading: list[OpState], token: str, sent_at: float) -> list[Read]:
+        """GET the objects of ``reading`` in one request (a single GET or a ``$batch``)."""
+        client_request_id = str(uuid.uuid4())
+        for state in reading:
+            state.begin_read(sent_at, client_request_id)
+        return await get_objects(
+            self.transport,
+            lane.tenant,
+            [read_url(s.op) for s in reading],
+            token=token,
+            client_request_id=client_request_id,
+            fresh_connection=any([s.take_fresh_connection() for s in reading]),
+        )
+
+    async def _settle_read(self, lane: Lane, state: OpState, read: Read, token: str) -> None:
+        """Retry, fail, skip, or (after recording a backup) mark ``state`` ready to write."""
+        state.answered(read.answer.status, read.request_id)
+        decision = decide(
+            read.answer,
+            state.read_attempt(self.clock.now()),
+            tenant=lane.tenant.alias,
+            policy=self.settings.policy,
+            rng=self._rng,
+        )
+        if isinstance(decision, Retry):
+            await self._retry(lane, state, decision, token)
+        elif not decision.succeeded or read.body is None:
+            if decision.quarantine is not None:
+                self._quarantine(lane, decision.quarantine)
+            self._finish(state, Status.FAILED, decision.error)
+        elif isinstance(then := after_read(state.op, read.body, self.settings.read_first), Skip):
+            self._finish(state, Status.SKIPPED, None, reason=ErrorInfo(then.reason.code.value, then.reason.message))
+        else:
+            if then.backup is not None:
+                self.on_backup(then.backup)
+            state.read_done = True
 
     async def _unless_stopped(self, waiting: Coroutine[Any, Any, None]) -> bool:
         """Await ``waiting`` unless the run is stopped first (then cancel it and return False)."""
@@ -187,8 +279,9 @@ class Engine:
         for state in states:
             self._finish(state, Status.FAILED, error)
 
-    def _finish(self, state: OpState, status: Status, error: ErrorInfo | None) -> None:
+    def _finish(self, state: OpState, status: Status, error: ErrorInfo | None, reason: ErrorInfo | None = None) -> None:
         outcome = state.outcome(status, error, now=self.clock.now(), finished_at=utc_now())
+        outcome.reason = reason
         self.progress.record(outcome.tenant, status)
         self.on_outcome(outcome)
 
@@ -210,7 +303,7 @@ class Engine:
         client_request_id = str(uuid.uuid4())
         for state in batch:
             state.begin_attempt(sent_at, client_request_id)
-            if state.op.action is Action.SYNC:
+            if not state.op.idempotent:  # a sync, a wipe...: recorded first, so a resume never sends it twice
                 self.on_intent(state.op)
         if token is None:
             assert lane.quarantine is not None
@@ -249,6 +342,11 @@ class Engine:
                 self._quarantine(lane, decision.quarantine)
             self._finish(state, decision.status, decision.error)
             return
+        await self._retry(lane, state, decision, token)
+
+    async def _retry(self, lane: Lane, state: OpState, decision: Retry, token: str) -> None:
+        """Re-queue ``state`` at the decision's time (after a fresh token when asked); the pacer holds it back."""
+        alias = lane.tenant.alias
         self.progress.retries += 1
         if decision.reauthenticate:
             await self.auth.invalidate(alias, token)

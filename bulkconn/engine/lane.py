@@ -36,6 +36,21 @@ class OpState:
     request_id: str = ""
     client_request_id: str = ""
     auth_retried: bool = False
+    answers_500: int = 0
+    reads: int = 0  # GETs of its object before writing it (read-first runs); not counted in ``attempts``
+    read_done: bool = False  # read and decided: a retried write is not read again
+
+    def begin_read(self, now: float, client_request_id: str) -> None:
+        """Count a read about to be sent (it starts the operation's clock, as a first send would)."""
+        self.started = self.started or now
+        self.reads += 1
+        self.client_request_id = client_request_id
+
+    def read_attempt(self, now: float) -> Attempt:
+        """The history a read's retry decision needs (a GET is idempotent)."""
+        return Attempt(
+            number=self.reads, elapsed_s=now - self.started, idempotent=True, reauthenticated=self.auth_retried
+        )
 
     def begin_attempt(self, now: float, client_request_id: str) -> None:
         """Count an attempt about to be sent (the first one starts the operation's clock)."""
@@ -50,6 +65,7 @@ class OpState:
 
     def answered(self, status: int | None, request_id: str) -> None:
         self.last_status = status
+        self.answers_500 += status == 500
         self.request_id = request_id
 
     def attempt(self, now: float) -> Attempt:
@@ -59,12 +75,14 @@ class OpState:
             elapsed_s=now - self.started,
             idempotent=self.op.idempotent,
             reauthenticated=self.auth_retried,
+            answers_500=self.answers_500,
         )
 
     def will_retry(self, decision: Retry) -> None:
         self.throttled += int(decision.throttled)
         self.fresh_connection = decision.new_connection
-        self.auth_retried = self.auth_retried or decision.reauthenticate
+        # Only a 401 right after a re-authentication is final: a later 401 is a new token expiring or revoked.
+        self.auth_retried = decision.reauthenticate
 
     def outcome(self, status: Status, error: ErrorInfo | None, *, now: float, finished_at: str) -> Outcome:
         """The operation's report line."""
@@ -74,7 +92,7 @@ class OpState:
             line=op.line,
             tenant=op.tenant,
             object_id=op.object_id,
-            action=op.action.value,
+            action=str(op.action),
             status=status,
             http_status=self.last_status,
             attempts=self.attempts,

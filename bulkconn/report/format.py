@@ -1,13 +1,15 @@
 """The report contract (``docs/report-format.md``): its version, one typed shape per record, encode and decode.
 
-A report is JSON Lines; each line's ``type`` is ``header``, ``intent``, ``result`` or ``summary``. Everything
+A report is JSON Lines; each line's ``type`` is ``header``, ``intent``, ``result`` or ``summary``, plus (format 1,
+added) ``expansion`` and ``expansion_done`` (what selector lines selected, :mod:`bulkconn.expansion`) and ``backup``
+(a pre-image, :mod:`bulkconn.precheck`). Everything
 that writes or reads a report line goes through this module, so "what does a report line contain" has one
 answer. Fields are only added in a minor change; a change of meaning bumps :data:`FORMAT_VERSION`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 
@@ -23,6 +25,16 @@ class ErrorRecord(TypedDict):
     message: str
 
 
+class ShardRecord(TypedDict):
+    """The shard a run belongs to (``run --shard K/N``): which one, of how many, and of which partition."""
+
+    index: int
+    count: int
+    partition: str  # SHA-256 over the job's fingerprint, N and the tenant -> shard assignment
+    tenants: int  # this shard's tenants
+    operations: int  # this shard's valid operations in the whole job
+
+
 class HeaderRecord(TypedDict):
     type: Literal["header"]
     format: int
@@ -36,6 +48,7 @@ class HeaderRecord(TypedDict):
     resumed: bool
     tenants: list[str]
     settings: dict[str, Any]
+    shard: NotRequired[ShardRecord]  # only in the report of a shard
 
 
 class IntentRecord(TypedDict):
@@ -64,6 +77,42 @@ class ResultRecord(TypedDict):
     client_request_id: str
     duration_ms: int
     finished_at: str
+    reason: NotRequired[ErrorRecord]  # only on ``skipped`` results of --skip-unchanged or an undo job
+
+
+class ExpansionRecord(TypedDict):
+    """One object a selector line selected in one tenant (written before the first write)."""
+
+    type: Literal["expansion"]
+    line: int
+    tenant: str
+    key: str
+    id: str
+
+
+class ExpansionDoneRecord(TypedDict):
+    """Closes one selector line's expansion in one tenant: ``count`` matches of ``listed`` objects."""
+
+    type: Literal["expansion_done"]
+    line: int
+    tenant: str
+    count: int
+    listed: int
+
+
+class BackupRecord(TypedDict):
+    """The pre-image of one operation's object, written and fsynced before its write is sent."""
+
+    type: Literal["backup"]
+    key: str
+    line: int
+    tenant: str
+    resource: str
+    id: str
+    before: dict[str, Any]
+    patch: dict[str, Any]
+    at: str
+    odata_type: NotRequired[str]
 
 
 class SummaryRecord(TypedDict):
@@ -76,7 +125,9 @@ class SummaryRecord(TypedDict):
     finished_at: str
 
 
-Record = HeaderRecord | IntentRecord | ResultRecord | SummaryRecord
+Record = (
+    HeaderRecord | IntentRecord | ResultRecord | SummaryRecord | ExpansionRecord | ExpansionDoneRecord | BackupRecord
+)
 
 
 def header(
@@ -91,8 +142,9 @@ def header(
     resumed: bool,
     tenants: list[str],
     settings: dict[str, Any],
+    shard: ShardRecord | None = None,
 ) -> HeaderRecord:
-    return {
+    record: HeaderRecord = {
         "type": "header",
         "format": FORMAT_VERSION,
         "run_id": run_id,
@@ -106,17 +158,20 @@ def header(
         "tenants": tenants,
         "settings": settings,
     }
+    if shard is not None:
+        record["shard"] = shard
+    return record
 
 
 def intent(op: Operation, *, at: str) -> IntentRecord:
-    """A non-idempotent action is about to be sent."""
+    """An action that is not idempotent (a sync, a wipe...) is about to be sent."""
     return {
         "type": "intent",
         "key": op.key,
         "line": op.line,
         "tenant": op.tenant,
         "id": op.object_id,
-        "action": op.action.value,
+        "action": str(op.action),
         "at": at,
     }
 
@@ -124,7 +179,7 @@ def intent(op: Operation, *, at: str) -> IntentRecord:
 def result(outcome: Outcome) -> ResultRecord:
     """One operation's final state."""
     error = outcome.error
-    return {
+    record: ResultRecord = {
         "type": "result",
         "key": outcome.key,
         "line": outcome.line,
@@ -141,6 +196,9 @@ def result(outcome: Outcome) -> ResultRecord:
         "duration_ms": outcome.duration_ms,
         "finished_at": outcome.finished_at,
     }
+    if outcome.reason is not None:
+        record["reason"] = {"code": outcome.reason.code, "message": outcome.reason.message}
+    return record
 
 
 def summary(
@@ -179,7 +237,7 @@ def decode(raw: bytes) -> dict[str, Any] | None:
 
 def outcome_of(record: ResultRecord) -> Outcome:
     """The outcome a ``result`` record holds (the inverse of :func:`result`)."""
-    error = record["error"]
+    error, reason = record["error"], record.get("reason")
     return Outcome(
         key=record["key"],
         line=record["line"],
@@ -195,4 +253,5 @@ def outcome_of(record: ResultRecord) -> Outcome:
         client_request_id=record["client_request_id"],
         duration_ms=record["duration_ms"],
         finished_at=record["finished_at"],
+        reason=None if reason is None else ErrorInfo(reason["code"], reason["message"]),
     )

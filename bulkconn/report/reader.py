@@ -7,23 +7,26 @@ Reading holds one small entry per key, never whole records, so a million-line re
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bulkconn.errors import ResumeError
+from bulkconn.errors import ResumeError, UsageError
 from bulkconn.job import job_objects
-from bulkconn.model import Status
+from bulkconn.model import Action, Status
 from bulkconn.report import format as fmt
 
 # One small int per key instead of the status string: a million-key report stays small in memory.
 _CODES = {status: code for code, status in enumerate(fmt.FINAL_STATUSES, start=1)}
 _NAMES = {v: k for k, v in _CODES.items()}
 _INTENT = 6  # a sync was about to be sent and no result followed
+_HEADER_MAX_BYTES = 1 << 20  # a header is a few hundred bytes
 
 
 @dataclass(slots=True)
@@ -34,6 +37,7 @@ class ReportState:
     header: dict[str, Any]
     latest: dict[str, int] = field(default_factory=dict)  # key -> status code (or _INTENT)
     intents: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # key -> (tenant, id, line) awaiting result
+    intent_actions: dict[str, str] = field(default_factory=dict)  # key -> its action, when not a sync (a wipe...)
     torn_lines: int = 0
     runs: int = 0
 
@@ -53,8 +57,22 @@ class ReportState:
             redo |= {_CODES[Status.UNCERTAIN], _INTENT}
         return {key for key, code in self.latest.items() if code not in redo}
 
+    def take(self, kind: Any, record: dict[str, Any]) -> None:
+        """Note a ``result`` or ``intent`` record (other kinds change nothing)."""
+        key = str(record.get("key", ""))
+        if kind == "result":
+            self.latest[key] = _CODES.get(str(record.get("status")), _CODES[Status.FAILED])
+            self.intents.pop(key, None)
+            self.intent_actions.pop(key, None)
+        elif kind == "intent":
+            self.latest[key] = _INTENT
+            self.intents[key] = (str(record.get("tenant", "")), str(record.get("id", "")), int(record.get("line", 0)))
+            if record.get("action", Action.SYNC) != Action.SYNC:
+                self.intent_actions[key] = str(record["action"])
+
     def uncertain_intents(self) -> list[tuple[str, str, str, int]]:
-        """Syncs that may have been sent before a crash: (key, tenant, id, line)."""
+        """Syncs (and other actions, see ``intent_actions``) that may have been sent before a crash:
+        (key, tenant, id, line)."""
         return [(key, *self.intents[key]) for key, code in self.latest.items() if code == _INTENT]
 
 
@@ -66,11 +84,31 @@ def iter_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
                 yield index, fmt.decode(raw)
 
 
+def require_report(path: Path) -> dict[str, Any]:
+    """The first header of the report at ``path``; :class:`ResumeError` (a usage error) when it is not a report.
+
+    A report's first line is always its header (written before anything else), so a file whose first
+    line is anything else (a job, a configuration file, binary data) is refused here, saying what it is not.
+    """
+    if not path.is_file():
+        raise ResumeError(f"{path}: no such report")
+    with path.open("rb") as handle:
+        first = handle.readline(_HEADER_MAX_BYTES)  # bounded: the file may be anything, one huge "line" too
+        while first and not first.strip():
+            first = handle.readline(_HEADER_MAX_BYTES)
+    if not first:
+        raise ResumeError(f"{path}: the report is empty")
+    record = fmt.decode(first)
+    if record is None or record.get("type") != "header" or "format" not in record:
+        raise ResumeError(f"{path} is not a bulkconn report: its first line is not a report header")
+    return record
+
+
 def read_state(path: Path) -> ReportState:
     """Scan a report (blocking; call it in a thread)."""
     if not path.is_file():
         raise ResumeError(f"{path}: no report to resume (run without --resume first)")
-    state: ReportState | None = None
+    state = ReportState(path, require_report(path))
     torn = 0
     for _, record in iter_lines(path):
         if record is None:
@@ -78,21 +116,9 @@ def read_state(path: Path) -> ReportState:
             continue
         kind = record.get("type")
         if kind == "header":
-            if state is None:
-                state = ReportState(path, record)
             state.runs += 1
             continue
-        if state is None:
-            raise ResumeError(f"{path}: not a bulkconn report (the first line is not a header)")
-        key = str(record.get("key", ""))
-        if kind == "result":
-            state.latest[key] = _CODES.get(str(record.get("status")), _CODES[Status.FAILED])
-            state.intents.pop(key, None)
-        elif kind == "intent":
-            state.latest[key] = _INTENT
-            state.intents[key] = (str(record.get("tenant", "")), str(record.get("id", "")), int(record.get("line", 0)))
-    if state is None:
-        raise ResumeError(f"{path}: the report is empty; run without --resume")
+        state.take(kind, record)
     state.torn_lines = torn
     return state
 
@@ -111,83 +137,171 @@ def check_job(state: ReportState, sha256: str, size: int, lines: int, *, force: 
     )
 
 
-def summarize(path: Path) -> dict[str, Any]:
-    """Counts of the latest result per operation, by status, tenant and error code (two lean passes)."""
-    latest: dict[str, int] = {}
-    for index, record in iter_lines(path):
-        if record is not None and record.get("type") == "result":
-            latest[str(record.get("key"))] = index
+def combine_states(states: Sequence[ReportState]) -> ReportState:
+    """Several reports of one job (the shards of a run, say) read as one: for each key, the report given last wins.
+
+    Raises :class:`ResumeError` when they are reports of different jobs.
+    """
+    first = states[0]
+    combined = ReportState(first.path, first.header)
+    for state in states:
+        if state.header.get("job_sha256") != first.header.get("job_sha256"):
+            raise ResumeError(f"{state.path} is a report of another job than {first.path}")
+        combined.latest.update(state.latest)
+        combined.intents.update(state.intents)
+        combined.torn_lines += state.torn_lines
+        combined.runs += state.runs
+    return combined
+
+
+def summarize(path: Path | Sequence[Path]) -> dict[str, Any]:
+    """Counts of the latest result (or intent) per operation, by status, tenant and error code (two lean passes).
+
+    A key whose latest line is an ``intent`` had a sync in flight when its run stopped: it counts as
+    ``uncertain``, as ``--resume`` will record it. Several reports (of one job) are read as one, for each key
+    the report given last winning; their running times are not added but the longest is taken, as shards run
+    side by side. Raises :class:`ResumeError` for a file that is not a report, or reports of different jobs.
+    """
+    paths = [path] if isinstance(path, Path) else list(path)
+    latest: dict[str, tuple[int, int]] = {}  # key -> (report, line index) of its latest result or intent
+    first_headers = [require_report(p) for p in paths]
+    for number, (report, header) in enumerate(zip(paths, first_headers, strict=True)):
+        if header.get("job_sha256") != first_headers[0].get("job_sha256"):
+            raise ResumeError(f"{report} is a report of another job than {paths[0]}")
+        for index, record in iter_lines(report):
+            if record is not None and record.get("type") in ("result", "intent"):
+                latest[str(record.get("key"))] = (number, index)
     wanted = set(latest.values())
-    by_status: Counter[str] = Counter()
-    by_tenant: dict[str, Counter[str]] = {}
-    by_error: Counter[str] = Counter()
-    attempts = throttled = max_attempts = 0
-    runs = 0
-    duration_s = 0.0
-    started = finished = ""
-    torn = 0
-    for index, record in iter_lines(path):
-        if record is None:
-            torn += 1
-            continue
-        if record.get("type") == "header":
-            runs += 1
-            started = started or str(record.get("started_at", ""))
-        elif record.get("type") == "summary":
-            finished = str(record.get("finished_at", finished))
-            duration_s += float(record.get("duration_s") or 0)
-        if index not in wanted:
-            continue
-        status = str(record.get("status"))
-        by_status[status] += 1
-        by_tenant.setdefault(str(record.get("tenant") or "(none)"), Counter())[status] += 1
-        if record.get("error"):
-            by_error[str(record["error"].get("code"))] += 1
-        attempts += int(record.get("attempts") or 0)
-        throttled += int(record.get("throttled") or 0)
-        max_attempts = max(max_attempts, int(record.get("attempts") or 0))
+    tally = _Tally()
+    for number, report in enumerate(paths):
+        tally.read(report, {index for n, index in wanted if n == number})
     return {
-        "report": str(path),
+        "report": ", ".join(map(str, paths)),
+        "reports": [str(p) for p in paths],
         "operations": len(latest),
-        "by_status": dict(by_status),
-        "by_tenant": {t: dict(c) for t, c in sorted(by_tenant.items())},
-        "by_error_code": dict(by_error.most_common()),
-        "attempts_total": attempts,
-        "attempts_max": max_attempts,
-        "throttled_total": throttled,
-        "runs": runs,
-        "duration_s": round(duration_s, 3),
-        "started_at": started,
-        "finished_at": finished,
-        "torn_lines": torn,
+        **tally.as_json(),
     }
 
 
-def write_failed_job(state: ReportState, job: Path, out: Path, *, include_uncertain: bool = False) -> int:
-    """Write the original job lines of every operation whose latest result failed; return how many."""
+@dataclass(slots=True)
+class _Tally:
+    """The second pass of :func:`summarize`: counts over the lines that count, and each report's runs."""
+
+    by_status: Counter[str] = field(default_factory=Counter)
+    by_tenant: dict[str, Counter[str]] = field(default_factory=dict)
+    by_error: Counter[str] = field(default_factory=Counter)
+    attempts: int = 0
+    throttled: int = 0
+    max_attempts: int = 0
+    runs: int = 0
+    duration_s: float = 0.0
+    started: str = ""
+    finished: str = ""
+    torn: int = 0
+
+    def read(self, path: Path, wanted: set[int]) -> None:
+        duration_s = 0.0
+        for index, record in iter_lines(path):
+            if record is None:
+                self.torn += 1
+                continue
+            if record.get("type") == "header":
+                self.runs += 1
+                started = str(record.get("started_at", ""))
+                self.started = min(self.started, started) if self.started else started
+            elif record.get("type") == "summary":
+                self.finished = max(self.finished, str(record.get("finished_at", "")))
+                duration_s += float(record.get("duration_s") or 0)
+            if index in wanted:
+                self.count(record)
+        self.duration_s = max(self.duration_s, duration_s)
+
+    def count(self, record: dict[str, Any]) -> None:
+        status = str(record.get("status", Status.UNCERTAIN.value))  # an intent: a sync that may have run
+        self.by_status[status] += 1
+        self.by_tenant.setdefault(str(record.get("tenant") or "(none)"), Counter())[status] += 1
+        if record.get("error"):
+            self.by_error[str(record["error"].get("code"))] += 1
+        self.attempts += int(record.get("attempts") or 0)
+        self.throttled += int(record.get("throttled") or 0)
+        self.max_attempts = max(self.max_attempts, int(record.get("attempts") or 0))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "by_status": dict(self.by_status),
+            "by_tenant": {t: dict(c) for t, c in sorted(self.by_tenant.items())},
+            "by_error_code": dict(self.by_error.most_common()),
+            "attempts_total": self.attempts,
+            "attempts_max": self.max_attempts,
+            "throttled_total": self.throttled,
+            "runs": self.runs,
+            "duration_s": round(self.duration_s, 3),
+            "started_at": self.started,
+            "finished_at": self.finished,
+            "torn_lines": self.torn,
+        }
+
+
+def _failed_keys(state: ReportState, *, include_uncertain: bool) -> set[str]:
     wanted = {Status.FAILED.value} | ({Status.UNCERTAIN.value} if include_uncertain else set())
-    keys = {
+    return {
         key
         for key in state.latest
         if state.status_of(key) in wanted or (include_uncertain and state.latest[key] == _INTENT)
     }
+
+
+def failed_count(state: ReportState, *, include_uncertain: bool = False) -> int:
+    """How many operations :func:`write_failed_job` would write."""
+    return len(_failed_keys(state, include_uncertain=include_uncertain))
+
+
+def write_failed_job(
+    state: ReportState, job: Path, out: Path, *, include_uncertain: bool = False, overwrite: bool = False
+) -> int:
+    """Write the original job lines of every operation whose latest result failed; return how many.
+
+    The lines go to a temporary file beside ``out``, which then becomes ``out`` at once: replacing an
+    existing file only with ``overwrite``, else :class:`UsageError` (nothing is replaced, even by a file
+    that appeared meanwhile).
+    """
+    keys = _failed_keys(state, include_uncertain=include_uncertain)
     written = 0
     first = True
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("wb") as sink:
-        for number, data in job_objects(job):  # a CSV or UTF-16 job's failures are written as JSON Lines
-            if not isinstance(data, dict):
-                continue
-            if first and "defaults" in data:
-                sink.write(orjson.dumps(data) + b"\n")  # the failures need the same defaults
-            first = False
-            if "defaults" in data:
-                continue
-            key = str(data.get("key", number))
-            if key in keys:
-                if "key" not in data:
-                    data["key"] = f"{job.name}:{number}"  # keep the original line as a stable name
-                sink.write(orjson.dumps(data) + b"\n")
-                written += 1
-    tmp.replace(out)
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as sink:
+            for number, data in job_objects(job):  # a CSV or UTF-16 job's failures are written as JSON Lines
+                if not isinstance(data, dict):
+                    continue
+                if first and "defaults" in data:
+                    sink.write(orjson.dumps(data) + b"\n")  # the failures need the same defaults
+                first = False
+                if "defaults" in data:
+                    continue
+                key = str(data.get("key", number))
+                if key in keys:
+                    if "key" not in data:
+                        data["key"] = f"{job.name}:{number}"  # keep the original line as a stable name
+                    sink.write(orjson.dumps(data) + b"\n")
+                    written += 1
+        _publish(tmp, out, overwrite=overwrite)
+    finally:
+        tmp.unlink(missing_ok=True)
     return written
+
+
+def _publish(tmp: Path, out: Path, *, overwrite: bool) -> None:
+    """Make ``tmp`` appear as ``out`` in one step; without ``overwrite`` never replace an existing file."""
+    if overwrite:
+        tmp.replace(out)
+        return
+    try:
+        os.link(tmp, out)  # fails if ``out`` exists, atomically
+    except FileExistsError:
+        raise UsageError(f"{out} already exists; pass --force to replace it, or choose another -o") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if out.exists():
+            raise UsageError(f"{out} already exists; pass --force to replace it, or choose another -o") from None
+        tmp.replace(out)

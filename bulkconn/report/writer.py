@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Self
@@ -19,15 +20,17 @@ from bulkconn.report import format as fmt
 class ReportWriter:
     """Appends report lines; every line is flushed, and fsynced at most every ``fsync_every_s``.
 
-    Raises ``OSError`` when the report cannot be opened (the caller says so to the user).
+    A new report is created owner-only (0600); an existing one keeps its mode. Nothing else is created: a
+    missing directory is an error, not made. Raises ``OSError`` when the report cannot be opened (the
+    caller says so to the user).
     """
 
     def __init__(self, path: Path, *, fsync_every_s: float = 1.0) -> None:
         self.path = path
         self._fsync_every_s = fsync_every_s
         self._last_fsync = time.monotonic()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle: BinaryIO = path.open("ab")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
+        self._handle: BinaryIO = os.fdopen(fd, "ab")
         self._repair_torn_tail()
 
     def __enter__(self) -> Self:
@@ -69,6 +72,15 @@ class ReportWriter:
         """Record, durably, that a non-idempotent action is about to be sent."""
         self.write(fmt.intent(op, at=utc_now()))
         os.fsync(self._handle.fileno())
+
+    def durable(self, records: Iterable[fmt.Record]) -> None:
+        """Write ``records`` and fsync before returning: a selector's expansion before the first write of its
+        line, a pre-image (``backup``) before its write."""
+        for record in records:
+            self._handle.write(fmt.encode(record))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._last_fsync = time.monotonic()
 
     def result(self, outcome: Outcome) -> None:
         self.write(fmt.result(outcome))

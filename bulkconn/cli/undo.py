@@ -1,0 +1,134 @@
+"""``bulkconn rollback`` (a ``--backup`` report -> an undo job) and ``bulkconn export`` (objects -> a job skeleton)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from bulkconn.cli.common import EXIT_FAILED, EXIT_OK, config_option, err, get_config, user_errors
+from bulkconn.cli.plan import jsonl_out, write_jsonl
+from bulkconn.config import Config
+from bulkconn.errors import UsageError
+from bulkconn.readonly import Exported, export_objects, open_reads
+from bulkconn.registry import Kind, Resource
+from bulkconn.report.reader import iter_lines
+from bulkconn.rollback import UndoJob, build_undo
+from bulkconn.selectors import ALL_TENANTS, DEFAULT_RESOURCE, SelectorProblem, check_where
+from bulkconn.suggest import did_you_mean
+from bulkconn.targets import resolve_resource
+
+NOT_UNDONE_SHOWN = 20
+_TEXT_TYPES = frozenset({"Edm.String", "Edm.Guid", "Edm.DateTimeOffset", "Edm.Date", "Edm.TimeOfDay", "Edm.Duration"})
+
+
+@click.command()
+@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The undo job.")
+@user_errors
+def rollback(report: Path, out: Path) -> None:
+    """Turn REPORT (of a run with --backup) into a job restoring every patched object to its pre-image.
+
+    Run the undo job with `bulkconn run`: an object changed since bulkconn wrote it is left alone (skipped,
+    reason Conflict) unless --force.
+    """
+    undo = build_undo((record for _, record in iter_lines(report)), source=str(report))
+    with jsonl_out(out) as sink:
+        write_jsonl(sink, undo.lines)
+    _say_undo(undo, out)
+    sys.exit(EXIT_OK)
+
+
+def _say_undo(undo: UndoJob, out: Path) -> None:
+    click.echo(f"{len(undo.lines)} object(s) to restore ({undo.operations} operation(s)) -> {out}", err=True)
+    if undo.unconfirmed:
+        click.echo(
+            f"{undo.unconfirmed} operation(s) have a pre-image but no result (the run stopped mid-write): "
+            "resume that run first for an exact undo",
+            err=True,
+        )
+    if undo.no_undo_needed:
+        click.echo(f"{undo.no_undo_needed} backed-up operation(s) failed or were skipped: nothing to undo", err=True)
+    if undo.not_undone:
+        click.echo(f"{len(undo.not_undone)} operation(s) cannot be undone:", err=True)
+        for item in undo.not_undone[:NOT_UNDONE_SHOWN]:
+            click.echo(f"  {item.key} ({item.tenant} {item.object_id or '-'}): {item.reason}", err=True)
+        if len(undo.not_undone) > NOT_UNDONE_SHOWN:
+            click.echo(f"  ... and {len(undo.not_undone) - NOT_UNDONE_SHOWN} more", err=True)
+
+
+def where_value(collection: Resource, name: str, text: str) -> Any:
+    """A ``--where`` value: text for text-like properties (and unknown ones), else JSON (``true``, ``5``, ``null``)."""
+    prop = collection.entity_type.properties.get(name)
+    if prop is None or prop.type.kind is Kind.ENUM or prop.type.name in _TEXT_TYPES:
+        return None if text == "null" else text
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text  # validation below says what is wrong with it
+
+
+def parse_where(collection: Resource, pairs: tuple[str, ...]) -> Mapping[str, Any]:
+    """``PROP=VALUE`` pairs -> a validated ``where`` (every one must match)."""
+    where: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--where {pair!r}: expected PROPERTY=VALUE")
+        where[name] = where_value(collection, name, text)
+    if not where:
+        return where
+    checked = check_where(where, collection=collection, source="--where")
+    if isinstance(checked, SelectorProblem):
+        raise UsageError(f"--where: {checked.reason}")
+    return checked
+
+
+def _tenants(config: Config, tenant: str) -> list[str]:
+    if tenant == ALL_TENANTS:
+        return list(config.tenants)
+    if tenant not in config.tenants:
+        raise UsageError(f"unknown tenant alias '{tenant}'{did_you_mean(tenant, config.tenants)} (or '*' for every)")
+    return [tenant]
+
+
+async def _export(config: Config, on_line: Callable[[dict[str, Any]], None], **how: Any) -> Exported:
+    async with open_reads(config) as reads:
+        return await export_objects(reads, on_line=on_line, **how)
+
+
+@click.command()
+@config_option
+@click.option("--tenant", default=ALL_TENANTS, show_default=True, help="A tenant alias, or * for every one.")
+@click.option("--where", "where_pairs", multiple=True, metavar="PROP=VALUE", help="Only objects where PROP is VALUE.")
+@click.option("--resource", default=DEFAULT_RESOURCE, show_default=True, help="The collection to export.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The job file.")
+@user_errors
+def export(config_path: Path | None, tenant: str, where_pairs: tuple[str, ...], resource: str, out: Path) -> None:
+    """Write the current objects as a job skeleton: one line per object with its writable values."""
+    config = get_config(config_path)
+    collection = resolve_resource(resource)
+    where = parse_where(collection, where_pairs)
+    tenants = _tenants(config, tenant)
+    job_resource = None if resource == DEFAULT_RESOURCE else resource
+    with jsonl_out(out) as sink:
+        done = asyncio.run(
+            _export(
+                config,
+                lambda line: write_jsonl(sink, [line]),
+                tenants=tenants,
+                resource=resource,
+                where=where,
+                job_resource=job_resource,
+            )
+        )
+    total = sum(done.objects.values())
+    click.echo(f"{total} object(s) from {len(tenants)} tenant(s) -> {out}", err=True)
+    for alias, error in sorted(done.failed.items()):
+        err(f"tenant {alias}: could not list {collection.path}: {error.code}: {error.message}")
+    sys.exit(EXIT_FAILED if done.failed else EXIT_OK)
