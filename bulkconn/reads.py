@@ -193,7 +193,7 @@ class Reads:
                 token = await self.auth.token(alias)
             except AuthError as exc:
                 for item in todo:
-                    item.result = ReadFailed(ErrorInfo(exc.code, f"authentication failed: {exc.message}"), None)
+                    item.result = ReadFailed(ErrorInfo(exc.code, exc.describe()), None)
                 return
             self.requests += 1
             now = self.clock.now()

@@ -211,6 +211,25 @@ def test_scan_job_rejects_a_bad_defaults_line(tmp_path: Path) -> None:
         scan_job(job, ["contoso"], on_invalid=lambda i: None)
 
 
+def test_a_misspelt_field_gets_a_suggestion_and_broken_json_a_column_of_its_own_line(tmp_path: Path) -> None:
+    """'wher' suggests 'where' (selector fields are known fields); JSON errors say the column within the file's line."""
+    job = tmp_path / "job.jsonl"
+    job.write_text(
+        '{"tenant": "contoso", "wher": {"serverName": "x"}, "patch": {"serverName": "y"}}\n'
+        '{"tenant": "contoso", "id": "abc", "patch": {"serverName": "y"}\n'
+        '{"tenant": "contoso", "id": "abc" "patch": 1}\n'
+        '{"tenant": "contoso", "id": "\u00e9\u00e9", x}\r\n'
+    )
+    invalid: list[Invalid] = []
+    scan_job(job, ["contoso"], on_invalid=invalid.append)
+    messages = [i.message for i in invalid]
+    assert messages[0].startswith("line 1: unknown field 'wher' (did you mean 'where'?)")
+    assert "select" in messages[0] and "where" in messages[0].split("known: ")[1]
+    assert messages[1] == "line 2: malformed JSON (unexpected end of data at the end of the line: is a } or ] missing?)"
+    assert messages[2] == "line 3: malformed JSON (unexpected character, expected ',' or '}' at column 35)"
+    assert messages[3] == "line 4: malformed JSON (unexpected character, expected a string key at column 35)"
+
+
 def test_redaction() -> None:
     """Anything token-shaped in a log line is masked."""
     text = redact("Authorization: Bearer abc.def.ghi client_secret=hunter2&x=1 eyJhbGciOiJIUzI1.eyJzdWIiOiIx.sig")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import shlex
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -13,10 +16,23 @@ from bulkconn.cli.problems import RunCommands
 from bulkconn.config import load_config
 from bulkconn.emulator import EmulatorOptions, EmulatorThread
 from bulkconn.emulator.artifacts import write_config, write_job
+from bulkconn.model import Status
 from bulkconn.runner import RunOptions
 
 SLOWER = "contoso"  # the first tenant the emulator generates
 SLOWER_LIMIT = 60
+
+
+@dataclass(frozen=True, slots=True)
+class DemoCommands(RunCommands):
+    """The demo's next commands: its emulator stops with it, so its report can be neither resumed nor retried."""
+
+    again: str = ""  # the demo command as it was run
+
+    def next_steps(self, counts: Mapping[str, int], *, interrupted: bool, conflicts: int = 0) -> list[tuple[str, str]]:
+        bad = (Status.FAILED, Status.UNCERTAIN, Status.INVALID)
+        unfinished = interrupted or conflicts > 0 or any(counts.get(s.value) for s in bad)
+        return [("the demo's emulator stopped with it: run the whole demo again", self.again)] if unfinished else []
 
 
 @click.command()
@@ -65,7 +81,7 @@ def demo(directory: Path, tenants: int, ops: int, quiet: bool) -> None:
         code = run_and_report(
             load_config(config_file),
             RunOptions(report=report, drain_timeout_s=2.0),
-            RunCommands(job, report, config_file),
+            DemoCommands(job, report, config_file, again=_again(directory, tenants, ops)),
             quiet=quiet,
         )
         stats = emu.core.stats_json()
@@ -79,6 +95,10 @@ def demo(directory: Path, tenants: int, ops: int, quiet: bool) -> None:
     for line in next_steps(directory, report):
         click.echo(line, err=True)
     sys.exit(code)
+
+
+def _again(directory: Path, tenants: int, ops: int) -> str:
+    return shlex.join(["bulkconn", "demo", "--dir", str(directory), "--tenants", str(tenants), "--ops", str(ops)])
 
 
 def next_steps(directory: Path, report: Path) -> list[str]:

@@ -12,12 +12,13 @@ import click
 import orjson
 
 from bulkconn.cli.common import EXIT_FAILED, EXIT_OK, config_option, err, get_config, user_errors
-from bulkconn.cli.plan import jsonl_out, write_jsonl
+from bulkconn.cli.plan import config_file, write_jsonl
 from bulkconn.config import Config
 from bulkconn.errors import UsageError
+from bulkconn.outputs import check_output, written
 from bulkconn.readonly import Exported, export_objects, open_reads
 from bulkconn.registry import Kind, Resource
-from bulkconn.report.reader import iter_lines
+from bulkconn.report.reader import iter_lines, require_report
 from bulkconn.rollback import UndoJob, build_undo
 from bulkconn.selectors import ALL_TENANTS, DEFAULT_RESOURCE, SelectorProblem, check_where
 from bulkconn.suggest import did_you_mean
@@ -29,16 +30,23 @@ _TEXT_TYPES = frozenset({"Edm.String", "Edm.Guid", "Edm.DateTimeOffset", "Edm.Da
 
 @click.command()
 @click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The undo job.")
+@click.option(
+    "-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The undo job ('-': stdout)."
+)
+@click.option("--force", is_flag=True, help="Replace an existing output file (never the report or its job).")
 @user_errors
-def rollback(report: Path, out: Path) -> None:
+def rollback(report: Path, out: Path, force: bool) -> None:
     """Turn REPORT (of a run with --backup) into a job restoring every patched object to its pre-image.
 
     Run the undo job with `bulkconn run`: an object changed since bulkconn wrote it is left alone (skipped,
     reason Conflict) unless --force.
     """
+    recorded = require_report(report).get("job")
+    job = Path(recorded) if isinstance(recorded, str) and recorded else None
+    inputs = (("the report", report), (f"the job of {report}", job))
+    check_output(out, inputs=inputs, what="the undo job", force=force)
     undo = build_undo((record for _, record in iter_lines(report)), source=str(report))
-    with jsonl_out(out) as sink:
+    with written(out, force=force) as sink:
         write_jsonl(sink, undo.lines)
     _say_undo(undo, out)
     sys.exit(EXIT_OK)
@@ -107,16 +115,22 @@ async def _export(config: Config, on_line: Callable[[dict[str, Any]], None], **h
 @click.option("--tenant", default=ALL_TENANTS, show_default=True, help="A tenant alias, or * for every one.")
 @click.option("--where", "where_pairs", multiple=True, metavar="PROP=VALUE", help="Only objects where PROP is VALUE.")
 @click.option("--resource", default=DEFAULT_RESOURCE, show_default=True, help="The collection to export.")
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The job file.")
+@click.option(
+    "-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The job file ('-': stdout)."
+)
+@click.option("--force", is_flag=True, help="Replace an existing output file (never the configuration).")
 @user_errors
-def export(config_path: Path | None, tenant: str, where_pairs: tuple[str, ...], resource: str, out: Path) -> None:
+def export(
+    config_path: Path | None, tenant: str, where_pairs: tuple[str, ...], resource: str, out: Path, force: bool
+) -> None:
     """Write the current objects as a job skeleton: one line per object with its writable values."""
     config = get_config(config_path)
+    check_output(out, inputs=(("the configuration", config_file(config)),), what="the export", force=force)
     collection = resolve_resource(resource)
     where = parse_where(collection, where_pairs)
     tenants = _tenants(config, tenant)
     job_resource = None if resource == DEFAULT_RESOURCE else resource
-    with jsonl_out(out) as sink:
+    with written(out, force=force) as sink:
         done = asyncio.run(
             _export(
                 config,

@@ -282,16 +282,14 @@ class Engine:
     def _finish(self, state: OpState, status: Status, error: ErrorInfo | None, reason: ErrorInfo | None = None) -> None:
         outcome = state.outcome(status, error, now=self.clock.now(), finished_at=utc_now())
         outcome.reason = reason
-        self.progress.record(outcome.tenant, status)
+        self.progress.record(outcome.tenant, status, reason=reason.code if reason else "")
         self.on_outcome(outcome)
 
     async def _token(self, lane: Lane) -> str | None:
         try:
             return await self.auth.token(lane.tenant.alias)
         except AuthError as exc:
-            self._quarantine(
-                lane, ErrorInfo(exc.code, f"authentication failed for tenant '{exc.tenant}': {exc.message}")
-            )
+            self._quarantine(lane, ErrorInfo(exc.code, exc.describe()))
             return None
 
     def _quarantine(self, lane: Lane, error: ErrorInfo) -> None:

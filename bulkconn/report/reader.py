@@ -7,25 +7,25 @@ Reading holds one small entry per key, never whole records, so a million-line re
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
-from bulkconn.errors import ResumeError, UsageError
+from bulkconn.errors import ResumeError
 from bulkconn.job import job_objects
-from bulkconn.model import Action, Status
+from bulkconn.model import CONFLICT, NO_TENANT, Action, Status, tenant_order
 from bulkconn.report import format as fmt
 
 # One small int per key instead of the status string: a million-key report stays small in memory.
 _CODES = {status: code for code, status in enumerate(fmt.FINAL_STATUSES, start=1)}
 _NAMES = {v: k for k, v in _CODES.items()}
 _INTENT = 6  # a sync was about to be sent and no result followed
+_CONFLICT = 7  # skipped with reason Conflict: counts as skipped, and is a problem (the asked state was not reached)
+_NAMES[_CONFLICT] = Status.SKIPPED.value
 _HEADER_MAX_BYTES = 1 << 20  # a header is a few hundred bytes
 
 
@@ -48,9 +48,17 @@ class ReportState:
     def counts(self) -> Counter[str]:
         return Counter(_NAMES.get(code, Status.UNCERTAIN.value) for code in self.latest.values())
 
-    def skip_keys(self, *, retry_failed: bool, recheck_invalid: bool, resend_uncertain: bool) -> set[str]:
+    def conflicts(self) -> int:
+        """Operations whose latest result is a skip as ``Conflict`` (left alone: changed since bulkconn wrote it)."""
+        return sum(1 for code in self.latest.values() if code == _CONFLICT)
+
+    def skip_keys(
+        self, *, retry_failed: bool, recheck_invalid: bool, resend_uncertain: bool, overwrite_conflicts: bool = False
+    ) -> set[str]:
         """Keys a resume must not send again."""
         redo = {_CODES[Status.FAILED]} if retry_failed else set()
+        if overwrite_conflicts:
+            redo.add(_CONFLICT)
         if recheck_invalid:
             redo.add(_CODES[Status.INVALID])
         if resend_uncertain:
@@ -61,7 +69,7 @@ class ReportState:
         """Note a ``result`` or ``intent`` record (other kinds change nothing)."""
         key = str(record.get("key", ""))
         if kind == "result":
-            self.latest[key] = _CODES.get(str(record.get("status")), _CODES[Status.FAILED])
+            self.latest[key] = _result_code(record)
             self.intents.pop(key, None)
             self.intent_actions.pop(key, None)
         elif kind == "intent":
@@ -74,6 +82,13 @@ class ReportState:
         """Syncs (and other actions, see ``intent_actions``) that may have been sent before a crash:
         (key, tenant, id, line)."""
         return [(key, *self.intents[key]) for key, code in self.latest.items() if code == _INTENT]
+
+
+def _result_code(record: dict[str, Any]) -> int:
+    reason = record.get("reason")
+    if record.get("status") == Status.SKIPPED and isinstance(reason, dict) and reason.get("code") == CONFLICT:
+        return _CONFLICT
+    return _CODES.get(str(record.get("status")), _CODES[Status.FAILED])
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
@@ -172,7 +187,7 @@ def summarize(path: Path | Sequence[Path]) -> dict[str, Any]:
             if record is not None and record.get("type") in ("result", "intent"):
                 latest[str(record.get("key"))] = (number, index)
     wanted = set(latest.values())
-    tally = _Tally()
+    tally = _Tally(configured={str(alias) for header in first_headers for alias in header.get("tenants") or ()})
     for number, report in enumerate(paths):
         tally.read(report, {index for n, index in wanted if n == number})
     return {
@@ -190,6 +205,8 @@ class _Tally:
     by_status: Counter[str] = field(default_factory=Counter)
     by_tenant: dict[str, Counter[str]] = field(default_factory=dict)
     by_error: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)  # skipped operations by reason code
+    configured: set[str] = field(default_factory=set)  # the reports' tenants; other lines count as NO_TENANT
     attempts: int = 0
     throttled: int = 0
     max_attempts: int = 0
@@ -219,9 +236,10 @@ class _Tally:
     def count(self, record: dict[str, Any]) -> None:
         status = str(record.get("status", Status.UNCERTAIN.value))  # an intent: a sync that may have run
         self.by_status[status] += 1
-        self.by_tenant.setdefault(str(record.get("tenant") or "(none)"), Counter())[status] += 1
+        self.by_tenant.setdefault(_tenant_row(record, self.configured), Counter())[status] += 1
         if record.get("error"):
             self.by_error[str(record["error"].get("code"))] += 1
+        self.by_reason.update(_skip_reason(record))
         self.attempts += int(record.get("attempts") or 0)
         self.throttled += int(record.get("throttled") or 0)
         self.max_attempts = max(self.max_attempts, int(record.get("attempts") or 0))
@@ -229,8 +247,9 @@ class _Tally:
     def as_json(self) -> dict[str, Any]:
         return {
             "by_status": dict(self.by_status),
-            "by_tenant": {t: dict(c) for t, c in sorted(self.by_tenant.items())},
+            "by_tenant": {t: dict(self.by_tenant[t]) for t in sorted(self.by_tenant, key=tenant_order)},
             "by_error_code": dict(self.by_error.most_common()),
+            "by_skip_reason": dict(self.by_reason.most_common()),
             "attempts_total": self.attempts,
             "attempts_max": self.max_attempts,
             "throttled_total": self.throttled,
@@ -240,6 +259,20 @@ class _Tally:
             "finished_at": self.finished,
             "torn_lines": self.torn,
         }
+
+
+def _tenant_row(record: dict[str, Any], configured: set[str]) -> str:
+    """The tenant row a result counts in: its tenant, or :data:`NO_TENANT` for a line naming none configured."""
+    tenant = str(record.get("tenant") or "")
+    return tenant if tenant in configured or (tenant and not configured) else NO_TENANT
+
+
+def _skip_reason(record: dict[str, Any]) -> list[str]:
+    """``[code]`` of a skipped result's reason (``Unchanged``, ``Conflict``), else ``[]``."""
+    reason = record.get("reason")
+    if record.get("status") != Status.SKIPPED or not isinstance(reason, dict):
+        return []
+    return [str(reason.get("code"))]
 
 
 def _failed_keys(state: ReportState, *, include_uncertain: bool) -> set[str]:
@@ -256,52 +289,23 @@ def failed_count(state: ReportState, *, include_uncertain: bool = False) -> int:
     return len(_failed_keys(state, include_uncertain=include_uncertain))
 
 
-def write_failed_job(
-    state: ReportState, job: Path, out: Path, *, include_uncertain: bool = False, overwrite: bool = False
-) -> int:
-    """Write the original job lines of every operation whose latest result failed; return how many.
-
-    The lines go to a temporary file beside ``out``, which then becomes ``out`` at once: replacing an
-    existing file only with ``overwrite``, else :class:`UsageError` (nothing is replaced, even by a file
-    that appeared meanwhile).
-    """
+def write_failed_job(state: ReportState, job: Path, sink: BinaryIO, *, include_uncertain: bool = False) -> int:
+    """Write the original job lines of every operation whose latest result failed to ``sink``; return how many."""
     keys = _failed_keys(state, include_uncertain=include_uncertain)
     written = 0
     first = True
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as sink:
-            for number, data in job_objects(job):  # a CSV or UTF-16 job's failures are written as JSON Lines
-                if not isinstance(data, dict):
-                    continue
-                if first and "defaults" in data:
-                    sink.write(orjson.dumps(data) + b"\n")  # the failures need the same defaults
-                first = False
-                if "defaults" in data:
-                    continue
-                key = str(data.get("key", number))
-                if key in keys:
-                    if "key" not in data:
-                        data["key"] = f"{job.name}:{number}"  # keep the original line as a stable name
-                    sink.write(orjson.dumps(data) + b"\n")
-                    written += 1
-        _publish(tmp, out, overwrite=overwrite)
-    finally:
-        tmp.unlink(missing_ok=True)
+    for number, data in job_objects(job):  # a CSV or UTF-16 job's failures are written as JSON Lines
+        if not isinstance(data, dict):
+            continue
+        if first and "defaults" in data:
+            sink.write(orjson.dumps(data) + b"\n")  # the failures need the same defaults
+        first = False
+        if "defaults" in data:
+            continue
+        key = str(data.get("key", number))
+        if key in keys:
+            if "key" not in data:
+                data["key"] = f"{job.name}:{number}"  # keep the original line as a stable name
+            sink.write(orjson.dumps(data) + b"\n")
+            written += 1
     return written
-
-
-def _publish(tmp: Path, out: Path, *, overwrite: bool) -> None:
-    """Make ``tmp`` appear as ``out`` in one step; without ``overwrite`` never replace an existing file."""
-    if overwrite:
-        tmp.replace(out)
-        return
-    try:
-        os.link(tmp, out)  # fails if ``out`` exists, atomically
-    except FileExistsError:
-        raise UsageError(f"{out} already exists; pass --force to replace it, or choose another -o") from None
-    except OSError:  # a file system without hard links: check, then rename
-        if out.exists():
-            raise UsageError(f"{out} already exists; pass --force to replace it, or choose another -o") from None
-        tmp.replace(out)
