@@ -154,6 +154,7 @@ class Progress:
     retries: int = 0
     per_tenant: dict[str, Counter[str]] = field(default_factory=dict)
     throttled_by_tenant: Counter[str] = field(default_factory=Counter)
+    limit_by_tenant: dict[str, tuple[int, float]] = field(default_factory=dict)  # writes per window, window s
     started: float = field(default_factory=time.monotonic)  # the run's clock (monotonic seconds) at its start
     skip_reasons: Counter[str] = field(default_factory=Counter)  # reason code (Unchanged, Conflict) -> skipped
     conflicts_by_tenant: Counter[str] = field(default_factory=Counter)  # skipped as Conflict, per tenant

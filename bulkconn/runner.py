@@ -34,7 +34,6 @@ from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
 from bulkconn.listing import expand, to_list
 from bulkconn.lock import ReportLock
 from bulkconn.model import NO_TENANT, ErrorInfo, Outcome, Progress, reached, utc_now
-from bulkconn.pacing import SAFETY
 from bulkconn.precheck import Backup, backup_record
 from bulkconn.reads import Reads
 from bulkconn.report import format as fmt
@@ -131,7 +130,7 @@ class TenantPlan:
     operations: int
     requests: int
     endpoint: str  # the $batch URL, or the Graph root for single requests
-    min_minutes: float  # at the pacer's target rate
+    min_minutes: float  # at the configured write limit (the pacer fills every window to it)
     writes_per_window: int
     window_s: float
     examples: tuple[PlannedRequest, ...]
@@ -166,7 +165,7 @@ async def plan(job: Path, config: Config, *, batch_size: int, skip_keys: Contain
                 operations=count,
                 requests=math.ceil(count / batch_size),
                 endpoint=f"{tenant.graph_root}/{'$batch' if batch_size > 1 else '...'}",
-                min_minutes=count / (tenant.writes_per_20s * SAFETY / tenant.window_s) / 60,
+                min_minutes=count / (tenant.writes_per_20s / tenant.window_s) / 60,
                 writes_per_window=tenant.writes_per_20s,
                 window_s=tenant.window_s,
                 examples=examples,

@@ -67,14 +67,27 @@ def _view(progress: Progress) -> RenderableType:
     parts: list[RenderableType] = [Text(progress_line(progress)), bar]
     if progress.per_tenant and len(progress.per_tenant) <= PER_TENANT_ROWS:
         table = Table(expand=False)
-        for column in ("tenant", "succeeded", "failed", "other", "throttled"):
+        for column in ("tenant", "succeeded", "failed", "other", "throttled", "paced to"):
             table.add_column(column, justify="right" if column != "tenant" else "left")
         for tenant, counts in sorted(progress.per_tenant.items()):
             other = sum(counts.values()) - counts["succeeded"] - counts["failed"]
             throttled = progress.throttled_by_tenant[tenant]
-            table.add_row(tenant, str(counts["succeeded"]), str(counts["failed"]), str(other), str(throttled))
+            table.add_row(
+                tenant,
+                str(counts["succeeded"]),
+                str(counts["failed"]),
+                str(other),
+                str(throttled),
+                _pace(progress, tenant),
+            )
         parts.append(table)
     return Group(*parts)
+
+
+def _pace(progress: Progress, tenant: str) -> str:
+    """The write limit the tenant is paced to now: configured, or learned from 429s (``40/1.1 s``)."""
+    limit = progress.limit_by_tenant.get(tenant)
+    return f"{limit[0]}/{limit[1]:.3g} s" if limit else "-"
 
 
 class Display:
