@@ -179,7 +179,7 @@ def many_tenants_slow_identity(env: Env) -> dict[str, Any]:
 def startup(env: Env) -> dict[str, Any]:
     """Start-up: ``bulkconn --version``, and what ``bulkconn run`` imports before its first request, against
     importing what the floor of a bulk tool needs."""
-    imports = "import aiohttp, msal, orjson, aiolimiter, click"
+    imports = "import aiohttp, msal, orjson, click"
     field = [
         Contender("imports", 1, 1, lambda *_: [sys.executable, "-c", imports]),
         Contender("bulkconn-version", 1, 1, lambda *_: [sys.executable, "-m", "bulkconn", "--version"]),

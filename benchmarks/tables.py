@@ -62,7 +62,7 @@ EXTRA: dict[str, list[tuple[str, str, str]]] = {
 
 TITLES = {
     "startup": "Start-up: `bulkconn --version` and `import bulkconn.cli.run` against importing aiohttp, msal, orjson,"
-    " aiolimiter, click",
+    " click",
     "overhead": "(1) Client overhead: PATCHes over 50 tenants, no throttling",
     "sdk": "(1b) msgraph-sdk against bulkconn (same shape, smaller job)",
     "throttle-1": "(2a) Throttle-bound: 1 tenant at Intune's write limit (time-scaled)",

@@ -12,6 +12,10 @@
   ignores ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` (which would override ``verify=``; docs/service-facts.md §5).
 * MSAL calls run in the provider's own pool of :data:`TOKEN_THREADS` threads, not asyncio's default executor
   (a handful of threads): 1,000 tenants whose identity answers take 200 ms each get their tokens in seconds.
+* An identity service that does not answer at all (name not found, connection refused or reset, timeout) is
+  tried :data:`CONNECT_ATTEMPTS` times, :data:`CONNECT_BACKOFF_S` then twice that apart, and then reported as
+  :class:`IdentityUnreachable`: not a refused credential. Callers waiting on the same tenant share that one
+  failure instead of each trying again.
 
 msal, msal-extensions and requests exceptions are translated to :class:`AuthError` here and nowhere else. Error
 texts carry Entra's code and description, never a secret, assertion or token.
@@ -21,10 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import msal
 import requests
@@ -37,11 +44,13 @@ from bulkconn.config import (
     SecretCredential,
     TenantConfig,
 )
-from bulkconn.errors import AuthError
+from bulkconn.errors import AuthError, IdentityUnreachable
 from bulkconn.tokencache import CACHE_ERRORS, token_cache
 
 log = logging.getLogger(__name__)
 REFRESH_MARGIN_S = 300.0  # as MSAL: a token with less than 5 minutes left is renewed
+CONNECT_ATTEMPTS = 3  # tries to reach the identity service before saying it cannot be reached
+CONNECT_BACKOFF_S = 1.0  # wait before the second try, doubled before each next one (a VPN or proxy coming back)
 TOKEN_THREADS = 128  # identity calls in flight at once (each a blocking MSAL call in its own thread, made on demand)
 
 
@@ -83,6 +92,41 @@ def _drop_access_tokens(cache: msal.TokenCache) -> None:
         cache.remove_at(at)
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: requests wraps urllib3, which wraps the socket or ssl error."""
+    todo, seen = [exc], set[int]()
+    while todo and len(seen) < 20:
+        item = todo.pop(0)
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        inner = [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args[:1]]
+        todo += [i for i in inner if isinstance(i, BaseException)]
+
+
+_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (ssl.SSLCertVerificationError, "its TLS certificate is not trusted; check the tenant's ca_bundle"),
+    (socket.gaierror, "the name was not found (DNS)"),
+    (ConnectionRefusedError, "connection refused"),
+    (ConnectionResetError, "connection reset"),
+    (requests.exceptions.Timeout, "no answer in {timeout_s:g} s"),
+    (requests.exceptions.ProxyError, "the proxy failed"),
+    (ssl.SSLError, "the TLS handshake failed"),
+)
+
+
+def unreachable(alias: str, authority_host: str, exc: BaseException, *, timeout_s: float) -> IdentityUnreachable:
+    """The identity service did not answer ``exc``'s request: why, in a few words (never a URL's query)."""
+    host = urlsplit(authority_host).netloc or authority_host
+    causes = list(_causes(exc))
+    for kind, reason in _REASONS:
+        if any(isinstance(cause, kind) for cause in causes):
+            transient = kind is not ssl.SSLCertVerificationError  # the same certificate is refused every time
+            return IdentityUnreachable(alias, host, reason.format(timeout_s=timeout_s), transient=transient)
+    return IdentityUnreachable(alias, host, type(exc).__name__)
+
+
 def _describe(result: dict[str, Any]) -> str:
     text = str(result.get("error_description", "")).split(" Trace ID:")[0].strip()
     return text or str(result.get("error", "unknown error"))
@@ -91,9 +135,19 @@ def _describe(result: dict[str, Any]) -> str:
 class MsalTokenProvider:
     """Client-credential (secret or certificate) and device-code tokens for every configured tenant."""
 
-    def __init__(self, config: Config, *, timeout_s: float = 30.0, threads: int = TOKEN_THREADS) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        timeout_s: float = 30.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        threads: int = TOKEN_THREADS,
+    ) -> None:
         self._config = config
         self._timeout_s = timeout_s
+        self._sleep = sleep
+        self._backoff_s = CONNECT_BACKOFF_S  # read here, so that tests can turn the waiting off
+        self._failures: dict[str, tuple[int, AuthError]] = {}  # tenant -> (how many so far, the latest)
         self._threads = threads
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bulkconn-token")
         self._apps: dict[str, msal.ClientApplication] = {}
@@ -173,16 +227,8 @@ class MsalTokenProvider:
                     raise AuthError(
                         tenant.alias, "login_required", f"no signed-in user: run `bulkconn login {tenant.alias}`"
                     )
-        except requests.exceptions.SSLError:
-            raise AuthError(
-                tenant.alias,
-                "tls_error",
-                f"the TLS certificate of {tenant.authority_host} is not trusted; check the tenant's ca_bundle",
-            ) from None
         except requests.exceptions.RequestException as exc:
-            raise AuthError(
-                tenant.alias, "unreachable", f"cannot reach {tenant.authority_host} ({type(exc).__name__})"
-            ) from None
+            raise unreachable(tenant.alias, tenant.authority_host, exc, timeout_s=self._timeout_s) from None
         except msal.exceptions.MsalServiceError as exc:
             raise AuthError(tenant.alias, "identity_service_error", str(exc)[:200]) from None
         except CACHE_ERRORS as exc:  # after requests' errors, which are OSErrors too
@@ -216,22 +262,48 @@ class MsalTokenProvider:
                 asyncio.get_running_loop().run_in_executor(self._executor, fn), self._timeout_s * 3
             )
         except TimeoutError:
-            raise AuthError(
-                alias, "timeout", f"no answer from the identity service in {self._timeout_s * 3:g} s"
-            ) from None
+            # Not tried again: this call already waited three request timeouts.
+            host = urlsplit(self._tenant(alias).authority_host).netloc
+            reason = f"no answer in {self._timeout_s * 3:g} s"
+            raise IdentityUnreachable(alias, host, reason, transient=False) from None
+
+    async def _fetch(self, cfg: TenantConfig) -> str:
+        """A token from the identity service, trying again (with backoff) while it cannot be reached."""
+        attempt = 1
+        while True:
+            try:
+                token: str = await self._in_thread(lambda: self._acquire(cfg), cfg.alias)
+                return token
+            except IdentityUnreachable as exc:
+                if not exc.transient or attempt >= CONNECT_ATTEMPTS:
+                    raise exc.after(attempt) from None
+                log.debug("tenant %s: %s; trying again", cfg.alias, exc.reason)
+                await self._sleep(self._backoff_s * 2 ** (attempt - 1))
+                attempt += 1
 
     async def token(self, tenant: str) -> str:
-        """A valid access token for ``tenant`` (from MSAL's cache when it still has one)."""
+        """A valid access token for ``tenant`` (from MSAL's cache when it still has one).
+
+        Raises:
+            AuthError: the credentials were refused; :class:`IdentityUnreachable` when no answer came at all.
+        """
         cfg = self._tenant(tenant)
         cached = self._fresh(tenant)
         if cached is not None:
             return cached  # the hot path: no thread hop, no lock
+        failures_before, _ = self._failures.get(tenant, (0, None))
         async with self._lock(tenant):
             cached = self._fresh(tenant)  # another worker may have fetched it while this one waited
             if cached is not None:
                 return cached
-            token: str = await self._in_thread(lambda: self._acquire(cfg), tenant)
-            return token
+            count, latest = self._failures.get(tenant, (0, None))
+            if latest is not None and count > failures_before:
+                raise latest  # it failed while this caller waited: one failure, not one per waiting worker
+            try:
+                return await self._fetch(cfg)
+            except AuthError as exc:
+                self._failures[tenant] = (count + 1, exc)
+                raise
 
     def _fresh(self, tenant: str) -> str | None:
         """The token last issued for ``tenant`` while it has more than the refresh margin left."""
@@ -277,7 +349,7 @@ def device_login(config: Config, alias: str, echo: Callable[[str], None], *, tim
         claims = result.get("id_token_claims", {})
         return str(claims.get("preferred_username", "signed in"))
     except requests.exceptions.RequestException as exc:
-        raise AuthError(alias, "unreachable", f"cannot reach {tenant.authority_host} ({type(exc).__name__})") from None
+        raise unreachable(alias, tenant.authority_host, exc, timeout_s=timeout_s) from None
     except CACHE_ERRORS as exc:  # after requests' errors, which are OSErrors too
         raise _cache_error(tenant, exc) from None
     finally:

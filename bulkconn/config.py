@@ -137,6 +137,7 @@ class Config:
     source: str
     tenants: Mapping[str, TenantConfig]
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    problems: Mapping[str, ConfigError] = field(default_factory=dict)  # per_tenant_errors: alias -> its mistake
 
 
 _KEYS = frozenset(
@@ -403,11 +404,15 @@ def _tenant(
     )
 
 
-def parse_config(text: str, *, file: str, base: Path, read_secrets: bool = True) -> Config:
+def parse_config(
+    text: str, *, file: str, base: Path, read_secrets: bool = True, per_tenant_errors: bool = False
+) -> Config:
     """Parse configuration text (``file`` names it in messages, ``base`` resolves relative paths).
 
     With ``read_secrets=False`` every check runs except reading the secrets themselves (environment variables,
     secret and certificate files): credentials are :class:`UnreadCredential`, enough to validate and plan a job.
+    With ``per_tenant_errors=True`` a tenant's own mistake goes to :attr:`Config.problems` and the other tenants
+    load (``auth check`` lists them all); a mistake in the file as a whole still raises.
     """
     try:
         data = tomllib.loads(text)
@@ -426,11 +431,17 @@ def parse_config(text: str, *, file: str, base: Path, read_secrets: bool = True)
         raise ConfigError("no tenants: add a [tenants.ALIAS] table for each tenant", file=file)
     warnings: list[str] = []
     parsed: dict[str, TenantConfig] = {}
+    problems: dict[str, ConfigError] = {}
     for alias, table in tenants.items():
-        if not isinstance(table, dict):
-            raise ConfigError("must be a table", file=file, tenant=alias)
-        parsed[alias] = _tenant(file, base, alias, {**defaults, **table}, warnings, read_secrets=read_secrets)
-    return Config(source=file, tenants=parsed, warnings=tuple(warnings))
+        try:
+            if not isinstance(table, dict):
+                raise ConfigError("must be a table", file=file, tenant=alias)
+            parsed[alias] = _tenant(file, base, alias, {**defaults, **table}, warnings, read_secrets=read_secrets)
+        except ConfigError as exc:
+            if not per_tenant_errors:
+                raise
+            problems[alias] = exc
+    return Config(source=file, tenants=parsed, warnings=tuple(warnings), problems=problems)
 
 
 def from_azure_environment(*, read_secrets: bool = True) -> Config | None:
@@ -451,10 +462,10 @@ def from_azure_environment(*, read_secrets: bool = True) -> Config | None:
     return Config(source="environment (AZURE_*)", tenants={"default": tenant}, warnings=tuple(warnings))
 
 
-def load_config(path: Path | None = None, *, read_secrets: bool = True) -> Config:
+def load_config(path: Path | None = None, *, read_secrets: bool = True, per_tenant_errors: bool = False) -> Config:
     """Load from ``path``, else ``$BULKCONN_CONFIG``, else ``./bulkconn.toml``, else the AZURE_* variables.
 
-    ``read_secrets=False``: see :func:`parse_config`.
+    ``read_secrets=False`` and ``per_tenant_errors=True``: see :func:`parse_config`.
     """
     explicit = path or (Path(os.environ["BULKCONN_CONFIG"]) if os.environ.get("BULKCONN_CONFIG") else None)
     candidate = explicit or DEFAULT_CONFIG
@@ -470,4 +481,10 @@ def load_config(path: Path | None = None, *, read_secrets: bool = True) -> Confi
         text = candidate.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", file=str(candidate)) from exc
-    return parse_config(text, file=str(candidate), base=candidate.resolve().parent, read_secrets=read_secrets)
+    return parse_config(
+        text,
+        file=str(candidate),
+        base=candidate.resolve().parent,
+        read_secrets=read_secrets,
+        per_tenant_errors=per_tenant_errors,
+    )

@@ -9,6 +9,7 @@
     │   │   └── JobChanged         the job file changed while a run was reading it (the run stops, resumable)
     │   └── ResumeError            a report that cannot be resumed (names the report and why)
     ├── AuthError                  a tenant's credentials or consent failed (quarantines that tenant)
+    │   └── IdentityUnreachable    the identity service could not be reached (DNS, refused, TLS, timeout)
     └── TransportError             a request got no HTTP answer (connection, TLS, timeout); retryable
 
 Third-party exceptions (aiohttp, msal, requests) are translated in ``transport`` and ``auth`` only.
@@ -34,7 +35,7 @@ class ConfigError(UsageError):
             part for part in (file, f"tenant '{tenant}'" if tenant else "", f"key '{key}'" if key else "") if part
         )
         super().__init__(f"{where}: {message}" if where else message)
-        self.file, self.tenant, self.key = file, tenant, key
+        self.file, self.tenant, self.key, self.detail = file, tenant, key, message
 
 
 class JobError(UsageError):
@@ -60,6 +61,33 @@ class AuthError(BulkconnError):
     def __init__(self, tenant: str, code: str, message: str) -> None:
         super().__init__(f"tenant '{tenant}': {code}: {message}")
         self.tenant, self.code, self.message = tenant, code, message
+
+    def describe(self) -> str:
+        """Why the tenant's operations fail, as the report and the terminal say it."""
+        return f"authentication failed for tenant '{self.tenant}': {self.message}"
+
+
+IDENTITY_UNREACHABLE = "identity_unreachable"
+
+
+class IdentityUnreachable(AuthError):
+    """The identity service did not answer at all (name not found, connection refused, TLS, timeout).
+
+    Not a verdict on the credentials: they were never looked at. ``transient`` says whether trying again may
+    help (an untrusted certificate fails the same way every time); ``attempts`` how many tries were made.
+    """
+
+    def __init__(self, tenant: str, host: str, reason: str, *, transient: bool = True, attempts: int = 1) -> None:
+        tries = f" ({attempts} attempts)" if attempts > 1 else ""
+        super().__init__(tenant, IDENTITY_UNREACHABLE, f"cannot reach the identity service at {host}: {reason}{tries}")
+        self.host, self.reason, self.transient, self.attempts = host, reason, transient, attempts
+
+    def after(self, attempts: int) -> IdentityUnreachable:
+        """The same failure, saying how many attempts were made."""
+        return IdentityUnreachable(self.tenant, self.host, self.reason, transient=self.transient, attempts=attempts)
+
+    def describe(self) -> str:
+        return f"tenant '{self.tenant}': {self.message}"
 
 
 class TransportError(BulkconnError):

@@ -40,7 +40,7 @@ from bulkconn.jobcsv import CsvLayout, read_header, records, row_object, sniff_d
 from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
 from bulkconn.model import Operation
 from bulkconn.registry import Resource
-from bulkconn.selectors import Selector, SelectorProblem, is_selector, parse_selector
+from bulkconn.selectors import SELECTOR_FIELDS, Selector, SelectorProblem, is_selector, parse_selector
 from bulkconn.suggest import did_you_mean
 from bulkconn.targets import (
     DEFAULT_RESOURCE,
@@ -209,8 +209,9 @@ class _LineParser:
             return "'key' must be a non-empty string that is not a number (numbers are line keys)"
         if not LINE_FIELDS.issuperset(data):
             unknown = sorted(set(data) - LINE_FIELDS)
-            hint = did_you_mean(unknown[0], LINE_FIELDS)
-            return f"unknown field '{unknown[0]}'{hint} (known: {', '.join(sorted(LINE_FIELDS))})"
+            known = LINE_FIELDS | SELECTOR_FIELDS  # a misspelt 'where' or 'select' made this a line, not a selector
+            hint = did_you_mean(unknown[0], known)
+            return f"unknown field '{unknown[0]}'{hint} (known: {', '.join(sorted(known))})"
         if not isinstance(data.get("tenant", ""), str):
             return f"'tenant' must be a tenant alias (a string), not {orjson.dumps(data['tenant']).decode()}"
         if not tenant:
@@ -247,7 +248,7 @@ def _jsonl_items(stream: LineStream) -> Iterator[tuple[int, int, Any]]:
     for number, offset, raw in stream:
         if raw is None:
             message = f"too long ({stream.last_size} bytes; a line holds one operation, at most {MAX_LINE_BYTES} bytes)"
-            yield number, offset, Invalid(number, str(number), "", "", "", f"line {number}: {message}")
+            yield number, offset, Invalid.of_line(number, message)
             continue
         content: bytes | str = raw if stream.encoding.utf8 else stream.text(raw, number)
         if not content.strip():
@@ -256,7 +257,14 @@ def _jsonl_items(stream: LineStream) -> Iterator[tuple[int, int, Any]]:
             yield number, offset, orjson.loads(content)
         except orjson.JSONDecodeError as exc:
             stream.text(raw, number)  # bytes that are not UTF-8 stop the job with one message
-            yield number, offset, Invalid(number, str(number), "", "", "", f"line {number}: malformed JSON ({exc})")
+            yield number, offset, Invalid.of_line(number, f"malformed JSON ({_json_problem(exc)})")
+
+
+def _json_problem(exc: orjson.JSONDecodeError) -> str:
+    """The parser's complaint, placed in the file's own line (the parser counts its newline as a line 2)."""
+    if exc.lineno > 1 or exc.msg.startswith("unexpected end of data"):
+        return f"{exc.msg} at the end of the line: is a }} or ] missing?"
+    return f"{exc.msg} at column {exc.colno}"
 
 
 def _bounded(raw: bytes | None, number: int, file: str) -> bytes:
@@ -284,7 +292,7 @@ def _csv_items(stream: LineStream, scan: JobScan) -> Iterator[tuple[int, int, An
         yield (
             number,
             offset,
-            data if isinstance(data, dict) else Invalid(number, str(number), "", "", "", f"line {number}: {data}"),
+            data if isinstance(data, dict) else Invalid.of_line(number, str(data)),
         )
 
 

@@ -13,8 +13,10 @@ event loop and tests can run it in a discrete-event simulation. See ``docs/pacin
 * On a 429 it learns the real write limit from what the service admitted in the trailing window and
   from ``Retry-After`` (the moment the oldest admitted request leaves the service's window), keeps a
   shared cool-down until the latest ``Retry-After`` (or, when absent, until the learned window has
-  room), and probes upwards after a stable period with a growing step so a raised limit is followed
-  within a few windows. An envelope-level 429 halves the batch size; stable windows double it back.
+  room), and probes upwards after a stable period (:mod:`bulkconn.learning`) so a raised limit is
+  followed within a few windows. Without any ``Retry-After`` after a fresh start, single writes at
+  growing intervals find the window's length. An envelope-level 429 halves the batch size; stable
+  windows double it back.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from bulkconn.learning import MIN_WINDOW_S, Learned, Learner
+
 DEFAULT_MARGIN_S = 0.25  # latency spread between our send time and the service's arrival time
-PROBE_AFTER_WINDOWS = 3.0  # learned windows without a 429 before the first probe
-PROBE_FIRST_STEP = 0.05  # the first probe adds 5 % of the learned limit; each success doubles the step
-MIN_WINDOW_S = 0.05  # the shortest window a probe or an estimate may reach
-MAX_STEP = 0.25  # the largest probe step (a share of the learned limit)
 ROUNDING_S = 2.0  # an HTTP-date Retry-After can be up to this much late (whole seconds, rounded up)
+SEARCH_FIRST = 1 / 32  # without Retry-After, the first probe tests a window this share of the configured one
+SEARCH_RATIO = 2.0  # ... and each next probe a window this much longer
+SEARCH_LONGEST = 4.0  # ... up to this many times the configured window
+SATURATED = 0.9  # a learned window counts as holding only when we sent at least this share of its limit in it
 
 
 class SendLog:
@@ -57,16 +61,26 @@ class SendLog:
             self._entries.append([now, float(count)])
             self._total += count
 
-    def forget(self, count: int) -> None:
-        """Remove ``count`` of the newest sends (the service refused them, so they do not occupy its window)."""
-        while count > 0 and self._entries:
-            newest = self._entries[-1]
-            taken = min(count, int(newest[1]))
-            newest[1] -= taken
+    def forget(self, count: int, *, sent_at: float | None = None) -> None:
+        """Remove ``count`` sends (the service refused them, so they do not occupy its window).
+
+        With ``sent_at``, from the entries sent at that time (the refused request's own, even when later sends
+        of other workers or tenants follow it); without, from the newest.
+        """
+        for index in range(len(self._entries) - 1, -1, -1):
+            if count <= 0:
+                break
+            entry = self._entries[index]
+            if sent_at is not None and entry[0] != sent_at:
+                if entry[0] < sent_at:
+                    break  # older than the request: it was never logged, or has left the log
+                continue
+            taken = min(count, int(entry[1]))
+            entry[1] -= taken
             self._total -= taken
             count -= taken
-            if newest[1] <= 0:
-                self._entries.pop()
+            if entry[1] <= 0:
+                del self._entries[index]
 
     def __len__(self) -> int:
         """Entries held (one per send), for memory checks."""
@@ -111,116 +125,6 @@ class SendLog:
         return now  # unreachable: the entries in the span hold the whole excess
 
 
-@dataclass(frozen=True, slots=True)
-class Learned:
-    """The write limit the service has shown: ``per_window`` writes per ``window_s`` seconds."""
-
-    per_window: int
-    window_s: float
-
-
-class Learner:
-    """The real write limit, learned from 429s and probed upwards while the service admits everything.
-
-    A probe raises the rate one step: a shorter window while the window is in doubt (over-estimated from a
-    rounded ``Retry-After``, or never measured), else more writes per window. A probe that holds for a window
-    doubles the next step; a 429 for a request sent under a probe reverts to the values from before it.
-    """
-
-    __slots__ = (
-        "_episode_probe",
-        "_good",
-        "_history",
-        "_probe_at",
-        "_shrink",
-        "_stable_since",
-        "_step",
-        "_window_doubt",
-        "_window_measured",
-        "configured",
-        "learned",
-    )
-
-    def __init__(self, configured: Learned) -> None:
-        self.configured = configured
-        self.learned: Learned | None = None
-        self._good: Learned | None = None
-        self._probe_at: float | None = None
-        self._stable_since = 0.0
-        self._step = PROBE_FIRST_STEP
-        self._episode_probe = False
-        self._window_doubt = False
-        self._window_measured = False
-        self._shrink = PROBE_FIRST_STEP
-        # (probe time, values before it, whether it shortened the window) for the probes not yet settled.
-        self._history: deque[tuple[float, Learned, bool]] = deque(maxlen=32)
-
-    @property
-    def probe_chunk(self) -> int | None:
-        """While a probe is unconfirmed, the largest batch to send: a failing probe then costs a few writes."""
-        if self._probe_at is None or self._good is None or self.learned is None:
-            return None
-        return max(1, math.ceil(self._good.per_window * self._step))
-
-    @property
-    def current(self) -> Learned:
-        return self.learned or self.configured
-
-    def stable(self, now: float) -> None:
-        """An admitted write at ``now``: probe once the current values have held long enough."""
-        if self.learned is None:
-            return
-        window = self.learned.window_s
-        if now - self._stable_since < (1 if self._probe_at is not None else PROBE_AFTER_WINDOWS) * window:
-            return
-        if self._probe_at is not None:
-            self._step = min(self._step * 2, MAX_STEP)  # the last probe held: bolder next time
-        self._good, self._probe_at, self._stable_since = self.learned, now, now
-        # The window is probed (shortened) while it is in doubt: learned other than configured, or never measured
-        # because Retry-After was absent; the first window probe that fails settles it. Then the limit is probed.
-        # A measured window (from Retry-After) is only refined, in small steps; an unmeasured one shrinks faster.
-        probe_window = self._window_doubt and window > MIN_WINDOW_S
-        self._history.append((now, self.learned, probe_window))
-        if probe_window:
-            self._shrink = PROBE_FIRST_STEP if self._window_measured else min(2 * self._step, 0.5)
-            self.learned = Learned(self.learned.per_window, max(window * (1 - self._shrink), MIN_WINDOW_S))
-            return
-        raised = self.learned.per_window + max(1, math.ceil(self.learned.per_window * self._step))
-        if raised >= self.configured.per_window and window >= self.configured.window_s:
-            self.learned = None  # back to the configured limit
-        else:
-            self.learned = Learned(min(raised, self.configured.per_window), window)
-
-    def refused(self, now: float, *, sent_at: float, new_episode: bool, estimate: Learned, measured: bool) -> None:
-        """A 429 at ``now``: revert the probe that caused it, else take ``estimate`` (in an episode the latest wins).
-
-        ``sent_at`` is when the refused request went out; ``new_episode`` is False for the other answers of a
-        burst refused together; ``measured`` says whether a Retry-After gave the window length.
-        """
-        if new_episode:
-            # The request may have gone out under any probe of the current chain: revert to what held before it.
-            held = [(before, shortened) for probe_at, before, shortened in self._history if probe_at <= sent_at]
-            self._history.clear()
-            self._probe_at = None
-            self._episode_probe = bool(held)
-            if held:
-                before, window_probed = held[-1]
-                self.learned = before
-                if window_probed:
-                    # The window settles a small step above the last that held: that step is the jitter cushion.
-                    self._window_doubt = False
-                    self.learned = Learned(before.per_window, before.window_s * (1 + PROBE_FIRST_STEP))
-        if not self._episode_probe:
-            if measured:
-                self._window_measured = True
-                self._window_doubt = estimate.window_s != self.configured.window_s
-            elif self.learned is None:
-                self._window_measured, self._window_doubt = False, True  # first 429 and no Retry-After
-            self.learned = estimate
-        self._stable_since = now
-        self._step = PROBE_FIRST_STEP
-
-
 class SharedLimit:
     """One limit shared by every tenant of the process (Graph: 130,000 requests per 10 s per app)."""
 
@@ -233,6 +137,21 @@ class SharedLimit:
 
     def room_at(self, now: float, count: int) -> float:
         return self.log.room_at(now, limit=self.per_window, span_s=self.span_s, count=count)
+
+
+@dataclass(slots=True)
+class _Search:
+    """Finding the window without Retry-After: single writes at growing spans after the refused burst began.
+
+    The service admitted the burst's first writes at about ``origin``, so a write sent at ``origin + span`` is
+    admitted only if the window is at most ``span`` (give or take the latency): the first one admitted bounds
+    the window from above, the last one refused from below.
+    """
+
+    origin: float  # when the refused burst began (after a fresh start)
+    started: float  # when the search began: writes sent from then on are its probes
+    span: float  # the window the next probe tests
+    low: float = 0.0  # the longest span a probe showed too short
 
 
 class TenantLimits:
@@ -258,7 +177,7 @@ class TenantLimits:
         self.margin_s = margin_s
         # Only our own sends are visible, so a per-tenant limit binds only when set below the per-app one;
         # the share other apps take is learned from 429s.
-        self.learner = Learner(Learned(min(writes_per_window, tenant_writes_per_window), window_s))
+        self.learner = Learner(Learned(min(writes_per_window, tenant_writes_per_window), window_s), reorder_s=margin_s)
         self.any_limit = min(any_per_window, tenant_any_per_window)
         self.writes = SendLog(retention_s=window_s + margin_s)
         self.anything = SendLog(retention_s=window_s + margin_s)
@@ -271,11 +190,16 @@ class TenantLimits:
         self._last_write_at = -math.inf
         self._episode_at = -math.inf
         self._burst_start = -math.inf
+        self._search: _Search | None = None
+        self._starting = False  # after a fresh start, one write request in flight until the window is filled
+        self._start_inflight = 0
 
     # -- sending --------------------------------------------------------------------------------------
     @property
     def max_batch(self) -> int:
         """The largest batch to send next: the batch limit, and never more than the write window holds."""
+        if self._search is not None:
+            return 1  # the window is being found one write at a time
         return max(
             1, min(self.batch_limit, self.learner.current.per_window, self.learner.probe_chunk or self.batch_limit)
         )
@@ -284,18 +208,42 @@ class TenantLimits:
         """The earliest time >= ``now`` at which ``writes`` writes and ``reads`` reads may go out."""
         at = max(now, self.cooldown_until)
         if writes:
-            limit = self.learner.current
+            if self._starting and self._start_inflight:
+                at = max(at, self._start_over_at(now))
             if self.learner.learned is not None:  # the configured limit still holds
                 at = max(at, self._writes_room(now, self.learner.configured, writes))
-            at = max(at, self._writes_room(now, limit, writes))
+            at = max(at, self._search_room(now, writes) if self._search else self._writes_room(now, writes=writes))
         span = self.window_s + self.margin_s
         at = max(at, self.anything.room_at(now, limit=self.any_limit, span_s=span, count=writes + reads))
         if self.shared is not None:
             at = max(at, self.shared.room_at(now, writes + reads))
         return at
 
-    def _writes_room(self, now: float, limit: Learned, writes: int) -> float:
+    def _start_over_at(self, now: float) -> float:
+        """While starting, the next write request waits for the answer to the one in flight (or the window's end).
+
+        A limit lower than configured then costs one batch refused at start, not all that the workers had sent
+        before the first answer came back; a full window takes a few round trips longer to fill.
+        """
+        end = self._burst_start + self.window_s + self.margin_s
+        if now >= end:
+            self._starting = False
+            return now
+        return end
+
+    def _writes_room(self, now: float, limit: Learned | None = None, writes: int = 1) -> float:
+        limit = limit or self.learner.current
         return self.writes.room_at(now, limit=limit.per_window, span_s=limit.window_s + self.margin_s, count=writes)
+
+    def _search_room(self, now: float, writes: int) -> float:
+        """While the window is being found: one write at the next probe time; a batch once the search is over."""
+        search = self._search
+        assert search is not None
+        end = search.origin + SEARCH_LONGEST * self.window_s + self.margin_s
+        if now >= end:  # no probe was admitted: leave it to what the 429s teach
+            self._search = None
+            return self._writes_room(now, writes=writes)
+        return min(search.origin + search.span + self.margin_s, end) if writes == 1 else end
 
     def room(self, now: float) -> int:
         """How many writes may go out at ``now`` (0 while cooling down): size a batch to fit rather than wait."""
@@ -315,20 +263,46 @@ class TenantLimits:
         if writes:
             if now - self._last_write_at > self.writes.retention_s:
                 self._burst_start = now  # nothing of ours left in any window: a fresh start
+                self._starting, self._start_inflight = True, 0
             self._last_write_at = now
+            self._start_inflight += 1
+            if self._search is not None:
+                self._search.span *= SEARCH_RATIO  # this probe tests the current span; the next a longer one
         self.writes.add(now, writes)
+        if self._starting and self.writes.count_since(now, self._burst_start - 1) >= self.learner.current.per_window:
+            self._starting = False  # the window is full: the start is over
         self.anything.add(now, writes + reads)
         if self.shared is not None:
             self.shared.log.add(now, writes + reads)
 
     # -- answers -----------------------------------------------------------------------------------
-    def succeeded(self, now: float) -> None:
-        """Writes admitted at ``now``: after a stable period probe a higher limit, and recover the batch size."""
+    def answered(self) -> None:
+        """Any answer to a write request (or none at all, after a timeout): call it before the others."""
+        self._start_inflight = max(self._start_inflight - 1, 0)
+
+    def succeeded(self, now: float, *, sent_at: float | None = None) -> None:
+        """Writes sent at ``sent_at`` admitted at ``now``: probe a higher limit after a stable period, recover
+        the batch size; a probe of the window search admitted bounds the window."""
+        search = self._search
+        if search is not None and sent_at is not None and sent_at >= search.started:
+            self._search = None
+            self.learner.bounds(now, low_s=search.low, high_s=sent_at - search.origin)
+            self._retain()
+            return
         stable_s = now - self._batch_stable_since
-        if self.batch_limit < self.configured_batch and stable_s >= self.learner.current.window_s:
+        current = self.learner.current
+        if self.batch_limit < self.configured_batch and stable_s >= current.window_s:
             self.batch_limit = min(self.configured_batch, self.batch_limit * 2)
             self._batch_stable_since = now
-        self.learner.stable(now)
+        # Only a window that we filled shows the limit holds: one held back by another limit (the global one,
+        # a cool-down) or by a lack of work proves nothing, and probing on it would creep up unchecked.
+        if self.writes.count_since(now, now - current.window_s - self.margin_s) >= SATURATED * current.per_window:
+            self.learner.stable(now)
+
+    def shrink_batch(self, now: float) -> None:
+        """A whole ``$batch`` envelope was throttled or failed at ``now``: halve the batch size (down to 1)."""
+        self.batch_limit = max(1, self.batch_limit // 2)
+        self._batch_stable_since = now
 
     def throttled(
         self,
@@ -337,34 +311,73 @@ class TenantLimits:
         sent_at: float,
         refused: int,
         retry_after_s: float | None,
+        tightest_retry_after_s: float | None = None,
         refused_reads: int = 0,
         envelope: bool = False,
     ) -> None:
         """A 429 for ``refused`` writes: learn the real limit, pause the tenant, shrink the batch on an envelope 429.
 
         ``sent_at`` is when the refused request went out: the answers to requests sent before this episode's
-        first 429 belong to that episode. ``retry_after_s`` is the parsed ``Retry-After`` (whole, fractional or from an HTTP date), None when absent.
-        The refused sends are forgotten: the service does not count them in its window. Only refused writes
-        teach the write limit; refused reads just pause the tenant.
+        first 429 belong to that episode. ``retry_after_s`` is the parsed ``Retry-After`` (whole, fractional or
+        from an HTTP date; the longest when sub-responses differ), None when absent; the tenant pauses until
+        then. ``tightest_retry_after_s`` (the shortest) bounds the window best. The refused sends are
+        forgotten: the service does not count them in its window. Only refused writes teach the write limit;
+        refused reads just pause the tenant.
         """
-        self.writes.forget(refused)
-        self.anything.forget(refused + refused_reads)
+        self._starting = False  # the learned values pace from here
+        self.writes.forget(refused, sent_at=sent_at)
+        self.anything.forget(refused + refused_reads, sent_at=sent_at)
         if self.shared is not None:
-            self.shared.log.forget(refused + refused_reads)
+            self.shared.log.forget(refused + refused_reads, sent_at=sent_at)
         if envelope:
             # A whole $batch refused is not about the tenant's write window (the sub-requests would be refused one
             # by one): it says the request was too big or a wider limit was hit. Smaller batches, no learning.
-            self.batch_limit = max(1, self.batch_limit // 2)
-            self._batch_stable_since = now
-        elif refused:
-            self._learn(now, sent_at, retry_after_s)
-        learned = self.learner.current
-        self.writes.retention_s = max(self.window_s, learned.window_s) + self.margin_s
-        # Without Retry-After: the wait the learned window implies (until it has room for one more write).
-        wait_until = self._writes_room(now, learned, 1) if retry_after_s is None else now + retry_after_s
+            self.shrink_batch(now)
+        elif refused and not self._search_refused(sent_at):
+            tightest = tightest_retry_after_s if tightest_retry_after_s is not None else retry_after_s
+            self._learn(now, sent_at, refused, tightest)
+            self._start_search(now, sent_at, retry_after_s)
+        self._retain()
+        if retry_after_s is not None:
+            wait_until = now + retry_after_s
+        elif self._search is not None:
+            wait_until = now  # the search's schedule paces its probes
+        else:
+            wait_until = self._writes_room(now)  # the wait the learned window implies (room for one more write)
         self.cooldown_until = max(self.cooldown_until, wait_until)
+        if self.learner.episode_probe:
+            # What the failed probe cost: the pause beyond the wait the learned window imposes anyway.
+            self.learner.note_pause(self.cooldown_until - self._writes_room(now))
 
-    def _learn(self, now: float, sent_at: float, retry_after_s: float | None) -> None:
+    def _retain(self) -> None:
+        """Keep our sends as long as the longest window we pace to."""
+        self.writes.retention_s = max(self.window_s, self.learner.current.window_s) + self.margin_s
+
+    def _search_refused(self, sent_at: float) -> bool:
+        """A probe of the window search was refused: the window is longer than its span. True if it was one."""
+        search = self._search
+        if search is None or sent_at < search.started:
+            return False
+        search.low = max(search.low, sent_at - search.origin)
+        return True
+
+    def _start_search(self, now: float, sent_at: float, retry_after_s: float | None) -> None:
+        """After the first 429 of a fresh start without any Retry-After, find the window by probing."""
+        if self._episode_window is not None:
+            self._search = None  # another answer of the burst measured it
+            return
+        first = self._episode_base == self.learner.configured and not self.learner.episode_probe
+        oldest = self.writes.oldest_since(now, now - self.window_s - self.margin_s)
+        if self._search is not None or retry_after_s is not None or not first or oldest is None:
+            return
+        if oldest > self._burst_start + self.margin_s or sent_at - self._burst_start >= self.window_s:
+            return  # not the first window after a fresh start: older requests (or other apps') may hold it
+        low = max(sent_at - oldest, 0.0)
+        span = max(self.window_s * SEARCH_FIRST, low * SEARCH_RATIO)
+        if span < SEARCH_LONGEST * self.window_s:
+            self._search = _Search(origin=oldest, started=now, span=span, low=low)
+
+    def _learn(self, now: float, sent_at: float, refused: int, retry_after_s: float | None) -> None:
         new_episode = sent_at >= self._episode_at
         if new_episode:
             self._episode_at = now
@@ -372,31 +385,36 @@ class TenantLimits:
             # the tightest window any of them measured (one of them may lack Retry-After).
             self._episode_base = self.learner.current
             self._episode_window = None
-        estimate = self._estimate(now, retry_after_s, self._episode_base)
+        estimate = self._estimate(now, sent_at, refused, retry_after_s, self._episode_base)
         self.learner.refused(
-            now, sent_at=sent_at, new_episode=new_episode, estimate=estimate, measured=self._episode_window is not None
+            now,
+            sent_at=sent_at,
+            new_episode=new_episode,
+            estimate=estimate,
+            measured=self._episode_window is not None,
+            informed=retry_after_s is not None,
+            saturated=self._saturated(now, sent_at, refused, self._episode_base),
         )
 
-    def _estimate(self, now: float, retry_after_s: float | None, base: Learned) -> Learned:
+    def _saturated(self, now: float, sent_at: float, refused: int, base: Learned) -> bool:
+        """Whether the refused request filled our own log of the window we believed to (nearly) its limit."""
+        start = sent_at - base.window_s - self.margin_s
+        ours = self.writes.count_since(now, start) - self.writes.count_since(now, sent_at) + refused
+        return ours >= SATURATED * base.per_window
+
+    def _estimate(
+        self, now: float, sent_at: float, refused: int, retry_after_s: float | None, base: Learned
+    ) -> Learned:
         """The write limit the service enforces, from its admitted count and its ``Retry-After``.
 
         ``base`` is what we believed when the episode began. The service reopens when the oldest request in
         its window leaves it, at ``now + Retry-After``; after a fresh start (nothing of ours left in any window)
-        the oldest send we still hold is that request, so ``now + Retry-After - oldest`` bounds the window from above. The
-        limit is what we sent in the window that the service admitted.
+        the oldest send we still hold is that request, so ``now + Retry-After - oldest`` bounds the window from
+        above. The limit is what we sent in the window that the service admitted.
         """
         window = base.window_s
         if retry_after_s is not None:
-            lookback = max(window, self.window_s) + self.margin_s
-            oldest = self.writes.oldest_since(now, now - lookback)
-            # Only after a fresh start can our oldest send be the request the service waits for; otherwise an
-            # older request (ours, or another app's) may leave the window first and the length cannot be read.
-            if oldest is not None and oldest == self._burst_start and retry_after_s >= now - oldest:
-                # Whole seconds and dates are rounded up and latency adds to it: take the tightest bound, but
-                # a Retry-After well beyond the window we believe means the window is longer.
-                bound = max(now + retry_after_s - oldest, MIN_WINDOW_S)
-                measured = bound if retry_after_s > window + ROUNDING_S else min(window, bound)
-                self._episode_window = min(measured, self._episode_window or measured)
+            self._measure(now, retry_after_s, window)
         window = self._episode_window or window
         admitted = self.writes.count_since(now, now - window - self.margin_s)
         if admitted == 0:
@@ -405,3 +423,21 @@ class TenantLimits:
         # A learned limit at most halves per episode: a window a little too short also shows few sends in it.
         floor = base.per_window // 2 if base != self.learner.configured else 1
         return Learned(min(max(admitted, floor), self.learner.configured.per_window), window)
+
+    def _measure(self, now: float, retry_after_s: float, window: float) -> None:
+        """Bound the window with ``Retry-After`` after a fresh start (see :meth:`_estimate`)."""
+        lookback = max(window, self.window_s) + self.margin_s
+        oldest = self.writes.oldest_since(now, now - lookback)
+        # Only after a fresh start can our oldest send be the request the service waits for; otherwise an
+        # older request (ours, or another app's) may leave the window first and the length cannot be read.
+        # The first send of the burst may itself have been refused (latency reorders arrivals): any send of
+        # the burst's first moments (within the margin) will do.
+        if oldest is None or not self._burst_start <= oldest <= self._burst_start + self.margin_s:
+            return
+        if retry_after_s < now - oldest:
+            return
+        # Whole seconds and dates are rounded up and latency adds to it: take the tightest bound, but
+        # a Retry-After well beyond the window we believe means the window is longer.
+        bound = max(now + retry_after_s - oldest, MIN_WINDOW_S)
+        measured = bound if retry_after_s > window + ROUNDING_S else min(window, bound)
+        self._episode_window = min(measured, self._episode_window or measured)

@@ -44,6 +44,27 @@ class Status(StrEnum):
     UNCERTAIN = "uncertain"  # a non-idempotent action may or may not have happened (see docs/report-format.md)
 
 
+UNCHANGED = "Unchanged"  # the reason of a skip: the object already had every patched value (nothing to do)
+CONFLICT = "Conflict"  # the reason of a skip: an undo line's object was changed since bulkconn wrote it (left alone)
+
+
+NO_TENANT = "(no configured tenant)"  # where invalid lines naming no configured tenant ('contosso', '*', none) count
+
+
+def tenant_order(alias: str) -> tuple[bool, str]:
+    """Sort key of tenant rows: by alias, with :data:`NO_TENANT` last."""
+    return alias == NO_TENANT, alias
+
+
+def reached(status: str, reason: str | None) -> bool:
+    """Whether an operation ended in the state its line asked for: it succeeded, or was skipped as ``Unchanged``.
+
+    Everything else (failed, invalid, uncertain, a ``Conflict`` left alone) is a problem to show and to count
+    in the exit code.
+    """
+    return status == Status.SUCCEEDED or (status == Status.SKIPPED and reason == UNCHANGED)
+
+
 # Not frozen: a frozen dataclass sets every field through object.__setattr__, which made building an Operation
 # 4x slower (about 1 us, once per job line in the scan and again when a lane reads it). Nothing changes one.
 @dataclass(slots=True)
@@ -147,19 +168,30 @@ class Progress:
     retries: int = 0
     per_tenant: dict[str, Counter[str]] = field(default_factory=dict)
     throttled_by_tenant: Counter[str] = field(default_factory=Counter)
+    limit_by_tenant: dict[str, tuple[int, float]] = field(default_factory=dict)  # writes per window, window s
     started: float = field(default_factory=time.monotonic)  # the run's clock (monotonic seconds) at its start
+    skip_reasons: Counter[str] = field(default_factory=Counter)  # reason code (Unchanged, Conflict) -> skipped
+    conflicts_by_tenant: Counter[str] = field(default_factory=Counter)  # skipped as Conflict, per tenant
 
     @property
     def finished(self) -> int:
         return sum(self.done.values())
 
-    def record(self, tenant: str, status: Status) -> None:
-        """One operation reached its final status."""
+    @property
+    def conflicts(self) -> int:
+        return self.skip_reasons[CONFLICT]
+
+    def record(self, tenant: str, status: Status, *, reason: str = "") -> None:
+        """One operation reached its final status (``reason``: the code of a skip)."""
         self.done[status.value] += 1
         counts = self.per_tenant.get(tenant)
         if counts is None:  # not setdefault: that builds a Counter for every operation
             counts = self.per_tenant[tenant] = Counter()
         counts[status.value] += 1
+        if status is Status.SKIPPED:
+            self.skip_reasons[reason or UNCHANGED] += 1
+            if reason == CONFLICT:
+                self.conflicts_by_tenant[tenant] += 1
 
     def record_throttled(self, tenant: str) -> None:
         self.throttled += 1

@@ -1,42 +1,92 @@
-"""Per-tenant pacing under Intune's limits: the rate, a shared cool-down after 429, and the batch limit.
+"""Per-tenant pacing at the limit: :mod:`bulkconn.limits` driven by the clock, behind a small interface.
 
-The engine talks to a tenant's pacer through a small interface (:class:`Pacing`), so that another pacing
-algorithm can replace this one without touching the engine (``Engine(pacer_factory=...)``):
+The engine talks to a tenant's pacer only through :class:`Pacing`, so that another pacing algorithm can
+replace this one without touching the engine (``Engine(pacer_factory=...)``):
 
-- ``await acquire(writes=n, reads=m)``: wait until ``n`` writes and ``m`` reads may be sent now;
-- ``ready(writes=n)``: True when :meth:`Pacer.acquire` would not wait;
-- ``throttled(retry_after_s)``: the service answered 429 (pause the tenant, slow down);
-- ``succeeded(count)``: ``count`` operations went through (recover speed);
-- ``max_batch``: the largest ``$batch`` to send now;
-- ``batch_shrunk()``: a whole ``$batch`` envelope was throttled or failed (send smaller batches).
+- ``max_batch``: the largest ``$batch`` to send next (what fits now, else the batch limit);
+- ``ready(writes=, reads=)``: True when that many sub-requests may go now;
+- ``await wait(writes=, reads=)``: until they may (the shared cool-down after a 429 included), or until an
+  answer changed what may go (the caller then looks again);
+- ``take(writes=, reads=)``: if they may go now, count them as sent now and return the time, else None.
+  Synchronous, so nothing runs between the check and the send: the engine calls it inside its global
+  in-flight slot, right before sending, so time spent waiting for a slot never hides in the log;
+- ``heard(Heard)``: what the answer said (admitted and refused sub-requests, the raw ``Retry-After``,
+  a failed envelope), with the time the request went out;
+- ``limit``: the write limit paced to now (learned from 429s, or the configured one), for the display.
 
-Pacing uses aiolimiter's leaky bucket, sized so that no sliding window can see more than the limit.
-A naive ``AsyncLimiter(100, 20)`` starts empty and lets ~200 through in the first 20 s (its bucket starts
-with full capacity and drains at the average rate). A bucket of capacity ``B`` draining at ``r``/s admits
-at most ``B + r*T`` in any window ``T``, so we pick ``B = min(20, W // 5)`` (one full ``$batch``) and
-``r = (0.9*W - B) / T``: at most 90% of the limit ``W`` in any window, leaving room for the jitter between
-our clock and the service's (see docs/engine.md).
-
-AIMD: every 429 (once per cool-down) halves the tenant's rate factor (down to 10%); each success adds back
-a small step, so the full rate returns over about one window of successful writes. A reduced factor makes
-each write cost more bucket units and caps the batch size, so it really slows. A shrunken batch limit
-(after a throttled or failing envelope) recovers the same way.
-
-Time: the cool-down is read from the injected :class:`~bulkconn.transport.Clock`; aiolimiter reads the
-event loop's clock, which is why the production clock is the loop's (``LoopClock``).
+:func:`acquire` waits and takes in one go, for callers without a global slot (reads for plan and selectors).
+:class:`Pacers` is the default factory: one :class:`Pacer` per tenant over a
+:class:`~bulkconn.limits.TenantLimits`, and one :class:`~bulkconn.limits.SharedLimit` per app (client id)
+for Graph's global limit, shared by every tenant of this process that uses the app. docs/pacing.md explains
+the model and the figures measured.
 """
 
 from __future__ import annotations
 
-import math
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from aiolimiter import AsyncLimiter
-
+from bulkconn.config import TenantConfig
+from bulkconn.learning import Learned
+from bulkconn.limits import DEFAULT_MARGIN_S, SharedLimit, TenantLimits
+from bulkconn.retry import Answer, parse_retry_after
 from bulkconn.transport import Clock, LoopClock
 
-SAFETY = 0.9
-MIN_FACTOR = 0.1
+# Graph's global limit: any request per app across all tenants (docs/pacing.md).
+GLOBAL_PER_APP = 130_000
+GLOBAL_WINDOW_S = 10.0
+# Intune's limits for all apps of a tenant: only our own sends are visible, so they never bind below the
+# per-app limits configured; the share other apps take is learned from 429s.
+TENANT_WRITES_PER_20S = 200
+TENANT_REQUESTS_PER_20S = 2000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heard:
+    """What one request's answer told the pacer; counts are sub-requests (a single request counts one)."""
+
+    sent_at: float  # when the request went out (the value :meth:`Pacing.take` returned)
+    admitted_writes: int = 0
+    admitted_reads: int = 0
+    refused_writes: int = 0  # answered 429
+    refused_reads: int = 0
+    retry_after_s: float | None = None  # the longest Retry-After of the 429s (the pause); None when none had one
+    tightest_retry_after_s: float | None = None  # the shortest (the best bound on the window)
+    envelope_refused: bool = False  # the whole $batch envelope was answered 429
+    envelope_failed: bool = False  # the whole envelope was answered 429 or 5xx: send smaller batches
+    writes: bool = True  # a write request (False: reads only)
+
+
+def heard(
+    answers: Sequence[Answer], *, sent_at: float, reads: bool = False, retry_after_cap_s: float | None = None
+) -> Heard:
+    """Summarise one request's answers (one per operation) for the pacer; ``reads``: they were GETs.
+
+    A 429 is refused; any other HTTP answer was admitted by the throttling (it counts in the service's windows);
+    no answer at all is neither. ``Retry-After`` is parsed raw (None when absent), capped at ``retry_after_cap_s``.
+    """
+    refused = [a for a in answers if a.status == 429]
+    admitted = sum(1 for a in answers if a.status is not None and a.status != 429)
+    waits = [w for a in refused if (w := parse_retry_after(a.headers.get("retry-after"))) is not None]
+    longest, shortest = (max(waits), min(waits)) if waits else (None, None)
+    if longest is not None and retry_after_cap_s is not None:
+        longest = min(longest, retry_after_cap_s)
+    whole = bool(answers) and answers[0].whole_envelope
+    return Heard(
+        sent_at=sent_at,
+        admitted_writes=0 if reads else admitted,
+        admitted_reads=admitted if reads else 0,
+        refused_writes=0 if reads else len(refused),
+        refused_reads=len(refused) if reads else 0,
+        retry_after_s=longest,
+        tightest_retry_after_s=shortest,
+        envelope_refused=whole and answers[0].status == 429,
+        envelope_failed=any(a.envelope_failed for a in answers),
+        writes=not reads,
+    )
 
 
 class Pacing(Protocol):
@@ -45,87 +95,128 @@ class Pacing(Protocol):
     @property
     def max_batch(self) -> int: ...
 
-    def ready(self, *, writes: int) -> bool: ...
+    @property
+    def limit(self) -> Learned: ...
 
-    async def acquire(self, *, writes: int, reads: int = 0) -> None: ...
+    def ready(self, *, writes: int, reads: int = 0) -> bool: ...
 
-    def throttled(self, retry_after_s: float) -> None: ...
+    async def wait(self, *, writes: int, reads: int = 0) -> None: ...
 
-    def succeeded(self, count: int = 1) -> None: ...
+    def take(self, *, writes: int, reads: int = 0) -> float | None: ...
 
-    def batch_shrunk(self) -> None: ...
+    def heard(self, answer: Heard) -> None: ...
 
 
-class Bucket:
-    """One leaky bucket for ``per_window`` events per ``window_s`` with the bound described above."""
-
-    def __init__(self, per_window: int, window_s: float) -> None:
-        self.capacity = max(1, min(20, per_window // 5))
-        usable = max(per_window * SAFETY, self.capacity + 1)
-        rate_per_s = (usable - self.capacity) / window_s
-        self.limiter = AsyncLimiter(self.capacity, self.capacity / rate_per_s)
-
-    async def acquire(self, amount: float) -> None:
-        await self.limiter.acquire(min(amount, self.capacity))
+async def acquire(pacer: Pacing, *, writes: int, reads: int = 0) -> float:
+    """Wait until ``writes`` writes and ``reads`` reads may go, count them as sent, and return the send time."""
+    while (sent_at := pacer.take(writes=writes, reads=reads)) is None:
+        await pacer.wait(writes=writes, reads=reads)
+    return sent_at
 
 
 class Pacer:
-    """A tenant's writes and reads buckets, its cool-down, its adaptive rate factor and batch limit."""
+    """A tenant's :class:`~bulkconn.limits.TenantLimits` on a :class:`~bulkconn.transport.Clock`."""
 
-    def __init__(
-        self, *, writes_per_window: int, reads_per_window: int, window_s: float, clock: Clock | None = None
-    ) -> None:
-        self.writes = Bucket(writes_per_window, window_s)
-        self.reads = Bucket(reads_per_window, window_s)
-        self.writes_per_window = writes_per_window
-        self.factor = 1.0
-        self.batch_factor = 1.0
+    def __init__(self, limits: TenantLimits, *, clock: Clock | None = None) -> None:
+        self.limits = limits
         self._clock = clock or LoopClock()
-        self._cooldown_until = 0.0
-        self._last_decrease_at = -math.inf
+        self._changed = asyncio.Event()
 
     @property
     def max_batch(self) -> int:
-        """The largest batch the current rate factor and batch limit let through in one acquisition."""
-        return max(1, math.floor(self.writes.capacity * min(self.factor, self.batch_factor)))
+        """What fits in every window now (a batch sized to go at once), else the batch limit (to wait for)."""
+        return self.limits.room(self._clock.now()) or self.limits.max_batch
 
-    def cooldown_remaining_s(self) -> float:
-        return max(self._cooldown_until - self._clock.now(), 0.0)
+    @property
+    def limit(self) -> Learned:
+        return self.limits.learner.current
 
-    async def wait_cooldown(self) -> None:
-        # The cool-down can be extended while we sleep, so re-check after each nap.
-        while (remaining := self.cooldown_remaining_s()) > 0:
-            await self._clock.sleep(remaining)
-
-    def ready(self, *, writes: int) -> bool:
-        """True when :meth:`acquire` for ``writes`` would not wait (no cool-down, room in the bucket)."""
-        return self.cooldown_remaining_s() == 0 and self.writes.limiter.has_capacity(
-            min(writes / self.factor, self.writes.capacity)
-        )
-
-    async def acquire(self, *, writes: int, reads: int = 0) -> None:
-        """Wait for the cool-down and for bucket room for ``writes`` writes and ``reads`` reads."""
-        await self.wait_cooldown()
-        if writes:
-            await self.writes.acquire(writes / self.factor)
-        if reads:
-            await self.reads.acquire(reads)
-        await self.wait_cooldown()  # a 429 seen while we waited for room pauses us too
-
-    def throttled(self, retry_after_s: float) -> None:
-        """A 429: pause the whole tenant until ``retry_after_s`` from now; lower the rate once per episode."""
+    def ready(self, *, writes: int, reads: int = 0) -> bool:
         now = self._clock.now()
-        if now >= self._cooldown_until or now - self._last_decrease_at > retry_after_s:
-            self.factor = max(MIN_FACTOR, self.factor / 2)
-            self._last_decrease_at = now
-        self._cooldown_until = max(self._cooldown_until, now + retry_after_s)
+        return self.limits.earliest_send_at(now, writes=writes, reads=reads) <= now
 
-    def batch_shrunk(self) -> None:
-        """A whole ``$batch`` envelope was throttled or failed: halve the batch limit (down to one operation)."""
-        self.batch_factor = max(1 / self.writes.capacity, self.batch_factor / 2)
+    async def wait(self, *, writes: int, reads: int = 0) -> None:
+        """Until the requests may go, or an answer changed what may go (then the caller looks again: the batch it
+        holds may no longer fit, and a smaller one may go at once)."""
+        now = self._clock.now()
+        at = self.limits.earliest_send_at(now, writes=writes, reads=reads)
+        if at > now:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), at - now)
 
-    def succeeded(self, count: int = 1) -> None:
-        """Additive increase of the rate and the batch limit: both recover over about one window of successes."""
-        step = count * 0.5 / self.writes_per_window
-        self.factor = min(1.0, self.factor + step)
-        self.batch_factor = min(1.0, self.batch_factor + step)
+    def take(self, *, writes: int, reads: int = 0) -> float | None:
+        now = self._clock.now()
+        if self.limits.earliest_send_at(now, writes=writes, reads=reads) > now:
+            return None
+        self.limits.record_send(now, writes=writes, reads=reads)
+        return now
+
+    def heard(self, answer: Heard) -> None:
+        """Learn from an answer: 429s teach the limit and pause the tenant, successes let it probe upwards."""
+        now = self._clock.now()
+        if answer.writes:
+            self.limits.answered()
+        if answer.refused_writes or answer.refused_reads:
+            self.limits.throttled(
+                now,
+                sent_at=answer.sent_at,
+                refused=answer.refused_writes,
+                refused_reads=answer.refused_reads,
+                retry_after_s=answer.retry_after_s,
+                tightest_retry_after_s=answer.tightest_retry_after_s,
+                envelope=answer.envelope_refused,
+            )
+        elif answer.envelope_failed:
+            self.limits.shrink_batch(now)
+        if answer.admitted_writes:
+            self.limits.succeeded(now, sent_at=answer.sent_at)
+        # What may go when has changed (sooner after a probe holds or a search ends): waiters look again.
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
+def margin_for(window_s: float) -> float:
+    """The time margin on a window: latency spread, 0.25 s, but never more than 5 % of a short (test) window."""
+    return min(DEFAULT_MARGIN_S, window_s / 20)
+
+
+class Pacers:
+    """The default pacer factory: a :class:`Pacer` per tenant, and Graph's global limit shared per app.
+
+    Every tenant configured with the same ``client_id`` shares one :class:`~bulkconn.limits.SharedLimit` of
+    ``global_share`` x ``global_per_window`` requests per ``global_window_s``: several processes (shards) using
+    the same app each take a share, so that together they stay under the limit.
+    """
+
+    def __init__(
+        self,
+        *,
+        global_share: float = 1.0,
+        global_per_window: int = GLOBAL_PER_APP,
+        global_window_s: float = GLOBAL_WINDOW_S,
+        batch_size: int = 20,
+    ) -> None:
+        self.global_limit = max(1, int(global_per_window * global_share))
+        self.global_window_s = global_window_s
+        self.batch_size = batch_size
+        self.shared: dict[str, SharedLimit] = {}
+
+    def __call__(self, tenant: TenantConfig, clock: Clock) -> Pacer:
+        shared = self.shared.get(tenant.client_id)
+        if shared is None:
+            shared = self.shared[tenant.client_id] = SharedLimit(
+                per_window=self.global_limit,
+                window_s=self.global_window_s,
+                margin_s=margin_for(self.global_window_s),
+            )
+        limits = TenantLimits(
+            writes_per_window=tenant.writes_per_20s,
+            tenant_writes_per_window=max(TENANT_WRITES_PER_20S, tenant.writes_per_20s),
+            any_per_window=tenant.reads_per_20s,
+            tenant_any_per_window=max(TENANT_REQUESTS_PER_20S, tenant.reads_per_20s),
+            window_s=tenant.window_s,
+            margin_s=margin_for(tenant.window_s),
+            batch_size=self.batch_size,
+            shared=shared,
+        )
+        return Pacer(limits, clock=clock)

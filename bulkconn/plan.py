@@ -55,6 +55,7 @@ class PlanEntry:
     state: PlanState
     changes: tuple[Change, ...] = ()
     detail: str = ""  # the sync type, the read error, or why the line is invalid
+    selected: bool = False  # a match of a selector line, keyed LINEKEY:TENANT:ID (not a --out field)
 
 
 class Planner:
@@ -64,27 +65,32 @@ class Planner:
         # Only the patched values of objects already planned: two lines for one object must see each other.
         self._written: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def plan(self, op: Operation, resource: Resource, current: Mapping[str, Any] | None) -> PlanEntry:
-        """The entry for ``op`` given the object read (``None``: Graph answered 404)."""
+    def plan(
+        self, op: Operation, resource: Resource, current: Mapping[str, Any] | None, *, selected: bool = False
+    ) -> PlanEntry:
+        """The entry for ``op`` given the object read (``None``: Graph answered 404); ``selected``: a selector match."""
         if current is None:
-            return self._entry(op, PlanState.MISSING, detail="not found (404)")
+            return self._entry(op, PlanState.MISSING, detail="not found (404)", selected=selected)
         if op.action != Action.UPDATE:
-            return self._entry(op, PlanState.ACTION, detail=op.sync_type or (render(op.params) if op.params else ""))
+            detail = op.sync_type or (render(op.params) if op.params else "")
+            return self._entry(op, PlanState.ACTION, detail=detail, selected=selected)
         target = (op.tenant, op.object_id.lower())
         earlier = self._written.get(target)
         projected = {**current, **earlier} if earlier else current
         changes = diff(resource, projected, op.patch)
         self._written.setdefault(target, {}).update({k: v for k, v in op.patch.items() if not k.startswith("@")})
-        return self._entry(op, PlanState.CHANGE if changes else PlanState.UNCHANGED, changes)
+        return self._entry(op, PlanState.CHANGE if changes else PlanState.UNCHANGED, changes, selected=selected)
 
     @staticmethod
-    def failed(op: Operation, message: str) -> PlanEntry:
+    def failed(op: Operation, message: str, *, selected: bool = False) -> PlanEntry:
         """The entry for an operation whose object could not be read (throttled out, 403, no answer...)."""
-        return Planner._entry(op, PlanState.ERROR, detail=message)
+        return Planner._entry(op, PlanState.ERROR, detail=message, selected=selected)
 
     @staticmethod
-    def _entry(op: Operation, state: PlanState, changes: tuple[Change, ...] = (), detail: str = "") -> PlanEntry:
-        return PlanEntry(op.key, op.line, op.tenant, op.object_id, str(op.action), state, changes, detail)
+    def _entry(
+        op: Operation, state: PlanState, changes: tuple[Change, ...] = (), detail: str = "", *, selected: bool
+    ) -> PlanEntry:
+        return PlanEntry(op.key, op.line, op.tenant, op.object_id, str(op.action), state, changes, detail, selected)
 
 
 def invalid_entry(key: str, line: int, tenant: str, object_id: str, action: str, message: str) -> PlanEntry:
@@ -118,8 +124,11 @@ class PlanCounts:
 
 
 def _label(entry: PlanEntry) -> str:
-    """``ID (line N)``, with the line's own key when it has one (a selector match shows its line's key)."""
-    key = entry.key.removesuffix(f":{entry.tenant}:{entry.object_id}")
+    """``ID (line N)``, with the line's own key when it has one (a selector match shows its line's key).
+
+    Only a selector match's key is cut: an undo line's own key, ``undo:TENANT:ID``, has the same shape.
+    """
+    key = entry.key.removesuffix(f":{entry.tenant}:{entry.object_id}") if entry.selected else entry.key
     named = f", key {key}" if key != str(entry.line) else ""
     return f"  {entry.object_id or '(no id)'} (line {entry.line}{named})"
 

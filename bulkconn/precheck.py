@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+from bulkconn import model
 from bulkconn.model import Operation
 from bulkconn.registry import Resource
 from bulkconn.report.format import BackupRecord
@@ -30,8 +31,8 @@ BACKUP: Final = "backup"
 class SkipCode(StrEnum):
     """Why an operation was not sent (the ``reason.code`` of a ``skipped`` result)."""
 
-    UNCHANGED = "Unchanged"  # the object already has every patched value
-    CONFLICT = "Conflict"  # an undo line: the object is no longer what bulkconn wrote
+    UNCHANGED = model.UNCHANGED  # the object already has every patched value
+    CONFLICT = model.CONFLICT  # an undo line: the object is no longer what bulkconn wrote
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,7 @@ def progress_record(progress: Progress) -> bytes:
         "done": dict(progress.done),
         "throttled": progress.throttled,
         "retries": progress.retries,
+        "skip_reasons": dict(progress.skip_reasons),
     }
     return orjson.dumps(body) + b"\n"
 
@@ -68,7 +69,11 @@ def final_record(result: RunResult) -> bytes:
         "nothing_to_do": result.nothing_to_do,
         "counts": dict(result.counts),
         "per_tenant": {tenant: dict(counts) for tenant, counts in result.per_tenant.items()},
+        "skip_reasons": dict(result.skip_reasons),
+        "conflicts_by_tenant": dict(result.conflicts_by_tenant),
         "auth_failures": result.auth_failures,
+        "identity_unreachable": result.identity_unreachable,
+        "not_sent": dict(result.not_sent),
         "tenants": result.tenants,
         "interrupted": result.interrupted,
         "duration_s": round(result.duration_s, 3),
@@ -140,6 +145,7 @@ class ShardRun:
                 self.progress.done = Counter(record.get("done") or {})
                 self.progress.throttled = int(record.get("throttled", 0))
                 self.progress.retries = int(record.get("retries", 0))
+                self.progress.skip_reasons = Counter(record.get("skip_reasons") or {})
             elif record.get("type") == "final":
                 self.final = record
 
@@ -152,6 +158,7 @@ def combined_progress(runs: Sequence[ShardRun], *, started: float) -> Progress:
         total.done.update(run.progress.done)
         total.throttled += run.progress.throttled
         total.retries += run.progress.retries
+        total.skip_reasons.update(run.progress.skip_reasons)
     return total
 
 
@@ -178,7 +185,11 @@ class ProcessesResult:
             result.counts.update(final.get("counts") or {})
             for tenant, counts in (final.get("per_tenant") or {}).items():
                 result.per_tenant.setdefault(tenant, Counter()).update(counts)
+            result.skip_reasons.update(final.get("skip_reasons") or {})
+            result.conflicts_by_tenant.update(final.get("conflicts_by_tenant") or {})
             result.auth_failures.update(final.get("auth_failures") or {})
+            result.identity_unreachable += final.get("identity_unreachable") or []
+            result.not_sent.update(final.get("not_sent") or {})
             result.tenants += int(final.get("tenants") or 0)
         result.nothing_to_do = all((run.final or {}).get("nothing_to_do") for run in self.runs)
         return result

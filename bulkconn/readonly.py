@@ -78,11 +78,12 @@ async def _plan_tenant(reads: Reads, scan: JobScan, alias: str, planner: Planner
     found = await reads.objects(alias, [object_url(op.resource, op.object_id, _names(op)) for op in ops])
     entries = []
     for op, current in zip(ops, found, strict=True):
+        selected = op.line in scan.selectors
         if isinstance(current, ReadFailed) and current.status != 404:
-            entries.append(planner.failed(op, f"{current.error.code}: {current.error.message}"))
+            entries.append(planner.failed(op, f"{current.error.code}: {current.error.message}", selected=selected))
         else:
             obj = None if isinstance(current, ReadFailed) else current
-            entries.append(planner.plan(op, resolve_resource(op.resource), obj))
+            entries.append(planner.plan(op, resolve_resource(op.resource), obj, selected=selected))
     return entries
 
 

@@ -1,9 +1,9 @@
 """Reading from Graph: objects by id (one GET, or a ``$batch`` of GETs) and whole collections, page by page.
 
 Reads use the same seams as writes: the :class:`~bulkconn.transport.Transport`, the tenant's pacer (through
-``acquire(writes=0, reads=n)`` of the :class:`~bulkconn.pacing.Pacing` Protocol, so they count against the
-tenant's read budget, not its writes), and :func:`bulkconn.retry.decide` for every answer (a GET is idempotent:
-429, 5xx and no answer are retried; 404 and other 4xx are final).
+:func:`bulkconn.pacing.acquire` with ``reads=n``, so they count against the tenant's any-request limit and Graph's
+global one, not its writes, and it hears their answers), and :func:`bulkconn.retry.decide` for every answer (a GET
+is idempotent: 429, 5xx and no answer are retried; 404 and other 4xx are final).
 
 - :func:`get_objects` sends one request for up to 20 objects and returns one :class:`Read` per object; the
   engine settles each itself (its lanes own retries).
@@ -27,7 +27,7 @@ from bulkconn.batching import MAX_BATCH, SubResult, parse_single, unpack
 from bulkconn.config import TenantConfig
 from bulkconn.errors import AuthError, TransportError
 from bulkconn.model import ErrorInfo
-from bulkconn.pacing import Pacer, Pacing
+from bulkconn.pacing import Pacers, Pacing, acquire, heard
 from bulkconn.retry import Answer, Attempt, Done, RetryPolicy, decide
 from bulkconn.selectors import select_for
 from bulkconn.targets import resolve_resource
@@ -105,16 +105,6 @@ def _json(raw: bytes) -> Any:
         return None
 
 
-def default_pacer(tenant: TenantConfig, clock: Clock) -> Pacing:
-    """The pacer a lane would make for ``tenant`` (reads count against ``reads_per_20s``)."""
-    return Pacer(
-        writes_per_window=tenant.writes_per_20s,
-        reads_per_window=tenant.reads_per_20s,
-        window_s=tenant.window_s,
-        clock=clock,
-    )
-
-
 class ReadFailed(Exception):
     """A read that ended without the object: ``error`` says why (``status`` 404 when it does not exist)."""
 
@@ -141,7 +131,8 @@ class Reads:
     tenants: Mapping[str, TenantConfig]
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     clock: Clock = field(default_factory=LoopClock)
-    pacer_factory: Callable[[TenantConfig, Clock], Pacing] = default_pacer
+    # The pacer a lane would make for a tenant (reads count against ``reads_per_20s``).
+    pacer_factory: Callable[[TenantConfig, Clock], Pacing] = field(default_factory=Pacers)
     rng: random.Random = field(default_factory=random.Random)
     pacers: dict[str, Pacing] = field(default_factory=dict)
     requests: int = 0  # HTTP requests sent (a $batch counts once)
@@ -197,12 +188,12 @@ class Reads:
         todo = items
         while todo:
             pacer = self.pacer(alias)
-            await pacer.acquire(writes=0, reads=len(todo))
+            sent_at = await acquire(pacer, writes=0, reads=len(todo))
             try:
                 token = await self.auth.token(alias)
             except AuthError as exc:
                 for item in todo:
-                    item.result = ReadFailed(ErrorInfo(exc.code, f"authentication failed: {exc.message}"), None)
+                    item.result = ReadFailed(ErrorInfo(exc.code, exc.describe()), None)
                 return
             self.requests += 1
             now = self.clock.now()
@@ -212,6 +203,8 @@ class Reads:
             reads = await get_objects(
                 self.transport, self.tenants[alias], [i.url for i in todo], token=token, client_request_id=_id()
             )
+            answers = [read.answer for read in reads]
+            pacer.heard(heard(answers, sent_at=sent_at, reads=True, retry_after_cap_s=self.policy.retry_after_cap_s))
             todo, wait_s = await self._settle(alias, todo, reads, token)
             if todo and wait_s:
                 await self.clock.sleep(wait_s)
@@ -241,8 +234,6 @@ class Reads:
                 if not invalidated:  # one refused token is dropped once, however many reads it refused
                     await self.auth.invalidate(alias, token)
                     invalidated = True
-            if decision.throttled:
-                self.pacer(alias).throttled(decision.after_s)
             wait_s = max(wait_s, decision.after_s)
             again.append(item)
         return again, wait_s

@@ -22,6 +22,18 @@ from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any, TypeVar
 
+# Intune's application roles that allow writes (Microsoft Learn, "Intune permissions" in the Graph permissions
+# reference). Which one a collection needs differs; the emulator lets any of them write every collection, and
+# `auth check` warns when a token holds none of them.
+WRITE_ROLES = frozenset(
+    {
+        "DeviceManagementServiceConfig.ReadWrite.All",
+        "DeviceManagementConfiguration.ReadWrite.All",
+        "DeviceManagementManagedDevices.ReadWrite.All",
+        "DeviceManagementManagedDevices.PrivilegedOperations.All",
+    }
+)
+
 _V = TypeVar("_V")
 
 

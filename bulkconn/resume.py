@@ -60,11 +60,20 @@ def plan_resume(
     resend_uncertain: bool,
     force: bool,
 ) -> ResumePlan:
-    """Read the report, refuse a changed job (unless ``force``), and choose what to skip and settle."""
+    """Read the report, refuse a changed job (unless ``force``), and choose what to skip and settle.
+
+    ``force`` also sends again the undo lines an earlier run left alone as ``Conflict``.
+    """
     state = read_state(report)
     job_print = fingerprint(job)
     check_job(state, job_print.sha256, job_print.size, job_print.lines, force=force)
-    redo = {"retry_failed": retry_failed, "recheck_invalid": recheck_invalid, "resend_uncertain": resend_uncertain}
+    # --force: objects changed since bulkconn wrote them (left alone as Conflict) are overwritten this time
+    redo = {
+        "retry_failed": retry_failed,
+        "recheck_invalid": recheck_invalid,
+        "resend_uncertain": resend_uncertain,
+        "overwrite_conflicts": force,
+    }
     skip = state.skip_keys(**redo)
     prefill: tuple[Outcome, ...] = ()
     if not resend_uncertain:

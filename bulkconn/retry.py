@@ -2,7 +2,8 @@
 
 A decision is a value, not an exception: :class:`Retry` (when, over a fresh connection or not, after
 re-authenticating or not) or :class:`Done` (succeeded, failed or uncertain; perhaps quarantining the
-tenant). Either may ask to shrink the tenant's batch limit. The engine only carries decisions out.
+tenant). The engine only carries decisions out. What the tenant's pacer learns from the same answers (429s,
+``Retry-After``, a failed ``$batch`` envelope) is :func:`bulkconn.pacing.heard`.
 
 The rules, in order (``docs/engine.md`` gives the reasons and sources):
 
@@ -14,12 +15,14 @@ answer                              decision
 403                                 done, failed; the tenant is quarantined (a missing permission)
 TLS certificate not trusted         done, failed; the tenant is quarantined (its CA or a proxy is wrong)
 other 4xx (and a second 401)        done, failed
-429                                 retry after Retry-After (or backoff), even a sync: nothing happened
+429                                 retry after Retry-After, even a sync: nothing happened; without
+                                    Retry-After at once, and the tenant's pacer holds it back as long
+                                    as the limit it learned implies
 5xx or no answer, update            retry after Retry-After (or backoff); a 503 over a new connection
 5xx or no answer, sync              done, uncertain (unless ``retry_uncertain_sync``)
 no connection at all, sync          retry: the request never left, so nothing happened
 attempts or time budget spent       done, failed, saying which budget ran out
-whole envelope 429 or 5xx           as above for each operation, and shrink the batch limit
+whole envelope 429 or 5xx           as above for each operation (the pacer shrinks the batch size)
 ==================================  ======================================================================
 """
 
@@ -29,7 +32,7 @@ import datetime as dt
 import math
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
 from bulkconn.model import ErrorInfo, Status
@@ -61,7 +64,6 @@ class Retry:
     error: ErrorInfo
     new_connection: bool = False  # over a connection never used before (after a 503)
     reauthenticate: bool = False  # drop the refused token and get a fresh one first
-    shrink_batch: bool = False  # the whole envelope was throttled or failed
 
 
 @dataclass(slots=True)
@@ -72,7 +74,6 @@ class Done:
     error: ErrorInfo | None = None
     uncertain: bool = False  # a non-idempotent action that may have been applied
     quarantine: ErrorInfo | None = None  # the tenant's remaining operations fail with this reason
-    shrink_batch: bool = False
 
     @property
     def status(self) -> Status:
@@ -94,6 +95,11 @@ class Answer:
     whole_envelope: bool = False  # the ``$batch`` envelope itself answered this, for every operation in it
     sent: bool = True  # False: the request certainly never reached the service (no connection, TLS refused)
 
+    @property
+    def envelope_failed(self) -> bool:
+        """The whole ``$batch`` envelope was throttled (429) or failed (5xx): smaller batches should follow."""
+        return self.whole_envelope and self.status is not None and (self.status == 429 or self.status >= 500)
+
 
 @dataclass(slots=True, kw_only=True)
 class Attempt:
@@ -108,11 +114,10 @@ class Attempt:
 
 def decide(answer: Answer, attempt: Attempt, *, tenant: str, policy: RetryPolicy, rng: random.Random) -> Decision:
     """The one decision for ``answer`` to ``attempt`` of an operation of ``tenant`` (rules in the module doc)."""
-    shrink = answer.whole_envelope and answer.status is not None and (answer.status == 429 or answer.status >= 500)
     if answer.status == 401 and not attempt.reauthenticated:
         # The token was refused (expired or revoked early): drop it, get a fresh one, retry once at once.
         error = answer.error or ErrorInfo("401", "HTTP 401")
-        return Retry(after_s=0.0, throttled=False, error=error, reauthenticate=True, shrink_batch=shrink)
+        return Retry(after_s=0.0, throttled=False, error=error, reauthenticate=True)
     if answer.status == 403:
         error = answer.error or ErrorInfo("Forbidden", "HTTP 403")
         reason = ErrorInfo(error.code, f"permission missing for tenant '{tenant}': {error.message}")
@@ -121,7 +126,7 @@ def decide(answer: Answer, attempt: Attempt, *, tenant: str, policy: RetryPolicy
         # Not transient: the same certificate is refused every time. Never retried without verification.
         reason = ErrorInfo("TLSError", f"TLS failed for tenant '{tenant}': {answer.error.message}")
         return Done(False, answer.error, quarantine=reason)
-    decision = classify(
+    return classify(
         status=answer.status,
         retry_after=answer.headers.get("retry-after"),
         error=answer.error,
@@ -132,13 +137,12 @@ def decide(answer: Answer, attempt: Attempt, *, tenant: str, policy: RetryPolicy
         policy=policy,
         rng=rng,
     )
-    return replace(decision, shrink_batch=True) if shrink else decision
 
 
 def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After value: whole or fractional seconds, or an HTTP date.
 
-    ``None`` when absent or unparseable (the caller then backs off exponentially).
+    ``None`` when absent or unparseable. An HTTP date is read against ``now`` (default: :func:`wall_now`).
     """
     if value is None:
         return None
@@ -155,7 +159,12 @@ def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> f
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return max((when - (now or dt.datetime.now(dt.UTC))).total_seconds(), 0.0)
+    return max((when - (now or wall_now())).total_seconds(), 0.0)
+
+
+def wall_now() -> dt.datetime:
+    """The wall clock an HTTP-date ``Retry-After`` is read against (tests replace it with virtual time)."""
+    return dt.datetime.now(dt.UTC)
 
 
 def backoff_s(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
@@ -195,7 +204,12 @@ def classify(
     if attempt >= policy.max_attempts or (status == 500 and spent_500 >= policy.max_attempts_500):
         return Done(False, ErrorInfo(err.code, f"gave up after {attempt} attempts: {err.message}"))
     parsed = parse_retry_after(retry_after)
-    wait = min(parsed, policy.retry_after_cap_s) if parsed is not None else backoff_s(attempt, policy, rng)
+    if parsed is not None:
+        wait = min(parsed, policy.retry_after_cap_s)
+    else:
+        # A 429 without Retry-After is resent as soon as the tenant's pacer lets it go: the pacer waits what the
+        # limit it learned implies (docs/pacing.md), which a blind backoff would only add to.
+        wait = 0.0 if status == 429 else backoff_s(attempt, policy, rng)
     if elapsed_s + wait > policy.time_budget_s:
         return Done(
             False,

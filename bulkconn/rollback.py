@@ -27,7 +27,8 @@ from typing import Any
 
 from bulkconn.errors import UsageError
 from bulkconn.precheck import BACKUP, Backup, read_backup
-from bulkconn.registry import Resource, StructuredType
+from bulkconn.registry import Resource, StructuredType, UnknownResourceError
+from bulkconn.targets import resolve_resource
 from bulkconn.values import ODATA_TYPE, object_type
 
 SUPPORTED_FORMAT = 1
@@ -152,8 +153,20 @@ def build_undo(records: Iterable[Mapping[str, Any] | None], *, source: str) -> U
     return undo
 
 
+def _needs_type(job_resource: str) -> bool:
+    """Whether a patch of ``job_resource`` must name the object's own type: its collection's type is abstract.
+
+    A concrete type (Exchange Connectors) gets none: ``@odata.type`` in an undo patch would read as a change.
+    """
+    try:
+        return resolve_resource(job_resource).entity_type.abstract
+    except UnknownResourceError:
+        return True  # a collection this bulkconn does not know: keep the type, validation decides
+
+
 def _undo_line(obj: _Object) -> dict[str, Any]:
-    patch = {ODATA_TYPE: obj.odata_type, **obj.before} if obj.odata_type else dict(obj.before)
+    named = obj.odata_type and _needs_type(obj.resource)
+    patch = {ODATA_TYPE: obj.odata_type, **obj.before} if named else dict(obj.before)
     return {
         "tenant": obj.tenant,
         "id": obj.object_id,
@@ -175,15 +188,14 @@ def export_line(
     """One job line for ``bulkconn export``: the object's current values of its writable properties.
 
     ``job_resource`` is written as the line's ``resource`` when given (leave it out for the job default).
-    An object of an abstract collection keeps its ``@odata.type`` so that the line validates as-is.
+    An object of an abstract collection keeps its ``@odata.type`` (a field of the line, as a CSV job has it in a
+    column, so both formats read as the same operations) so that the line validates as-is.
     """
     stype = object_type(collection, obj)
-    patch: dict[str, Any] = {}
-    if collection.entity_type.abstract and isinstance(obj.get(ODATA_TYPE), str):
-        patch[ODATA_TYPE] = obj[ODATA_TYPE]
-    patch.update({name: obj[name] for name in writable_properties(stype) if name in obj})
     line: dict[str, Any] = {"tenant": tenant, "id": obj.get("id", "")}
     if job_resource:
         line["resource"] = job_resource
-    line["patch"] = patch
+    if collection.entity_type.abstract and isinstance(obj.get(ODATA_TYPE), str):
+        line[ODATA_TYPE] = obj[ODATA_TYPE]
+    line["patch"] = {name: obj[name] for name in writable_properties(stype) if name in obj}
     return line

@@ -28,13 +28,12 @@ from bulkconn.auth import MsalTokenProvider, TokenProvider
 from bulkconn.batching import request_for
 from bulkconn.config import Config
 from bulkconn.engine import Engine, EngineSettings
-from bulkconn.errors import JobError, UsageError
+from bulkconn.errors import IDENTITY_UNREACHABLE, JobError, UsageError
 from bulkconn.expansion import RecordedExpansion
 from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
 from bulkconn.listing import expand, to_list
 from bulkconn.lock import ReportLock
-from bulkconn.model import Outcome, Progress, Status, utc_now
-from bulkconn.pacing import SAFETY
+from bulkconn.model import NO_TENANT, ErrorInfo, Outcome, Progress, reached, utc_now
 from bulkconn.precheck import Backup, backup_record
 from bulkconn.reads import Reads
 from bulkconn.report import format as fmt
@@ -64,12 +63,16 @@ class RunResult:
     counts: Counter[str] = field(default_factory=Counter)
     per_tenant: dict[str, Counter[str]] = field(default_factory=dict)
     auth_failures: dict[str, str] = field(default_factory=dict)
+    identity_unreachable: list[str] = field(default_factory=list)  # tenants whose identity service never answered
+    not_sent: Counter[str] = field(default_factory=Counter)  # per tenant: failed with its auth failure, not problems
     tenants: int = 0
     interrupted: bool = False
-    skipped_from_report: int = 0
+    skipped_from_report: int = 0  # already final in the report: a resume did not redo them
     skipped_by_tenant: dict[str, int] = field(default_factory=dict)
+    skip_reasons: Counter[str] = field(default_factory=Counter)  # this run's skips by reason (Unchanged, Conflict)
+    conflicts_by_tenant: Counter[str] = field(default_factory=Counter)
     duration_s: float = 0.0
-    problems: list[Outcome] = field(default_factory=list)  # the first PROBLEMS_KEPT outcomes that did not succeed
+    problems: list[Outcome] = field(default_factory=list)  # the first PROBLEMS_KEPT outcomes that did not reach it
     stopped_because: str = ""  # a run that stopped by itself says why (the job changed while running)
 
 
@@ -131,7 +134,7 @@ class TenantPlan:
     operations: int
     requests: int
     endpoint: str  # the $batch URL, or the Graph root for single requests
-    min_minutes: float  # at the pacer's target rate
+    min_minutes: float  # at the configured write limit (the pacer fills every window to it)
     writes_per_window: int
     window_s: float
     examples: tuple[PlannedRequest, ...]
@@ -166,7 +169,7 @@ async def plan(job: Path, config: Config, *, batch_size: int, skip_keys: Contain
                 operations=count,
                 requests=math.ceil(count / batch_size),
                 endpoint=f"{tenant.graph_root}/{'$batch' if batch_size > 1 else '...'}",
-                min_minutes=count / (tenant.writes_per_20s * SAFETY / tenant.window_s) / 60,
+                min_minutes=count / (tenant.writes_per_20s / tenant.window_s) / 60,
                 writes_per_window=tenant.writes_per_20s,
                 window_s=tenant.window_s,
                 examples=examples,
@@ -301,6 +304,7 @@ class _Run:
         self.result, self.started, self.shards = result, started, shards
         self.progress = Progress()
         self.writer: ReportWriter | None = None
+        self.quarantines: Mapping[str, ErrorInfo] = {}  # the engine's, once it runs: tenant -> why it stopped
 
     def owns(self, tenant: str) -> bool:
         """Whether this run records lines of ``tenant`` (an invalid line's tenant may be no tenant at all)."""
@@ -309,15 +313,18 @@ class _Run:
 
     def record(self, outcome: Outcome) -> None:
         """Tally one final outcome and append its report line (the engine tallies its own as it finishes them)."""
-        self.progress.record(outcome.tenant or "(none)", outcome.status)
+        tenant = outcome.tenant if outcome.tenant in self.config.tenants else NO_TENANT  # an invalid line's
+        self.progress.record(tenant, outcome.status, reason=_reason(outcome))
         self.progress.total += 1
         self.on_outcome(outcome)
 
     def on_outcome(self, outcome: Outcome) -> None:
-        """Append a final result to the report; keep the first few that did not succeed to show at the end."""
+        """Append a final result to the report; keep the first few that did not reach the asked state to show."""
         assert self.writer is not None
         self.writer.result(outcome)
-        if outcome.status is not Status.SUCCEEDED and len(self.result.problems) < PROBLEMS_KEPT:
+        if outcome.error is not None and outcome.error == self.quarantines.get(outcome.tenant):
+            self.result.not_sent[outcome.tenant] += 1  # the terminal says the tenant's reason once, not per operation
+        elif not reached(outcome.status, _reason(outcome)) and len(self.result.problems) < PROBLEMS_KEPT:
             self.result.problems.append(outcome)
 
     async def execute(
@@ -360,8 +367,12 @@ class _Run:
                 on_backup=self._backup,
                 progress=self.progress,
             )
+            self.quarantines = engine.auth_failures
             self.result.interrupted = await _run_with_signals(engine, self.scan, self.options, on_tick, install_signals)
             self.result.auth_failures = {t: f"{e.code}: {e.message}" for t, e in engine.auth_failures.items()}
+            self.result.identity_unreachable = sorted(
+                t for t, e in engine.auth_failures.items() if e.code == IDENTITY_UNREACHABLE
+            )
             self.result.stopped_because = str(engine.job_changed or "")
             on_tick(engine.progress)
         return self.result
@@ -413,6 +424,8 @@ class _Run:
         result = self.result
         result.counts = Counter(self.progress.done)
         result.per_tenant = {tenant: Counter(counts) for tenant, counts in self.progress.per_tenant.items()}
+        result.skip_reasons = Counter(self.progress.skip_reasons)
+        result.conflicts_by_tenant = Counter(self.progress.conflicts_by_tenant)
         result.duration_s = time.monotonic() - self.started
         assert self.writer is not None
         self.writer.write(
@@ -425,6 +438,10 @@ class _Run:
                 finished_at=utc_now(),
             )
         )
+
+
+def _reason(outcome: Outcome) -> str:
+    return outcome.reason.code if outcome.reason else ""
 
 
 async def _run_with_signals(

@@ -13,16 +13,15 @@ msal-extensions' exceptions are translated to :class:`AuthError` by :mod:`bulkco
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import msal
 from msal_extensions import FilePersistence, LockError, PersistedTokenCache, build_encrypted_persistence
 from msal_extensions.persistence import PersistenceNotFound
+
+from bulkconn.private import write_private
 
 log = logging.getLogger(__name__)
 ENCRYPTED_SUFFIX = ".encrypted"
@@ -32,27 +31,6 @@ CACHE_ERRORS: tuple[type[Exception], ...] = (OSError, LockError)
 # What building the encrypted store raises where it is unavailable: no PyGObject or libsecret (ImportError,
 # ValueError), no keyring service on D-Bus (RuntimeError), an unsupported platform (RuntimeError), or an OS error.
 _UNAVAILABLE = (ImportError, RuntimeError, ValueError, OSError)
-
-
-def write_private(path: os.PathLike[str] | str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable only by the owner.
-
-    On Windows the modes only set the read-only flag; the file takes the folder's ACL, which under the
-    user's profile (the default ``~/.bulkconn``) admits the user, SYSTEM and Administrators only.
-    """
-    target = os.fspath(path)
-    directory = os.path.dirname(target) or "."
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    # A fresh file of our own (mkstemp: O_EXCL, 0600), never a leftover or a link planted at a fixed name.
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class OwnerOnlyFilePersistence(FilePersistence):  # type: ignore[misc]  # msal-extensions has no type hints

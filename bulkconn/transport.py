@@ -52,7 +52,7 @@ class Clock(Protocol):
 
 
 class LoopClock:
-    """The running event loop's clock (``loop.time()``), the one aiolimiter and ``call_later`` use too."""
+    """The running event loop's clock (``loop.time()``), the one ``call_later`` and ``wait_for`` use too."""
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
+from bulkconn import retry
 from bulkconn.config import Config, TenantConfig, parse_config
 from bulkconn.engine import Engine, EngineSettings
 from bulkconn.errors import AuthError
@@ -25,7 +26,7 @@ from bulkconn.pacing import Pacing
 from bulkconn.precheck import Backup
 from bulkconn.retry import RetryPolicy
 from bulkconn.transport import Clock, HttpRequest, HttpResponse
-from tests.fakes import FakeTransport, run_virtual
+from tests.fakes import FakeTransport, run_virtual, virtual_wall_now
 
 DEFAULTS = """
 [defaults]
@@ -112,9 +113,15 @@ def run_engine(
     overrides: dict[str, dict[str, Any]] | None = None,
     during: Callable[[Engine], None] | None = None,
     pacer_factory: Callable[[TenantConfig, Clock], Pacing] | None = None,
+    latency: Callable[[], float] | None = None,
 ) -> Run:
-    """Run ``lines`` through the engine with ``handler`` answering; ``during`` is called once the engine runs."""
+    """Run ``lines`` through the engine with ``handler`` answering; ``during`` is called once the engine runs.
+
+    ``latency`` gives one-way delays (``tests.fakes.jittered``); HTTP-date ``Retry-After`` values are read on the
+    virtual wall clock (``tests.fakes.virtual_wall_now``), so every run is the same.
+    """
     cfg = config(tmp_path, monkeypatch, overrides)
+    monkeypatch.setattr(retry, "wall_now", virtual_wall_now)
     job = tmp_path / "job.jsonl"
     job.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
     scan = scan_job(job, list(cfg.tenants), on_invalid=lambda item: pytest.fail(f"invalid test line: {item}"))
@@ -129,7 +136,7 @@ def run_engine(
         outcomes: list[Outcome] = []
         intents: list[Operation] = []
         backups: list[tuple[int, Backup]] = []
-        async with FakeTransport(timed) as transport:
+        async with FakeTransport(timed, latency=latency) as transport:
             engine = Engine(
                 tenants=dict(cfg.tenants),
                 auth=provider,
@@ -147,4 +154,4 @@ def run_engine(
             elapsed = asyncio.get_running_loop().time() - started
         return Run(outcomes, sent, engine, intents, provider, elapsed, backups)
 
-    return run_virtual(scenario())
+    return run_virtual(scenario(), inline_threads=True)  # the job reader's reads: the same order every run

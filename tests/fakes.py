@@ -4,11 +4,12 @@
 httpx's ``MockTransport``. The handler gets the :class:`~bulkconn.transport.HttpRequest` (method, URL,
 body, ids) and returns an :class:`~bulkconn.transport.HttpResponse` or raises
 :class:`~bulkconn.errors.TransportError` (no answer). Every request is kept in ``transport.requests``.
+``latency=jittered(0.05, 0.04, seed=1)`` delays each request and each answer (in virtual time).
 :func:`respond` and :func:`batch_response` build answers; :func:`batch_ids` reads a ``$batch`` body.
 
 **Time.** :func:`run_virtual` runs a coroutine on a :class:`VirtualTimeLoop`: an asyncio selector loop whose
 ``time()`` starts at 0 and only moves when nothing can run, then jumps straight to the next timer. Every
-``asyncio.sleep``, ``call_later``, ``wait_for`` and aiolimiter wait therefore takes no real time, and the
+``asyncio.sleep``, ``call_later`` and ``wait_for`` therefore takes no real time, and the
 engine's :class:`~bulkconn.transport.LoopClock` (``now()`` is the loop's time) reads virtual seconds. A
 run that would take minutes of pacing finishes in milliseconds, the same way every time. While a worker
 thread (``asyncio.to_thread``, as the job reader uses) is busy, the loop waits for it for real instead of
@@ -30,7 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import math
+import random
 import selectors
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Executor
@@ -41,6 +44,7 @@ from typing import Any, Self, TypeVar, TypeVarTuple
 import orjson
 
 from bulkconn.transport import HttpRequest, HttpResponse
+from tests.pacing_sim import ServerWindow
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -50,15 +54,19 @@ Handler = Callable[[HttpRequest], HttpResponse]
 class FakeTransport:
     """A :class:`~bulkconn.transport.Transport` whose answers come from ``handler``."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, *, latency: Callable[[], float] | None = None) -> None:
         self.handler = handler
+        self.latency = latency
         self.requests: list[HttpRequest] = []
         self.closed = False
 
     async def send(self, request: HttpRequest) -> HttpResponse:
         self.requests.append(request)
-        await asyncio.sleep(0)  # a real send yields to the loop; so does this one
-        return self.handler(request)
+        await asyncio.sleep(self.latency() if self.latency else 0)  # a real send yields to the loop; so does this one
+        answer = self.handler(request)
+        if self.latency:
+            await asyncio.sleep(self.latency())  # the way back
+        return answer
 
     async def aclose(self) -> None:
         self.closed = True
@@ -70,6 +78,12 @@ class FakeTransport:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def jittered(latency_s: float, jitter_s: float, *, seed: int) -> Callable[[], float]:
+    """One-way latencies uniform in ``latency_s`` +- ``jitter_s``, from a seeded generator (for ``FakeTransport``)."""
+    rng = random.Random(seed)
+    return lambda: latency_s + rng.uniform(-jitter_s, jitter_s)
 
 
 def respond(status: int = 200, *, headers: Mapping[str, str] | None = None, body: Any = None) -> HttpResponse:
@@ -123,9 +137,10 @@ class _VirtualSelector(selectors.DefaultSelector):
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An event loop whose clock is virtual: it jumps to the next timer whenever nothing is ready."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, inline_threads: bool = False) -> None:
         self._virtual_now = 0.0
         self.threads_busy = 0
+        self.inline_threads = inline_threads
         super().__init__(_VirtualSelector(self))
         # asyncio runs a timer up to one clock resolution early; in virtual time that would let a timer fire
         # before its deadline without the clock moving, and a "wait until the deadline" loop would spin.
@@ -140,6 +155,14 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._virtual_now = max(self._virtual_now + seconds, math.nextafter(self._virtual_now, math.inf))
 
     def run_in_executor(self, executor: Executor | None, func: Callable[[*Ts], T], *args: *Ts) -> asyncio.Future[T]:
+        if self.inline_threads:
+            # Run it here and now: no thread can finish early or late, so every run is the same to the callback.
+            done: asyncio.Future[T] = self.create_future()
+            try:
+                done.set_result(func(*args))
+            except Exception as exc:  # handed to the awaiting coroutine, as a thread would
+                done.set_exception(exc)
+            return done
         future = super().run_in_executor(executor, func, *args)
         self.threads_busy += 1
         future.add_done_callback(self._thread_done)
@@ -149,34 +172,71 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self.threads_busy -= 1
 
 
-def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to the end on a fresh :class:`VirtualTimeLoop`."""
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+def run_virtual(coro: Coroutine[Any, Any, T], *, inline_threads: bool = False) -> T:
+    """Run ``coro`` to the end on a fresh :class:`VirtualTimeLoop`.
+
+    ``inline_threads``: work handed to a thread (``asyncio.to_thread``) runs at once on the loop instead, so that
+    the order of events, and so every figure of the run, is the same each time.
+    """
+    with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(inline_threads=inline_threads)) as runner:
         return runner.run(coro)
+
+
+VIRTUAL_EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def virtual_wall_now() -> dt.datetime:
+    """The wall clock in virtual time (``VIRTUAL_EPOCH`` + the loop's time): patch ``bulkconn.retry.wall_now`` with it
+    so that an HTTP-date ``Retry-After`` reads the same every run."""
+    return VIRTUAL_EPOCH + dt.timedelta(seconds=asyncio.get_running_loop().time())
 
 
 class FakeGraph:
     """A handler for :class:`FakeTransport`: exchange connectors in memory, singles and ``$batch``, with Intune's
-    sliding write window per tenant (``writes_per_window`` accepted writes per ``window_s``, in loop time).
+    limits as exact sliding windows in loop time, counted at arrival, each ``$batch`` sub-request on its own.
+
+    Per tenant: ``writes_per_window`` writes per ``window_s`` (``tenant_limits`` overrides it per tenant, and
+    :meth:`set_limit` changes it mid-run); ``tenant_window`` adds the tenant's limit for all apps, which other apps
+    fill with ``other_apps_per_s[tenant]`` writes per second that we never see; ``global_window`` is one window over
+    every tenant (Graph's global limit per app). Only admitted requests occupy a window.
 
     The tenant of a request is the part of its token before the last ``-`` (as ``tests.engine_harness.FakeAuth``
     issues them). ``retry_after`` picks how a 429 says when to come back: ``"seconds"`` (rounded up),
-    ``"fractional"``, ``"http-date"`` or ``"absent"``. Counters: ``writes_total`` (every write attempt),
-    ``throttled_total``, ``accepted`` (times of accepted writes per tenant), ``objects`` and ``syncs``.
+    ``"fractional"``, ``"http-date"`` (whole seconds on :func:`virtual_wall_now`) or ``"absent"``; a tuple rotates
+    through its forms one throttled answer after another. Counters: ``writes_total`` (every write received),
+    ``throttled_total``, ``refused_by_global`` (writes the global window refused), ``attempts`` and ``accepted``
+    (arrival times per tenant of every write and of the admitted ones), ``objects`` and ``syncs``.
     A GET of an object in ``objects`` answers it (404 when absent) and counts in ``reads_total``, not in the
     write window; a GET of the collection lists the tenant's ``objects`` in pages of ``page_size``.
     """
 
     def __init__(
-        self, *, writes_per_window: int = 100, window_s: float = 20.0, retry_after: str = "seconds", page_size: int = 5
+        self,
+        *,
+        writes_per_window: int = 100,
+        window_s: float = 20.0,
+        retry_after: str | tuple[str, ...] = "seconds",
+        page_size: int = 5,
+        tenant_limits: Mapping[str, tuple[int, float]] | None = None,
+        tenant_window: tuple[int, float] | None = None,
+        other_apps_per_s: Mapping[str, float] | None = None,
+        global_window: tuple[int, float] | None = None,
     ) -> None:
         self.writes_per_window = writes_per_window
         self.page_size = page_size
         self.reads_total = 0
         self.window_s = window_s
-        self.retry_after = retry_after
+        self._forms = itertools.cycle((retry_after,) if isinstance(retry_after, str) else retry_after)
+        self._tenant_limits = dict(tenant_limits or {})
+        self._tenant_window = tenant_window
+        self._other_apps_per_s = dict(other_apps_per_s or {})
+        self.windows: dict[str, list[ServerWindow]] = {}
+        self.global_window = ServerWindow(*global_window) if global_window else None
+        self._other_next: dict[str, float] = {}
         self.writes_total = 0
         self.throttled_total = 0
+        self.refused_by_global = 0
+        self.attempts: dict[str, list[float]] = {}
         self.accepted: dict[str, list[float]] = {}
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.syncs: dict[tuple[str, str], int] = {}
@@ -192,10 +252,42 @@ class FakeGraph:
             responses[str(item["id"])] = self._one(tenant, item["method"], item["url"], item.get("body") or {})
         return batch_response(responses)
 
+    def set_limit(self, tenant: str, writes_per_window: int, window_s: float) -> None:
+        """Change ``tenant``'s write limit from now on (admitted writes stay in the window)."""
+        app = self._windows(tenant)[0]
+        app.limit, app.window_s = writes_per_window, window_s
+
     def max_in_window(self, tenant: str) -> int:
         """The most accepted writes any window of ``window_s`` seconds held."""
         times = self.accepted.get(tenant, [])
         return max((sum(1 for u in times if t <= u < t + self.window_s) for t in times), default=0)
+
+    def _windows(self, tenant: str) -> list[ServerWindow]:
+        windows = self.windows.get(tenant)
+        if windows is None:
+            app = ServerWindow(*self._tenant_limits.get(tenant, (self.writes_per_window, self.window_s)))
+            windows = self.windows[tenant] = [app]
+            if self._tenant_window is not None:
+                windows.append(ServerWindow(*self._tenant_window))
+            self._other_next[tenant] = 0.0
+        return windows
+
+    def _admit(self, tenant: str, now: float) -> float:
+        """0 when a write of ``tenant`` arriving at ``now`` is admitted (and counted), else the wait until it would be."""
+        windows = self._windows(tenant)
+        rate = self._other_apps_per_s.get(tenant, 0.0)
+        if rate and len(windows) > 1:
+            while self._other_next[tenant] <= now:  # other apps' writes, admitted under their own limits
+                windows[1].admitted.append(self._other_next[tenant])
+                self._other_next[tenant] += 1 / rate
+        every = windows + ([self.global_window] if self.global_window is not None else [])
+        wait = max(window.wait_s(now) for window in every)
+        if self.global_window is not None and self.global_window.wait_s(now):
+            self.refused_by_global += 1
+        if wait == 0:
+            for window in every:
+                window.admitted.append(now)
+        return wait
 
     def _get(self, tenant: str, url: str) -> tuple[int, dict[str, str], Any]:
         self.reads_total += 1
@@ -217,10 +309,11 @@ class FakeGraph:
             return self._get(tenant, url)
         self.writes_total += 1
         now = asyncio.get_running_loop().time()
-        recent = [t for t in self.accepted.get(tenant, []) if t > now - self.window_s]
-        if len(recent) >= self.writes_per_window:
+        self.attempts.setdefault(tenant, []).append(now)
+        wait = self._admit(tenant, now)
+        if wait:
             self.throttled_total += 1
-            return 429, self._retry_after(recent[0] + self.window_s - now), error_body("TooManyRequests")
+            return 429, self._retry_after(wait, now), error_body("TooManyRequests")
         self.accepted.setdefault(tenant, []).append(now)
         parts = url.split("/")
         if parts[-1] == "syncNow" or (method == "POST" and "syncType" in body):
@@ -230,12 +323,13 @@ class FakeGraph:
         self.objects.setdefault((tenant, parts[-1]), {}).update(body)
         return 204, {}, None
 
-    def _retry_after(self, wait_s: float) -> dict[str, str]:
-        if self.retry_after == "absent":
+    def _retry_after(self, wait_s: float, now: float) -> dict[str, str]:
+        form = next(self._forms)
+        if form == "absent":
             return {}
-        if self.retry_after == "fractional":
+        if form == "fractional":
             return {"retry-after": f"{wait_s:.3f}"}
-        if self.retry_after == "http-date":
-            when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=math.ceil(wait_s) + 1)
+        if form == "http-date":  # the next whole second after the wait, as the emulator writes it
+            when = VIRTUAL_EPOCH + dt.timedelta(seconds=math.floor(now + wait_s) + 1)
             return {"retry-after": format_datetime(when, usegmt=True)}
         return {"retry-after": str(math.ceil(wait_s))}

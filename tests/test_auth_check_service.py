@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 
 from bulkconn.cli.auth import _read
@@ -94,3 +95,18 @@ async def test_read_gives_up_after_its_budget_on_no_answer() -> None:
     resp, error = await _read(transport, TENANT, "token", sleep=sleep)
     assert resp is None and error is not None and error.code == "ConnectionReset"
     assert transport.sent == 4
+
+
+def test_auth_check_checks_every_tenant_and_lists_each_configuration_problem(world: World) -> None:
+    """contoso's secret variable is unset: its row says so, fabrikam is still checked (ok); exit 2 (configuration)."""
+    text = world.config.read_text()
+    start = text.index("[tenants.contoso]")
+    line = next(x for x in text[start:].splitlines() if x.startswith("client_secret_file"))
+    world.config.write_text(text.replace(line, 'client_secret_env = "BULKCONN_NOT_SET_ANYWHERE"', 1))
+    proc = world.bulkconn("auth", "check", "--config", "bulkconn.toml", "--json")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    rows = {row["tenant"]: row for row in orjson.loads(proc.stdout)["tenants"]}
+    assert rows["contoso"]["result"] == "config"
+    assert "environment variable BULKCONN_NOT_SET_ANYWHERE is not set" in rows["contoso"]["detail"]
+    assert rows["fabrikam"]["result"] == "ok"
+    assert "tenant 'contoso', key 'client_secret_env'" in proc.stderr

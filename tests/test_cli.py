@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -177,3 +181,23 @@ def test_auth_check_names_unknown_tenant_and_missing_permission(world: World) ->
     flat = " ".join(proc.stdout.split())
     assert "invalid_tenant" in flat and "99999999-9999-9999-9999-999999999999" in flat
     assert "no write permission" in flat
+
+
+@pytest.mark.e2e
+def test_an_interrupted_demo_offers_the_demo_again_not_a_resume(tmp_path: Path) -> None:
+    """Ctrl-C during the demo: exit 130, and the next command is the demo itself (its emulator is gone), no --resume."""
+    report = tmp_path / "d" / "demo-report.jsonl"
+    args = ["demo", "--dir", str(tmp_path / "d"), "--tenants", "2", "--ops", "3000", "-q"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bulkconn", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        while not report.exists() or report.stat().st_size < 20_000:  # some results written; bounded by the timeout
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" not in err and "--retry-failed" not in err
+    assert f"bulkconn demo --dir {tmp_path / 'd'} --tenants 2 --ops 3000" in err

@@ -89,9 +89,10 @@ def test_a_run_with_failures_ends_with_its_problems_and_exact_next_commands(worl
         resumed.stderr
     )
     document = orjson.loads(resumed.stdout)
-    assert document["skipped"] == 40 and document["counts"] == {"failed": 3}
+    assert document["already_final"] == 40 and document["counts"] == {"failed": 3}
     total = next(line for line in resumed.stderr.splitlines() if "total" in line)
-    assert [cell.strip() for cell in total.strip("│ ").split("│")] == ["total", "0", "3", "0", "0", "40"]
+    assert "already final" in resumed.stderr  # skipped, already final: a resume's column of its own
+    assert [cell.strip() for cell in total.strip("│ ").split("│")] == ["total", "0", "3", "0", "0", "0", "40"]
 
 
 def test_report_failed_with_nothing_failed_writes_nothing(world: World) -> None:

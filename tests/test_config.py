@@ -143,3 +143,23 @@ def test_missing_file_says_what_to_do(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="--config PATH, set BULKCONN_CONFIG"):
         load_config()
+
+
+def test_each_tenants_own_mistake_can_be_collected_instead_of_stopping_at_the_first(tmp_path: Path) -> None:
+    """per_tenant_errors: every broken tenant is listed with its key and reason; the good ones load; files still stop."""
+    text = (
+        '[defaults]\nclient_id = "11111111-1111-1111-1111-111111111111"\n'
+        '[tenants.contoso]\ntenant_id = "t1"\nclient_secret_env = "BULKCONN_NOT_SET_ANYWHERE"\n'
+        '[tenants.fabrikam]\ntenant_id = "t2"\nclient_secret_file = "missing.secret"\n'
+        '[tenants.northwind]\ntenant_id = "t3"\nauth = "device-code"\n'
+    )
+    config = parse_config(text, file="cfg.toml", base=tmp_path, per_tenant_errors=True)
+    assert list(config.tenants) == ["northwind"]
+    assert {alias: (e.key, e.detail) for alias, e in config.problems.items()} == {
+        "contoso": ("client_secret_env", "environment variable BULKCONN_NOT_SET_ANYWHERE is not set"),
+        "fabrikam": ("client_secret_file", f"cannot read {tmp_path / 'missing.secret'}: No such file or directory"),
+    }
+    with pytest.raises(ConfigError, match="contoso"):
+        parse_config(text, file="cfg.toml", base=tmp_path)  # without it, the first mistake stops, as before
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_config("[tenants.x\n", file="cfg.toml", base=tmp_path, per_tenant_errors=True)

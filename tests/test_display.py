@@ -19,6 +19,7 @@ def _progress() -> Progress:
     progress.done.update({"succeeded": 6, "failed": 1})
     progress.per_tenant = {"contoso": Counter({"succeeded": 6}), "fabrikam": Counter({"failed": 1})}
     progress.throttled_by_tenant["contoso"] = 2
+    progress.limit_by_tenant["contoso"] = (40, 2.05)
     return progress
 
 
@@ -36,13 +37,14 @@ def test_plain_lines_when_not_a_terminal() -> None:
 
 
 def test_rich_display_on_a_terminal_shows_tenants() -> None:
-    """On a terminal: a live view with a per-tenant table including throttling."""
+    """On a terminal: a live view with a per-tenant table including throttling and the limit paced to."""
     stream = _Terminal()
     display = Display(quiet=False, stream=stream)
     display.update(_progress())
     display.close()
     out = stream.getvalue()
     assert "contoso" in out and "fabrikam" in out and "throttled" in out
+    assert "paced to" in out and "40/2.05 s" in out  # the write limit learned for contoso
 
 
 def test_quiet_prints_nothing() -> None:

@@ -17,7 +17,9 @@ import aiohttp
 import click
 import orjson
 import pytest
+from click.testing import CliRunner
 
+from bulkconn.cli import cli
 from bulkconn.cli.emulator import _extra_faults, _tenant_limits
 from bulkconn.emulator import ROTATING, Emulator, Faults, Limits
 from bulkconn.emulator.options import parse_tenant_limit
@@ -307,3 +309,17 @@ def test_serve_refuses_a_bad_tenant_limit(tmp_path: Path) -> None:
     )
     assert run.returncode == 2
     assert "unknown limit 'speed'" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("option", ["--write-config", "--write-job"])
+def test_serve_refuses_to_replace_an_existing_file(tmp_path: Path, option: str) -> None:
+    """An existing --write-config/--write-job file (a real bulkconn.toml) is kept: exit 2, nothing served."""
+    existing = tmp_path / "bulkconn.toml"
+    existing.write_text("# my real configuration\n")
+    ready = tmp_path / "ready"
+    args = ["emulator", "serve", option, str(existing), "--ready-file", str(ready), "--state-dir", str(tmp_path / "s")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert f"{existing} exists" in result.output and "--force" in result.output
+    assert existing.read_text() == "# my real configuration\n"
+    assert not ready.exists() and not (tmp_path / "bulkconn.secrets").exists()

@@ -165,8 +165,13 @@ async def test_admin_reset_restores_data_and_counters(emu: Emulator, http: aioht
 
 
 def test_emulator_serve_subprocess(tmp_path: Path) -> None:
-    """`bulkconn emulator serve` writes its ready file, config (secrets apart, 0600) and job, and stops on SIGTERM."""
+    """`bulkconn emulator serve` writes its ready file, config (secrets apart, 0600) and job, and stops on SIGTERM.
+
+    The config and job files exist already: --force replaces them.
+    """
     ready, config, job = tmp_path / "ready", tmp_path / "bulkconn.toml", tmp_path / "job.jsonl"
+    config.write_text("# an earlier rehearsal\n")
+    job.write_text("{}\n")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -186,6 +191,7 @@ def test_emulator_serve_subprocess(tmp_path: Path) -> None:
             str(config),
             "--write-job",
             str(job),
+            "--force",
             "--ops",
             "6",
             "--time-scale",

@@ -11,11 +11,13 @@ import pytest
 from bulkconn.config import TenantConfig
 from bulkconn.engine import EngineSettings
 from bulkconn.errors import TransportError
-from bulkconn.pacing import Pacer, Pacing
+from bulkconn.limits import TenantLimits
+from bulkconn.pacing import Heard, Pacer, Pacing
 from bulkconn.retry import RetryPolicy
 from bulkconn.transport import Clock, HttpRequest, HttpResponse
 from tests.engine_harness import GRAPH, POLICY, FakeAuth, oid, run_engine, sync, update
 from tests.fakes import FakeGraph, Handler, batch_ids, batch_response, error_body, respond
+from tests.pacing_sim import busiest
 
 SINGLE = EngineSettings(seed=1, batch_size=1, policy=POLICY)
 
@@ -239,21 +241,25 @@ def test_lanes_take_turns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     """With one global slot, a tenant with 3 operations is not held back by one with 100."""
     lines = [update(n) for n in range(1, 101)] + [update(n, tenant="fabrikam") for n in range(101, 104)]
     settings = EngineSettings(seed=1, batch_size=1, concurrency=1, policy=POLICY)
-    run = run_engine(tmp_path, monkeypatch, lines, lambda r: respond(204), settings=settings)
+    # Requests take (virtual) time, as real ones do: a zero-time transport would let contoso send while the job
+    # reader thread is still reading fabrikam's lines.
+    run = run_engine(tmp_path, monkeypatch, lines, lambda r: respond(204), settings=settings, latency=lambda: 0.01)
     order = [r.token.split("-")[0] for _, r in run.requests]
     assert len(order) == 103
-    # At most contoso's first burst (one bucket: 20 writes) goes before fabrikam's three; then they take turns.
-    assert max(i for i, tenant in enumerate(order) if tenant == "fabrikam") < 20 + 3
+    # Fabrikam's three go in the first round of turns: contoso's four workers are ahead of them at most.
+    assert max(i for i, tenant in enumerate(order) if tenant == "fabrikam") < 4 + 3
 
 
-def test_pacing_keeps_every_window_under_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """250 writes at 100 per 20 s: no 20 s window holds more than 90, and the rate is the bucket's, no slower."""
+def test_pacing_fills_every_window_to_the_limit_and_never_crosses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """250 writes at 100 per 20 s: the busiest sliding window holds exactly 100, and 250 take two windows, no more."""
     run = run_engine(tmp_path, monkeypatch, [update(n) for n in range(1, 251)], lambda r: respond(204), settings=SINGLE)
     times = [t for t, _ in run.requests]
     assert len(times) == 250
-    assert max(sum(1 for u in times if t <= u < t + 20) for t in times) <= 90
-    # A full bucket of 20 at once, then (90 - 20) per 20 s: 230 / 3.5 per s.
-    assert run.elapsed_s == pytest.approx((250 - 20) / ((0.9 * 100 - 20) / 20), rel=0.01)
+    assert busiest(times, 20.0) == 100  # was <= 90 with the leaky bucket
+    # 100 at once, 100 when they leave the window (20 s plus the 0.25 s margin), then the last 50.
+    assert run.elapsed_s == pytest.approx(2 * 20.25, abs=0.01)  # the bucket took 65.7 s
 
 
 def test_stop_sends_nothing_new(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -297,10 +303,12 @@ def test_retry_after_in_every_form(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_small_tenant_is_not_held_back_by_a_large_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """300 contoso lines come first, 3 fabrikam lines last: fabrikam finishes long before contoso does."""
     lines = [update(n) for n in range(1, 301)] + [update(n, tenant="fabrikam") for n in range(301, 304)]
-    run = run_engine(tmp_path, monkeypatch, lines, FakeGraph())
+    run = run_engine(tmp_path, monkeypatch, lines, FakeGraph(), latency=lambda: 0.01)
+    # Contoso may fill its window at once (4 workers x 20), but fabrikam's request goes in that first round too.
+    sent = [r.token.split("-")[0] for _, r in run.requests]
+    assert sent.index("fabrikam") < 4 + 1
     order = [o.tenant for o in run.outcomes]
-    assert order.index("fabrikam") < 60
-    assert max(i for i, t in enumerate(order) if t == "fabrikam") < 100
+    assert max(i for i, t in enumerate(order) if t == "fabrikam") < 4 * 20 + 3  # was < 100 with the leaky bucket
 
 
 def test_sync_throttled_is_resent_and_counted_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -314,21 +322,23 @@ def test_sync_throttled_is_resent_and_counted_once(tmp_path: Path, monkeypatch: 
 
 
 def test_a_pacer_from_the_factory_hears_every_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Engine(pacer_factory=...) swaps the pacing algorithm: it is asked for room and told of 429s and successes."""
-    heard: list[tuple[str, float]] = []
+    """Engine(pacer_factory=...) swaps the pacer: it hears each answer with its send time and raw Retry-After."""
+    heard: list[Heard] = []
 
     class Recording(Pacer):
-        def throttled(self, retry_after_s: float) -> None:
-            heard.append(("throttled", retry_after_s))
-            super().throttled(retry_after_s)
-
-        def succeeded(self, count: int = 1) -> None:
-            heard.append(("succeeded", count))
-            super().succeeded(count)
+        def heard(self, answer: Heard) -> None:
+            heard.append(answer)
+            super().heard(answer)
 
     def factory(tenant: TenantConfig, clock: Clock) -> Pacing:
-        return Recording(writes_per_window=tenant.writes_per_20s, reads_per_window=1000, window_s=20, clock=clock)
+        return Recording(TenantLimits(writes_per_window=tenant.writes_per_20s), clock=clock)
 
-    handler = script(respond(429, headers={"Retry-After": "3"}))
-    run_engine(tmp_path, monkeypatch, [update(1)], handler, settings=SINGLE, pacer_factory=factory)
-    assert heard == [("throttled", 3.0), ("succeeded", 1)]
+    handler = script(respond(429, headers={"Retry-After": "3"}), respond(429))
+    run = run_engine(tmp_path, monkeypatch, [update(1)], handler, settings=SINGLE, pacer_factory=factory)
+    assert [(h.refused_writes, h.admitted_writes, h.retry_after_s) for h in heard] == [
+        (1, 0, 3.0),
+        (1, 0, None),  # absent: None, not a backoff made up by the engine
+        (0, 1, None),
+    ]
+    assert [h.sent_at for h in heard] == pytest.approx([t for t, _ in run.requests], abs=1e-6)
+    assert run.requests[1][0] >= 3.0

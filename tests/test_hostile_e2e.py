@@ -83,13 +83,13 @@ async def test_a_redirecting_proxy_fails_its_tenant_clearly_and_the_token_stays(
 
 
 def test_a_wrong_ca_is_a_clear_tls_error_and_nothing_is_sent(world: World, tmp_path: Path) -> None:
-    """ca_bundle names another CA: every tenant fails with "not trusted" (exit 3), no traceback, nothing sent."""
+    """ca_bundle names another CA: identity cannot be reached, "not trusted" (exit 5), no traceback, nothing sent."""
     other = ensure_tls(tmp_path / "other-ca").ca_file
     text = world.config.read_text()
     world.config.write_text(text.replace(str(world.emu.ca_file.resolve()), str(other)))
     proc = world.bulkconn("run", "job.jsonl", "--config", "bulkconn.toml", "-q")
-    assert proc.returncode == 3, proc.stderr
+    assert proc.returncode == 5, proc.stderr
     said = " ".join(proc.stderr.split())  # the summary table wraps long lines
-    assert "tls_error" in said and "is not trusted; check the tenant's ca_bundle" in said
+    assert "cannot reach the identity service" in said and "is not trusted; check the tenant's ca_bundle" in said
     assert "Traceback" not in proc.stderr
     assert world.emu.stats()["requests_total"] == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bulkconn.learning import Learned
 from bulkconn.limits import SendLog, SharedLimit, TenantLimits
 
 
@@ -66,23 +67,60 @@ def test_admitted_count_and_retry_after_give_the_real_limit() -> None:
 
 
 def test_without_retry_after_the_wait_is_what_the_learned_window_implies() -> None:
-    """No Retry-After: the tenant waits until its learned window has room, not a blind exponential backoff."""
+    """No Retry-After in steady state: the tenant waits until its learned window has room, not a blind backoff."""
     limits = TenantLimits(margin_s=0.25)
-    limits.record_send(0.0, writes=60)
-    limits.throttled(0.1, sent_at=0.0, refused=20, retry_after_s=None)
-    assert limits.learner.current.per_window == 40
-    assert limits.cooldown_until == pytest.approx(20.25)
+    for sent, writes in ((0.0, 40), (15.0, 20), (30.0, 40)):  # steady sending: the window cannot be read
+        limits.record_send(sent, writes=writes)
+        limits.answered()
+    limits.throttled(30.1, sent_at=30.0, refused=20, retry_after_s=None)
+    assert limits.learner.current.per_window == 40  # admitted in the trailing window: 20 + 20
+    assert limits.cooldown_until == pytest.approx(35.25)  # when the 20 sent at 15 s leave it
+
+
+def test_without_any_retry_after_single_writes_find_the_window() -> None:
+    """At a fresh start without Retry-After, single writes at doubling spans find the window; batches wait."""
+    limits = TenantLimits(writes_per_window=1000, tenant_writes_per_window=2000, margin_s=0.0)
+    limits.record_send(0.0, writes=80)
+    limits.throttled(0.1, sent_at=0.0, refused=40, retry_after_s=None)  # 40 admitted at once
+    assert limits.max_batch == 1
+    assert limits.earliest_send_at(0.1, writes=1) == pytest.approx(20 / 32)  # the first probe: 1/32 of the window
+    assert limits.earliest_send_at(0.1, writes=20) > 20.0  # batches wait for the search to end
+    for span in (0.625, 1.25):  # refused: the window is longer than that
+        limits.record_send(span, writes=1)
+        limits.answered()
+        limits.throttled(span + 0.1, sent_at=span, refused=1, retry_after_s=None)
+    limits.record_send(2.5, writes=1)
+    limits.answered()
+    limits.succeeded(2.6, sent_at=2.5)  # admitted: the window is longer than 1.25 s and at most 2.5 s
+    assert limits.learner.current == Learned(40, 2.5)
+    assert limits.max_batch == 20 and limits.earliest_send_at(2.6, writes=20) == pytest.approx(2.6)
 
 
 def test_a_stable_period_probes_upwards_and_a_failed_probe_reverts() -> None:
-    """After three quiet windows the limit is raised one step; a 429 soon after goes back to what held."""
+    """After three windows filled without a 429 the limit is raised one step; a 429 soon after goes back."""
     limits = TenantLimits(margin_s=0.0)
     limits.record_send(0.0, writes=60)
     limits.throttled(0.1, sent_at=0.0, refused=20, retry_after_s=19.9)  # 40 per 20 s
-    limits.succeeded(70.0)
+    for sent in (20.0, 40.0, 60.0):
+        assert limits.earliest_send_at(sent, writes=40) == sent
+        limits.record_send(sent, writes=40)
+        limits.answered()
+        limits.succeeded(sent + 0.1, sent_at=sent)
     assert limits.learner.current.per_window == 42
     assert limits.max_batch == 2  # a probe goes out in small batches, so a failing one costs little
     limits.throttled(75.0, sent_at=74.9, refused=2, retry_after_s=5.0)
+    assert limits.learner.current.per_window == 40
+
+
+def test_windows_not_filled_prove_nothing() -> None:
+    """Quiet windows in which we sent little (another limit held us back) never raise the learned limit."""
+    limits = TenantLimits(margin_s=0.0)
+    limits.record_send(0.0, writes=60)
+    limits.throttled(0.1, sent_at=0.0, refused=20, retry_after_s=19.9)
+    for sent in (20.0, 40.0, 60.0, 80.0):
+        limits.record_send(sent, writes=10)
+        limits.answered()
+        limits.succeeded(sent + 0.1, sent_at=sent)
     assert limits.learner.current.per_window == 40
 
 

@@ -1,6 +1,6 @@
 """Pacing at the limit and learning the real limit, as properties of simulated runs (virtual time, no sleeping).
 
-Each run lasts at least 20 windows; start-up (the burst sent before the first answer) is left out of the 429 share.
+Each run lasts at least 20 windows; the 429 share counts every refused write, the start-up burst included.
 """
 
 from __future__ import annotations
@@ -43,25 +43,19 @@ def test_limit_lower_than_configured_is_learned_whatever_retry_after(forms: tupl
     result = Simulation(Scenario(server_app=(40, 20.0), ops_per_tenant=1000, forms=forms, seed=seed)).run()
     assert len(window_counts(result.admitted[0], 20.0)) >= 20
     assert result.wall_s <= 1.25 * ideal_s(1000, 40, 20.0)
-    assert result.throttled_share <= 0.05
+    assert result.throttled <= 0.05 * result.writes  # every refusal, start-up included
     assert median_window(result.admitted[0], 20.0) >= 38
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("forms", [FORMS, ("seconds",), ("fractional",), ("date",)], ids=lambda f: "+".join(f))
+@pytest.mark.parametrize("forms", [FORMS, *((form,) for form in FORMS)], ids=lambda f: "+".join(f))
 def test_shorter_window_than_configured_is_learned(forms: tuple[str, ...], seed: int) -> None:
-    """40 per 2 s while 1,000 per 20 s is configured (2.5x lower, 10x shorter window): <= 1.25x ideal, <= 5 % refused."""
+    """40 per 2 s while 1,000 per 20 s is configured (2.5x lower, 10x shorter window), whatever Retry-After says
+    or when it is always absent (single writes at doubling spans find the window): <= 1.25x ideal, <= 5 % refused."""
     result = Simulation(replace(shorter_window(forms), seed=seed)).run()
     assert len(window_counts(result.admitted[0], 2.0)) >= 20
     assert result.wall_s <= 1.25 * ideal_s(1000, 40, 2.0)
-    assert result.throttled_share <= 0.05
-
-
-def test_shorter_window_without_any_retry_after_is_found_by_probing() -> None:
-    """With Retry-After always absent the window is found by probing: slower (see docs/pacing.md), few 429s."""
-    result = Simulation(shorter_window(("absent",))).run()
-    assert result.throttled_share <= 0.05
-    assert result.wall_s <= 3.5 * ideal_s(1000, 40, 2.0)
+    assert result.throttled <= 0.05 * result.writes  # every refusal, start-up included
     assert max(window_counts(result.admitted[0], 2.0)[-10:]) >= 38  # at the end it runs at the real limit
 
 
@@ -71,7 +65,7 @@ def test_longer_window_than_configured_is_learned(forms: tuple[str, ...], seed: 
     """80 per 40 s while 100 per 20 s is configured: <= 1.25x ideal and <= 5 % refused."""
     result = Simulation(Scenario(server_app=(80, 40.0), ops_per_tenant=2000, forms=forms, seed=seed)).run()
     assert result.wall_s <= 1.25 * ideal_s(2000, 80, 40.0)
-    assert result.throttled_share <= 0.05
+    assert result.throttled <= 0.05 * result.writes  # every refusal, start-up included
 
 
 def test_rate_follows_a_limit_that_rises_mid_run() -> None:
@@ -81,7 +75,7 @@ def test_rate_follows_a_limit_that_rises_mid_run() -> None:
     counts = window_counts(result.admitted[0], 20.0, skip=0)
     assert min(counts[:9]) >= 38  # before: at the lower limit
     assert min(counts[10 + 8 : -1]) >= 97  # eight windows after the change: at the new one
-    assert result.throttled_share <= 0.05
+    assert result.throttled <= 0.05 * result.writes  # every refusal, start-up included
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -89,7 +83,7 @@ def test_per_tenant_limit_shared_with_invisible_apps(seed: int) -> None:
     """Other apps keep 130 of the tenant's 200 writes per 20 s: we learn our 70 with <= 5 % refused, <= 1.25x ideal."""
     scenario = Scenario(server_tenant=(200, 20.0), other_apps_per_s=130 / 20, ops_per_tenant=1700, seed=seed)
     result = Simulation(scenario).run()
-    assert result.throttled_share <= 0.05
+    assert result.throttled <= 0.05 * result.writes  # every refusal, start-up included
     assert result.wall_s <= 1.25 * ideal_s(1700, 70, 20.0)
     assert median_window(result.admitted[0], 20.0) >= 66
 

@@ -137,10 +137,25 @@ def test_the_documented_plan_of_the_example_migration_is_what_the_planner_render
         for selector in selectors:
             for match in expander.matches(selector):
                 current = tenant.connectors[match.object_id.lower()]
-                entries.append(planner.plan(operation_for(selector, match), CONNECTORS, current))
+                entries.append(planner.plan(operation_for(selector, match), CONNECTORS, current, selected=True))
     lines = list(render_text(entries, counts := PlanCounts()))
     doc = (Path(__file__).parent.parent / "docs" / "selectors-plan-rollback.md").read_text()
     assert "\n".join(lines[:4]) in doc
     assert lines[-1] == "Plan: 36 to change, 0 actions to send, 0 unchanged, 0 not found, 0 errors."
     assert lines[-1] in doc
     assert counts.exit_code() == EXIT_CHANGES_PENDING
+
+
+def test_an_undo_line_shows_its_own_key_and_a_selector_match_its_lines_key() -> None:
+    """An undo line's key undo:TENANT:ID is shown whole; a selector match (LINEKEY:TENANT:ID) shows the line's key."""
+    planner = Planner()
+    undo = Operation("undo:contoso:A", 1, "contoso", "exchangeConnector", "A", Action.UPDATE, {"serverName": "old"},
+                     expect={"serverName": "new"})  # fmt: skip
+    matched = _op("to-exo:contoso:B", "B", {"serverName": "new"})
+    entries = [
+        planner.plan(undo, CONNECTORS, _current("new")),
+        planner.plan(matched, CONNECTORS, _current("old"), selected=True),
+    ]
+    lines = list(render_text(entries, PlanCounts()))
+    assert lines[1] == "  A (line 1, key undo:contoso:A):"
+    assert lines[3] == "  B (line 1, key to-exo):"

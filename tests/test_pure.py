@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import random
 from email.utils import format_datetime
@@ -16,10 +15,8 @@ from bulkconn.errors import JobError
 from bulkconn.job import Invalid, LaneReader, scan_job
 from bulkconn.logs import redact
 from bulkconn.model import Action, ErrorInfo, Operation
-from bulkconn.pacing import Bucket, Pacer
 from bulkconn.resources import EXCHANGE_CONNECTOR, parse_datetime_offset, validate_patch
 from bulkconn.retry import Answer, Attempt, Done, Retry, RetryPolicy, backoff_s, classify, decide, parse_retry_after
-from tests.fakes import run_virtual
 
 POLICY = RetryPolicy()
 RNG = random.Random(1)
@@ -69,6 +66,8 @@ def test_classify_rules() -> None:
     assert isinstance(_decide(400), Done) and not _decide(404).succeeded  # type: ignore[union-attr]
     throttled = _decide(429, retry_after="3")
     assert isinstance(throttled, Retry) and throttled.after_s == 3 and throttled.throttled
+    paced = _decide(429, attempt=5)  # no Retry-After: the pacer's learned window times the resend, not a backoff
+    assert isinstance(paced, Retry) and paced.after_s == 0 and paced.throttled
     unavailable = _decide(503)
     assert isinstance(unavailable, Retry) and unavailable.new_connection and not unavailable.throttled
     assert isinstance(_decide(None), Retry) and isinstance(_decide(504), Retry)
@@ -212,56 +211,23 @@ def test_scan_job_rejects_a_bad_defaults_line(tmp_path: Path) -> None:
         scan_job(job, ["contoso"], on_invalid=lambda i: None)
 
 
-def test_bucket_never_exceeds_the_window_limit() -> None:
-    """Capacity + rate x window stays at or under 90% of the limit for Intune's and small limits."""
-    for limit, window in ((100, 20.0), (200, 20.0), (10, 1.0), (3, 1.0)):
-        bucket = Bucket(limit, window)
-        admitted = bucket.capacity + window * bucket.capacity / bucket.limiter.time_period
-        assert admitted <= max(limit * 0.9, bucket.capacity + 1) + 1e-9
-
-
-def test_pacer_aimd() -> None:
-    """A 429 halves the rate once per cool-down and shrinks the batch; successes bring it back slowly."""
-
-    async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        pacer = Pacer(writes_per_window=100, reads_per_window=1000, window_s=20)
-        assert pacer.max_batch == 20
-        pacer.throttled(0.05)
-        pacer.throttled(0.05)  # same episode: no second cut
-        assert pacer.factor == 0.5 and pacer.max_batch == 10
-        assert pacer.cooldown_remaining_s() == pytest.approx(0.05)
-        started = loop.time()
-        await pacer.wait_cooldown()
-        assert pacer.cooldown_remaining_s() == 0 and loop.time() - started == pytest.approx(0.05)
-        pacer.succeeded(50)
-        assert 0.7 < pacer.factor < 0.8
-        pacer.succeeded(1000)
-        assert pacer.factor == 1.0
-        started = loop.time()
-        await pacer.acquire(writes=20, reads=5)
-        assert loop.time() == started  # a full bucket: no wait
-        assert not pacer.ready(writes=20)  # the bucket holds the 20 just taken
-
-    run_virtual(scenario())
-
-
-def test_pacer_batch_limit_shrinks_and_recovers() -> None:
-    """A failed envelope halves the batch limit (down to 1); successes bring it back like the rate."""
-
-    async def scenario() -> None:
-        pacer = Pacer(writes_per_window=100, reads_per_window=1000, window_s=20)
-        pacer.batch_shrunk()
-        assert pacer.max_batch == 10 and pacer.factor == 1.0  # the rate is untouched
-        for _ in range(10):
-            pacer.batch_shrunk()
-        assert pacer.max_batch == 1
-        pacer.succeeded(100)  # about half a window of successes
-        assert 1 < pacer.max_batch < 20
-        pacer.succeeded(1000)
-        assert pacer.max_batch == 20
-
-    run_virtual(scenario())
+def test_a_misspelt_field_gets_a_suggestion_and_broken_json_a_column_of_its_own_line(tmp_path: Path) -> None:
+    """'wher' suggests 'where' (selector fields are known fields); JSON errors say the column within the file's line."""
+    job = tmp_path / "job.jsonl"
+    job.write_text(
+        '{"tenant": "contoso", "wher": {"serverName": "x"}, "patch": {"serverName": "y"}}\n'
+        '{"tenant": "contoso", "id": "abc", "patch": {"serverName": "y"}\n'
+        '{"tenant": "contoso", "id": "abc" "patch": 1}\n'
+        '{"tenant": "contoso", "id": "\u00e9\u00e9", x}\r\n'
+    )
+    invalid: list[Invalid] = []
+    scan_job(job, ["contoso"], on_invalid=invalid.append)
+    messages = [i.message for i in invalid]
+    assert messages[0].startswith("line 1: unknown field 'wher' (did you mean 'where'?)")
+    assert "select" in messages[0] and "where" in messages[0].split("known: ")[1]
+    assert messages[1] == "line 2: malformed JSON (unexpected end of data at the end of the line: is a } or ] missing?)"
+    assert messages[2] == "line 3: malformed JSON (unexpected character, expected ',' or '}' at column 35)"
+    assert messages[3] == "line 4: malformed JSON (unexpected character, expected a string key at column 35)"
 
 
 def test_redaction() -> None:
@@ -317,13 +283,6 @@ def test_decide_403_fails_and_quarantines_the_tenant() -> None:
     assert isinstance(decision, Done) and decision.status == "failed"
     assert decision.error == ErrorInfo("code", "message")
     assert decision.quarantine == ErrorInfo("code", "permission missing for tenant 'contoso': message")
-
-
-@pytest.mark.parametrize(("status", "shrinks"), [(429, True), (503, True), (500, True), (400, False), (200, False)])
-def test_decide_shrinks_the_batch_only_for_a_failed_envelope(status: int, shrinks: bool) -> None:
-    """An envelope answered 429 or 5xx shrinks the batch limit; a sub-response never does."""
-    assert _answer(status, whole=True).shrink_batch is shrinks
-    assert _answer(status, whole=False).shrink_batch is False
 
 
 def test_decide_statuses_of_done() -> None:

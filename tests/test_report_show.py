@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -207,3 +208,22 @@ def test_errors_read_as_reasons() -> None:
         "3 min 20 s",
         "2 h 5 min",
     ]
+
+
+def test_an_odata_type_in_a_patch_is_not_shown_as_a_change(tmp_path: Path) -> None:
+    """An undo or export line naming the object's @odata.type: what changed lists the properties only."""
+    job = tmp_path / "undo.jsonl"
+    patch = {"@odata.type": "#microsoft.graph.deviceManagementExchangeConnector", "serverName": "mail1.contoso.com"}
+    job.write_bytes(orjson.dumps({"tenant": "contoso", "id": CONNECTOR[0], "patch": patch}) + b"\n")
+    report = tmp_path / "undo.report.jsonl"
+    print_ = fingerprint(job)
+    with ReportWriter(report) as writer:
+        writer.write(fmt.header(
+            run_id="r", job=str(job), job_sha256=print_.sha256, job_bytes=print_.size, job_lines=print_.lines,
+            bulkconn_version="0.1.0", started_at="2026-05-04T09:30:00.000Z", resumed=False, tenants=["contoso"],
+            settings={},
+        ))  # fmt: skip
+        writer.result(replace(_outcome(2, "contoso", Status.SUCCEEDED), key="1", line=1))
+    (contoso,) = load_handover(report).tenants
+    assert change_summary(contoso) == [("serverName", "mail1.contoso.com", 1)]
+    assert "odata" not in render(load_handover(report), "csv")

@@ -167,3 +167,20 @@ def test_the_documented_export_line_is_what_export_writes_for_the_default_world(
     )
     doc = (Path(__file__).parent.parent / "docs" / "selectors-plan-rollback.md").read_text()
     assert orjson.dumps(line).decode() in doc
+
+
+def test_an_undo_line_names_the_type_only_where_the_collection_needs_it() -> None:
+    """A connector (concrete type): no @odata.type in the undo patch; an abstract collection's object keeps its own."""
+    connector = {"@odata.type": "#microsoft.graph.deviceManagementExchangeConnector", "serverName": "old"}
+    derived = "#microsoft.graph.windows10GeneralConfiguration"
+    configuration = Operation("2", 2, "contoso", "deviceConfigurations", "B", Action.UPDATE, {"description": "new"})
+    records = [
+        HEADER,
+        _backup("1", "A", connector, {"serverName": "new"}),
+        dict(backup_record(backup_for(configuration, {"@odata.type": derived, "description": "old"}), at=AT)),
+        _result("1", "A", "succeeded"),
+        _result("2", "B", "succeeded"),
+    ]
+    first, second = build_undo(records, source="r.jsonl").lines
+    assert first["patch"] == {"serverName": "old"}
+    assert second["patch"] == {"@odata.type": derived, "description": "old"}

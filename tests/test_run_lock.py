@@ -25,8 +25,10 @@ RUN = ("run", "job.jsonl", "--config", "bulkconn.toml", "-q")
 
 @pytest.fixture
 def slow_world(tmp_path: Path) -> Iterator[World]:
-    """3 tenants, 300 operations (6 syncs) at a 5 s window: a run of several seconds."""
-    with EmulatorThread(EmulatorOptions(tenants=3, connectors_per_tenant=100, time_scale=0.25, seed=9)) as emu:
+    """3 tenants, 300 operations (6 syncs) at 40 writes per 5 s window: a run of several seconds (the pacer fills
+    each window to the limit, so at Intune's 100 the whole job would fit in one window)."""
+    options = EmulatorOptions(tenants=3, connectors_per_tenant=100, time_scale=0.25, seed=9, writes_per_app=40)
+    with EmulatorThread(options) as emu:
         yield World(emu, tmp_path, ops=300)
 
 

@@ -194,8 +194,10 @@ def shard_paths(world: World, count: int = 2) -> list[Path]:
 
 @pytest.fixture
 def slow_world(tmp_path: Path) -> Iterator[World]:
-    """3 tenants x 100 operations at a 5 s window: a --processes 2 run of several seconds to interrupt."""
-    with EmulatorThread(EmulatorOptions(tenants=3, connectors_per_tenant=100, time_scale=0.25, seed=9)) as emu:
+    """3 tenants x 100 operations at 40 writes per 5 s window: a --processes 2 run of several seconds to interrupt
+    (the pacer fills each window to the limit, so at Intune's 100 each tenant would be done in one window)."""
+    options = EmulatorOptions(tenants=3, connectors_per_tenant=100, time_scale=0.25, seed=9, writes_per_app=40)
+    with EmulatorThread(options) as emu:
         yield World(emu, tmp_path, ops=300)
 
 

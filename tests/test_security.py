@@ -16,7 +16,7 @@ import pytest
 from bulkconn.emulator import EmulatorOptions, EmulatorThread
 from bulkconn.emulator.state import generate_world
 from bulkconn.emulator.tls import make_client_certificate
-from bulkconn.tokencache import write_private
+from bulkconn.private import write_private
 from tests.conftest import World, read_report
 
 pytestmark = pytest.mark.e2e

@@ -46,7 +46,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": (
         "bulkconn.cli.undo",
         "export",
-        "Write the current objects as a job skeleton: one line per object with its writable values.",
+        "Write the current objects as a job skeleton: one line (or CSV row) per object with its writable values.",
     ),
     "rollback": (
         "bulkconn.cli.undo",

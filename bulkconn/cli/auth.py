@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 import orjson
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bulkconn.auth import MsalTokenProvider, device_login
@@ -21,19 +21,21 @@ from bulkconn.cli.common import (
     EXIT_AUTH,
     EXIT_OK,
     EXIT_SERVICE,
+    EXIT_USAGE,
     config_option,
     echo_json,
     get_config,
     json_option,
     user_errors,
 )
+from bulkconn.cli.console import console as rich_console
 from bulkconn.config import Config, TenantConfig
-from bulkconn.errors import AuthError, TransportError
+from bulkconn.errors import AuthError, ConfigError, IdentityUnreachable, TransportError
 from bulkconn.model import ErrorInfo
+from bulkconn.resources import WRITE_ROLES
 from bulkconn.retry import Done, RetryPolicy, classify
 from bulkconn.transport import AiohttpTransport, HttpRequest, HttpResponse, Transport
 
-WRITE_ROLES = {"DeviceManagementServiceConfig.ReadWrite.All", "DeviceManagementConfiguration.ReadWrite.All"}
 # The one read is retried like any idempotent request (retry.classify), within a short budget: a pre-flight
 # should answer in seconds. Retry-After is honoured up to 30 s.
 READ_POLICY = RetryPolicy(
@@ -44,7 +46,7 @@ READ_POLICY = RetryPolicy(
     backoff_cap_s=4.0,
     retry_after_cap_s=30.0,
 )
-OK, AUTH, SERVICE = "ok", "auth", "service"
+OK, AUTH, SERVICE, CONFIG = "ok", "auth", "service", "config"
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -110,11 +112,16 @@ async def _check_one(
     """(OK, "ok"), (AUTH, why) for a credential or permission problem, (SERVICE, why) for a service error."""
     try:
         token = await provider.token(tenant.alias)
+    except IdentityUnreachable as exc:  # no answer at all: the credentials were never looked at
+        return SERVICE, f"service error: {exc.message}"
     except AuthError as exc:
         return AUTH, f"{exc.code}: {exc.message}"
     granted = _granted(token)
     if granted is not None and not granted & WRITE_ROLES:
-        return AUTH, "the token has no write permission (needs DeviceManagementServiceConfig.ReadWrite.All)"
+        return (
+            AUTH,
+            "the token has no write permission (needs an Intune ReadWrite role, e.g. DeviceManagementServiceConfig.ReadWrite.All)",
+        )
     resp, error = await _read(transport, tenant, token, sleep=sleep)
     if resp is None:
         assert error is not None
@@ -136,6 +143,18 @@ async def _check(config: Config) -> list[tuple[str, str, str]]:
     return [(alias, kind, text) for alias, (kind, text) in zip(config.tenants, results, strict=True)]
 
 
+def _short(problem: ConfigError) -> str:
+    """A tenant's configuration mistake without the file and tenant its row already names."""
+    return f"key '{problem.key}': {problem.detail}" if problem.key else problem.detail
+
+
+def _exit_code(kinds: set[str]) -> int:
+    for kind, code in ((CONFIG, EXIT_USAGE), (AUTH, EXIT_AUTH), (SERVICE, EXIT_SERVICE)):
+        if kind in kinds:
+            return code
+    return EXIT_OK
+
+
 @click.group(name="auth")
 def auth_group() -> None:
     """Credentials and permissions."""
@@ -148,19 +167,21 @@ def auth_group() -> None:
 def check(config_path: Path | None, as_json: bool) -> None:
     """For every tenant: get a token and make one cheap read.
 
-    Exit 3 if any tenant's credentials or permissions fail, else 5 if Graph kept answering 5xx/429 (or not at
-    all) after retries, else 0.
+    Every tenant is checked, even when another one's configuration is wrong. Exit 2 if any tenant's
+    configuration is wrong (each one is listed), else 3 if any tenant's credentials or permissions fail, else 5
+    if Graph kept answering 5xx/429 (or not at all) after retries or the identity service could not be reached,
+    else 0.
     """
-    config = get_config(config_path)
-    rows = asyncio.run(_check(config))
+    config = get_config(config_path, per_tenant_errors=True)
+    rows = [(alias, CONFIG, f"configuration: {_short(problem)}") for alias, problem in config.problems.items()]
+    rows += asyncio.run(_check(config))
     table = Table(title=f"auth check ({config.source})", title_justify="left")
     table.add_column("tenant")
     table.add_column("result")
     for alias, kind, text in rows:
-        table.add_row(alias, "[green]ok[/green]" if kind == OK else f"[red]{text}[/red]")
-    Console(stderr=as_json).print(table)  # with --json, stdout holds the JSON document only
-    kinds = {kind for _, kind, _ in rows}
-    code = EXIT_AUTH if AUTH in kinds else EXIT_SERVICE if SERVICE in kinds else EXIT_OK
+        table.add_row(alias, "[green]ok[/green]" if kind == OK else f"[red]{escape(text)}[/red]")
+    rich_console(stderr=as_json).print(table)  # with --json, stdout holds the JSON document only
+    code = _exit_code({kind for _, kind, _ in rows})
     if as_json:
         tenants = [{"tenant": alias, "result": kind, "detail": text} for alias, kind, text in rows]
         echo_json({"config": config.source, "exit_code": code, "tenants": tenants})

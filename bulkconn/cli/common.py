@@ -7,9 +7,10 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
@@ -24,15 +25,20 @@ from bulkconn.cli.problems import (
     outcome_line,
 )
 from bulkconn.config import Config, load_config
-from bulkconn.errors import AuthError, JobError, UsageError
+from bulkconn.errors import IDENTITY_UNREACHABLE, AuthError, IdentityUnreachable, JobError, UsageError
 from bulkconn.job import JobScan
 from bulkconn.lock import ReportLock
+from bulkconn.model import CONFLICT
 from bulkconn.processes import final_record
-from bulkconn.report.reader import read_state, update_state
+from bulkconn.report.reader import ReportState, read_state, update_state
 from bulkconn.runner import RunOptions, RunResult, StrictRefusal, execute
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-# `plan`: changes pending (0 = nothing to change). `auth check`: Graph kept failing (5xx/429/no answer), not a credential.
+# 4, `plan`: changes pending (0 = nothing to change).
+# 5, a service that never gave a usable answer, not a credential: `auth check`, Graph kept failing (5xx/429/no answer)
+# or the identity service could not be reached, for some tenant; `run`, no tenant could even reach the identity service
+# (DNS, refused, TLS, timeout: nothing was sent and the credentials were never looked at). 3 stays "credentials
+# refused": a run where some tenant's credentials were refused and no tenant got a token exits 3.
 EXIT_CHANGES_PENDING, EXIT_SERVICE = 4, 5
 EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader (| head) went away
 # `run --processes`: a shard process crashed (killed, out of memory, a bug); its report is unfinished, resume it.
@@ -55,6 +61,14 @@ def _output_gone() -> None:
         with contextlib.suppress(OSError, ValueError):
             os.dup2(devnull, stream.fileno())
     sys.exit(EXIT_PIPE)
+
+
+def _auth_failed(exc: AuthError) -> NoReturn:
+    if isinstance(exc, IdentityUnreachable):  # no answer at all: not a verdict on the credentials
+        err(exc.describe())
+        sys.exit(EXIT_SERVICE)
+    err(f"authentication failed: {exc}")
+    sys.exit(EXIT_AUTH)
 
 
 def user_errors(fn: F) -> F:
@@ -80,8 +94,7 @@ def user_errors(fn: F) -> F:
             err(f"error: {exc}")
             sys.exit(EXIT_USAGE)
         except AuthError as exc:
-            err(f"authentication failed: {exc}")
-            sys.exit(EXIT_AUTH)
+            _auth_failed(exc)
         except KeyboardInterrupt:
             err("interrupted")
             sys.exit(EXIT_INTERRUPTED)
@@ -94,9 +107,14 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def get_config(path: Path | None, *, read_secrets: bool = True) -> Config:
-    """The configuration, its warnings said; ``read_secrets=False`` where nothing will be sent."""
-    config = load_config(path, read_secrets=read_secrets)
+def get_config(path: Path | None, *, read_secrets: bool = True, per_tenant_errors: bool = False) -> Config:
+    """The configuration, its warnings said; ``read_secrets=False`` where nothing will be sent.
+
+    ``per_tenant_errors=True``: each tenant's own mistake is said here and kept in ``Config.problems``.
+    """
+    config = load_config(path, read_secrets=read_secrets, per_tenant_errors=per_tenant_errors)
+    for problem in config.problems.values():
+        err(f"error: {problem}")
     for warning in config.warnings:
         err(f"warning: {warning}")
     return config
@@ -116,18 +134,31 @@ json_option = click.option(
 )
 
 
-def exit_code_for(counts: Mapping[str, int]) -> int:
-    """1 when any operation failed, was invalid or is uncertain; else 0."""
-    bad = sum(counts.get(s, 0) for s in ("failed", "invalid", "uncertain"))
-    return EXIT_FAILED if bad else EXIT_OK
+def not_reached(counts: Mapping[str, int], conflicts: int = 0) -> int:
+    """Operations that did not end as their line asked: failed, invalid, uncertain, or left alone (Conflict)."""
+    return sum(counts.get(s, 0) for s in ("failed", "invalid", "uncertain")) + conflicts
+
+
+def exit_code_for(counts: Mapping[str, int], conflicts: int = 0) -> int:
+    """1 when any operation failed, was invalid, is uncertain or was left alone as a conflict; else 0.
+
+    A skip as ``Unchanged`` reached the asked state; a ``Conflict`` did not (the object holds someone else's
+    change), so it fails the run as a failure does.
+    """
+    return EXIT_FAILED if not_reached(counts, conflicts) else EXIT_OK
 
 
 def exit_code(result: RunResult) -> int:
     if result.interrupted:
         return EXIT_INTERRUPTED
+    return no_tenant_exit_code(result) or exit_code_for(result.counts, result.skip_reasons[CONFLICT])
+
+
+def no_tenant_exit_code(result: RunResult) -> int | None:
+    """When no tenant got anywhere: 5 if none even reached the identity service, else 3; None otherwise."""
     if result.tenants and len(result.auth_failures) >= result.tenants:
-        return EXIT_AUTH
-    return exit_code_for(result.counts)
+        return EXIT_SERVICE if set(result.auth_failures) <= set(result.identity_unreachable) else EXIT_AUTH
+    return None
 
 
 def default_report(job: Path) -> Path:
@@ -139,15 +170,53 @@ def echo_json(document: Any) -> None:
     click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
 
 
-def print_summary(result: RunResult, commands: RunCommands, final: Mapping[str, int]) -> None:
-    """The table, the first problems and the next commands, on stderr."""
-    from rich.console import Console  # at the end of a run: not part of start-up
+@dataclass(frozen=True, slots=True)
+class Final:
+    """The report's final counts after this run (a resume adds the earlier runs')."""
 
-    console = Console(stderr=True)
-    console.print(summary_table(result.counts, result.per_tenant, skipped=result.skipped_by_tenant))
-    for tenant, problem in sorted(result.auth_failures.items()):
-        console.print(f"[red]tenant {tenant} quarantined[/red]: {problem}", markup=True, highlight=False)
-    bad = sum(result.counts.get(s, 0) for s in ("failed", "invalid", "uncertain"))
+    counts: Mapping[str, int]
+    conflicts: int
+
+    @classmethod
+    def of_run(cls, result: RunResult) -> Final:
+        return cls(result.counts, result.skip_reasons[CONFLICT])
+
+    @classmethod
+    def of_report(cls, report: Path, read: ReportState | None = None) -> Final:
+        """``read``: the report as the resume read it; then only what this run appended is read."""
+        state = read_state(report) if read is None else update_state(read, report)
+        return cls(state.counts(), state.conflicts())
+
+
+def _quarantine_line(result: RunResult, tenant: str) -> str:
+    """Why a tenant stopped, once: its operations that failed for that reason are not listed one by one."""
+    from rich.markup import escape  # rich: only once something is printed, not at start-up
+
+    problem = escape(result.auth_failures[tenant])
+    if tenant in result.identity_unreachable:
+        line = f"[red]tenant {tenant} not run[/red]: {problem.removeprefix(f'{IDENTITY_UNREACHABLE}: tenant {tenant!r}: ')}"
+    else:
+        line = f"[red]tenant {tenant} quarantined[/red]: {problem}"
+    unsent = result.not_sent.get(tenant, 0)
+    return line + (f"; {unsent} operation(s) failed unsent for this reason (each is in the report)" if unsent else "")
+
+
+def print_summary(result: RunResult, commands: RunCommands, final: Final) -> None:
+    """The table, the first problems and the next commands, on stderr."""
+    from bulkconn.cli.console import console as rich_console  # rich: at the end of a run, not at start-up
+
+    console = rich_console(stderr=True)
+    console.print(
+        summary_table(
+            result.counts,
+            result.per_tenant,
+            already_final=result.skipped_by_tenant,
+            conflicts=result.conflicts_by_tenant,
+        )
+    )
+    for tenant in sorted(result.auth_failures):
+        console.print(_quarantine_line(result, tenant), markup=True, highlight=False)
+    bad = not_reached(result.counts, result.skip_reasons[CONFLICT]) - sum(result.not_sent.values())
     echo_problems((outcome_line(commands.job, o) for o in result.problems), bad)
     console.print(f"report: {result.report}  ({result.duration_s:.1f} s)", highlight=False)
     if result.stopped_because:
@@ -158,10 +227,14 @@ def print_summary(result: RunResult, commands: RunCommands, final: Mapping[str, 
         )
     elif result.interrupted:
         console.print("interrupted; the report is complete up to here", highlight=False)
-    echo_next_steps(commands.next_steps(final, interrupted=result.interrupted))
+    echo_next_steps(_next_steps(result, commands, final))
 
 
-def run_json(result: RunResult, commands: RunCommands, final: Mapping[str, int], code: int) -> dict[str, Any]:
+def _next_steps(result: RunResult, commands: RunCommands, final: Final) -> list[tuple[str, str]]:
+    return commands.next_steps(final.counts, interrupted=result.interrupted, conflicts=final.conflicts)
+
+
+def run_json(result: RunResult, commands: RunCommands, final: Final, code: int) -> dict[str, Any]:
     """The document ``run --json`` writes (``final``: the report's counts, earlier runs included)."""
     return {
         "job": str(commands.job),
@@ -171,15 +244,15 @@ def run_json(result: RunResult, commands: RunCommands, final: Mapping[str, int],
         "nothing_to_do": result.nothing_to_do,
         "duration_s": round(result.duration_s, 3),
         "counts": dict(result.counts),
-        "skipped": result.skipped_from_report,
+        "skipped_by_reason": dict(result.skip_reasons),
+        "already_final": result.skipped_from_report,
         "per_tenant": {tenant: dict(counts) for tenant, counts in sorted(result.per_tenant.items())},
-        "report_counts": dict(final),
+        "report_counts": dict(final.counts),
+        "report_conflicts": final.conflicts,
         "auth_failures": result.auth_failures,
+        "not_sent": dict(result.not_sent),  # per tenant: failed for its auth failure, so not in "problems"
         "problems": [outcome_json(o) for o in result.problems],
-        "next": [
-            {"what": what, "command": command}
-            for what, command in commands.next_steps(final, interrupted=result.interrupted)
-        ],
+        "next": [{"what": what, "command": command} for what, command in _next_steps(result, commands, final)],
     }
 
 
@@ -205,14 +278,12 @@ def run_and_report(
         )
     finally:
         display.close()
-    final: Mapping[str, int] = result.counts
-    if options.resumed:
-        # Earlier runs' results count too: the report as the resume read it, plus what this run appended.
-        state = options.resumed_state
-        final = (read_state(options.report) if state is None else update_state(state, options.report)).counts()
+    final = (
+        Final.of_report(options.report, options.resumed_state) if options.resumed else Final.of_run(result)
+    )  # earlier runs count too
     code = exit_code(result)
-    if code not in (EXIT_INTERRUPTED, EXIT_AUTH):
-        code = exit_code_for(final)
+    if code not in (EXIT_INTERRUPTED, EXIT_AUTH, EXIT_SERVICE):
+        code = exit_code_for(final.counts, final.conflicts)
     if child:
         click.echo(final_record(result).decode(), nl=False)
         return code

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from bulkconn.cli.display import least_time
 from bulkconn.config import Config, TenantConfig
 from bulkconn.runner import RunPlan
 
@@ -39,11 +40,11 @@ def describe(the_plan: RunPlan) -> list[str]:
     lines = [f"about to send {operations} operation(s) to {len(the_plan.tenants)} tenant(s):"]
     for tenant in the_plan.tenants:
         lines.append(
-            f"  {tenant.alias}: {tenant.operations} operation(s) to {tenant.endpoint}, at least "
-            f"{tenant.min_minutes:.1f} min at {tenant.writes_per_window} writes per {tenant.window_s:g} s"
+            f"  {tenant.alias}: {tenant.operations} operation(s) to {tenant.endpoint}, "
+            f"{least_time(tenant.min_minutes)} at {tenant.writes_per_window} writes per {tenant.window_s:g} s"
         )
     slowest = max((t.min_minutes for t in the_plan.tenants), default=0.0)
-    lines.append(f"at least {slowest:.1f} min in all (tenants run side by side)")
+    lines.append(f"{least_time(slowest)} in all (tenants run side by side)")
     if the_plan.invalid:
         lines.append(f"{the_plan.invalid} invalid line(s) will be reported, not sent")
     return lines

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, TextIO
 
-from bulkconn.model import Progress
+from bulkconn.model import Progress, tenant_order
 from bulkconn.processes import progress_record
 
 if TYPE_CHECKING:  # rich is imported when something is drawn, not at start-up (a --quiet run draws at the end only)
@@ -33,12 +33,28 @@ def _rate_eta(progress: Progress) -> tuple[float, str]:
     return rate, f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def least_time(minutes: float) -> str:
+    """The least time a tenant's write limit allows, in words: ``at least 3.5 min``, ``at least 4.4 s``."""
+    if minutes >= 1:
+        return f"at least {minutes:.1f} min"
+    seconds = minutes * 60
+    return f"at least {seconds:.1f} s" if seconds >= 0.1 else "under 0.1 s"
+
+
+def skipped_phrase(skipped: int, conflicts: int) -> str:
+    """``40 skipped``, or ``3 skipped (1 conflict)`` when some were left alone because they changed since."""
+    if not conflicts:
+        return f"{skipped} skipped"
+    return f"{skipped} skipped ({conflicts} conflict{'' if conflicts == 1 else 's'})"
+
+
 def progress_line(progress: Progress) -> str:
     rate, eta = _rate_eta(progress)
     done = progress.done
     return (
         f"{progress.finished}/{progress.total} done: {done['succeeded']} succeeded, {done['failed']} failed, "
-        f"{done['invalid']} invalid, {done['uncertain']} uncertain; {progress.throttled} throttled, "
+        f"{done['invalid']} invalid, {done['uncertain']} uncertain, "
+        f"{skipped_phrase(done['skipped'], progress.conflicts)}; {progress.throttled} throttled, "
         f"{progress.retries} retries; {rate:.1f} ops/s; ETA {eta}"
     )
 
@@ -54,14 +70,27 @@ def _view(progress: Progress) -> RenderableType:
     parts: list[RenderableType] = [Text(progress_line(progress)), bar]
     if progress.per_tenant and len(progress.per_tenant) <= PER_TENANT_ROWS:
         table = Table(expand=False)
-        for column in ("tenant", "succeeded", "failed", "other", "throttled"):
+        for column in ("tenant", "succeeded", "failed", "other", "throttled", "paced to"):
             table.add_column(column, justify="right" if column != "tenant" else "left")
         for tenant, counts in sorted(progress.per_tenant.items()):
             other = sum(counts.values()) - counts["succeeded"] - counts["failed"]
             throttled = progress.throttled_by_tenant[tenant]
-            table.add_row(tenant, str(counts["succeeded"]), str(counts["failed"]), str(other), str(throttled))
+            table.add_row(
+                tenant,
+                str(counts["succeeded"]),
+                str(counts["failed"]),
+                str(other),
+                str(throttled),
+                _pace(progress, tenant),
+            )
         parts.append(table)
     return Group(*parts)
+
+
+def _pace(progress: Progress, tenant: str) -> str:
+    """The write limit the tenant is paced to now: configured, or learned from 429s (``40/1.1 s``)."""
+    limit = progress.limit_by_tenant.get(tenant)
+    return f"{limit[0]}/{limit[1]:.3g} s" if limit else "-"
 
 
 class Display:
@@ -74,10 +103,11 @@ class Display:
         self.plain_every_s = plain_every_s
         self._last_plain = -math.inf
         if not quiet and self.stream.isatty():
-            from rich.console import Console
             from rich.live import Live
 
-            self.live = Live(console=Console(file=self.stream), refresh_per_second=4, transient=False)
+            from bulkconn.cli.console import console
+
+            self.live = Live(console=console(file=self.stream), refresh_per_second=4, transient=False)
             self.live.start()
 
     def update(self, progress: Progress) -> None:
@@ -89,7 +119,10 @@ class Display:
         now = time.monotonic()
         if now - self._last_plain >= self.plain_every_s:
             self._last_plain = now
-            print(progress_line(progress), file=self.stream, flush=True)
+            try:
+                print(progress_line(progress), file=self.stream, flush=True)
+            except BrokenPipeError:
+                self.quiet = True  # the reader went away (`| head`): the run goes on, the summary says 141
 
     def message(self, text: str) -> None:
         """A line of text above the live display (or on its own line without one); shown even with ``--quiet``."""
@@ -119,20 +152,30 @@ class ChildProgress:
 
 
 def summary_table(
-    counts: Mapping[str, int], per_tenant: Mapping[str, Mapping[str, int]], *, skipped: Mapping[str, int] | None = None
+    counts: Mapping[str, int],
+    per_tenant: Mapping[str, Mapping[str, int]],
+    *,
+    already_final: Mapping[str, int] | None = None,
+    conflicts: Mapping[str, int] | None = None,
 ) -> Table:
-    """This run's final statuses per tenant; ``skipped``: what a resume did not redo (already final)."""
+    """This run's final statuses per tenant.
+
+    ``conflicts``: the skipped operations left alone because their object changed since (a column when any);
+    ``already_final``: what a resume did not redo because the report already held its result (a column when any).
+    """
+    extra = {"conflicts": dict(conflicts or {}), "already final": dict(already_final or {})}
+    extra = {name: column for name, column in extra.items() if sum(column.values())}
     from rich.table import Table
 
-    skipped = skipped or {}
     table = Table(title="bulkconn summary", title_justify="left")
-    statuses = ["succeeded", "failed", "invalid", "uncertain"]
+    statuses = ["succeeded", "failed", "invalid", "uncertain", "skipped"]
     table.add_column("tenant")
-    for status in (*statuses, "skipped"):
-        table.add_column(status, justify="right")
-    for tenant in sorted(set(per_tenant) | set(skipped)):
+    for name in (*statuses, *extra):
+        table.add_column(name, justify="right")
+    for tenant in sorted(set(per_tenant).union(*extra.values()), key=tenant_order):
         row = per_tenant.get(tenant, {})
-        table.add_row(tenant, *(str(row.get(s, 0)) for s in statuses), str(skipped.get(tenant, 0)))
-    total = [f"[b]{counts.get(s, 0)}[/b]" for s in statuses]
-    table.add_row("[b]total[/b]", *total, f"[b]{sum(skipped.values())}[/b]")
+        cells = [str(row.get(s, 0)) for s in statuses] + [str(column.get(tenant, 0)) for column in extra.values()]
+        table.add_row(tenant, *cells)
+    total = [counts.get(s, 0) for s in statuses] + [sum(column.values()) for column in extra.values()]
+    table.add_row("[b]total[/b]", *(f"[b]{n}[/b]" for n in total))
     return table

@@ -63,6 +63,16 @@ def _collection_sizes(values: tuple[str, ...]) -> dict[str, int]:
     return out
 
 
+def _refuse_existing(force: bool, **paths: Path | None) -> None:
+    """An existing ``--write-config``/``--write-job`` file (perhaps a real bulkconn.toml) is replaced only with --force."""
+    for option, path in paths.items():
+        if path is not None and path.exists() and not force:
+            raise click.BadParameter(
+                f"{path} exists; pass --force to replace it, or name another file",
+                param_hint=f"'--{option.replace('_', '-')}'",
+            )
+
+
 def _probability(ctx: click.Context, param: click.Parameter, value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise click.BadParameter("must be a probability between 0 and 1")
@@ -231,6 +241,9 @@ def emulator_group() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write a valid sample job over the emulated connectors here.",
 )
+@click.option(
+    "--force", is_flag=True, help="Replace existing --write-config and --write-job files (and the secrets folder)."
+)
 @click.option("--ops", default=100, show_default=True, type=click.IntRange(1), help="Operations in --write-job.")
 @click.option(
     "--write-job-resource",
@@ -282,10 +295,15 @@ def serve(
     ready_file: Path | None,
     config_path: Path | None,
     job_path: Path | None,
+    force: bool,
     ops: int,
     job_resource: str,
 ) -> None:
-    """Serve the emulator over HTTPS until SIGINT or SIGTERM."""
+    """Serve the emulator over HTTPS until SIGINT or SIGTERM.
+
+    Existing --write-config and --write-job files are replaced only with --force.
+    """
+    _refuse_existing(force, write_config=config_path, write_job=job_path)
     faults = Faults(
         p500=p500,
         p503=p503,

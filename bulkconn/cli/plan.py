@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -19,22 +18,9 @@ import orjson
 from bulkconn.cli.common import config_option, get_config, user_errors
 from bulkconn.config import Config
 from bulkconn.errors import UsageError
+from bulkconn.outputs import check_output, written
 from bulkconn.plan import PlanCounts, PlanEntry, entry_record, render_text, summary_record
 from bulkconn.readonly import JobPlan, make_plan, open_reads
-
-
-@contextmanager
-def jsonl_out(path: Path) -> Iterator[BinaryIO]:
-    """A JSON Lines file written whole or not at all (a temporary file renamed at the end)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("wb") as sink:
-            yield sink
-        tmp.replace(path)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_jsonl(sink: BinaryIO, records: Iterable[dict[str, Any]]) -> None:
@@ -55,8 +41,9 @@ async def _plan(job: Path, config: Config) -> JobPlan:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the plan as JSON Lines (one record per operation, then a summary).",
 )
+@click.option("--force", is_flag=True, help="Replace an existing --out file (never the job or the configuration).")
 @user_errors
-def plan(job: Path, config_path: Path | None, out: Path | None) -> None:
+def plan(job: Path, config_path: Path | None, out: Path | None, force: bool) -> None:
     """Read every object JOB targets and show what would change; write nothing to Graph.
 
     Exit code 0: nothing to change; 4: changes pending; 1: objects missing, unreadable, or invalid lines.
@@ -64,16 +51,25 @@ def plan(job: Path, config_path: Path | None, out: Path | None) -> None:
     config = get_config(config_path)
     if not job.is_file():
         raise UsageError(f"{job}: job file not found")
+    if out is not None:
+        inputs = (("the job", job), ("the configuration", config_file(config)))
+        check_output(out, inputs=inputs, what="the plan", force=force)
     the_plan = asyncio.run(_plan(job, config))
     counts = PlanCounts()
     for line in render_text(the_plan.entries, counts):
         click.echo(line)
     if out is not None:
-        _write_out(out, the_plan.entries, counts)
+        _write_out(out, the_plan.entries, counts, force=force)
     sys.exit(counts.exit_code())
 
 
-def _write_out(out: Path, entries: list[PlanEntry], counts: PlanCounts) -> None:
-    with jsonl_out(out) as sink:
+def config_file(config: Config) -> Path | None:
+    """The configuration's file, when it came from one (an output must never replace it)."""
+    path = Path(config.source)
+    return path if path.is_file() else None
+
+
+def _write_out(out: Path, entries: list[PlanEntry], counts: PlanCounts, *, force: bool) -> None:
+    with written(out, force=force) as sink:
         write_jsonl(sink, (entry_record(e) for e in entries))
         write_jsonl(sink, [summary_record(counts)])

@@ -41,6 +41,9 @@ def outcome_message(outcome: Outcome) -> str:
     if outcome.status is Status.INVALID:
         return _without_line(error.message, outcome.line) if error else "invalid"
     where = f"{outcome.tenant} {outcome.object_id} {outcome.action}"
+    if outcome.status is Status.SKIPPED:  # not sent: the reason is what was found when the object was read
+        reason = outcome.reason
+        return f"{where}: skipped" + (f": {reason.code}: {reason.message}" if reason else "")
     http = f" (HTTP {outcome.http_status})" if outcome.http_status else ""
     why = f": {error.code}: {error.message}" if error else ""
     return f"{where}: {outcome.status.value}{http}{why}"
@@ -51,6 +54,7 @@ def outcome_line(file: Path | str, outcome: Outcome) -> str:
 
 
 def outcome_json(outcome: Outcome) -> dict[str, Any]:
+    detail = outcome.error or outcome.reason  # a skip has no error, only the reason it was not sent
     return {
         "line": outcome.line,
         "key": outcome.key,
@@ -59,7 +63,7 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
         "action": outcome.action,
         "status": outcome.status.value,
         "http_status": outcome.http_status,
-        "code": outcome.error.code if outcome.error else None,
+        "code": detail.code if detail else None,
         "message": outcome_message(outcome),
     }
 
@@ -112,8 +116,8 @@ class RunCommands:
     def retry_job(self) -> Path:
         return self.job.with_name(self.job.name.removesuffix(".jsonl").removesuffix(".csv") + ".retry.jsonl")
 
-    def next_steps(self, counts: Mapping[str, int], *, interrupted: bool) -> list[tuple[str, str]]:
-        """(what, command) pairs for the report's final counts."""
+    def next_steps(self, counts: Mapping[str, int], *, interrupted: bool, conflicts: int = 0) -> list[tuple[str, str]]:
+        """(what, command) pairs for the report's final counts (``conflicts``: skipped as ``Conflict``)."""
         steps: list[tuple[str, str]] = []
         if interrupted:
             steps.append(("resume with (it carries on where it stopped)", self.resume))
@@ -129,6 +133,13 @@ class RunCommands:
                 (
                     "resend the uncertain syncs (only once you know they did not happen)",
                     self.run("--resume", "--resend-uncertain"),
+                )
+            )
+        if conflicts:
+            steps.append(
+                (
+                    f"overwrite the {conflicts} object(s) changed since bulkconn wrote them (that change is lost)",
+                    self.run("--resume", "--force"),
                 )
             )
         if counts.get(Status.INVALID.value):

@@ -10,15 +10,24 @@ from pathlib import Path
 
 import click
 import orjson
-from rich.console import Console
 from rich.table import Table
 
 from bulkconn.cli.common import EXIT_OK, user_errors
+from bulkconn.cli.console import console as rich_console
 from bulkconn.errors import UsageError
 from bulkconn.job import fingerprint
 from bulkconn.merge import merge_reports
+from bulkconn.outputs import check_output, is_stdout, written
 from bulkconn.report.handover import load_handover
-from bulkconn.report.reader import check_job, combine_states, failed_count, read_state, summarize, write_failed_job
+from bulkconn.report.reader import (
+    check_job,
+    combine_states,
+    failed_count,
+    read_state,
+    require_report,
+    summarize,
+    write_failed_job,
+)
 from bulkconn.report.show import FORMATS, render
 
 REPORTS = click.argument(
@@ -44,7 +53,7 @@ def summary(reports: tuple[Path, ...], as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         sys.exit(EXIT_OK)
-    console = Console()
+    console = rich_console()
     console.print(
         f"{data['report']}: {data['operations']} operation(s) over {data['runs']} run(s); "
         f"{data['attempts_total']} attempts (max {data['attempts_max']}), "
@@ -63,15 +72,9 @@ def summary(reports: tuple[Path, ...], as_json: bool) -> None:
     console.print(table)
     for code, count in data["by_error_code"].items():
         console.print(f"  error {code}: {count}", highlight=False)
+    for code, count in data["by_skip_reason"].items():
+        console.print(f"  skipped {code}: {count}", highlight=False)
     sys.exit(EXIT_OK)
-
-
-def _refuse_to_replace(output: Path, *, job: Path, report: Path) -> None:
-    """The job of failures must never replace the report or the job it was made from (not even with --force)."""
-    for name, precious in (("the job", job), ("the report", report)):
-        same = output.exists() and precious.exists() and output.samefile(precious)
-        if same or output.resolve() == precious.resolve():
-            raise UsageError(f"{output} is {name} of {report}; write the failed operations to another file")
 
 
 @report_group.command(name="failed")
@@ -81,7 +84,7 @@ def _refuse_to_replace(output: Path, *, job: Path, report: Path) -> None:
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="Where to write the job of failed operations.",
+    help="Where to write the job of failed operations ('-': standard output).",
 )
 @click.option(
     "--job",
@@ -104,26 +107,42 @@ def failed(
 
     An existing OUTPUT is replaced only with --force, and never when it is one of the reports or their job.
     """
+    if as_json and is_stdout(output):
+        raise UsageError("--json and -o - would both write to standard output; write the job to a file")
     state = combine_states([read_state(report) for report in reports])
     job = job_path or Path(str(state.header.get("job", "")))
     if not job.is_file():
         raise click.UsageError(f"the original job {job} is not there; pass --job PATH")
-    for report in reports:
-        _refuse_to_replace(output, job=job, report=report)
+    inputs = [*(("the report", report) for report in reports), (f"the job of {reports[0]}", job)]
+    check_output(output, inputs=inputs, what="the failed operations", force=force)
     job_print = fingerprint(job)
     check_job(state, job_print.sha256, job_print.size, job_print.lines, force=force)
     if not failed_count(state, include_uncertain=include_uncertain):
         what = "failed or uncertain" if include_uncertain else "failed"
-        click.echo(f"nothing {what} in {', '.join(map(str, reports))}; {output} was not written", err=as_json)
+        said = f"nothing {what} in {', '.join(map(str, reports))}; {output} was not written"
+        click.echo(said, err=as_json or is_stdout(output))
         if as_json:
             click.echo(orjson.dumps({"job": None, "operations": 0}).decode())
         sys.exit(EXIT_OK)
-    count = write_failed_job(state, job, output, include_uncertain=include_uncertain, overwrite=force)
+    with written(output, force=force) as sink:
+        count = write_failed_job(state, job, sink, include_uncertain=include_uncertain)
     if as_json:
         click.echo(orjson.dumps({"job": str(output), "operations": count}).decode())
+    elif is_stdout(output):
+        click.echo(f"{count} failed operation(s) from {job} written to standard output", err=True)
     else:
         click.echo(f"{output}: {count} failed operation(s) from {job}; run it with: bulkconn run {output}")
     sys.exit(EXIT_OK)
+
+
+def echo_in_chunks(text: str, chunk: int = 1 << 16) -> None:
+    """Write ``text`` to stdout a pipe's worth at a time.
+
+    One write of a megabyte to a pipe whose reader leaves early (``| head -1``) can end as a short write that
+    reports no error; a write after the reader left always fails, and the CLI exits 141.
+    """
+    for start in range(0, len(text), chunk):
+        click.echo(text[start : start + chunk], nl=False)
 
 
 @report_group.command(name="show")
@@ -141,7 +160,7 @@ def failed(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write to this file instead of standard output.",
+    help="Write to this file instead of standard output (never the report or its job).",
 )
 @click.option(
     "--job",
@@ -149,18 +168,22 @@ def failed(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The original job, for what each operation changed (default: the path recorded in the report).",
 )
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
 @user_errors
-def show(report: Path, fmt: str, tenants: tuple[str, ...], output: Path | None, job_path: Path | None) -> None:
+def show(
+    report: Path, fmt: str, tenants: tuple[str, ...], output: Path | None, job_path: Path | None, force: bool
+) -> None:
     """A handover report per tenant: what changed, what failed and why, when, how long."""
-    text = render(load_handover(report, job=job_path, tenants=tenants), fmt)
-    if output is None:
-        click.echo(text, nl=False)
+    handover = load_handover(report, job=job_path, tenants=tenants)
+    if output is None or is_stdout(output):
+        echo_in_chunks(render(handover, fmt))
         sys.exit(EXIT_OK)
+    inputs = (("the report", report), (f"the job of {report}", handover.job))
+    check_output(output, inputs=inputs, what="the handover report", force=force)
     # Excel reads a CSV file as UTF-8 only when it starts with a byte order mark.
     encoding = "utf-8-sig" if fmt == "csv" else "utf-8"
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(text, encoding=encoding, newline="")
-    tmp.replace(output)
+    with written(output, force=force) as sink:
+        sink.write(render(handover, fmt).encode(encoding))
     click.echo(f"{output}: {fmt} report of {report}", err=True)
     sys.exit(EXIT_OK)
 
@@ -175,14 +198,19 @@ def show(report: Path, fmt: str, tenants: tuple[str, ...], output: Path | None, 
     help="Where to write the merged report (replaced atomically).",
 )
 @click.option("--partial", is_flag=True, help="Merge even if a shard has not finished (the summary says interrupted).")
+@click.option("--force", is_flag=True, help="Replace an existing file that is not an earlier merge of this job.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @user_errors
-def merge(reports: tuple[Path, ...], output: Path, partial: bool, as_json: bool) -> None:
+def merge(reports: tuple[Path, ...], output: Path, partial: bool, force: bool, as_json: bool) -> None:
     """Combine the shard reports of one job into one report: one line per operation, one summary.
 
     Refuses, listing every reason, reports of different jobs, shard counts or partitions, a missing or
-    repeated shard, an operation or tenant in two shards, and (unless --partial) an unfinished shard.
+    repeated shard, an operation or tenant in two shards, and (unless --partial) an unfinished shard. An
+    earlier merge of the same job is replaced (merging again after a resume); any other existing file
+    only with --force.
     """
+    again = _earlier_merge(output, reports[0])
+    check_output(output, inputs=(), what="the merged report", force=force or again)
     result = merge_reports(list(reports), output, partial=partial)
     if as_json:
         body = {
@@ -200,3 +228,12 @@ def merge(reports: tuple[Path, ...], output: Path, partial: bool, as_json: bool)
         if result.unfinished:
             click.echo(f"shard(s) {', '.join(map(str, result.unfinished))} had not finished: the report is partial")
     sys.exit(EXIT_OK)
+
+
+def _earlier_merge(output: Path, shard: Path) -> bool:
+    """Whether ``output`` is a merged report of the job ``shard`` belongs to (merging again replaces it)."""
+    try:
+        header, of_shard = require_report(output), require_report(shard)
+    except (UsageError, OSError):
+        return False
+    return "merged" in header and header.get("job_sha256") == of_shard.get("job_sha256")

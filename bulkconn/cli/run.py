@@ -31,6 +31,7 @@ from bulkconn.cli.common import (
     user_errors,
 )
 from bulkconn.cli.confirm import confirmed, should_ask
+from bulkconn.cli.display import least_time
 from bulkconn.cli.problems import SHOWN, RunCommands, echo_problems, invalid_json, invalid_line
 from bulkconn.cli.scaleout import MAX_PROCESSES, print_partition, run_processes
 from bulkconn.config import Config
@@ -129,8 +130,8 @@ JSON_PROBLEMS = 1000  # invalid lines listed by `validate --json` (the text outp
 @click.option(
     "--force",
     is_flag=True,
-    help="Overwrite objects changed since bulkconn wrote them (undo lines with 'expect'); "
-    "with --resume also accept a job file that changed since the report began.",
+    help="Overwrite objects changed since bulkconn wrote them (undo lines with 'expect'); with --resume also "
+    "those the report left alone (Conflict), and accept a job file that changed since the report began.",
 )
 @click.option(
     "--skip-unchanged",
@@ -326,7 +327,7 @@ async def _dry_run(job: Path, config: Config, batch_size: int, as_json: bool) ->
     for tenant in the_plan.tenants:
         click.echo(
             f"  {tenant.alias}: {tenant.operations} operation(s) in {tenant.requests} request(s) to {tenant.endpoint}; "
-            f"at least {tenant.min_minutes:.1f} min at {tenant.writes_per_window} writes per {tenant.window_s:g} s"
+            f"{least_time(tenant.min_minutes)} at {tenant.writes_per_window} writes per {tenant.window_s:g} s"
         )
         for req in tenant.examples:
             click.echo(f"    line {req.line}: {req.method} {req.url} {orjson.dumps(req.body).decode()}")

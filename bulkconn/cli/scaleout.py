@@ -16,14 +16,15 @@ from pathlib import Path
 import click
 
 from bulkconn.cli.common import (
-    EXIT_AUTH,
     EXIT_INTERRUPTED,
     EXIT_SHARD_CRASHED,
     EXIT_USAGE,
+    Final,
     default_report,
     echo_json,
     err,
     exit_code_for,
+    no_tenant_exit_code,
     print_summary,
     run_json,
 )
@@ -34,7 +35,6 @@ from bulkconn.job import JobScan
 from bulkconn.lock import ReportLock
 from bulkconn.merge import merge_reports
 from bulkconn.processes import ProcessesResult, ShardRun, run_shards, shard_commands, shard_reports
-from bulkconn.report.reader import read_state
 from bulkconn.shards import ShardSpec, operation_counts, partition
 
 MAX_PROCESSES = 256
@@ -120,7 +120,7 @@ def _unfinished(outcome: ProcessesResult, commands: RunCommands, *, as_json: boo
     result = outcome.combined(commands.report)
     crashed = outcome.of_state("crashed")
     code = EXIT_INTERRUPTED if outcome.interrupted else EXIT_SHARD_CRASHED
-    print_summary(result, commands, result.counts)
+    print_summary(result, commands, Final.of_run(result))
     for run in crashed:
         spec, report = run.command.spec, run.command.report
         alone = RunCommands(commands.job, report, commands.config, commands.kept[2:], shard=str(spec))
@@ -128,7 +128,7 @@ def _unfinished(outcome: ProcessesResult, commands: RunCommands, *, as_json: boo
     if crashed:
         err(f"the reports are not merged; resume every unfinished shard and merge them with:\n  {commands.resume}")
     if as_json:
-        echo_json(run_json(result, commands, result.counts, code))
+        echo_json(run_json(result, commands, Final.of_run(result), code))
     return code
 
 
@@ -142,10 +142,8 @@ def _conclude(outcome: ProcessesResult, commands: RunCommands, *, as_json: bool 
         return _unfinished(outcome, commands, as_json=as_json)
     merge = merge_reports([run.command.report for run in outcome.runs], commands.report)
     result = outcome.combined(commands.report)
-    final = read_state(commands.report).counts()  # the whole job, earlier runs of each shard included
-    code = exit_code_for(final)
-    if result.tenants and len(result.auth_failures) >= result.tenants:
-        code = EXIT_AUTH
+    final = Final.of_report(commands.report)  # the whole job, earlier runs of each shard included
+    code = no_tenant_exit_code(result) or exit_code_for(final.counts, final.conflicts)
     print_summary(result, commands, final)
     click.echo(
         f"merged {merge.shards} shard report(s), {merge.operations} operation(s), into {commands.report}", err=True

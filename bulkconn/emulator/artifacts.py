@@ -7,7 +7,6 @@ by the owner, referenced with ``client_secret_file``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import orjson
 from bulkconn import registry
 from bulkconn.emulator.core import EmulatorCore
 from bulkconn.emulator.state import Tenant
+from bulkconn.private import write_private
 
 
 def _toml_str(value: str) -> str:
@@ -52,9 +52,7 @@ def write_config(
     for tenant in core.world.tenants.values():
         app = tenant.writer_app()
         secret_file = secrets_dir / f"{tenant.alias}.secret"
-        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(app.secrets[0] + "\n")
+        write_private(secret_file, app.secrets[0] + "\n")
         lines += [
             f"[tenants.{tenant.alias}]",
             f"tenant_id = {_toml_str(tenant.tenant_id)}",

@@ -24,6 +24,7 @@ import orjson
 from bulkconn.emulator.options import EmulatorOptions, Faults, RetryAfterFormat
 from bulkconn.emulator.state import Tenant, World, generate_world, load_world
 from bulkconn.emulator.throttling import GlobalThrottle, Limits, TenantThrottle
+from bulkconn.private import write_private
 
 MISSING: Any = object()
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
@@ -179,8 +180,7 @@ class EmulatorCore:
         if path.exists():
             return path.read_bytes()
         key = secrets.token_bytes(32)
-        path.touch(mode=0o600, exist_ok=True)
-        path.write_bytes(key)
+        write_private(path, key)
         return key
 
     def reset(self) -> None:

@@ -15,7 +15,8 @@ from bulkconn.emulator import collection
 from bulkconn.emulator.actions import call_action
 from bulkconn.emulator.core import EmulatorCore, Principal, SubRequest, SubResponse
 from bulkconn.emulator.routes import Kind, Route, resolve
-from bulkconn.emulator.state import READ_ROLES, WRITE_ROLES
+from bulkconn.emulator.state import READ_ROLES
+from bulkconn.resources import WRITE_ROLES
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

@@ -26,7 +26,7 @@ from bulkconn.emulator.graph import handle
 from bulkconn.emulator.options import EmulatorOptions
 from bulkconn.emulator.tls import ensure_tls
 
-_VERSIONS = {"v1.0": "v1.0", "beta": "beta"}
+GRAPH_VERSIONS = frozenset({"v1.0", "beta"})
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -48,8 +48,8 @@ class _Handlers:
         segments = [s for s in request.path.split("/") if s]
         if segments and segments[0] == "_emulator":
             return await self.admin(request, segments[1:])
-        if segments and segments[0].lower() in _VERSIONS:
-            return await self.graph(request, _VERSIONS[segments[0].lower()], "/" + "/".join(segments[1:]))
+        if segments and (version := segments[0].lower()) in GRAPH_VERSIONS:
+            return await self.graph(request, version, "/" + "/".join(segments[1:]))
         if len(segments) >= 2 and segments[1] in ("v2.0", "oauth2"):
             return await self.identity(request, segments)
         rid = str(uuid.uuid4())

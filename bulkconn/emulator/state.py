@@ -23,18 +23,9 @@ from cryptography.hazmat.primitives import hashes
 from bulkconn import registry
 from bulkconn.emulator.seeding import guid as _guid
 from bulkconn.emulator.seeding import seed_collection
-from bulkconn.resources import EXCHANGE_CONNECTOR
+from bulkconn.resources import EXCHANGE_CONNECTOR, WRITE_ROLES
 
 CONNECTORS = "exchangeConnectors"
-# Any Intune write role allows writes to every collection (the emulator does not model per-collection scopes).
-WRITE_ROLES = frozenset(
-    {
-        "DeviceManagementServiceConfig.ReadWrite.All",
-        "DeviceManagementConfiguration.ReadWrite.All",
-        "DeviceManagementManagedDevices.ReadWrite.All",
-        "DeviceManagementManagedDevices.PrivilegedOperations.All",
-    }
-)
 READ_ROLES = WRITE_ROLES | {
     "DeviceManagementServiceConfig.Read.All",
     "DeviceManagementConfiguration.Read.All",

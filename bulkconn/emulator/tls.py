@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from bulkconn.private import write_private
+
 _NAMES = ("localhost",)
 _IPS = ("127.0.0.1", "::1")
 
@@ -48,12 +50,6 @@ def _private_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_bytes(data)
 
 
 def ensure_tls(state_dir: Path) -> TlsFiles:
@@ -95,7 +91,7 @@ def ensure_tls(state_dir: Path) -> TlsFiles:
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(files.key_file, _private_pem(key))
+    write_private(files.key_file, _private_pem(key))
     files.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     return files

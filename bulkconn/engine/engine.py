@@ -33,7 +33,7 @@ from bulkconn.engine.reading import ReadFirst, Skip, after_read, read_url
 from bulkconn.errors import AuthError, JobChanged
 from bulkconn.job import JobScan, LaneReader
 from bulkconn.model import ErrorInfo, Operation, Outcome, Progress, Status, utc_now
-from bulkconn.pacing import Pacing
+from bulkconn.pacing import GLOBAL_PER_APP, GLOBAL_WINDOW_S, Pacers, Pacing, heard
 from bulkconn.precheck import Backup
 from bulkconn.reads import Read, get_objects
 from bulkconn.retry import Answer, Done, Retry, RetryPolicy, decide
@@ -50,6 +50,8 @@ class EngineSettings:
     read_first: ReadFirst = field(default_factory=ReadFirst)
     # Graph's global limit per app across all tenants, and this process's share of it (shards of one app split it).
     global_share: float = 1.0
+    global_per_window: int = GLOBAL_PER_APP
+    global_window_s: float = GLOBAL_WINDOW_S
 
 
 class Engine:
@@ -85,7 +87,12 @@ class Engine:
         self._rng = random.Random(settings.seed)
         self._lanes: dict[str, Lane] = {}
         self._wakers: set[asyncio.Task[None]] = set()
-        self._pacer_factory = pacer_factory
+        self._pacer_factory = pacer_factory or Pacers(
+            global_share=settings.global_share,
+            global_per_window=settings.global_per_window,
+            global_window_s=settings.global_window_s,
+            batch_size=settings.batch_size,
+        )
 
     def stop(self) -> None:
         """Start nothing new; operations in flight finish and are recorded."""
@@ -107,8 +114,9 @@ class Engine:
             async with asyncio.TaskGroup() as group:
                 for alias, reader in readers.items():
                     tenant = self.tenants[alias]
-                    pacer = self._pacer_factory(tenant, self.clock) if self._pacer_factory else None
+                    pacer = self._pacer_factory(tenant, self.clock)
                     lane = self._lanes[alias] = Lane(tenant, reader, clock=self.clock, pacer=pacer)
+                    self._note_limit(lane)
                     workers = self.settings.tenant_concurrency or tenant.concurrency
                     for _ in range(workers):
                         group.create_task(self._guarded(lane))
@@ -142,54 +150,87 @@ class Engine:
                 await lane.release(batch)
 
     async def _write(self, lane: Lane, batch: list[OpState]) -> bool:
-        """Send ``batch``'s writes once pacing and a global slot allow; False when the run stopped first."""
-        # A stop while we wait for pacing or a slot drops the batch unsent (it is redone on resume).
-        if lane.pacer.ready(writes=len(batch)):
-            await lane.pacer.acquire(writes=len(batch))  # returns at once: no need to race a stop
-        elif not await self._unless_stopped(lane.pacer.acquire(writes=len(batch))):
-            return False
-        # The token first: a slow identity service must not hold one of the global slots.
-        token = await self._token(lane)
-        async with self._slots:
-            if self.stopping.is_set():
+        """Send ``batch``'s writes once pacing, a token and a global slot allow; False when the run stopped first."""
+        while True:
+            if not await self._paced(lane, batch):
                 return False
-            await self._send(lane, batch, token)
-        return True
+            # The token first: a slow identity service must not hold one of the global slots.
+            token = await self._token(lane)
+            async with self._slots:
+                if self.stopping.is_set():
+                    return False
+                # Counted as sent only now, in the slot: a wait for a slot never hides in the pacer's log. Another
+                # worker of the lane may have taken the room meanwhile; then wait again.
+                sent_at = lane.pacer.take(writes=len(batch)) if token is not None else self.clock.now()
+                if sent_at is not None:
+                    await self._send(lane, batch, token, sent_at)
+                    return True
+
+    async def _paced(self, lane: Lane, batch: list[OpState] | None = None, *, reads: int = 0) -> bool:
+        """Wait until the pacer lets ``batch``'s writes (or ``reads`` reads) go; False when the run stopped first.
+
+        A batch larger than what fits now gives the rest back to the lane, for another worker, in order: after
+        every wait, as each answer changes what fits (a probe, a lower limit learned since the batch was taken).
+        A stop while we wait drops the batch unsent (it is redone on resume).
+        """
+        while True:
+            if batch is not None and len(batch) > (fits := lane.pacer.max_batch):
+                await lane.give_back(batch[fits:])
+                del batch[fits:]
+            writes = len(batch) if batch is not None else 0
+            if lane.pacer.ready(writes=writes, reads=reads):
+                return True
+            if not await self._unless_stopped(lane.pacer.wait(writes=writes, reads=reads)):
+                return False
+
+    def _note_limit(self, lane: Lane) -> None:
+        """Show the write limit the tenant's pacer paces to now (learned from 429s, or configured)."""
+        limit = lane.pacer.limit
+        self.progress.limit_by_tenant[lane.tenant.alias] = (limit.per_window, limit.window_s)
 
     async def _read_first(self, lane: Lane, batch: list[OpState]) -> list[OpState] | None:
         """Read the objects the batch must read first and settle them; the states to write now (None: stopped)."""
         reading = [s for s in batch if not s.read_done and self.settings.read_first.needed(s.op)]
         if not reading:
             return batch
-        if not await self._unless_stopped(lane.pacer.acquire(writes=0, reads=len(reading))):
-            return None
-        token = await self._token(lane)
-        if token is None:
-            assert lane.quarantine is not None
-            for state in batch:
-                self._finish(state, Status.FAILED, lane.quarantine)
-            return []
-        async with self._slots:
-            if self.stopping.is_set():
+        while True:
+            if not await self._paced(lane, reads=len(reading)):
                 return None
-            client_request_id, now = str(uuid.uuid4()), self.clock.now()
-            for state in reading:
-                state.begin_read(now, client_request_id)
-            reads = await get_objects(
-                self.transport,
-                lane.tenant,
-                [read_url(s.op) for s in reading],
-                token=token,
-                client_request_id=client_request_id,
-                fresh_connection=any([s.take_fresh_connection() for s in reading]),
-            )
-        shrink = [await self._settle_read(lane, state, read, token) for state, read in zip(reading, reads, strict=True)]
-        if any(shrink):
-            lane.pacer.batch_shrunk()
+            token = await self._token(lane)
+            if token is None:
+                assert lane.quarantine is not None
+                for state in batch:
+                    self._finish(state, Status.FAILED, lane.quarantine)
+                return []
+            async with self._slots:
+                if self.stopping.is_set():
+                    return None
+                sent_at = lane.pacer.take(writes=0, reads=len(reading))
+                if sent_at is not None:
+                    reads = await self._get(lane, reading, token, sent_at)
+                    break
+        cap_s = self.settings.policy.retry_after_cap_s
+        lane.pacer.heard(heard([r.answer for r in reads], sent_at=sent_at, reads=True, retry_after_cap_s=cap_s))
+        for state, read in zip(reading, reads, strict=True):
+            await self._settle_read(lane, state, read, token)
         return [s for s in batch if s.read_done or not self.settings.read_first.needed(s.op)]
 
-    async def _settle_read(self, lane: Lane, state: OpState, read: Read, token: str) -> bool:
-        """Retry, fail, skip, or (after recording a backup) mark ``state`` ready to write; True: shrink batches."""
+    async def _get(self, lane: Lane, reading: list[OpState], token: str, sent_at: float) -> list[Read]:
+        """GET the objects of ``reading`` in one request (a single GET or a ``$batch``)."""
+        client_request_id = str(uuid.uuid4())
+        for state in reading:
+            state.begin_read(sent_at, client_request_id)
+        return await get_objects(
+            self.transport,
+            lane.tenant,
+            [read_url(s.op) for s in reading],
+            token=token,
+            client_request_id=client_request_id,
+            fresh_connection=any([s.take_fresh_connection() for s in reading]),
+        )
+
+    async def _settle_read(self, lane: Lane, state: OpState, read: Read, token: str) -> None:
+        """Retry, fail, skip, or (after recording a backup) mark ``state`` ready to write."""
         state.answered(read.answer.status, read.request_id)
         decision = decide(
             read.answer,
@@ -210,7 +251,6 @@ class Engine:
             if then.backup is not None:
                 self.on_backup(then.backup)
             state.read_done = True
-        return decision.shrink_batch
 
     async def _unless_stopped(self, waiting: Coroutine[Any, Any, None]) -> bool:
         """Await ``waiting`` unless the run is stopped first (then cancel it and return False)."""
@@ -242,16 +282,14 @@ class Engine:
     def _finish(self, state: OpState, status: Status, error: ErrorInfo | None, reason: ErrorInfo | None = None) -> None:
         outcome = state.outcome(status, error, now=self.clock.now(), finished_at=utc_now())
         outcome.reason = reason
-        self.progress.record(outcome.tenant, status)
+        self.progress.record(outcome.tenant, status, reason=reason.code if reason else "")
         self.on_outcome(outcome)
 
     async def _token(self, lane: Lane) -> str | None:
         try:
             return await self.auth.token(lane.tenant.alias)
         except AuthError as exc:
-            self._quarantine(
-                lane, ErrorInfo(exc.code, f"authentication failed for tenant '{exc.tenant}': {exc.message}")
-            )
+            self._quarantine(lane, ErrorInfo(exc.code, exc.describe()))
             return None
 
     def _quarantine(self, lane: Lane, error: ErrorInfo) -> None:
@@ -259,11 +297,10 @@ class Engine:
             lane.quarantine = error
             self.auth_failures[lane.tenant.alias] = error
 
-    async def _send(self, lane: Lane, batch: list[OpState], token: str | None) -> None:
+    async def _send(self, lane: Lane, batch: list[OpState], token: str | None, sent_at: float) -> None:
         client_request_id = str(uuid.uuid4())
-        now = self.clock.now()
         for state in batch:
-            state.begin_attempt(now, client_request_id)
+            state.begin_attempt(sent_at, client_request_id)
             if not state.op.idempotent:  # a sync, a wipe...: recorded first, so a resume never sends it twice
                 self.on_intent(state.op)
         if token is None:
@@ -280,15 +317,16 @@ class Engine:
             client_request_id=client_request_id,
             fresh_connection=fresh,
         )
-        shrink = False
+        # The pacer hears the answer before any operation is re-queued, so a retry waits for its cool-down.
+        cap_s = self.settings.policy.retry_after_cap_s
+        lane.pacer.heard(heard(sent.answers, sent_at=sent_at, retry_after_cap_s=cap_s))
+        self._note_limit(lane)
         for state, answer, request_id in zip(batch, sent.answers, sent.request_ids, strict=True):
             state.answered(answer.status, request_id)
-            shrink = await self._settle(lane, state, answer, token) or shrink
-        if shrink:
-            lane.pacer.batch_shrunk()
+            await self._settle(lane, state, answer, token)
 
-    async def _settle(self, lane: Lane, state: OpState, answer: Answer, token: str) -> bool:
-        """Carry out the decision for one operation's answer; True when it asks to shrink the batch limit."""
+    async def _settle(self, lane: Lane, state: OpState, answer: Answer, token: str) -> None:
+        """Carry out the decision for one operation's answer."""
         alias = lane.tenant.alias
         decision = decide(
             answer,
@@ -300,21 +338,17 @@ class Engine:
         if isinstance(decision, Done):
             if decision.quarantine is not None:
                 self._quarantine(lane, decision.quarantine)
-            if decision.succeeded:
-                lane.pacer.succeeded()
             self._finish(state, decision.status, decision.error)
-            return decision.shrink_batch
+            return
         await self._retry(lane, state, decision, token)
-        return decision.shrink_batch
 
     async def _retry(self, lane: Lane, state: OpState, decision: Retry, token: str) -> None:
-        """Re-queue ``state`` at the decision's time (after a fresh token, and slowing the tenant, when asked)."""
+        """Re-queue ``state`` at the decision's time (after a fresh token when asked); the pacer holds it back."""
         alias = lane.tenant.alias
         self.progress.retries += 1
         if decision.reauthenticate:
             await self.auth.invalidate(alias, token)
         if decision.throttled:
             self.progress.record_throttled(alias)
-            lane.pacer.throttled(decision.after_s)
         state.will_retry(decision)
         lane.schedule_retry(state, self.clock.now() + decision.after_s)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from bulkconn.config import TenantConfig
 from bulkconn.job import LaneReader
 from bulkconn.model import ErrorInfo, Operation, Outcome, Status
-from bulkconn.pacing import Pacer, Pacing
+from bulkconn.pacing import Pacing
 from bulkconn.retry import Attempt, Retry
 from bulkconn.transport import Clock
 
@@ -108,16 +108,11 @@ class OpState:
 class Lane:
     """One tenant's operations, retry queue, in-flight bookkeeping and pacer."""
 
-    def __init__(self, tenant: TenantConfig, reader: LaneReader, *, clock: Clock, pacer: Pacing | None = None) -> None:
+    def __init__(self, tenant: TenantConfig, reader: LaneReader, *, clock: Clock, pacer: Pacing) -> None:
         self.tenant = tenant
         self.reader = reader
         self.clock = clock
-        self.pacer: Pacing = pacer or Pacer(
-            writes_per_window=tenant.writes_per_20s,
-            reads_per_window=tenant.reads_per_20s,
-            window_s=tenant.window_s,
-            clock=clock,
-        )
+        self.pacer = pacer
         self.pending: deque[OpState] = deque()
         self.retry: list[tuple[float, int, OpState]] = []
         self.busy: set[str] = set()
@@ -186,6 +181,14 @@ class Lane:
                     self.pending.appendleft(waiting.popleft())
                     if not waiting:
                         del self.parked[oid]
+            self.cond.notify_all()
+
+    async def give_back(self, states: list[OpState]) -> None:
+        """Put operations taken but not sent back at the front of the queue, in their order."""
+        async with self.cond:
+            for state in reversed(states):
+                self.busy.discard(state.op.object_id.lower())
+                self.pending.appendleft(state)
             self.cond.notify_all()
 
     def drain(self) -> list[OpState]:

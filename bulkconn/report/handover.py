@@ -19,9 +19,9 @@ from typing import Any
 
 import orjson
 
-from bulkconn.errors import UsageError
+from bulkconn.errors import IDENTITY_UNREACHABLE, UsageError
 from bulkconn.job import fingerprint, job_objects
-from bulkconn.model import Status
+from bulkconn.model import CONFLICT, Status
 from bulkconn.report.reader import iter_lines
 from bulkconn.suggest import did_you_mean
 
@@ -33,6 +33,14 @@ STATUS_LABEL = {
     "uncertain": "Uncertain",
     "skipped": "Skipped",
 }
+CONFLICTS_TITLE = "Left alone: changed since bulkconn wrote them"
+CONFLICTS_NOTE = (
+    "These objects no longer held what bulkconn wrote, so someone changed them since; bulkconn did not overwrite "
+    "that change. Run the job again with --resume --force to overwrite it."
+)
+UNCHANGED_TITLE = "Already as asked: nothing sent"
+UNASSIGNED_TITLE = "Job lines for no configured tenant"
+UNASSIGNED_NOTE = "These lines named no tenant of the configuration (or none at all), so nothing was sent for them."
 _VALUES_SHOWN = 3  # a property set to more distinct values than this is summarised as "N different values"
 UNCERTAIN_WHY = (
     "The sync request was sent, but no answer was recorded (the connection broke or the run stopped), so Intune "
@@ -74,15 +82,29 @@ class Row:
     duration_ms: int = 0
     request_id: str = ""
     change: Change | None = None
+    reason_code: str = ""  # why a skipped operation was not sent: Unchanged, Conflict
+    reason_message: str = ""  # what was found when the object was read
 
     @property
     def why(self) -> str:
-        """The reason in plain words, for anything that did not succeed."""
+        """The reason in plain words, for anything that did not succeed (a skip: its code and what was found)."""
         if self.status == Status.UNCERTAIN:
             return UNCERTAIN_WHY
         if self.status == Status.SUCCEEDED:
             return ""
+        if self.status == Status.SKIPPED:
+            return f"{self.reason_code}: {self.reason_message}" if self.reason_code else "Not sent, no reason recorded"
         return readable_error(self.error_code, self.error_message, self.http_status)
+
+    @property
+    def label(self) -> str:
+        """The status as a reader sees it: ``Skipped (Conflict)`` says more than ``Skipped``."""
+        label = STATUS_LABEL.get(self.status, self.status)
+        return f"{label} ({self.reason_code})" if self.status == Status.SKIPPED and self.reason_code else label
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == Status.SKIPPED and self.reason_code == CONFLICT
 
 
 @dataclass(slots=True)
@@ -95,6 +117,20 @@ class TenantReport:
     @property
     def counts(self) -> Counter[str]:
         return Counter(row.status for row in self.rows)
+
+    @property
+    def conflicts(self) -> list[Row]:
+        """Skipped as ``Conflict``: left alone because the object changed since bulkconn wrote it."""
+        return [row for row in self.rows if row.conflict]
+
+    @property
+    def unchanged(self) -> list[Row]:
+        """Skipped because the object already held what the line asked for (or another reason, not a conflict)."""
+        return [row for row in self.rows if row.status == Status.SKIPPED and not row.conflict]
+
+    def outcome(self) -> str:
+        """``8 operations: 7 succeeded, 1 skipped (1 conflict)``."""
+        return counts_phrase(self.counts, len(self.conflicts))
 
     @property
     def started_at(self) -> datetime | None:
@@ -134,7 +170,8 @@ class Handover:
     duration_s: float
     state: str  # "finished", "interrupted" or "incomplete" (no summary after the last start)
     bulkconn_version: str
-    tenants: list[TenantReport]
+    tenants: list[TenantReport]  # the configured tenants (or those asked for)
+    unassigned: list[Row] = field(default_factory=list)  # invalid lines naming no configured tenant
 
     def runs_phrase(self) -> str:
         """``12 s over 2 runs``."""
@@ -143,15 +180,19 @@ class Handover:
     @property
     def counts(self) -> Counter[str]:
         """Operations by status over every tenant shown."""
-        total: Counter[str] = Counter()
+        total: Counter[str] = Counter(row.status for row in self.unassigned)
         for tenant in self.tenants:
             total.update(tenant.counts)
         return total
 
+    @property
+    def conflicts(self) -> int:
+        return sum(len(tenant.conflicts) for tenant in self.tenants)
+
     def outcome(self) -> str:
         """``60 operations: 58 succeeded, 2 failed``, and whether the run finished."""
         notes = {"interrupted": " (interrupted: resume to finish)", "incomplete": " (the run did not finish)"}
-        return counts_phrase(self.counts) + notes.get(self.state, "")
+        return counts_phrase(self.counts, self.conflicts) + notes.get(self.state, "")
 
 
 def readable_error(code: str, message: str, http_status: int | None) -> str:
@@ -183,10 +224,11 @@ def span(seconds: float) -> str:
     return f"{whole // 3600} h {whole % 3600 // 60} min"
 
 
-def counts_phrase(counts: Counter[str]) -> str:
-    """``20 operations: 19 succeeded, 1 failed``."""
+def counts_phrase(counts: Counter[str], conflicts: int = 0) -> str:
+    """``20 operations: 19 succeeded, 1 failed``; skips say how many were conflicts: ``1 skipped (1 conflict)``."""
     total = sum(counts.values())
-    parts = [f"{counts[status]} {status}" for status in STATUS_ORDER if counts.get(status)]
+    of_them = {Status.SKIPPED.value: f" ({conflicts} conflict{'' if conflicts == 1 else 's'})" if conflicts else ""}
+    parts = [f"{counts[status]} {status}{of_them.get(status, '')}" for status in STATUS_ORDER if counts.get(status)]
     noun = "operation" if total == 1 else "operations"
     return f"{total} {noun}: {', '.join(parts)}" if parts else f"no {noun}"
 
@@ -207,6 +249,8 @@ def change_summary(tenant: TenantReport) -> list[tuple[str, str, int]]:
 def _lead(code: str, message: str, http_status: int | None) -> str:
     if message.startswith("authentication failed"):
         return "Sign-in to the tenant failed, nothing was sent"
+    if code == IDENTITY_UNREACHABLE:
+        return "The sign-in service could not be reached, nothing was sent"
     if code == "InvalidLine":
         return "Not sent, the job line is invalid"
     if code.startswith("BatchResponse"):
@@ -238,7 +282,8 @@ def parse_time(text: str) -> datetime | None:
 
 def _row(record: dict[str, Any]) -> Row:
     error = record.get("error") if isinstance(record.get("error"), dict) else {}
-    assert isinstance(error, dict)
+    reason = record.get("reason") if isinstance(record.get("reason"), dict) else {}
+    assert isinstance(error, dict) and isinstance(reason, dict)
     http = record.get("http_status")
     return Row(
         key=str(record.get("key", "")),
@@ -255,6 +300,8 @@ def _row(record: dict[str, Any]) -> Row:
         finished_at=str(record.get("finished_at") or ""),
         duration_ms=int(record.get("duration_ms") or 0),
         request_id=str(record.get("request_id") or ""),
+        reason_code=str(reason.get("code") or ""),
+        reason_message=str(reason.get("message") or ""),
     )
 
 
@@ -320,7 +367,9 @@ def _change(data: dict[str, Any], defaults: dict[str, Any]) -> Change:
     patch = dict(defaults.get("patch") or {})
     line_patch = data.get("patch")
     patch.update(line_patch if isinstance(line_patch, dict) else {})
-    return Change(resource, tuple((str(name), _shown(value)) for name, value in patch.items()))
+    # `@odata.type` (an undo or export line for a collection of several kinds) names the object's type: not a change.
+    shown = tuple((str(name), _shown(value)) for name, value in patch.items() if not str(name).startswith("@"))
+    return Change(resource, shown)
 
 
 def _find_job(recorded: str, report: Path, given: Path | None) -> Path:
@@ -366,13 +415,17 @@ def load_handover(report: Path, *, job: Path | None = None, tenants: Collection[
     """
     scan = _scan(report, set(tenants) or None)
     header = scan.header or {}
-    known = sorted(set(header.get("tenants") or ()) | {row.tenant for row in scan.rows.values()})
+    known = _configured(header, scan.rows.values())
     _check_tenants(tenants, known)
     job_path = _find_job(str(header.get("job", "")), report, job)
     note = _attach_changes(scan.rows.values(), job_path, header)
     by_tenant: dict[str, TenantReport] = {alias: TenantReport(alias) for alias in (tenants or known)}
+    unassigned: list[Row] = []
     for row in sorted(scan.rows.values(), key=lambda r: r.line):
-        by_tenant.setdefault(row.tenant or "(none)", TenantReport(row.tenant or "(none)")).rows.append(row)
+        if row.tenant in by_tenant:
+            by_tenant[row.tenant].rows.append(row)
+        else:  # an invalid line naming 'contosso', '*' or no tenant: not a tenant of this run
+            unassigned.append(row)
     return Handover(
         report=report,
         job=job_path,
@@ -384,4 +437,13 @@ def load_handover(report: Path, *, job: Path | None = None, tenants: Collection[
         state=scan.state,
         bulkconn_version=str(header.get("bulkconn_version", "")),
         tenants=list(by_tenant.values()),
+        unassigned=unassigned,
     )
+
+
+def _configured(header: dict[str, Any], rows: Iterable[Row]) -> list[str]:
+    """The run's tenants: as configured (the header); for a header without them, those of lines that were valid."""
+    named = header.get("tenants")
+    if isinstance(named, list) and named:
+        return sorted(str(alias) for alias in named)
+    return sorted({row.tenant for row in rows if row.status != Status.INVALID and row.tenant})

@@ -23,6 +23,7 @@ class StateLine(msgspec.Struct):
     id: Any = ""
     line: Any = 0
     action: Any = Action.SYNC.value
+    reason: Any = None
 
 
 decode_state_line = msgspec.json.Decoder(StateLine).decode

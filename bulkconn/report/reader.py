@@ -9,19 +9,17 @@ each line (msgspec skips the rest without building it: about twice as fast as de
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
-from bulkconn.errors import ResumeError, UsageError
+from bulkconn.errors import ResumeError
 from bulkconn.job import job_objects
-from bulkconn.model import Action, Status
+from bulkconn.model import CONFLICT, NO_TENANT, Action, Status, tenant_order
 from bulkconn.report import format as fmt
 from bulkconn.report.keycodes import KeyCodes, KeySet
 
@@ -33,6 +31,8 @@ _CODES = {status: code for code, status in enumerate(fmt.FINAL_STATUSES, start=1
 _NAMES = {v: k for k, v in _CODES.items()}
 _INTENT = 6  # a sync was about to be sent and no result followed
 _FAILED = _CODES[Status.FAILED]  # what a result with an unknown status counts as
+_CONFLICT = 7  # skipped with reason Conflict: counts as skipped, and is a problem (the asked state was not reached)
+_NAMES[_CONFLICT] = Status.SKIPPED.value
 _HEADER_MAX_BYTES = 1 << 20  # a header is a few hundred bytes
 
 
@@ -57,15 +57,21 @@ class ReportState:
     def counts(self) -> Counter[str]:
         return self._by_status(lambda code: True)
 
-    def skip_keys(self, *, retry_failed: bool, recheck_invalid: bool, resend_uncertain: bool) -> Set[str]:
+    def conflicts(self) -> int:
+        """Operations whose latest result is a skip as ``Conflict`` (left alone: changed since bulkconn wrote it)."""
+        return self.latest.code_counts()[_CONFLICT]
+
+    def skip_keys(
+        self, *, retry_failed: bool, recheck_invalid: bool, resend_uncertain: bool, overwrite_conflicts: bool = False
+    ) -> Set[str]:
         """Keys a resume must not send again (a view of ``latest``: nothing is copied)."""
-        return KeySet(self.latest, _redo(retry_failed, recheck_invalid, resend_uncertain))
+        return KeySet(self.latest, _redo(retry_failed, recheck_invalid, resend_uncertain, overwrite_conflicts))
 
     def split_counts(
-        self, *, retry_failed: bool, recheck_invalid: bool, resend_uncertain: bool
+        self, *, retry_failed: bool, recheck_invalid: bool, resend_uncertain: bool, overwrite_conflicts: bool = False
     ) -> tuple[Counter[str], Counter[str]]:
         """(what a resume skips, what it does again), by latest status (an intent counts as uncertain)."""
-        redo = _redo(retry_failed, recheck_invalid, resend_uncertain)
+        redo = _redo(retry_failed, recheck_invalid, resend_uncertain, overwrite_conflicts)
         return self._by_status(lambda code: code not in redo), self._by_status(lambda code: code in redo)
 
     def _by_status(self, wanted: Callable[[int], bool]) -> Counter[str]:
@@ -80,7 +86,7 @@ class ReportState:
         kind = record.type
         if kind == "result":
             key = str(record.key)
-            self.latest[key] = _CODES.get(str(record.status), _FAILED)
+            self.latest[key] = _result_code(record)
             if self.intents:
                 self.intents.pop(key, None)
                 self.intent_actions.pop(key, None)
@@ -99,9 +105,11 @@ class ReportState:
         return [(key, *where) for key, where in self.intents.items() if self.latest.get(key) == _INTENT]
 
 
-def _redo(retry_failed: bool, recheck_invalid: bool, resend_uncertain: bool) -> set[int]:
+def _redo(retry_failed: bool, recheck_invalid: bool, resend_uncertain: bool, overwrite_conflicts: bool) -> set[int]:
     """The codes a resume does again."""
     redo = {_CODES[Status.FAILED]} if retry_failed else set()
+    if overwrite_conflicts:
+        redo.add(_CONFLICT)
     if recheck_invalid:
         redo.add(_CODES[Status.INVALID])
     if resend_uncertain:
@@ -110,6 +118,13 @@ def _redo(retry_failed: bool, recheck_invalid: bool, resend_uncertain: bool) -> 
 
 
 _EXPANSION_KINDS = ("expansion", "expansion_done")  # a tuple: a malformed "type" need not be hashable
+
+
+def _result_code(record: StateLine) -> int:
+    reason = record.reason
+    if record.status == Status.SKIPPED and isinstance(reason, dict) and reason.get("code") == CONFLICT:
+        return _CONFLICT
+    return _CODES.get(str(record.status), _FAILED)
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
@@ -221,7 +236,7 @@ def summarize(path: Path | Sequence[Path]) -> dict[str, Any]:
             if record is not None and record.get("type") in ("result", "intent"):
                 latest[str(record.get("key"))] = (number, index)
     wanted = set(latest.values())
-    tally = _Tally()
+    tally = _Tally(configured={str(alias) for header in first_headers for alias in header.get("tenants") or ()})
     for number, report in enumerate(paths):
         tally.read(report, {index for n, index in wanted if n == number})
     return {
@@ -239,6 +254,8 @@ class _Tally:
     by_status: Counter[str] = field(default_factory=Counter)
     by_tenant: dict[str, Counter[str]] = field(default_factory=dict)
     by_error: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)  # skipped operations by reason code
+    configured: set[str] = field(default_factory=set)  # the reports' tenants; other lines count as NO_TENANT
     attempts: int = 0
     throttled: int = 0
     max_attempts: int = 0
@@ -268,9 +285,10 @@ class _Tally:
     def count(self, record: dict[str, Any]) -> None:
         status = str(record.get("status", Status.UNCERTAIN.value))  # an intent: a sync that may have run
         self.by_status[status] += 1
-        self.by_tenant.setdefault(str(record.get("tenant") or "(none)"), Counter())[status] += 1
+        self.by_tenant.setdefault(_tenant_row(record, self.configured), Counter())[status] += 1
         if record.get("error"):
             self.by_error[str(record["error"].get("code"))] += 1
+        self.by_reason.update(_skip_reason(record))
         self.attempts += int(record.get("attempts") or 0)
         self.throttled += int(record.get("throttled") or 0)
         self.max_attempts = max(self.max_attempts, int(record.get("attempts") or 0))
@@ -278,8 +296,9 @@ class _Tally:
     def as_json(self) -> dict[str, Any]:
         return {
             "by_status": dict(self.by_status),
-            "by_tenant": {t: dict(c) for t, c in sorted(self.by_tenant.items())},
+            "by_tenant": {t: dict(self.by_tenant[t]) for t in sorted(self.by_tenant, key=tenant_order)},
             "by_error_code": dict(self.by_error.most_common()),
+            "by_skip_reason": dict(self.by_reason.most_common()),
             "attempts_total": self.attempts,
             "attempts_max": self.max_attempts,
             "throttled_total": self.throttled,
@@ -289,6 +308,20 @@ class _Tally:
             "finished_at": self.finished,
             "torn_lines": self.torn,
         }
+
+
+def _tenant_row(record: dict[str, Any], configured: set[str]) -> str:
+    """The tenant row a result counts in: its tenant, or :data:`NO_TENANT` for a line naming none configured."""
+    tenant = str(record.get("tenant") or "")
+    return tenant if tenant in configured or (tenant and not configured) else NO_TENANT
+
+
+def _skip_reason(record: dict[str, Any]) -> list[str]:
+    """``[code]`` of a skipped result's reason (``Unchanged``, ``Conflict``), else ``[]``."""
+    reason = record.get("reason")
+    if record.get("status") != Status.SKIPPED or not isinstance(reason, dict):
+        return []
+    return [str(reason.get("code"))]
 
 
 def _failed_keys(state: ReportState, *, include_uncertain: bool) -> set[str]:
@@ -305,52 +338,23 @@ def failed_count(state: ReportState, *, include_uncertain: bool = False) -> int:
     return len(_failed_keys(state, include_uncertain=include_uncertain))
 
 
-def write_failed_job(
-    state: ReportState, job: Path, out: Path, *, include_uncertain: bool = False, overwrite: bool = False
-) -> int:
-    """Write the original job lines of every operation whose latest result failed; return how many.
-
-    The lines go to a temporary file beside ``out``, which then becomes ``out`` at once: replacing an
-    existing file only with ``overwrite``, else :class:`UsageError` (nothing is replaced, even by a file
-    that appeared meanwhile).
-    """
+def write_failed_job(state: ReportState, job: Path, sink: BinaryIO, *, include_uncertain: bool = False) -> int:
+    """Write the original job lines of every operation whose latest result failed to ``sink``; return how many."""
     keys = _failed_keys(state, include_uncertain=include_uncertain)
     written = 0
     first = True
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as sink:
-            for number, data in job_objects(job):  # a CSV or UTF-16 job's failures are written as JSON Lines
-                if not isinstance(data, dict):
-                    continue
-                if first and "defaults" in data:
-                    sink.write(orjson.dumps(data) + b"\n")  # the failures need the same defaults
-                first = False
-                if "defaults" in data:
-                    continue
-                key = str(data.get("key", number))
-                if key in keys:
-                    if "key" not in data:
-                        data["key"] = f"{job.name}:{number}"  # keep the original line as a stable name
-                    sink.write(orjson.dumps(data) + b"\n")
-                    written += 1
-        _publish(tmp, out, overwrite=overwrite)
-    finally:
-        tmp.unlink(missing_ok=True)
+    for number, data in job_objects(job):  # a CSV or UTF-16 job's failures are written as JSON Lines
+        if not isinstance(data, dict):
+            continue
+        if first and "defaults" in data:
+            sink.write(orjson.dumps(data) + b"\n")  # the failures need the same defaults
+        first = False
+        if "defaults" in data:
+            continue
+        key = str(data.get("key", number))
+        if key in keys:
+            if "key" not in data:
+                data["key"] = f"{job.name}:{number}"  # keep the original line as a stable name
+            sink.write(orjson.dumps(data) + b"\n")
+            written += 1
     return written
-
-
-def _publish(tmp: Path, out: Path, *, overwrite: bool) -> None:
-    """Make ``tmp`` appear as ``out`` in one step; without ``overwrite`` never replace an existing file."""
-    if overwrite:
-        tmp.replace(out)
-        return
-    try:
-        os.link(tmp, out)  # fails if ``out`` exists, atomically
-    except FileExistsError:
-        raise UsageError(f"{out} already exists; pass --force to replace it, or choose another -o") from None
-    except OSError:  # a file system without hard links: check, then rename
-        if out.exists():
-            raise UsageError(f"{out} already exists; pass --force to replace it, or choose another -o") from None
-        tmp.replace(out)

@@ -15,12 +15,15 @@ from collections.abc import Iterator
 
 from bulkconn.model import Status
 from bulkconn.report.handover import (
-    STATUS_LABEL,
+    CONFLICTS_NOTE,
+    CONFLICTS_TITLE,
+    UNASSIGNED_NOTE,
+    UNASSIGNED_TITLE,
+    UNCHANGED_TITLE,
     Handover,
     Row,
     TenantReport,
     change_summary,
-    counts_phrase,
     when,
 )
 from bulkconn.report.show_html import render_html
@@ -84,7 +87,7 @@ def _change_text(row: Row) -> str:
 def _md_tenant(tenant: TenantReport, handover: Handover) -> Iterator[str]:
     yield f"## Tenant {md(tenant.alias)}"
     yield ""
-    yield (f"{counts_phrase(tenant.counts)}. First change {when(tenant.started_at)}, last {when(tenant.finished_at)}.")
+    yield (f"{tenant.outcome()}. First change {when(tenant.started_at)}, last {when(tenant.finished_at)}.")
     yield ""
     changes = change_summary(tenant)
     yield "### What changed"
@@ -107,6 +110,7 @@ def _md_tenant(tenant: TenantReport, handover: Handover) -> Iterator[str]:
             yield ""
         yield from _md_table(("Line", "Object", "Change", "Why", "Attempts"), _md_rows(problems, LISTED_PER_TENANT))
         yield from _more(len(problems), LISTED_PER_TENANT)
+    yield from _md_skipped(tenant)
     uncertain = tenant.with_status(Status.UNCERTAIN)
     if uncertain:
         yield "### Uncertain"
@@ -129,11 +133,36 @@ def _md_tenant(tenant: TenantReport, handover: Handover) -> Iterator[str]:
         yield from _more(len(done), LISTED_PER_TENANT)
 
 
+def _md_skipped(tenant: TenantReport) -> Iterator[str]:
+    """The operations not sent: conflicts (a problem) with what was found, then those already as asked."""
+    head = ("Line", "Object", "Change", "Why")
+    for title, note, rows in (
+        (CONFLICTS_TITLE, CONFLICTS_NOTE, tenant.conflicts),
+        (UNCHANGED_TITLE, "", tenant.unchanged),
+    ):
+        if not rows:
+            continue
+        yield f"### {title}"
+        yield ""
+        if note:
+            yield md(note)
+            yield ""
+        yield from _md_table(head, [(r.line, r.object_id, _change_text(r), r.why) for r in rows[:LISTED_PER_TENANT]])
+        yield from _more(len(rows), LISTED_PER_TENANT)
+
+
 def render_md(handover: Handover) -> str:
     """Markdown for a ticket or an email: the run, then per tenant what changed, what failed and why."""
     lines = _md_header(handover)
     for tenant in handover.tenants:
         lines += list(_md_tenant(tenant, handover))
+    if handover.unassigned:
+        rows: list[tuple[object, ...]] = [
+            (r.line, r.tenant or "(none)", r.object_id, r.why) for r in handover.unassigned[:LISTED_PER_TENANT]
+        ]
+        lines += [f"## {UNASSIGNED_TITLE}", "", md(UNASSIGNED_NOTE), ""]
+        lines += _md_table(("Line", "Tenant", "Object", "Why"), rows)
+        lines += _more(len(handover.unassigned), LISTED_PER_TENANT)
     lines.append(f"_Written by bulkconn {md(handover.bulkconn_version)} from {md(handover.report)}._")
     return "\n".join(lines) + "\n"
 
@@ -149,7 +178,7 @@ def _csv_row(row: Row) -> tuple[object, ...]:
     change = row.change
     return (
         row.tenant, row.line, row.key, row.object_id, change.resource if change else "", row.action,
-        _change_text(row) if change else "", STATUS_LABEL.get(row.status, row.status), row.why,
+        _change_text(row) if change else "", row.label, row.why,
         "" if row.http_status is None else row.http_status, row.attempts, row.throttled, row.error_code,
         row.error_message, row.finished_at, row.duration_ms, row.request_id,
     )  # fmt: skip
@@ -160,6 +189,6 @@ def render_csv(handover: Handover) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")  # as Excel writes CSV
     writer.writerow(CSV_COLUMNS)
-    for tenant in handover.tenants:
-        writer.writerows(tuple(_cell(value) for value in _csv_row(row)) for row in tenant.rows)
+    for rows in [*(tenant.rows for tenant in handover.tenants), handover.unassigned]:
+        writer.writerows(tuple(_cell(value) for value in _csv_row(row)) for row in rows)
     return out.getvalue()

@@ -12,13 +12,17 @@ from collections.abc import Iterable, Iterator
 
 from bulkconn.model import Status
 from bulkconn.report.handover import (
+    CONFLICTS_NOTE,
+    CONFLICTS_TITLE,
     STATUS_LABEL,
     STATUS_ORDER,
+    UNASSIGNED_NOTE,
+    UNASSIGNED_TITLE,
+    UNCHANGED_TITLE,
     Handover,
     Row,
     TenantReport,
     change_summary,
-    counts_phrase,
     span,
     when,
 )
@@ -104,7 +108,7 @@ def _more(total: int, listed: int) -> str:
 
 def _cards(handover: Handover) -> str:
     counts = handover.counts
-    problems = counts.get(Status.FAILED, 0) + counts.get(Status.INVALID, 0)
+    problems = counts.get(Status.FAILED, 0) + counts.get(Status.INVALID, 0) + handover.conflicts
     cards = [
         ("", "Operations", sum(counts.values())),
         ("ok", "Succeeded", counts.get(Status.SUCCEEDED, 0)),
@@ -158,7 +162,7 @@ def _bar(tenant: TenantReport) -> str:
 
 def _headline(tenant: TenantReport) -> str:
     counts = tenant.counts
-    bad = counts.get(Status.FAILED, 0) + counts.get(Status.INVALID, 0)
+    bad = counts.get(Status.FAILED, 0) + counts.get(Status.INVALID, 0) + len(tenant.conflicts)
     if bad:
         return _pill(Status.FAILED, f"{bad} not changed")
     if counts.get(Status.UNCERTAIN):
@@ -195,6 +199,22 @@ def _failed(tenant: TenantReport, listed: int) -> str:
     return f"<h3>What failed, and why</h3>{reasons}{table}{_more(len(problems), listed)}"
 
 
+def _skipped(tenant: TenantReport, listed: int) -> str:
+    """The operations not sent: conflicts (a problem) with what was found, then those already as asked."""
+    parts = []
+    for title, note, rows_in in (
+        (CONFLICTS_TITLE, CONFLICTS_NOTE, tenant.conflicts),
+        (UNCHANGED_TITLE, "", tenant.unchanged),
+    ):
+        if not rows_in:
+            continue
+        rows = [[_td(r.line, "num"), _td(r.object_id, "id"), _td(_change(r)), _td(r.why)] for r in rows_in[:listed]]
+        callout = f'<p class="callout">{_e(note)}</p>' if note else ""
+        table = _table(["Line", "Object", "Change", "Why"], rows, numeric=frozenset({0}))
+        parts.append(f"<h3>{_e(title)}</h3>{callout}{table}{_more(len(rows_in), listed)}")
+    return "".join(parts)
+
+
 def _uncertain(tenant: TenantReport, listed: int) -> str:
     rows_in = tenant.with_status(Status.UNCERTAIN)
     if not rows_in:
@@ -211,7 +231,7 @@ def _every(tenant: TenantReport, listed: int) -> str:
             _td(r.line, "num"),
             _td(r.object_id, "id"),
             _td(_change(r)),
-            f"<td>{_pill(r.status)}</td>",
+            f"<td>{_pill(r.status, r.label)}</td>",
             _td(when(r.finished_at)),
             _td(r.attempts, "num"),
         ]
@@ -231,14 +251,29 @@ def _tenant(n: int, tenant: TenantReport, handover: Handover, listed: int) -> It
     yield f'<section class="panel" id="t{n}"><div class="tenant-head"><h2>{_e(tenant.alias)}</h2>'
     yield f"{_headline(tenant)}</div>{_bar(tenant)}"
     yield (
-        f'<p class="meta">{_e(counts_phrase(tenant.counts))} &middot; first change {_e(when(tenant.started_at))}'
+        f'<p class="meta">{_e(tenant.outcome())} &middot; first change {_e(when(tenant.started_at))}'
         f" &middot; last {_e(when(tenant.finished_at))} &middot; took {_e(took)}</p>"
     )
     yield _changed(tenant, handover)
     yield _failed(tenant, listed)
+    yield _skipped(tenant, listed)
     yield _uncertain(tenant, listed)
     yield _every(tenant, listed) if tenant.rows else ""
     yield "</section>"
+
+
+def _unassigned(rows_in: list[Row], listed: int) -> str:
+    """Invalid lines that named no configured tenant: a section of their own, not a tenant."""
+    if not rows_in:
+        return ""
+    rows = [
+        [_td(r.line, "num"), _td(r.tenant or "(none)"), _td(r.object_id, "id"), _td(r.why, "why")]
+        for r in rows_in[:listed]
+    ]
+    table = _table(["Line", "Tenant", "Object", "Why"], rows, numeric=frozenset({0}))
+    note = f'<p class="note">{_e(UNASSIGNED_NOTE)}</p>'
+    more = _more(len(rows_in), listed)
+    return f'<section class="panel"><h2>{_e(UNASSIGNED_TITLE)}</h2>{note}{table}{more}</section>'
 
 
 def render_html(handover: Handover, *, listed: int) -> str:
@@ -261,6 +296,7 @@ def render_html(handover: Handover, *, listed: int) -> str:
     ]
     for n, tenant in enumerate(handover.tenants):
         parts += list(_tenant(n, tenant, handover, listed))
+    parts.append(_unassigned(handover.unassigned, listed))
     parts.append(
         f'</main><footer class="wrap">Written by bulkconn {_e(handover.bulkconn_version)} '
         f"from {_e(handover.report)}.</footer></body></html>"
