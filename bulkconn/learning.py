@@ -41,9 +41,10 @@ class Learned:
 class Learner:
     """The real write limit, learned from 429s and probed upwards while the service admits everything.
 
-    A probe raises the rate one step: a shorter window while the window is in doubt, else more writes per window.
-    A probe that holds for a window doubles the next step; a 429 for a request sent under a probe reverts to the
-    values from before it.
+    A probe raises the rate: a shorter window while the window is in doubt, else more writes per window (the
+    configured limit on the configured window, one step on another). A probe that holds for a window doubles the
+    next step; a 429 for a request sent under a probe reverts to the values from before it, or, for the configured
+    limit, to what the service admitted.
     """
 
     __slots__ = (
