@@ -5,10 +5,13 @@ probe at a time while the service admits everything. :class:`~bulkconn.limits.Te
 estimates it reads from 429s. docs/pacing.md explains the rules and the figures measured.
 
 While the window's length is in doubt (learned other than configured), probes shorten it by a step that starts
-small (a measured window is usually close) and grows while shorter windows hold. The first window probe that
-fails settles the window one small step above the last that held (that step is the cushion for latency
-jitter). Then the limit is probed upwards with a growing step; a probe that fails reverts, and the next limit
-probe waits until the pause the failure cost is small against the time between probes.
+small (a measured window is usually close) and grows while shorter windows hold; a window measured from an
+HTTP date (whole seconds) is probed halfway to a second shorter. The first window probe that fails settles the
+window one small step above the last that held (that step is the cushion for latency jitter). Then the limit is
+probed upwards: on the configured window, straight to the configured limit (sent in small requests, one at a
+time beyond what held), and a refusal leaves it at what the service admitted in its window; on a shorter window,
+with a growing step. A probe that fails reverts, and the next limit probe waits until the pause the failure
+cost is small against the time between probes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ PROBE_AFTER_WINDOWS = 3.0  # learned windows without a 429 before the first prob
 PROBE_FIRST_STEP = 0.05  # the first probe adds 5 % of the learned limit; each success doubles the step
 MAX_STEP = 0.25  # the largest probe step (a share of the learned limit)
 MIN_WINDOW_S = 0.05  # the shortest window a probe or an estimate may reach
+RESOLUTION_S = 1.0  # a Retry-After as an HTTP date is up to this much late (whole seconds, rounded up)
 SETTLED = 0.05  # a window settles this share above the last that held
 WINDOW_STEP = 0.10  # the largest step a probe of a measured window takes (a share of the window)
 PROBE_COST_FACTOR = 20.0  # a limit probe waits 20 times the pause the last failed probe cost: at most 5 % lost
@@ -37,9 +41,10 @@ class Learned:
 class Learner:
     """The real write limit, learned from 429s and probed upwards while the service admits everything.
 
-    A probe raises the rate one step: a shorter window while the window is in doubt, else more writes per window.
-    A probe that holds for a window doubles the next step; a 429 for a request sent under a probe reverts to the
-    values from before it.
+    A probe raises the rate: a shorter window while the window is in doubt, else more writes per window (the
+    configured limit on the configured window, one step on another). A probe that holds for a window doubles the
+    next step; a 429 for a request sent under a probe reverts to the values from before it, or, for the configured
+    limit, to what the service admitted.
     """
 
     __slots__ = (
@@ -51,6 +56,7 @@ class Learner:
         "_stable_since",
         "_step",
         "_undo",
+        "_window_dated",
         "_window_doubt",
         "_window_floor",
         "_window_measured",
@@ -70,6 +76,7 @@ class Learner:
         self._episode_probe = False
         self._window_doubt = False
         self._window_measured = False
+        self._window_dated = False  # the window was measured from an HTTP date: its floor is a second shorter
         self._window_floor = MIN_WINDOW_S  # no window probe goes below this (a bound found without Retry-After)
         self._undo: list[Learned] = []  # what held before each probe that stands, the latest last
         self._probe_pause_s = 0.0  # the pause the last failed probe cost
@@ -83,7 +90,15 @@ class Learner:
             return None
         # Sending earlier (a shorter window) is the probe: every batch risks it, so all stay small.
         window_probe = bool(self._history) and self._history[-1][2]
-        return max(1, math.ceil(self._good.per_window * (PROBE_FIRST_STEP if window_probe else self._step)))
+        small = window_probe or self.learned == self.configured  # a jump to the configured limit: small chunks
+        return max(1, math.ceil(self._good.per_window * (PROBE_FIRST_STEP if small else self._step)))
+
+    @property
+    def held(self) -> Learned | None:
+        """While a probe of the configured limit is unconfirmed, the values that held before it (else None)."""
+        if self._probe_at is None or self.learned != self.configured:
+            return None
+        return self._good
 
     @property
     def current(self) -> Learned:
@@ -102,12 +117,18 @@ class Learner:
         """The window is longer than ``low_s`` and at most ``high_s`` (from probing without Retry-After)."""
         self.learned = Learned(self.current.per_window, max(high_s, MIN_WINDOW_S))
         self._window_floor, self._window_measured = max(low_s, MIN_WINDOW_S), True
+        self._window_dated = False
         self._window_doubt = high_s - low_s > SETTLED * high_s
         self._stable_since = now
 
     def stable(self, now: float) -> None:
         """An admitted write at ``now``: probe once the current values have held long enough."""
         if self.learned is None:
+            return
+        if self.learned == self.configured:
+            if now - self._stable_since >= self.learned.window_s:
+                self.learned, self._probe_at, self._undo = None, None, []  # the configured limit holds again
+                self._history.clear()
             return
         window = self.learned.window_s
         if self._probe_at is not None:
@@ -137,17 +158,24 @@ class Learner:
         window = current.window_s
         # A measured window is close: steady steps. One never measured shrinks faster.
         step = WINDOW_STEP if self._window_measured else min(2 * self._step, 0.5)
-        target = max(window * (1 - step), self._window_floor)
+        target = window * (1 - step)
+        if self._window_dated:  # an HTTP date's last second is in doubt: halfway to its start
+            target = min(target, (window + self._window_floor) / 2)
+        target = max(target, self._window_floor)
         if window - target <= SETTLED * window / 2:
             self._window_doubt = False
             return None
         return Learned(current.per_window, target)
 
     def _higher_limit(self, current: Learned) -> Learned | None:
-        """One step more writes per window, or None when that reaches the configured limit."""
+        """On the configured window, the configured limit: a refusal shows the real one (see :meth:`refused`).
+
+        On a window learned shorter, one step more writes per window, or None when that reaches the configured
+        limit: there is no documented limit on that window to try.
+        """
+        if current.window_s >= self.configured.window_s:
+            return self.configured
         raised = current.per_window + max(1, math.ceil(current.per_window * self._step))
-        if raised >= self.configured.per_window and current.window_s >= self.configured.window_s:
-            return None
         return Learned(min(raised, self.configured.per_window), current.window_s)
 
     def refused(
@@ -160,6 +188,8 @@ class Learner:
         measured: bool,
         informed: bool = False,
         saturated: bool = False,
+        admitted: int = 0,
+        window_floor_s: float = MIN_WINDOW_S,
     ) -> None:
         """A 429 at ``now``: revert the probe that caused it, else take ``estimate`` (in an episode the latest wins).
 
@@ -170,10 +200,12 @@ class Learner:
         request filled our window to the limit, so a window probed shorter is the first suspect, before the limit.
         """
         if new_episode:
-            self._revert(sent_at)
+            self._revert(sent_at, admitted)
         if not self._episode_probe:
             if measured:
                 self._window_measured, self._undo = True, []
+                self._window_floor = window_floor_s  # an HTTP date leaves the last second in doubt
+                self._window_dated = window_floor_s > MIN_WINDOW_S
                 self._window_doubt = estimate.window_s != self.configured.window_s
             elif self.learned is None and not informed:
                 self._window_measured, self._window_doubt = False, True  # first 429 and no Retry-After
@@ -188,7 +220,7 @@ class Learner:
         self._stable_since = now
         self._step = PROBE_FIRST_STEP
 
-    def _revert(self, sent_at: float) -> None:
+    def _revert(self, sent_at: float, admitted: int) -> None:
         # The request may have gone out under any probe of the current chain: revert to what held before it.
         # Latency reorders arrivals: a request sent just before a probe may be refused for the probe's writes.
         held = [
@@ -202,7 +234,11 @@ class Learner:
             return
         del self._undo[len(self._undo) - min(undone, len(self._undo)) :]
         before, window_probed = held[-1]
+        probed = self.learned
         self.learned = before
+        if probed == self.configured and before.window_s == probed.window_s:
+            # The service admitted this much in its window before it refused: the limit is (at least) that.
+            self.learned = Learned(min(max(admitted, before.per_window), probed.per_window), before.window_s)
         if window_probed:
             # The window settles a small step above the last that held: that step is the jitter cushion.
             self._window_doubt = False

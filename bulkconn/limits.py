@@ -25,7 +25,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from bulkconn.learning import MIN_WINDOW_S, Learned, Learner
+from bulkconn.learning import MIN_WINDOW_S, RESOLUTION_S, Learned, Learner
 
 DEFAULT_MARGIN_S = 0.25  # latency spread between our send time and the service's arrival time
 ROUNDING_S = 2.0  # an HTTP-date Retry-After can be up to this much late (whole seconds, rounded up)
@@ -187,12 +187,14 @@ class TenantLimits:
         self._batch_stable_since = 0.0
         self._episode_base = self.learner.current
         self._episode_window: float | None = None
+        self._episode_floor = MIN_WINDOW_S  # the shortest the window may be, from an HTTP-date Retry-After
         self._last_write_at = -math.inf
         self._episode_at = -math.inf
         self._burst_start = -math.inf
         self._search: _Search | None = None
         self._starting = False  # after a fresh start, one write request in flight until the window is filled
         self._start_inflight = 0
+        self._probe_grants = 0  # answers admitted while a higher limit is probed
 
     # -- sending --------------------------------------------------------------------------------------
     @property
@@ -210,6 +212,7 @@ class TenantLimits:
         if writes:
             if self._starting and self._start_inflight:
                 at = max(at, self._start_over_at(now))
+            at = max(at, self._probe_room(now, writes))
             if self.learner.learned is not None:  # the configured limit still holds
                 at = max(at, self._writes_room(now, self.learner.configured, writes))
             at = max(at, self._search_room(now, writes) if self._search else self._writes_room(now, writes=writes))
@@ -230,6 +233,22 @@ class TenantLimits:
             self._starting = False
             return now
         return end
+
+    def _probe_room(self, now: float, writes: int) -> float:
+        """While a higher limit is probed, one request at a time beyond what held, and a growing allowance: a
+        refusal then costs one chunk, and the probe's first writes go when the old probe's would have."""
+        held, chunk = self.learner.held, self.learner.probe_chunk
+        if held is None or chunk is None:
+            return now
+        span = held.window_s + self.margin_s
+        if self.writes.count_since(now, now - span) + writes <= held.per_window:
+            return now
+        if self._start_inflight:
+            return now + held.window_s  # or sooner: an answer wakes the waiters
+        # Beyond what held, a chunk more for each answer admitted since the probe began.
+        return self.writes.room_at(
+            now, limit=held.per_window + chunk * (1 + self._probe_grants), span_s=span, count=writes
+        )
 
     def _writes_room(self, now: float, limit: Learned | None = None, writes: int = 1) -> float:
         limit = limit or self.learner.current
@@ -296,8 +315,12 @@ class TenantLimits:
             self._batch_stable_since = now
         # Only a window that we filled shows the limit holds: one held back by another limit (the global one,
         # a cool-down) or by a lack of work proves nothing, and probing on it would creep up unchecked.
+        probing = self.learner.held is not None
+        self._probe_grants += probing
         if self.writes.count_since(now, now - current.window_s - self.margin_s) >= SATURATED * current.per_window:
             self.learner.stable(now)
+        if not probing:
+            self._probe_grants = 0
 
     def shrink_batch(self, now: float) -> None:
         """A whole ``$batch`` envelope was throttled or failed at ``now``: halve the batch size (down to 1)."""
@@ -312,6 +335,7 @@ class TenantLimits:
         refused: int,
         retry_after_s: float | None,
         tightest_retry_after_s: float | None = None,
+        tightest_is_date: bool = False,
         refused_reads: int = 0,
         envelope: bool = False,
     ) -> None:
@@ -320,11 +344,13 @@ class TenantLimits:
         ``sent_at`` is when the refused request went out: the answers to requests sent before this episode's
         first 429 belong to that episode. ``retry_after_s`` is the parsed ``Retry-After`` (whole, fractional or
         from an HTTP date; the longest when sub-responses differ), None when absent; the tenant pauses until
-        then. ``tightest_retry_after_s`` (the shortest) bounds the window best. The refused sends are
+        then. ``tightest_retry_after_s`` (the shortest) bounds the window best; ``tightest_is_date``: it was
+        an HTTP date (whole seconds: the window may be up to one second shorter). The refused sends are
         forgotten: the service does not count them in its window. Only refused writes teach the write limit;
         refused reads just pause the tenant.
         """
         self._starting = False  # the learned values pace from here
+        self._probe_grants = 0
         self.writes.forget(refused, sent_at=sent_at)
         self.anything.forget(refused + refused_reads, sent_at=sent_at)
         if self.shared is not None:
@@ -335,7 +361,7 @@ class TenantLimits:
             self.shrink_batch(now)
         elif refused and not self._search_refused(sent_at):
             tightest = tightest_retry_after_s if tightest_retry_after_s is not None else retry_after_s
-            self._learn(now, sent_at, refused, tightest)
+            self._learn(now, sent_at, refused, tightest, dated=tightest_is_date)
             self._start_search(now, sent_at, retry_after_s)
         self._retain()
         if retry_after_s is not None:
@@ -377,7 +403,7 @@ class TenantLimits:
         if span < SEARCH_LONGEST * self.window_s:
             self._search = _Search(origin=oldest, started=now, span=span, low=low)
 
-    def _learn(self, now: float, sent_at: float, refused: int, retry_after_s: float | None) -> None:
+    def _learn(self, now: float, sent_at: float, refused: int, retry_after_s: float | None, *, dated: bool) -> None:
         new_episode = sent_at >= self._episode_at
         if new_episode:
             self._episode_at = now
@@ -385,15 +411,20 @@ class TenantLimits:
             # the tightest window any of them measured (one of them may lack Retry-After).
             self._episode_base = self.learner.current
             self._episode_window = None
+            self._episode_floor = MIN_WINDOW_S
         estimate = self._estimate(now, sent_at, refused, retry_after_s, self._episode_base)
+        if dated and self._episode_window is not None:
+            self._episode_floor = max(self._episode_floor, self._episode_window - RESOLUTION_S)
         self.learner.refused(
             now,
             sent_at=sent_at,
             new_episode=new_episode,
             estimate=estimate,
             measured=self._episode_window is not None,
+            window_floor_s=self._episode_floor,
             informed=retry_after_s is not None,
             saturated=self._saturated(now, sent_at, refused, self._episode_base),
+            admitted=self.writes.count_since(now, sent_at - self._episode_base.window_s),
         )
 
     def _saturated(self, now: float, sent_at: float, refused: int, base: Learned) -> bool:

@@ -55,6 +55,7 @@ class Heard:
     refused_reads: int = 0
     retry_after_s: float | None = None  # the longest Retry-After of the 429s (the pause); None when none had one
     tightest_retry_after_s: float | None = None  # the shortest (the best bound on the window)
+    tightest_is_date: bool = False  # the shortest was an HTTP date: whole seconds, up to one late
     envelope_refused: bool = False  # the whole $batch envelope was answered 429
     envelope_failed: bool = False  # the whole envelope was answered 429 or 5xx: send smaller batches
     writes: bool = True  # a write request (False: reads only)
@@ -70,8 +71,9 @@ def heard(
     """
     refused = [a for a in answers if a.status == 429]
     admitted = sum(1 for a in answers if a.status is not None and a.status != 429)
-    waits = [w for a in refused if (w := parse_retry_after(a.headers.get("retry-after"))) is not None]
-    longest, shortest = (max(waits), min(waits)) if waits else (None, None)
+    raw = [a.headers.get("retry-after") for a in refused]
+    waits = sorted((w, not _is_number(text)) for text in raw if (w := parse_retry_after(text)) is not None)
+    longest, shortest = (waits[-1][0], waits[0][0]) if waits else (None, None)
     if longest is not None and retry_after_cap_s is not None:
         longest = min(longest, retry_after_cap_s)
     whole = bool(answers) and answers[0].whole_envelope
@@ -83,10 +85,20 @@ def heard(
         refused_reads=len(refused) if reads else 0,
         retry_after_s=longest,
         tightest_retry_after_s=shortest,
+        tightest_is_date=bool(waits) and waits[0][1],
         envelope_refused=whole and answers[0].status == 429,
         envelope_failed=any(a.envelope_failed for a in answers),
         writes=not reads,
     )
+
+
+def _is_number(text: str | None) -> bool:
+    """Whether a Retry-After value is seconds (whole or fractional) rather than an HTTP date."""
+    try:
+        float(text or "")
+    except ValueError:
+        return False
+    return True
 
 
 class Pacing(Protocol):
@@ -164,6 +176,7 @@ class Pacer:
                 refused_reads=answer.refused_reads,
                 retry_after_s=answer.retry_after_s,
                 tightest_retry_after_s=answer.tightest_retry_after_s,
+                tightest_is_date=answer.tightest_is_date,
                 envelope=answer.envelope_refused,
             )
         elif answer.envelope_failed:

@@ -174,7 +174,9 @@ class Simulation:
         sent_at = self.now
         self.at(self.now + self._latency(), lambda: self._arrive(index, count, sent_at))
 
-    def _answer(self, index: int, sent_at: float, admitted: int, refused: int, retry_after_s: float | None) -> None:
+    def _answer(
+        self, index: int, sent_at: float, admitted: int, refused: int, retry_after: tuple[float | None, bool]
+    ) -> None:
         lane = self.lanes[index]
         lane.inflight -= 1
         lane.done += admitted
@@ -184,7 +186,10 @@ class Simulation:
             lane.limits.succeeded(self.now, sent_at=sent_at)
         if refused:
             self.throttled += refused
-            lane.limits.throttled(self.now, sent_at=sent_at, refused=refused, retry_after_s=retry_after_s)
+            retry_after_s, dated = retry_after
+            lane.limits.throttled(
+                self.now, sent_at=sent_at, refused=refused, retry_after_s=retry_after_s, tightest_is_date=dated
+            )
         if lane.done == self.s.ops_per_tenant:
             self.finished_at = max(self.finished_at, self.now)
         self._worker(index)
@@ -215,21 +220,21 @@ class Simulation:
             self.admitted[index].append(self.now)
             self.global_admitted.append(self.now)
         back = self._latency()
-        retry_after = self._retry_after(longest_wait, self.now + back) if longest_wait else None
+        retry_after = self._retry_after(longest_wait, self.now + back) if longest_wait else (None, False)
         self.at(self.now + back, lambda: self._answer(index, sent_at, admitted, count - admitted, retry_after))
 
-    def _retry_after(self, wait_s: float, received_at: float) -> float | None:
-        """The wait as the client parses it from the header in this response's form."""
+    def _retry_after(self, wait_s: float, received_at: float) -> tuple[float | None, bool]:
+        """The wait as the client parses it from the header in this response's form, and whether it was a date."""
         form = next(self._forms)
         if form == "seconds":
-            return float(max(1, math.ceil(wait_s)))
+            return float(max(1, math.ceil(wait_s))), False
         if form == "fractional":
-            return round(max(wait_s, 0.001), 3)
-        if (
-            form == "date"
-        ):  # whole seconds: the next second after the wait (as the emulator writes it); read on the client's (same) clock
-            return max(math.floor(self.now + wait_s) + 1 - received_at, 0.0)
-        return None
+            return round(max(wait_s, 0.001), 3), False
+        if form == "date":
+            # Whole seconds: the next second after the wait (as the emulator writes it), read on the client's
+            # (same) clock.
+            return max(math.floor(self.now + wait_s) + 1 - received_at, 0.0), True
+        return None, False
 
     def _other_app(self, index: int) -> None:
         # Other apps in the tenant keep their share (the service admits them under their own per-app limits):

@@ -52,6 +52,14 @@ def test_limit_lower_and_window_shorter_than_configured(forms: tuple[str, ...], 
     assert figures.busiest_admitted == 40 and figures.median_window >= 38
 
 
+def test_retry_after_as_an_http_date_on_a_short_window_worst_of_ten_seeds() -> None:
+    """The hardest form on the 2 s window: whole seconds, up to one late. Over seeds 0-9 the worst run stays
+    within 1.25x ideal and 5 % refused."""
+    runs = [measure(shorter_window(("http-date",), seed=seed)) for seed in range(10)]
+    assert max(f.wall_ideal for f in runs) <= 1.25
+    assert max(f.throttled_total for f in runs) <= 0.05
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("prefix", ["b1", "b3"])
 def test_limit_lower_or_window_longer_than_configured(prefix: str, seed: int) -> None:
@@ -66,12 +74,12 @@ def test_limit_lower_or_window_longer_than_configured(prefix: str, seed: int) ->
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_rate_follows_a_limit_that_rises_mid_run(seed: int) -> None:
-    """40 per 20 s, then 100 from 200 s on: the windows fill to the new limit within 9 windows and stay there."""
+    """40 per 20 s, then 100 from 200 s on: a window is full again within 4 windows of the rise, and they stay so."""
     figures = measure(replace(_scenario("c "), seed=seed))
     counts = figures.counts[:-1]
     assert statistics.median(counts[1:10]) == 40  # before: at the lower limit
-    assert max(counts[10 : 10 + 9]) >= 97
-    assert statistics.median(counts[10 + 9 :]) >= 97
+    assert max(counts[10 : 10 + 4]) >= 97
+    assert statistics.median(counts[10 + 4 :]) >= 97
     assert figures.throttled_total <= 0.05
 
 

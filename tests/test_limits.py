@@ -66,6 +66,23 @@ def test_admitted_count_and_retry_after_give_the_real_limit() -> None:
     assert limits.max_batch == 20
 
 
+@pytest.mark.parametrize(("dated", "first_probe_s"), [(False, 2.7), (True, 2.5)])
+def test_a_window_from_an_http_date_is_probed_halfway_to_a_second_shorter(dated: bool, first_probe_s: float) -> None:
+    """Retry-After measures a 3 s window. Seconds are close: the first probe is 10 % shorter. An HTTP date has
+    whole seconds (the window may be up to 1 s shorter): the first probe goes halfway to that, 2.5 s."""
+    limits = TenantLimits(writes_per_window=1000, tenant_writes_per_window=2000, margin_s=0.0)
+    limits.record_send(0.0, writes=60)
+    limits.answered()
+    limits.throttled(0.1, sent_at=0.0, refused=20, retry_after_s=2.9, tightest_is_date=dated)
+    learned = limits.learner.current
+    assert learned.per_window == 40 and learned.window_s == pytest.approx(3.0)
+    assert limits.earliest_send_at(3.0, writes=40) == pytest.approx(3.0)
+    limits.record_send(3.0, writes=40)
+    limits.answered()
+    limits.succeeded(4.7, sent_at=3.0)  # one and a half windows since the 429: the window is probed shorter
+    assert limits.learner.current.window_s == pytest.approx(first_probe_s)
+
+
 def test_without_retry_after_the_wait_is_what_the_learned_window_implies() -> None:
     """No Retry-After in steady state: the tenant waits until its learned window has room, not a blind backoff."""
     limits = TenantLimits(margin_s=0.25)
@@ -96,20 +113,54 @@ def test_without_any_retry_after_single_writes_find_the_window() -> None:
     assert limits.max_batch == 20 and limits.earliest_send_at(2.6, writes=20) == pytest.approx(2.6)
 
 
-def test_a_stable_period_probes_upwards_and_a_failed_probe_reverts() -> None:
-    """After three windows filled without a 429 the limit is raised one step; a 429 soon after goes back."""
+def _learned_40_and_stable() -> TenantLimits:
+    """40 per 20 s learned from a 429, then three windows filled to it without one."""
     limits = TenantLimits(margin_s=0.0)
     limits.record_send(0.0, writes=60)
+    limits.answered()
     limits.throttled(0.1, sent_at=0.0, refused=20, retry_after_s=19.9)  # 40 per 20 s
     for sent in (20.0, 40.0, 60.0):
         assert limits.earliest_send_at(sent, writes=40) == sent
         limits.record_send(sent, writes=40)
         limits.answered()
         limits.succeeded(sent + 0.1, sent_at=sent)
-    assert limits.learner.current.per_window == 42
+    return limits
+
+
+def test_a_stable_period_probes_the_configured_limit_and_a_refusal_shows_the_real_one() -> None:
+    """After three windows filled without a 429 the configured limit is tried, one small request at a time
+    beyond what held; the 429 that ends it leaves the limit at what the service admitted in its window."""
+    limits = _learned_40_and_stable()
+    assert limits.learner.current.per_window == 100
     assert limits.max_batch == 2  # a probe goes out in small batches, so a failing one costs little
-    limits.throttled(75.0, sent_at=74.9, refused=2, retry_after_s=5.0)
-    assert limits.learner.current.per_window == 40
+    limits.record_send(70.0, writes=2)
+    assert limits.earliest_send_at(70.05, writes=2) > 70.05  # beyond the 40 that held: one request at a time
+    limits.answered()
+    limits.succeeded(70.1, sent_at=70.0)
+    assert limits.earliest_send_at(70.1, writes=2) == 70.1
+    limits.record_send(70.1, writes=2)
+    limits.answered()
+    limits.throttled(70.2, sent_at=70.1, refused=2, retry_after_s=9.8)
+    assert limits.learner.current == Learned(42, 20.0)  # 40 sent at 60 s and the 2 admitted at 70 s
+
+
+def test_a_configured_limit_that_holds_for_a_window_is_paced_to_again() -> None:
+    """The probe of the configured limit holds for a window: the learned limit is dropped, batches are whole."""
+    limits = _learned_40_and_stable()
+    for n in range(30):  # 60 more writes than the 40 sent at 60 s, in batches of 2, each answered before the next
+        sent = 70.0 + 0.2 * n
+        assert limits.earliest_send_at(sent, writes=2) == sent
+        limits.record_send(sent, writes=2)
+        limits.answered()
+        limits.succeeded(sent + 0.1, sent_at=sent)
+    assert limits.learner.learned is not None  # not yet a whole window since the probe began (60.1 s)
+    for n in range(15):  # once the 40 sent at 60 s have left: 30 more, so that 90 of 100 fill the window
+        sent = 80.0 + 0.2 * n
+        assert limits.earliest_send_at(sent, writes=2) == sent
+        limits.record_send(sent, writes=2)
+        limits.answered()
+        limits.succeeded(sent + 0.1, sent_at=sent)
+    assert limits.learner.learned is None and limits.max_batch == 20
 
 
 def test_windows_not_filled_prove_nothing() -> None:

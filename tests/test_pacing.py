@@ -28,6 +28,8 @@ def test_heard_counts_admitted_and_refused_with_the_longest_raw_retry_after() ->
     )
     assert heard([_answer(429)], sent_at=0.0).retry_after_s is None  # absent stays absent: the pacer decides
     assert heard([_answer(429, "900")], sent_at=0.0, retry_after_cap_s=300).retry_after_s == 300
+    dated = heard([_answer(429, "Thu, 01 Jan 2026 00:00:03 GMT"), _answer(429, "9")], sent_at=0.0)
+    assert dated.tightest_is_date and not summary.tightest_is_date  # the shortest was a date: whole seconds
     reads = heard([_answer(200), _answer(429, "1")], sent_at=0.0, reads=True)
     assert (reads.admitted_reads, reads.refused_reads, reads.admitted_writes, reads.refused_writes) == (1, 1, 0, 0)
 
