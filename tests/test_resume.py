@@ -23,8 +23,13 @@ REPORT = "job.report.jsonl"
 
 @pytest.fixture
 def slow_world(tmp_path: Path) -> Iterator[World]:
-    """3 tenants, 300 operations (6 syncs) at a 5 s window: a run of several seconds to interrupt."""
-    with EmulatorThread(EmulatorOptions(tenants=3, connectors_per_tenant=100, time_scale=0.25, seed=9)) as emu:
+    """3 tenants, 300 operations (6 syncs) at 30 writes per 5 s window: a run of ~15 s to interrupt.
+
+    Pacing fills each window to its limit, so at Intune's 100 per window each tenant's 100 operations would all go in
+    the first window and a kill could arrive after the run had ended.
+    """
+    options = EmulatorOptions(tenants=3, connectors_per_tenant=100, time_scale=0.25, seed=9, writes_per_app=30)
+    with EmulatorThread(options) as emu:
         yield World(emu, tmp_path, ops=300)
 
 
