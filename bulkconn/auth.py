@@ -45,7 +45,6 @@ from bulkconn.config import (
     TenantConfig,
 )
 from bulkconn.errors import AuthError, IdentityUnreachable
-from bulkconn.tokencache import CACHE_ERRORS, token_cache
 
 log = logging.getLogger(__name__)
 REFRESH_MARGIN_S = 300.0  # as MSAL: a token with less than 5 minutes left is renewed
@@ -74,6 +73,14 @@ class _TimeoutSession(requests.Session):
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout_s)
         return super().request(method, url, *args, **kwargs)
+
+
+def _cache_errors() -> tuple[type[Exception], ...]:
+    """What using the token cache raises; evaluated only while matching an error, so the cache's store (msal-extensions)
+    is imported only by device-code tenants or a failure, not before every run's first request."""
+    from bulkconn.tokencache import CACHE_ERRORS
+
+    return CACHE_ERRORS
 
 
 def _cache_error(tenant: TenantConfig, exc: Exception) -> AuthError:
@@ -189,6 +196,8 @@ class MsalTokenProvider:
             common["instance_discovery"] = False
         common["http_client"] = self._session(tenant)
         if isinstance(cred, DeviceCodeCredential):
+            from bulkconn.tokencache import token_cache  # device-code tenants only
+
             cache = token_cache(cred.token_cache_file)
             return msal.PublicClientApplication(tenant.client_id, token_cache=cache, **common)
         credential: Any
@@ -231,7 +240,7 @@ class MsalTokenProvider:
             raise unreachable(tenant.alias, tenant.authority_host, exc, timeout_s=self._timeout_s) from None
         except msal.exceptions.MsalServiceError as exc:
             raise AuthError(tenant.alias, "identity_service_error", str(exc)[:200]) from None
-        except CACHE_ERRORS as exc:  # after requests' errors, which are OSErrors too
+        except _cache_errors() as exc:  # after requests' errors, which are OSErrors too
             raise _cache_error(tenant, exc) from None
         if result.get("token_source") != "cache":
             self._requests[tenant.alias] = self._requests.get(tenant.alias, 0) + 1
@@ -350,7 +359,7 @@ def device_login(config: Config, alias: str, echo: Callable[[str], None], *, tim
         return str(claims.get("preferred_username", "signed in"))
     except requests.exceptions.RequestException as exc:
         raise unreachable(alias, tenant.authority_host, exc, timeout_s=timeout_s) from None
-    except CACHE_ERRORS as exc:  # after requests' errors, which are OSErrors too
+    except _cache_errors() as exc:  # after requests' errors, which are OSErrors too
         raise _cache_error(tenant, exc) from None
     finally:
         provider.close()

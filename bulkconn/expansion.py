@@ -21,12 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from bulkconn.model import Action, Operation
 from bulkconn.report.format import ExpansionDoneRecord, ExpansionRecord
-from bulkconn.selectors import Selector
 from bulkconn.values import ODATA_TYPE, short_type_name
+
+if TYPE_CHECKING:  # a job without selector lines never imports them
+    from bulkconn.selectors import Selector
 
 EXPANSION: Final = "expansion"
 EXPANSION_DONE: Final = "expansion_done"

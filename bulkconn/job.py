@@ -30,7 +30,7 @@ from collections.abc import Callable, Collection, Container, Iterable, Iterator,
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
@@ -40,7 +40,6 @@ from bulkconn.jobcsv import CsvLayout, read_header, records, row_object, sniff_d
 from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
 from bulkconn.model import Operation
 from bulkconn.registry import Resource
-from bulkconn.selectors import SELECTOR_FIELDS, Selector, SelectorProblem, is_selector, parse_selector
 from bulkconn.suggest import did_you_mean
 from bulkconn.targets import (
     DEFAULT_RESOURCE,
@@ -52,6 +51,9 @@ from bulkconn.targets import (
     resolve_resource,
     resource_problem,
 )
+
+if TYPE_CHECKING:  # imported where a selector line is read: a job without one never loads them
+    from bulkconn.selectors import Selector
 
 __all__ = ["resolve_resource"]  # the one resource resolution, for selectors, plan and rollback too
 
@@ -209,6 +211,8 @@ class _LineParser:
             return "'key' must be a non-empty string that is not a number (numbers are line keys)"
         if not LINE_FIELDS.issuperset(data):
             unknown = sorted(set(data) - LINE_FIELDS)
+            from bulkconn.selectors import SELECTOR_FIELDS  # only to word this error
+
             known = LINE_FIELDS | SELECTOR_FIELDS  # a misspelt 'where' or 'select' made this a line, not a selector
             hint = did_you_mean(unknown[0], known)
             return f"unknown field '{unknown[0]}'{hint} (known: {', '.join(sorted(known))})"
@@ -355,6 +359,8 @@ def _check_items(
                 misplaced = Invalid.of_line(number, "a defaults line must be the first line")
                 _admit(scan, misplaced, start, (), on_invalid)
                 continue
+            from bulkconn.selectors import is_selector  # imported by the first selector line, not by every job
+
             if is_selector(data):
                 _admit_selector(scan, data, number, start, tenants, explicit_keys, on_invalid)
                 continue
@@ -371,6 +377,8 @@ def _admit_selector(
     on_invalid: Callable[[Invalid], None],
 ) -> None:
     """Validate a selector line; a valid one is kept and its offset goes to every tenant it selects in."""
+    from bulkconn.selectors import Selector, SelectorProblem, parse_selector
+
     found = parse_selector(data, line=number, file=str(scan.path), tenants=tenants, defaults=scan.defaults)
     if isinstance(found, Selector) and found.key != str(number) and found.key in explicit_keys:
         found = SelectorProblem(str(scan.path), number, found.key, "key", f"duplicate key '{found.key}'")

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Container, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from bulkconn import __version__
 from bulkconn.auth import MsalTokenProvider, TokenProvider
@@ -31,17 +31,17 @@ from bulkconn.engine import Engine, EngineSettings
 from bulkconn.errors import IDENTITY_UNREACHABLE, JobError, UsageError
 from bulkconn.expansion import RecordedExpansion
 from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
-from bulkconn.listing import expand, to_list
 from bulkconn.lock import ReportLock
 from bulkconn.model import NO_TENANT, ErrorInfo, Outcome, Progress, reached, utc_now
-from bulkconn.precheck import Backup, backup_record
-from bulkconn.reads import Reads
 from bulkconn.report import format as fmt
 from bulkconn.report.reader import ReportState
 from bulkconn.report.writer import ReportWriter
 from bulkconn.shards import Partition, ShardSpec, check_resume, operation_counts, partition, restrict, shard_record
 from bulkconn.signals import interrupts
 from bulkconn.transport import USER_AGENT, AiohttpTransport, Transport
+
+if TYPE_CHECKING:  # listing, reads and backups are imported when a job has selector lines or --backup
+    from bulkconn.precheck import Backup
 
 STRICT_PREVIEW = 20  # invalid lines quoted when --strict refuses a job
 PROBLEMS_KEPT = 20  # outcomes that did not succeed, kept for the end-of-run message
@@ -199,6 +199,15 @@ def _settings_json(options: RunOptions) -> dict[str, Any]:
     }
 
 
+def _to_list(scan: JobScan, options: RunOptions) -> bool:
+    """Whether a selector line still has something to list (listing is imported only for a job with selectors)."""
+    if not scan.selectors:
+        return False
+    from bulkconn.listing import to_list
+
+    return bool(to_list(scan, options.expansion, options.skip_keys))
+
+
 def _scope(scan: JobScan, options: RunOptions, invalid_by_tenant: Counter[str]) -> tuple[JobScan, Partition | None]:
     """The part of the job this run owns (all of it unless sharded), once a resumed report is known to be its own.
 
@@ -278,7 +287,7 @@ async def _execute(
             raise StrictRefusal(str(job), scan.invalid, tuple(preview))
         scan, shards = _scope(scan, options, invalid_by_tenant)
         on_scanned(scan)
-        unlisted = to_list(scan, options.expansion, options.skip_keys)
+        unlisted = _to_list(scan, options)
         if options.resumed and not (scan.operations or unlisted or scan.invalid or options.prefill):
             result.nothing_to_do = True
             return result
@@ -379,6 +388,9 @@ class _Run:
 
     async def _expand(self, transport: Transport, auth: TokenProvider) -> None:
         """List and record what the selector lines select (what the report does not hold yet)."""
+        from bulkconn.listing import expand
+        from bulkconn.reads import Reads
+
         settings = self.options.settings
         reads = Reads(transport=transport, auth=auth, tenants=self.config.tenants, policy=settings.policy)
         writer = self.writer
@@ -395,6 +407,8 @@ class _Run:
             self.record(failure)
 
     def _backup(self, backup: Backup) -> None:
+        from bulkconn.precheck import backup_record
+
         assert self.writer is not None
         self.writer.durable([backup_record(backup, at=utc_now())])
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
 
 from bulkconn.cli import COMMANDS, cli
+from tests.engine_harness import oid
 
 HEAVY = ("bulkconn.engine", "bulkconn.runner", "bulkconn.emulator", "aiohttp", "msal", "rich", "cryptography")
 
@@ -51,3 +54,31 @@ def test_run_command_imports_nothing_beyond_what_sending_needs() -> None:
     loaded = set(done.stdout.split())
     assert {"bulkconn.runner", "aiohttp", "msal"} <= loaded
     assert not [name for name in ("rich", "cryptography", "difflib", "msgspec", "bulkconn.emulator") if name in loaded]
+
+
+ON_DEMAND = ("bulkconn.selectors", "bulkconn.listing", "bulkconn.reads", "bulkconn.precheck", "bulkconn.tokencache")
+
+
+def test_run_command_leaves_what_a_job_may_not_use_unimported() -> None:
+    """Selectors, listing, reads, backups and the device-code token cache load only for a job that uses them."""
+    probe = "import sys, bulkconn.cli.run\nprint('\\n'.join(sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    loaded = set(done.stdout.split())
+    assert not [name for name in (*ON_DEMAND, "msal_extensions") if name in loaded]
+
+
+def test_a_job_without_selector_lines_is_scanned_without_importing_selectors(tmp_path: Path) -> None:
+    """Scanning a plain job leaves the selector modules unimported; the first selector line imports them."""
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"tenant": "a", "id": oid(1), "patch": {"version": "2"}}) + "\n")
+    selecting = tmp_path / "selecting.jsonl"
+    selecting.write_text('{"tenant": "a", "where": {"status": "connected"}, "patch": {"version": "2"}}\n')
+    probe = (
+        "import sys\nfrom pathlib import Path\nfrom bulkconn.job import scan_job\n"
+        "for job in sys.argv[1:]:\n"
+        "    scan = scan_job(Path(job), ['a'], on_invalid=print)\n"
+        "    print(scan.valid, len(scan.selectors), 'bulkconn.selectors' in sys.modules)\n"
+    )
+    command = [sys.executable, "-c", probe, str(plain), str(selecting)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split("\n")[:2] == ["1 0 False", "1 1 True"]

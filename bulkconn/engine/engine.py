@@ -22,7 +22,7 @@ import random
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bulkconn.auth import TokenProvider
 from bulkconn.batching import MAX_BATCH
@@ -34,10 +34,12 @@ from bulkconn.errors import AuthError, JobChanged
 from bulkconn.job import JobScan, LaneReader
 from bulkconn.model import ErrorInfo, Operation, Outcome, Progress, Status, utc_now
 from bulkconn.pacing import GLOBAL_PER_APP, GLOBAL_WINDOW_S, Pacers, Pacing, heard
-from bulkconn.precheck import Backup
-from bulkconn.reads import Read, get_objects
 from bulkconn.retry import Answer, Done, Retry, RetryPolicy, decide
 from bulkconn.transport import Clock, LoopClock, Transport
+
+if TYPE_CHECKING:  # reads are imported when a job reads first (--skip-unchanged, --backup, expect)
+    from bulkconn.precheck import Backup
+    from bulkconn.reads import Read
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,6 +219,8 @@ class Engine:
 
     async def _get(self, lane: Lane, reading: list[OpState], token: str, sent_at: float) -> list[Read]:
         """GET the objects of ``reading`` in one request (a single GET or a ``$batch``)."""
+        from bulkconn.reads import get_objects
+
         client_request_id = str(uuid.uuid4())
         for state in reading:
             state.begin_read(sent_at, client_request_id)

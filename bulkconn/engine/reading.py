@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bulkconn.model import Action, Operation
-from bulkconn.precheck import Backup, SkipReason, backup_for, decide
-from bulkconn.reads import object_url
 from bulkconn.targets import resolve_resource
+
+if TYPE_CHECKING:  # imported by the functions below: only a job that reads first needs them
+    from bulkconn.precheck import Backup, SkipReason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,11 +50,15 @@ class Proceed:
 
 def read_url(op: Operation) -> str:
     """The GET of ``op``'s object: ``$select`` of every patched and expected property."""
+    from bulkconn.reads import object_url
+
     return object_url(op.resource, op.object_id, [*op.patch, *(op.expect or {})])
 
 
 def after_read(op: Operation, current: Mapping[str, Any], settings: ReadFirst) -> Skip | Proceed:
     """What to do with ``op`` now that its object is ``current``."""
+    from bulkconn.precheck import backup_for, decide
+
     reason = decide(
         resolve_resource(op.resource),
         current,
