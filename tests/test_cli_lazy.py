@@ -56,11 +56,18 @@ def test_run_command_imports_nothing_beyond_what_sending_needs() -> None:
     assert not [name for name in ("rich", "cryptography", "difflib", "msgspec", "bulkconn.emulator") if name in loaded]
 
 
-ON_DEMAND = ("bulkconn.selectors", "bulkconn.listing", "bulkconn.reads", "bulkconn.precheck", "bulkconn.tokencache")
+ON_DEMAND = (
+    "bulkconn.selectors",
+    "bulkconn.listing",
+    "bulkconn.reads",
+    "bulkconn.precheck",
+    "bulkconn.tokencache",
+    "bulkconn.merge",
+)
 
 
 def test_run_command_leaves_what_a_job_may_not_use_unimported() -> None:
-    """Selectors, listing, reads, backups and the device-code token cache load only for a job that uses them."""
+    """Selectors, listing, reads, backups, the device-code token cache and the shard merge load only when used."""
     probe = "import sys, bulkconn.cli.run\nprint('\\n'.join(sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     loaded = set(done.stdout.split())

@@ -33,7 +33,6 @@ from bulkconn.cli.problems import RunCommands
 from bulkconn.errors import UsageError
 from bulkconn.job import JobScan
 from bulkconn.lock import ReportLock
-from bulkconn.merge import merge_reports
 from bulkconn.processes import ProcessesResult, ShardRun, run_shards, shard_commands, shard_reports
 from bulkconn.shards import ShardSpec, operation_counts, partition
 
@@ -140,6 +139,8 @@ def _conclude(outcome: ProcessesResult, commands: RunCommands, *, as_json: bool 
         return EXIT_USAGE
     if outcome.interrupted or outcome.of_state("crashed"):
         return _unfinished(outcome, commands, as_json=as_json)
+    from bulkconn.merge import merge_reports  # after the shards ran: --processes only
+
     merge = merge_reports([run.command.report for run in outcome.runs], commands.report)
     result = outcome.combined(commands.report)
     final = Final.of_report(commands.report)  # the whole job, earlier runs of each shard included
