@@ -28,7 +28,7 @@ from bulkconn.auth import TokenProvider
 from bulkconn.batching import MAX_BATCH
 from bulkconn.config import TenantConfig
 from bulkconn.engine.dispatch import dispatch
-from bulkconn.engine.lane import READ_CHUNK, Lane, OpState
+from bulkconn.engine.lane import Lane, OpState, read_chunk
 from bulkconn.engine.reading import ReadFirst, Skip, after_read, read_url
 from bulkconn.errors import AuthError, JobChanged
 from bulkconn.job import JobScan, LaneReader
@@ -114,10 +114,11 @@ class Engine:
         readers = {alias: LaneReader(scan, alias) for alias in scan.offsets}
         try:
             async with asyncio.TaskGroup() as group:
+                chunk = read_chunk(len(readers))  # the read-ahead budget, shared by the lanes
                 for alias, reader in readers.items():
                     tenant = self.tenants[alias]
                     pacer = self._pacer_factory(tenant, self.clock)
-                    lane = self._lanes[alias] = Lane(tenant, reader, clock=self.clock, pacer=pacer)
+                    lane = self._lanes[alias] = Lane(tenant, reader, clock=self.clock, pacer=pacer, chunk=chunk)
                     self._note_limit(lane)
                     workers = self.settings.tenant_concurrency or tenant.concurrency
                     for _ in range(workers):
@@ -279,7 +280,7 @@ class Engine:
         async with lane.cond:
             states = lane.drain()
             while lane.reader.remaining:
-                states.extend(OpState(op) for op in await asyncio.to_thread(lane.reader.read, READ_CHUNK))
+                states.extend(OpState(op) for op in await asyncio.to_thread(lane.reader.read, lane.chunk))
         for state in states:
             self._finish(state, Status.FAILED, error)
 

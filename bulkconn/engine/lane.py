@@ -20,7 +20,13 @@ from bulkconn.pacing import Pacing
 from bulkconn.retry import Attempt, Retry
 from bulkconn.transport import Clock
 
-READ_CHUNK = 64  # per lane: with thousands of tenants, operations read ahead stay few
+READ_CHUNK = 512  # most operations a lane reads per trip to a thread (each trip costs a thread-pool hand-off)
+READ_AHEAD = 32_768  # most operations read ahead by all lanes together: thousands of tenants hold few each
+
+
+def read_chunk(lanes: int) -> int:
+    """Operations each of ``lanes`` lanes reads per trip: ``READ_CHUNK``, or its share of ``READ_AHEAD`` if smaller."""
+    return max(1, min(READ_CHUNK, READ_AHEAD // max(1, lanes)))
 
 
 @dataclass(slots=True)
@@ -108,11 +114,14 @@ class OpState:
 class Lane:
     """One tenant's operations, retry queue, in-flight bookkeeping and pacer."""
 
-    def __init__(self, tenant: TenantConfig, reader: LaneReader, *, clock: Clock, pacer: Pacing) -> None:
+    def __init__(
+        self, tenant: TenantConfig, reader: LaneReader, *, clock: Clock, pacer: Pacing, chunk: int = READ_CHUNK
+    ) -> None:
         self.tenant = tenant
         self.reader = reader
         self.clock = clock
         self.pacer = pacer
+        self.chunk = chunk  # operations read per trip to a thread (:func:`read_chunk`)
         self.pending: deque[OpState] = deque()
         self.retry: list[tuple[float, int, OpState]] = []
         self.busy: set[str] = set()
@@ -135,7 +144,7 @@ class Lane:
 
     async def _refill(self) -> None:
         if not self.pending and self.reader.remaining:
-            ops = await asyncio.to_thread(self.reader.read, READ_CHUNK)
+            ops = await asyncio.to_thread(self.reader.read, self.chunk)
             self.pending.extend(OpState(op) for op in ops)
 
     def _has_work(self) -> bool:
