@@ -18,7 +18,7 @@ from tests.conftest import World, read_report
 from tests.engine_harness import POLICY, FakeAuth, config, update
 from tests.fakes import FakeGraph, FakeTransport, run_virtual
 
-OPS = 200  # one tenant: its lane reads 64 lines at a time, so it reads the job again mid-run
+OPS = 1_200  # one tenant: its lane reads READ_CHUNK (512) lines at a time, so it reads the job again mid-run
 
 
 def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, job: Path, graph: FakeGraph, *, resume: bool) -> RunResult:
@@ -70,12 +70,12 @@ def test_job_edited_mid_run_stops_with_a_reason_and_resumes_once_restored(
 @pytest.mark.e2e
 def test_cli_says_the_job_changed_without_a_traceback(tmp_path: Path) -> None:
     """`bulkconn run` whose job is edited mid-run: exit 130, the reason and how to resume, no ExceptionGroup."""
-    # 400 operations per tenant at 100 per 1 s window: workers waiting for the pacer hold batches and a lane reads
-    # ahead up to about workers x 20 + 64 lines, so a tenant needs many more lines than that for some to be read back
+    # 1,500 operations per tenant at 100 per 1 s window: workers waiting for the pacer hold batches and a lane reads
+    # ahead up to about workers x 20 + 512 lines (READ_CHUNK), so a tenant needs many more lines than that for some to be read back
     # only after the edit.
-    options = EmulatorOptions(tenants=2, connectors_per_tenant=400, time_scale=0.05, seed=3)
+    options = EmulatorOptions(tenants=2, connectors_per_tenant=1_500, time_scale=0.05, seed=3)
     with EmulatorThread(options) as emu:
-        world = World(emu, tmp_path, ops=800)
+        world = World(emu, tmp_path, ops=3_000)
         original = world.job.read_bytes()
         proc = world.start("run", "job.jsonl", "--config", "bulkconn.toml", "-q")
         deadline = time.monotonic() + 60
@@ -99,4 +99,4 @@ def test_cli_says_the_job_changed_without_a_traceback(tmp_path: Path) -> None:
         resumed = world.bulkconn("run", "job.jsonl", "--config", "bulkconn.toml", "-q", "--resume")
         assert resumed.returncode in (0, 1), resumed.stderr  # 1 only for a sync cut off in flight (uncertain)
         _, results, _ = read_report(report)
-        assert sorted(int(r["key"]) for r in results) == list(range(1, 801))
+        assert sorted(int(r["key"]) for r in results) == list(range(1, 3_001))
