@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from bulkconn.emulator import Emulator, Faults, RetryAfterFormat
-from bulkconn.emulator.throttling import TenantThrottle
+from bulkconn.emulator.throttling import Limits, TenantThrottle
 from tests.conftest import EmulatorFactory, get_token, ssl_context, tenant
 
 pytestmark = pytest.mark.e2e  # real emulator, sockets or subprocesses
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e  # real emulator, sockets or subprocesses
 def test_sliding_window_admits_exactly_the_limit() -> None:
     """Pure window logic: 100 writes per app admitted, the 101st waits until the first leaves the window."""
     throttle = TenantThrottle(
-        window_s=20, writes_per_app=100, writes_per_tenant=200, any_per_app=1000, any_per_tenant=2000
+        Limits(window_s=20, writes_per_app=100, writes_per_tenant=200, any_per_app=1000, any_per_tenant=2000)
     )
     for i in range(100):
         assert throttle.admit("app", is_write=True, now=i * 0.01) == 0

@@ -13,6 +13,8 @@ from bulkconn.emulator.options import ROTATING, parse_tenant_limit
 from bulkconn.registry import UnknownResourceError, resource
 from bulkconn.signals import interrupts
 
+DEFAULTS = EmulatorOptions()  # every option default is the dataclass default, stated once
+
 
 def _tenant_faults(values: tuple[str, ...], base: Faults) -> dict[str, Faults]:
     """Parse repeated ``ALIAS:NAME=VALUE`` options into per-tenant fault settings."""
@@ -85,13 +87,20 @@ def emulator_group() -> None:
 
 
 @emulator_group.command(name="serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
-@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
-@click.option("--tenants", default=3, show_default=True, type=click.IntRange(1, 10_000))
-@click.option("--connectors-per-tenant", default=20, show_default=True, type=click.IntRange(0, 1_000_000))
+@click.option("--host", default=DEFAULTS.host, show_default=True, help="Address to bind (loopback by default).")
+@click.option(
+    "--port", default=DEFAULTS.port, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port."
+)
+@click.option("--tenants", default=DEFAULTS.tenants, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--connectors-per-tenant",
+    default=DEFAULTS.connectors_per_tenant,
+    show_default=True,
+    type=click.IntRange(0, 1_000_000),
+)
 @click.option(
     "--objects-per-collection",
-    default=10,
+    default=DEFAULTS.objects_per_collection,
     show_default=True,
     type=click.IntRange(0, 1_000_000),
     help="Seeded objects per tenant in each of: Autopilot devices, managed devices, device categories, "
@@ -104,7 +113,7 @@ def emulator_group() -> None:
     metavar="COLLECTION=COUNT",
     help="Seeded objects per tenant for one /deviceManagement collection, e.g. managedDevices=500 (repeatable).",
 )
-@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int)
 @click.option(
     "--world",
     "world_file",
@@ -113,13 +122,13 @@ def emulator_group() -> None:
 )
 @click.option(
     "--time-scale",
-    default=1.0,
+    default=DEFAULTS.time_scale,
     show_default=True,
     type=click.FloatRange(0.001, 100),
     help="Multiply every throttling window and Retry-After (0.05 runs a 20 s window in 1 s).",
 )
 @click.option("--patch-status", default="200", show_default=True, type=click.Choice(["200", "204"]))
-@click.option("--page-size", default=1000, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--page-size", default=DEFAULTS.page_size, show_default=True, type=click.IntRange(1, 100_000))
 @click.option(
     "--retry-after",
     "retry_after",
@@ -129,21 +138,29 @@ def emulator_group() -> None:
     help="Form of Retry-After on 429/503; rotating cycles seconds, fractional, http-date, absent.",
 )
 @click.option(
-    "--writes-per-app", default=100, show_default=True, type=click.IntRange(1), help="Writes per app per window."
+    "--writes-per-app",
+    default=DEFAULTS.writes_per_app,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Writes per app per window.",
 )
 @click.option(
-    "--writes-per-tenant", default=200, show_default=True, type=click.IntRange(1), help="Writes per tenant per window."
+    "--writes-per-tenant",
+    default=DEFAULTS.writes_per_tenant,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Writes per tenant per window.",
 )
 @click.option(
     "--requests-per-app",
-    default=1000,
+    default=DEFAULTS.any_per_app,
     show_default=True,
     type=click.IntRange(1),
     help="Any request per app per window.",
 )
 @click.option(
     "--requests-per-tenant",
-    default=2000,
+    default=DEFAULTS.any_per_tenant,
     show_default=True,
     type=click.IntRange(1),
     help="Any request per tenant per window.",
@@ -155,7 +172,7 @@ def emulator_group() -> None:
 )
 @click.option(
     "--global-per-app",
-    default=130_000,
+    default=DEFAULTS.global_per_app,
     show_default=True,
     type=click.IntRange(1),
     help="Graph's limit per app across all tenants, per 10 s x time scale.",
@@ -192,7 +209,7 @@ def emulator_group() -> None:
     help="Delay every token endpoint answer by N ms (not time-scaled); other requests are served meanwhile.",
 )
 @click.option("--intune-errors", is_flag=True, help="Intune-style error messages (a JSON-encoded _version 3 string).")
-@click.option("--token-lifetime", default=3599, show_default=True, type=click.IntRange(1, 86_400))
+@click.option("--token-lifetime", default=DEFAULTS.token_lifetime_s, show_default=True, type=click.IntRange(1, 86_400))
 @click.option("--chaos", is_flag=True, help="A few percent of every fault, plus latency.")
 @click.option("--p500", default=0.0, callback=_probability, help="Probability of a 500.")
 @click.option("--p503", default=0.0, callback=_probability, help="Probability of a 503 with Retry-After.")

@@ -142,13 +142,9 @@ class WriteMeter:
 
 @dataclass(slots=True)
 class TenantThrottle:
-    """The windows of one tenant and its apps."""
+    """The windows of one tenant and its apps, under ``limits`` (changed at run time by :meth:`apply`)."""
 
-    window_s: float
-    writes_per_app: int
-    writes_per_tenant: int
-    any_per_app: int
-    any_per_tenant: int
+    limits: Limits
     origin: float = 0.0  # the clock reading that stats' *_s fields count from
     writes: Window = field(init=False)
     anything: Window = field(init=False)
@@ -159,56 +155,38 @@ class TenantThrottle:
     app_throttled: dict[str, int] = field(default_factory=dict)  # requests of any kind refused, per app
 
     def __post_init__(self) -> None:
-        self.writes = Window(self.writes_per_tenant, self.window_s)
-        self.anything = Window(self.any_per_tenant, self.window_s)
-        self.tenant_meter = WriteMeter(self.writes_per_tenant, self.window_s)
+        self.writes = Window(self.limits.writes_per_tenant, self.limits.window_s)
+        self.anything = Window(self.limits.any_per_tenant, self.limits.window_s)
+        self.tenant_meter = WriteMeter(self.limits.writes_per_tenant, self.limits.window_s)
 
     @classmethod
     def from_limits(cls, limits: Limits, *, origin: float = 0.0) -> TenantThrottle:
-        return cls(
-            window_s=limits.window_s,
-            writes_per_app=limits.writes_per_app,
-            writes_per_tenant=limits.writes_per_tenant,
-            any_per_app=limits.any_per_app,
-            any_per_tenant=limits.any_per_tenant,
-            origin=origin,
-        )
-
-    @property
-    def limits(self) -> Limits:
-        return Limits(
-            window_s=self.window_s,
-            writes_per_app=self.writes_per_app,
-            writes_per_tenant=self.writes_per_tenant,
-            any_per_app=self.any_per_app,
-            any_per_tenant=self.any_per_tenant,
-        )
+        return cls(limits, origin=origin)
 
     def apply(self, limits: Limits) -> None:
         """Change the limits in force now; events already admitted stay in their windows."""
-        for name, value in limits.to_json().items():
-            setattr(self, name, value)
+        self.limits = limits
         pairs: list[tuple[Window | WriteMeter, int]] = [
-            (self.writes, self.writes_per_tenant),
-            (self.anything, self.any_per_tenant),
-            (self.tenant_meter, self.writes_per_tenant),
+            (self.writes, self.limits.writes_per_tenant),
+            (self.anything, self.limits.any_per_tenant),
+            (self.tenant_meter, self.limits.writes_per_tenant),
         ]
-        pairs += [(w, self.writes_per_app) for w in self.app_writes.values()]
-        pairs += [(w, self.any_per_app) for w in self.app_any.values()]
-        pairs += [(m, self.writes_per_app) for m in self.app_meters.values()]
+        pairs += [(w, self.limits.writes_per_app) for w in self.app_writes.values()]
+        pairs += [(w, self.limits.any_per_app) for w in self.app_any.values()]
+        pairs += [(m, self.limits.writes_per_app) for m in self.app_meters.values()]
         for window, limit in pairs:
-            window.limit, window.length_s = limit, self.window_s
+            window.limit, window.length_s = limit, self.limits.window_s
 
     def _app(self, table: dict[str, Window], app: str, limit: int) -> Window:
         window = table.get(app)
         if window is None:
-            window = table[app] = Window(limit, self.window_s)
+            window = table[app] = Window(limit, self.limits.window_s)
         return window
 
     def _meter(self, app: str) -> WriteMeter:
         meter = self.app_meters.get(app)
         if meter is None:
-            meter = self.app_meters[app] = WriteMeter(self.writes_per_app, self.window_s)
+            meter = self.app_meters[app] = WriteMeter(self.limits.writes_per_app, self.limits.window_s)
         return meter
 
     def admit(self, app: str, *, is_write: bool, now: float, also: Sequence[Window] = ()) -> float:
@@ -216,13 +194,13 @@ class TenantThrottle:
 
         ``also`` adds windows kept elsewhere (Graph's global limit per app) that must have room too.
         """
-        windows = [self.anything, self._app(self.app_any, app, self.any_per_app), *also]
+        windows = [self.anything, self._app(self.app_any, app, self.limits.any_per_app), *also]
         meters: list[WriteMeter] = []
         if is_write:
             meters = [self.tenant_meter, self._meter(app)]
             for meter in meters:
                 meter.attempt(now)
-            windows += [self.writes, self._app(self.app_writes, app, self.writes_per_app)]
+            windows += [self.writes, self._app(self.app_writes, app, self.limits.writes_per_app)]
         wait = max(w.wait_s(now) for w in windows)
         if wait > 0:
             self.app_throttled[app] = self.app_throttled.get(app, 0) + 1
@@ -238,7 +216,7 @@ class TenantThrottle:
     def stats(self) -> dict[str, Any]:
         apps: dict[str, Any] = {}
         for app, window in self.app_any.items():
-            meter = self.app_meters.get(app) or WriteMeter(self.writes_per_app, self.window_s)
+            meter = self.app_meters.get(app) or WriteMeter(self.limits.writes_per_app, self.limits.window_s)
             peak = self.app_writes[app].peak if app in self.app_writes else 0
             apps[app] = meter.stats(peak, self.origin) | {
                 "max_requests_in_window": window.peak,
