@@ -61,7 +61,7 @@ EXTRA: dict[str, list[tuple[str, str, str]]] = {
 }
 
 TITLES = {
-    "startup": "Start-up: `bulkconn --version` and `import bulkconn.cli.run` against importing aiohttp, msal, orjson,"
+    "startup": "Start-up: `bulkconn --version` and loading `bulkconn.cli.run` as the command line does, against importing aiohttp, msal, orjson,"
     " click",
     "overhead": "(1) Client overhead: PATCHes over 50 tenants, no throttling",
     "sdk": "(1b) msgraph-sdk against bulkconn (same shape, smaller job)",
