@@ -112,6 +112,7 @@ class Engine:
         """Send every valid operation of ``scan``; return the counters."""
         self.progress.total += scan.operations
         readers = {alias: LaneReader(scan, alias) for alias in scan.offsets}
+        scan.kept.clear()  # each reader took its tenant's; what is left belongs to no lane (another shard's tenants)
         try:
             async with asyncio.TaskGroup() as group:
                 chunk = read_chunk(len(readers))  # the read-ahead budget, shared by the lanes

@@ -22,6 +22,8 @@ from bulkconn.transport import Clock
 
 READ_CHUNK = 512  # most operations a lane reads per trip to a thread (each trip costs a thread-pool hand-off)
 READ_AHEAD = 32_768  # most operations read ahead by all lanes together: thousands of tenants hold few each
+# The scan keeps the job's first READ_AHEAD valid operations for the lanes (JobScan.kept), so a job that small is
+# never read again; together with the lanes' read-ahead, at most 2 x READ_AHEAD operations are held at once.
 
 
 def read_chunk(lanes: int) -> int:
@@ -144,7 +146,10 @@ class Lane:
 
     async def _refill(self) -> None:
         if not self.pending and self.reader.remaining:
-            ops = await asyncio.to_thread(self.reader.read, self.chunk)
+            if self.reader.kept:  # validated by the scan and still in memory: no file read, no trip to a thread
+                ops = self.reader.read_kept(self.chunk)
+            else:
+                ops = await asyncio.to_thread(self.reader.read, self.chunk)
             self.pending.extend(OpState(op) for op in ops)
 
     def _has_work(self) -> bool:
