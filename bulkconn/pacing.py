@@ -132,7 +132,7 @@ class Pacer:
     def __init__(self, limits: TenantLimits, *, clock: Clock | None = None) -> None:
         self.limits = limits
         self._clock = clock or LoopClock()
-        self._changed = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []  # woken by the next answer heard
 
     @property
     def max_batch(self) -> int:
@@ -152,9 +152,20 @@ class Pacer:
         holds may no longer fit, and a smaller one may go at once)."""
         now = self._clock.now()
         at = self.limits.earliest_send_at(now, writes=writes, reads=reads)
-        if at > now:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), at - now)
+        if at <= now:
+            return
+        # A future and a timer rather than wait_for on an Event: workers wait here many times per second while a
+        # tenant starts (one request in flight), and wait_for costs a task per wait.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = loop.call_later(at - now, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            with contextlib.suppress(ValueError):  # an answer heard meanwhile took the list already
+                self._waiters.remove(waiter)
 
     def take(self, *, writes: int, reads: int = 0) -> float | None:
         now = self._clock.now()
@@ -184,8 +195,14 @@ class Pacer:
         if answer.admitted_writes:
             self.limits.succeeded(now, sent_at=answer.sent_at)
         # What may go when has changed (sooner after a probe holds or a search ends): waiters look again.
-        self._changed.set()
-        self._changed = asyncio.Event()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            _wake(waiter)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def margin_for(window_s: float) -> float:

@@ -83,6 +83,7 @@ class Engine:
         self.on_backup = on_backup
         self.progress = Progress(started=self.clock.now()) if progress is None else progress
         self.stopping = asyncio.Event()
+        self._stop_signal: asyncio.Future[None] | None = None  # see _stopped()
         self.auth_failures: dict[str, ErrorInfo] = {}
         self.job_changed: JobChanged | None = None  # why the run stopped by itself, if the job changed under it
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -99,10 +100,20 @@ class Engine:
     def stop(self) -> None:
         """Start nothing new; operations in flight finish and are recorded."""
         self.stopping.set()
+        if self._stop_signal is not None and not self._stop_signal.done():
+            self._stop_signal.set_result(None)
         for lane in self._lanes.values():
             task = asyncio.get_running_loop().create_task(self._wake(lane))
             self._wakers.add(task)
             task.add_done_callback(self._wakers.discard)
+
+    def _stopped(self) -> asyncio.Future[None]:
+        """A future done once :meth:`stop` is called (made on the running loop when first needed)."""
+        if self._stop_signal is None:
+            self._stop_signal = asyncio.get_running_loop().create_future()
+            if self.stopping.is_set():
+                self._stop_signal.set_result(None)
+        return self._stop_signal
 
     async def _wake(self, lane: Lane) -> None:
         async with lane.cond:
@@ -261,14 +272,13 @@ class Engine:
     async def _unless_stopped(self, waiting: Coroutine[Any, Any, None]) -> bool:
         """Await ``waiting`` unless the run is stopped first (then cancel it and return False)."""
         task = asyncio.ensure_future(waiting)
-        stop = asyncio.ensure_future(self.stopping.wait())
         try:
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            # One future for the whole run, not a task per wait on stopping.wait(): workers wait often.
+            await asyncio.wait((task, self._stopped()), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for pending in (task, stop):
-                if not pending.done():
-                    pending.cancel()
-            await asyncio.gather(task, stop, return_exceptions=True)
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         failure = task.exception() if task.done() and not task.cancelled() else None
         if failure is not None:
             raise failure
