@@ -3,7 +3,7 @@
 The engine talks to a tenant's pacer only through :class:`Pacing`, so that another pacing algorithm can
 replace this one without touching the engine (``Engine(pacer_factory=...)``):
 
-- ``max_batch``: the largest ``$batch`` to send next (what fits now, else the batch limit);
+- ``max_batch``: the largest ``$batch`` to send next (what fits now, else the batch limit; at least 1);
 - ``ready(writes=, reads=)``: True when that many sub-requests may go now;
 - ``await wait(writes=, reads=)``: until they may (the shared cool-down after a 429 included), or until an
   answer changed what may go (the caller then looks again);

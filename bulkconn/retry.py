@@ -112,6 +112,14 @@ class Attempt:
     answers_500: int = 0  # how many of the answers so far (this one included) were a 500
 
 
+def succeeded(status: int | None) -> bool:
+    """Whether :func:`decide` ends any operation answered ``status`` as succeeded, whatever its history (a 2xx).
+
+    The engine settles those without building the history (:class:`Attempt`): nearly every answer is one.
+    """
+    return status is not None and 200 <= status < 300
+
+
 def decide(answer: Answer, attempt: Attempt, *, tenant: str, policy: RetryPolicy, rng: random.Random) -> Decision:
     """The one decision for ``answer`` to ``attempt`` of an operation of ``tenant`` (rules in the module doc)."""
     if answer.status == 401 and not attempt.reauthenticated:
@@ -190,7 +198,7 @@ def classify(
     ``status`` None means no HTTP answer at all (connection error or timeout). ``answers_500`` counts the 500s
     among the answers so far, this one included (None: take every attempt as one, for callers that do not count).
     """
-    if status is not None and 200 <= status < 300:
+    if succeeded(status):
         return Done(True)
     err = error or ErrorInfo(str(status), f"HTTP {status}")
     retryable = status is None or status == 429 or status in TRANSIENT

@@ -152,6 +152,19 @@ class Lane:
                 ops = await asyncio.to_thread(self.reader.read, self.chunk)
             self.pending.extend(OpState(op) for op in ops)
 
+    async def _pick_batch(self, limit: int) -> list[OpState]:
+        """Up to ``limit`` operations to send now: retries that are due first, then the job's, in order."""
+        picked: list[OpState] = []
+        while self.retry and self.retry[0][0] <= self.clock.now() and len(picked) < limit:
+            self._pick(heapq.heappop(self.retry)[2], picked)
+        while len(picked) < limit:
+            if not self.pending:  # checked here: a call of the coroutine per operation costs
+                await self._refill()
+                if not self.pending:
+                    break
+            self._pick(self.pending.popleft(), picked)
+        return picked
+
     def _has_work(self) -> bool:
         return bool(self.pending or self.retry or self.parked or self.reader.remaining or self.inflight)
 
@@ -166,14 +179,7 @@ class Lane:
                     while self.inflight:
                         await self.cond.wait()
                     return None
-                picked: list[OpState] = []
-                while self.retry and self.retry[0][0] <= self.clock.now() and len(picked) < limit:
-                    self._pick(heapq.heappop(self.retry)[2], picked)
-                while len(picked) < limit:
-                    await self._refill()
-                    if not self.pending:
-                        break
-                    self._pick(self.pending.popleft(), picked)
+                picked = await self._pick_batch(limit)
                 if picked:
                     self.inflight += 1
                     return picked
