@@ -453,7 +453,10 @@ def _admit(
         scan.line_numbers[result.tenant].append(result.line)
         if scan.keep:
             scan.keep -= 1
-            scan.kept.setdefault(result.tenant, []).append(result)
+            kept = scan.kept.get(result.tenant)
+            if kept is None:
+                kept = scan.kept[result.tenant] = []
+            kept.append(result)
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,9 +69,16 @@ def heard(
     A 429 is refused; any other HTTP answer was admitted by the throttling (it counts in the service's windows);
     no answer at all is neither. ``Retry-After`` is parsed raw (None when absent), capped at ``retry_after_cap_s``.
     """
-    refused = [a for a in answers if a.status == 429]
-    admitted = sum(1 for a in answers if a.status is not None and a.status != 429)
-    raw = [a.headers.get("retry-after") for a in refused]
+    raw: list[str | None] = []  # the Retry-After of each 429
+    admitted = 0
+    envelope_failed = False
+    for answer in answers:  # one pass: once per request, over up to 20 answers
+        if answer.status == 429:
+            raw.append(answer.headers.get("retry-after"))
+        elif answer.status is not None:
+            admitted += 1
+        if answer.whole_envelope:
+            envelope_failed = envelope_failed or answer.envelope_failed
     waits = sorted((w, not _is_number(text)) for text in raw if (w := parse_retry_after(text)) is not None)
     longest, shortest = (waits[-1][0], waits[0][0]) if waits else (None, None)
     if longest is not None and retry_after_cap_s is not None:
@@ -81,13 +88,13 @@ def heard(
         sent_at=sent_at,
         admitted_writes=0 if reads else admitted,
         admitted_reads=admitted if reads else 0,
-        refused_writes=0 if reads else len(refused),
-        refused_reads=len(refused) if reads else 0,
+        refused_writes=0 if reads else len(raw),
+        refused_reads=len(raw) if reads else 0,
         retry_after_s=longest,
         tightest_retry_after_s=shortest,
         tightest_is_date=bool(waits) and waits[0][1],
         envelope_refused=whole and answers[0].status == 429,
-        envelope_failed=any(a.envelope_failed for a in answers),
+        envelope_failed=envelope_failed,
         writes=not reads,
     )
 

@@ -90,7 +90,7 @@ class Answer:
     """What one attempt of one operation got back (from a single request or a ``$batch`` sub-response)."""
 
     status: int | None  # None: no usable HTTP answer (connection error, timeout, unreadable envelope)
-    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    headers: Mapping[str, str] = field(default_factory=dict)  # looked up by lower-case name
     error: ErrorInfo | None = None
     whole_envelope: bool = False  # the ``$batch`` envelope itself answered this, for every operation in it
     sent: bool = True  # False: the request certainly never reached the service (no connection, TLS refused)

@@ -201,7 +201,8 @@ class Engine:
 
     async def _read_first(self, lane: Lane, batch: list[OpState]) -> list[OpState] | None:
         """Read the objects the batch must read first and settle them; the states to write now (None: stopped)."""
-        reading = [s for s in batch if not s.read_done and self.settings.read_first.needed(s.op)]
+        needed = self.settings.read_first.needed
+        reading = [s for s in batch if not s.read_done and needed(s.op)]
         if not reading:
             return batch
         while True:
@@ -224,7 +225,7 @@ class Engine:
         lane.pacer.heard(heard([r.answer for r in reads], sent_at=sent_at, reads=True, retry_after_cap_s=cap_s))
         for state, read in zip(reading, reads, strict=True):
             await self._settle_read(lane, state, read, token)
-        return [s for s in batch if s.read_done or not self.settings.read_first.needed(s.op)]
+        return [s for s in batch if s.read_done or not needed(s.op)]
 
     async def _get(self, lane: Lane, reading: list[OpState], token: str, sent_at: float) -> list[Read]:
         """GET the objects of ``reading`` in one request (a single GET or a ``$batch``)."""
