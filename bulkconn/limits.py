@@ -89,6 +89,9 @@ class SendLog:
     def count_since(self, now: float, start: float) -> int:
         """Sends strictly after ``start`` (``start`` at or before the retention horizon: all of them)."""
         self._prune(now)
+        return self._count_pruned(now, start)
+
+    def _count_pruned(self, now: float, start: float) -> int:
         if start <= now - self.retention_s:
             return self._total
         total = 0
@@ -113,7 +116,7 @@ class SendLog:
         if count > limit:
             count = limit  # a request larger than the window still goes out once the window is empty
         self._prune(now)
-        excess = self.count_since(now, now - span_s) + count - limit
+        excess = self._count_pruned(now, now - span_s) + count - limit
         if excess <= 0:
             return now
         for when, sent in self._entries:  # oldest first: wait until enough of them leave the span

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from bulkconn.auth import TokenProvider
 from bulkconn.batching import MAX_BATCH
 from bulkconn.config import TenantConfig
-from bulkconn.engine.dispatch import dispatch
+from bulkconn.engine.dispatch import dispatch, new_request_id
 from bulkconn.engine.lane import Lane, OpState, read_chunk
 from bulkconn.engine.reading import ReadFirst, Skip, after_read, read_url
 from bulkconn.errors import AuthError, JobChanged
@@ -231,7 +230,7 @@ class Engine:
         """GET the objects of ``reading`` in one request (a single GET or a ``$batch``)."""
         from bulkconn.reads import get_objects
 
-        client_request_id = str(uuid.uuid4())
+        client_request_id = new_request_id()
         for state in reading:
             state.begin_read(sent_at, client_request_id)
         return await get_objects(
@@ -326,7 +325,7 @@ class Engine:
             self.auth_failures[lane.tenant.alias] = error
 
     async def _send(self, lane: Lane, batch: list[OpState], token: str | None, sent_at: float) -> None:
-        client_request_id = str(uuid.uuid4())
+        client_request_id = new_request_id()
         for state in batch:
             state.begin_attempt(sent_at, client_request_id)
             if not state.op.idempotent:  # a sync, a wipe...: recorded first, so a resume never sends it twice
