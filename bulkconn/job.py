@@ -4,7 +4,7 @@ A job is read twice, never held in memory:
 
 1. :func:`scan_job` checks every line before anything is sent (so ``--strict`` can refuse the whole
    job), hashes the file, and remembers the byte offset of each valid line, per tenant (8 bytes per
-   operation), plus, for a run, the first ``keep`` operations themselves (a bounded number).
+   operation), plus, for a run, each tenant's first ``keep`` operations themselves (a bounded number).
 2. :class:`LaneReader` hands out one tenant's kept operations, then re-reads its lines by offset as its
    lane needs them, so a tenant with 3 operations at the end of the file starts at once, next to one
    with 100,000.
@@ -111,8 +111,8 @@ class JobScan:
     # Filled by the runner before the lanes start: (line, tenant) -> the recorded matches, and the keys to skip.
     expansion: Mapping[tuple[int, str], tuple[Match, ...]] = field(default_factory=dict)
     skip_keys: Container[str] = frozenset()
-    # tenant -> its first valid operations, as validated: the lanes send them without reading the job again. Kept
-    # in file order until ``keep`` runs out or a selector line comes (a prefix of each tenant's ``offsets``).
+    # tenant -> its first valid operations, as validated: the lanes send them without reading the job again. At
+    # most ``keep`` per tenant, and none after a selector line (so each is the start of its tenant's ``offsets``).
     kept: dict[str, list[Operation]] = field(default_factory=dict)
     keep: int = 0
 
@@ -328,7 +328,8 @@ def scan_job(
 
     A ``.csv`` file is read as rows of a spreadsheet (:mod:`bulkconn.jobcsv`), anything else as JSON Lines.
     ``positions=False`` (validation only) keeps no offsets: memory stays the same for any size of job.
-    ``keep``: how many of the first valid operations to keep in :attr:`JobScan.kept` (a run's read-ahead).
+    ``keep``: how many of each tenant's first valid operations to keep in :attr:`JobScan.kept` (a lane's first
+    read-ahead).
     """
     stream = LineStream.open(path)
     scan = JobScan(path, encoding=stream.encoding, identity=file_identity(path), positions=positions, keep=keep)
@@ -452,11 +453,11 @@ def _admit(
         offsets.append(start)
         scan.line_numbers[result.tenant].append(result.line)
         if scan.keep:
-            scan.keep -= 1
             kept = scan.kept.get(result.tenant)
             if kept is None:
                 kept = scan.kept[result.tenant] = []
-            kept.append(result)
+            if len(kept) < scan.keep:
+                kept.append(result)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from bulkconn.auth import MsalTokenProvider, TokenProvider
 from bulkconn.batching import request_for
 from bulkconn.config import Config
 from bulkconn.engine import Engine, EngineSettings
-from bulkconn.engine.lane import READ_AHEAD
+from bulkconn.engine.lane import read_chunk
 from bulkconn.errors import IDENTITY_UNREACHABLE, JobError, UsageError
 from bulkconn.expansion import RecordedExpansion
 from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
@@ -287,7 +287,7 @@ async def _execute(
             list(config.tenants),
             on_invalid=spool_invalid,
             skip_keys=options.skip_keys,
-            keep=READ_AHEAD,  # the lanes start from these without reading the job again
+            keep=read_chunk(len(config.tenants)),  # each lane's first read-ahead, without reading the job again
         )
         scan.expansion, scan.skip_keys = options.expansion.groups, options.skip_keys  # what a resume already selected
         if options.strict and scan.invalid:  # the whole job, so that every shard refuses it alike

@@ -8,8 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-import bulkconn.runner
-from bulkconn.engine import EngineSettings
+from bulkconn.engine import EngineSettings, lane
 from bulkconn.errors import JobChanged
 from bulkconn.job import JobScan, LaneReader, scan_job
 from bulkconn.model import Operation
@@ -47,22 +46,23 @@ def _everything(scan: JobScan, tenant: str, chunk: int) -> list[Operation]:
     return ops
 
 
-@pytest.mark.parametrize("keep", [0, 1, 50, 10_000])
-def test_the_scan_keeps_the_first_valid_operations_and_never_more_than_asked(tmp_path: Path, keep: int) -> None:
-    """Whatever the job's size, at most ``keep`` operations are held: the first valid ones, in file order."""
+@pytest.mark.parametrize("keep", [0, 1, 30, 10_000])
+def test_the_scan_keeps_each_tenants_first_valid_operations_and_never_more_than_asked(
+    tmp_path: Path, keep: int
+) -> None:
+    """Whatever the job's size, at most ``keep`` operations per tenant are held: its first valid ones, in order."""
     scan = _scan(_write(tmp_path / "job.jsonl", _interleaved(300)), keep)
-    kept = sorted((op for ops in scan.kept.values() for op in ops), key=lambda op: op.line)
-    valid_lines = [n for n in range(1, 301) if n % 7]
-    assert [op.line for op in kept] == valid_lines[:keep]
-    for tenant, ops in scan.kept.items():  # each tenant's kept operations are the start of its offsets
-        assert [op.line for op in ops] == list(scan.line_numbers[tenant][: len(ops)])
+    for tenant in TENANTS:
+        valid = list(scan.line_numbers[tenant])
+        assert [op.line for op in scan.kept.get(tenant, [])] == valid[:keep]
+    assert sum(map(len, scan.kept.values())) <= keep * len(TENANTS)
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 512])
 def test_lanes_get_the_same_operations_from_memory_as_from_the_file(tmp_path: Path, chunk: int) -> None:
     """Kept operations and those read back by offset are equal and in the same order, across the boundary."""
     job = _write(tmp_path / "job.jsonl", [{"defaults": {"patch": {"version": "2"}}}, *_interleaved(300)])
-    read_back, kept = _scan(job, keep=0), _scan(job, keep=40)
+    read_back, kept = _scan(job, keep=0), _scan(job, keep=40)  # about 85 valid lines per tenant: some read back
     for tenant in TENANTS:
         assert _everything(kept, tenant, chunk) == _everything(read_back, tenant, chunk)
 
@@ -93,13 +93,13 @@ def test_a_job_edited_after_the_scan_stops_a_lane_even_with_operations_in_memory
         reader.read_kept(2)
 
 
-def test_a_run_keeps_its_read_ahead_budget_and_reads_the_rest_back(
+def test_a_run_keeps_each_lanes_first_read_ahead_and_reads_the_rest_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A job longer than the budget: the scan keeps the budget's worth, and every line is still sent once."""
-    monkeypatch.setattr(bulkconn.runner, "READ_AHEAD", 30)
+    """A job longer than the read-ahead: each tenant's first chunk is kept, the rest read back; every line sent once."""
+    monkeypatch.setattr(lane, "READ_AHEAD", 60)  # two configured tenants: 30 each
     job = _write(tmp_path / "job.jsonl", [update(n, "contoso" if n % 2 else "fabrikam") for n in range(1, 101)])
-    kept: list[int] = []
+    kept: list[dict[str, int]] = []
     options = RunOptions(report=tmp_path / "report.jsonl", settings=EngineSettings(seed=1, policy=POLICY))
 
     async def scenario() -> None:
@@ -110,12 +110,12 @@ def test_a_run_keeps_its_read_ahead_budget_and_reads_the_rest_back(
                 options,
                 auth=FakeAuth(),
                 transport=transport,
-                on_scanned=lambda scan: kept.append(sum(map(len, scan.kept.values()))),
+                on_scanned=lambda scan: kept.append({t: len(ops) for t, ops in scan.kept.items()}),
                 install_signals=False,
             )
 
     run_virtual(scenario())
-    assert kept == [30]
+    assert kept == [{"contoso": 30, "fabrikam": 30}]
     _, results, _ = read_report(tmp_path / "report.jsonl")
     assert sorted(int(r["key"]) for r in results) == list(range(1, 101))
     assert all(r["status"] == "succeeded" for r in results)

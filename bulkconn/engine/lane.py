@@ -22,8 +22,8 @@ from bulkconn.transport import Clock
 
 READ_CHUNK = 512  # most operations a lane reads per trip to a thread (each trip costs a thread-pool hand-off)
 READ_AHEAD = 32_768  # most operations read ahead by all lanes together: thousands of tenants hold few each
-# The scan keeps the job's first READ_AHEAD valid operations for the lanes (JobScan.kept), so a job that small is
-# never read again; together with the lanes' read-ahead, at most 2 x READ_AHEAD operations are held at once.
+# A run's scan keeps each tenant's first read_chunk operations (JobScan.kept): a lane's first trip for operations
+# needs no read of the job (a job of a few hundred operations per tenant is read once), and within the same budget.
 
 
 def read_chunk(lanes: int) -> int:
