@@ -115,6 +115,8 @@ class SendLog:
         """The earliest time >= ``now`` at which ``count`` more sends keep every ``span_s`` window within ``limit``."""
         if count > limit:
             count = limit  # a request larger than the window still goes out once the window is empty
+        if self._total + count <= limit:
+            return now  # the whole log has room, so every span of it does: no need to look closer
         self._prune(now)
         excess = self._count_pruned(now, now - span_s) + count - limit
         if excess <= 0:
@@ -267,7 +269,8 @@ class TenantLimits:
     def _probe_room(self, now: float, writes: int) -> float:
         """While a higher limit is probed, one request at a time beyond what held, and a growing allowance: a
         refusal then costs one chunk, and the probe's first writes go when the old probe's would have."""
-        held, chunk = self.learner.held, self.learner.probe_chunk
+        held = self.learner.held
+        chunk = None if held is None else self.learner.probe_chunk
         if held is None or chunk is None:
             return now
         span = held.window_s + self.margin_s
