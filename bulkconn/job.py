@@ -35,8 +35,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import orjson
 
 from bulkconn.errors import JobChanged, JobError
-from bulkconn.expansion import Match, operation_for
-from bulkconn.jobcsv import CsvLayout, read_header, records, row_object, sniff_delimiter
 from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
 from bulkconn.model import Operation
 from bulkconn.registry import Resource
@@ -52,7 +50,9 @@ from bulkconn.targets import (
     resource_problem,
 )
 
-if TYPE_CHECKING:  # imported where a selector line is read: a job without one never loads them
+if TYPE_CHECKING:  # imported where used: a JSON Lines job without selector lines never loads them
+    from bulkconn.expansion import Match
+    from bulkconn.jobcsv import CsvLayout
     from bulkconn.selectors import Selector
 
 __all__ = ["resolve_resource"]  # the one resource resolution, for selectors, plan and rollback too
@@ -288,6 +288,8 @@ def _csv_items(stream: LineStream, scan: JobScan) -> Iterator[tuple[int, int, An
         head = next(texts, None)
     if head is None:
         return
+    from bulkconn.jobcsv import read_header, records, row_object, sniff_delimiter
+
     rows = records(itertools.chain([head], texts), sniff_delimiter(head[2]), file)
     number, _, cells = next(rows)
     scan.layout = read_header(cells, sniff_delimiter(head[2]), file, number)
@@ -544,6 +546,8 @@ class LaneReader:
         return out
 
     def _expand(self, selector: Selector) -> None:
+        from bulkconn.expansion import operation_for
+
         matches = self._scan.expansion.get((selector.line, self._tenant), ())
         skip = self._scan.skip_keys
         self._expanded.extend(operation_for(selector, m) for m in matches if m.key not in skip)
@@ -560,6 +564,8 @@ class LaneReader:
             (line + i, at, decode(_bounded(raw, line + i, file), self._encoding, file, line + i))
             for i, (at, raw, _) in enumerate(raws)
         )
+        from bulkconn.jobcsv import records, row_object
+
         _, _, cells = next(records(texts, self._layout.delimiter, file))
         return row_object(self._layout, cells)
 

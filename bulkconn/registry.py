@@ -255,6 +255,11 @@ def resource(collection: str) -> Resource:
     )
 
 
+def short_type_name(odata_type: str) -> str:
+    """``#microsoft.graph.x``, ``microsoft.graph.x`` or ``x`` -> ``x`` (other namespaces keep their prefix)."""
+    return odata_type.removeprefix("#").removeprefix(_GRAPH)
+
+
 def _type_name(value: str) -> str:
     """``#microsoft.graph.x``, ``microsoft.graph.x`` or ``x`` -> ``x``."""
     name = value.removeprefix("#")
