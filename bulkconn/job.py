@@ -28,11 +28,11 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
 from contextlib import closing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
+from msgspec import Struct, field
 
 from bulkconn.errors import JobChanged, JobError
 from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
@@ -66,8 +66,7 @@ _LISTED = 10  # names shown in an "unknown tenant" message; an MSP may configure
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
-@dataclass(frozen=True, slots=True)
-class Invalid:
+class Invalid(Struct, frozen=True):
     """A line that cannot be sent, and why (the message names the line and the property)."""
 
     line: int
@@ -83,8 +82,7 @@ class Invalid:
         return cls(line, str(line), "", "", "", f"line {line}: {message}")
 
 
-@dataclass(slots=True)
-class JobScan:
+class JobScan(Struct):
     """What the validation pass learned: offsets of valid lines per tenant, counts, and the file hash."""
 
     path: Path
@@ -447,8 +445,7 @@ def _admit(
         scan.line_numbers[result.tenant].append(result.line)
 
 
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
+class Fingerprint(Struct, frozen=True):
     """What identifies a job file's content: recorded in the report header, checked on resume."""
 
     sha256: str

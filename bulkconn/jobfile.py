@@ -13,9 +13,10 @@ from __future__ import annotations
 import codecs
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from msgspec import Struct, field
 
 from bulkconn.errors import JobError
 
@@ -24,8 +25,7 @@ _CHUNK = 1 << 16
 MAX_LINE_BYTES = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class Encoding:
+class Encoding(Struct, frozen=True):
     """How a job file's text is stored: the codec, the byte-order mark and the newline's bytes."""
 
     codec: str
@@ -144,8 +144,7 @@ def _wide_lines(handle: BinaryIO, newline: bytes, offset: int, chunk_size: int) 
         yield offset, buffer
 
 
-@dataclass(slots=True)
-class LineStream:
+class LineStream(Struct):
     """Physical lines of a job file (byte-order mark removed), numbered from 1, hashed as they are read.
 
     After iterating, ``sha256``, ``size`` and ``lines`` describe the whole file exactly as

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
+from msgspec import Struct
 
 from bulkconn.edm import check_primitive, describe
 from bulkconn.errors import UsageError
@@ -47,8 +47,7 @@ class Kind(StrEnum):
     ENTITY = "entity"
 
 
-@dataclass(frozen=True, slots=True)
-class TypeRef:
+class TypeRef(Struct, frozen=True):
     """The declared type of a property or parameter."""
 
     name: str  # "Edm.String", or a registry type or enum name ("deviceManagementExchangeConnectorStatus")
@@ -57,8 +56,7 @@ class TypeRef:
     nullable: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Property:
+class Property(Struct, frozen=True):
     """One structural property; ``read_only`` holds the reason no client may set it (empty when it may)."""
 
     name: str
@@ -66,8 +64,7 @@ class Property:
     read_only: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class StructuredType:
+class StructuredType(Struct, frozen=True):
     """An entity or complex type with its inherited properties flattened in."""
 
     name: str
@@ -83,8 +80,7 @@ class StructuredType:
         return f"#{_GRAPH}{self.name}" if "." not in self.name else f"#{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+class Action(Struct, frozen=True):
     """A bound action: ``POST {item}/{name}``, or ``POST {collection}/{name}`` when ``on_collection``.
 
     ``idempotent``: sending it twice leaves the object as sending it once does, so a lost answer may be retried
@@ -102,8 +98,7 @@ class Action:
     undoable: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Resource:
+class Resource(Struct, frozen=True):
     """A ``/deviceManagement`` collection that bulkconn can change."""
 
     name: str

@@ -18,9 +18,10 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Container, Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from msgspec import Struct, field, structs
 
 from bulkconn import __version__
 from bulkconn.auth import MsalTokenProvider, TokenProvider
@@ -53,8 +54,7 @@ class StrictRefusal(JobError):
         self.invalid, self.problems = invalid, problems
 
 
-@dataclass(slots=True)
-class RunResult:
+class RunResult(Struct):
     report: Path
     nothing_to_do: bool = False  # a resume found every operation already final; the report is untouched
     counts: Counter[str] = field(default_factory=Counter)
@@ -73,8 +73,7 @@ class RunResult:
     stopped_because: str = ""  # a run that stopped by itself says why (the job changed while running)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunOptions:
+class RunOptions(Struct, frozen=True, kw_only=True):
     report: Path
     settings: EngineSettings = field(default_factory=EngineSettings)
     strict: bool = False
@@ -123,7 +122,7 @@ def _settings_json(options: RunOptions) -> dict[str, Any]:
         "batch_size": s.batch_size,
         "concurrency": s.concurrency,
         "tenant_concurrency": s.tenant_concurrency,
-        "policy": asdict(s.policy),
+        "policy": structs.asdict(s.policy),
         "strict": options.strict,
         "skip_unchanged": s.read_first.skip_unchanged,
         "backup": s.read_first.backup,

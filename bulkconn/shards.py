@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+import msgspec
 import orjson
 
 from bulkconn.errors import ResumeError, UsageError
@@ -211,7 +212,7 @@ def restrict(scan: JobScan, plan: Partition, index: int, *, invalid: int) -> Job
             selectors[line] = dataclasses.replace(selector, tenants=mine)
     # Each selector line sits in the offsets of every tenant it names, but is one valid line.
     pairs = sum(len(selector.tenants) for selector in selectors.values())
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         scan,
         offsets=offsets,
         line_numbers={t: a for t, a in scan.line_numbers.items() if plan.owns(index, t)},

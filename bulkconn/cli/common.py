@@ -7,13 +7,13 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import orjson
+from msgspec import Struct
 
 from bulkconn.childpipe import final_record
 from bulkconn.cli.display import ChildProgress, Display, summary_table
@@ -172,8 +172,7 @@ def echo_json(document: Any) -> None:
     click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
 
 
-@dataclass(frozen=True, slots=True)
-class Final:
+class Final(Struct, frozen=True):
     """The report's final counts after this run (a resume adds the earlier runs')."""
 
     counts: Mapping[str, int]

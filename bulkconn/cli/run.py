@@ -10,12 +10,13 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
+from msgspec.structs import replace
 
 from bulkconn.batching import MAX_BATCH
 from bulkconn.childpipe import PROGRESS_FLAG, stop_when_parent_dies
