@@ -66,7 +66,7 @@ def test_run_command_imports_nothing_beyond_what_sending_needs() -> None:
 # What only some jobs or flags use: selector lines (selectors, listing, expansion, values), reads first (reads,
 # precheck), device-code tenants (tokencache), a CSV job (jobcsv), --resume or a report already there (resume,
 # report.reader, glob), --shard/--shards (shards), --processes (processes, scaleout, merge) and --dry-run or a
-# question at a terminal (dryrun).
+# question at a terminal (dryrun, confirm).
 ON_DEMAND = (
     "bulkconn.selectors",
     "bulkconn.listing",
@@ -84,6 +84,7 @@ ON_DEMAND = (
     "bulkconn.cli.scaleout",
     "bulkconn.merge",
     "bulkconn.dryrun",
+    "bulkconn.cli.confirm",
 )
 
 

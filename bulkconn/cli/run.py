@@ -32,7 +32,6 @@ from bulkconn.cli.common import (
     run_and_report,
     user_errors,
 )
-from bulkconn.cli.confirm import confirmed, should_ask
 from bulkconn.cli.display import least_time
 from bulkconn.cli.problems import SHOWN, RunCommands, echo_problems, invalid_json, invalid_line
 from bulkconn.config import Config
@@ -326,6 +325,7 @@ def _agreed(job: Path, config: Config, batch_size: int, options: RunOptions) -> 
     """True unless a person at a terminal, shown what will happen to real tenants, says no."""
     if not sys.stdin.isatty():
         return True  # scripts, schedulers and pipes proceed as always (the quick check first: no scan)
+    from bulkconn.cli.confirm import confirmed, should_ask
     from bulkconn.dryrun import plan
 
     the_plan = asyncio.run(plan(job, config, batch_size=batch_size, skip_keys=options.skip_keys))
