@@ -249,19 +249,52 @@ def _read_defaults(data: Any, file: str, line: int) -> dict[str, Any]:
 
 def _jsonl_items(stream: LineStream) -> Iterator[tuple[int, int, Any]]:
     """``(line, offset, parsed object or Invalid)`` for every non-blank JSON line."""
+    if not stream.encoding.utf8:
+        yield from _wide_jsonl_items(stream)
+        return
+    loads, problem = orjson.loads, orjson.JSONDecodeError
+    for number, offset, content in stream.contents():
+        if content is None:
+            yield number, offset, _too_long(stream, number)
+            continue
+        try:
+            yield number, offset, loads(content)
+        except problem as exc:
+            if not content.strip():
+                continue
+            stream.text(content, number)  # bytes that are not UTF-8 stop the job with one message
+            # The parser places its complaint by the line's own newline (see _json_problem): ask it about the line
+            # as read, newline included.
+            whole = content if stream.unterminated and number == stream.lines else content + b"\n"
+            yield number, offset, Invalid.of_line(number, f"malformed JSON ({_json_problem(_parse_error(whole, exc))})")
+
+
+def _wide_jsonl_items(stream: LineStream) -> Iterator[tuple[int, int, Any]]:
+    """:func:`_jsonl_items` of a UTF-16 file: each line decoded to text first."""
     for number, offset, raw in stream:
         if raw is None:
-            message = f"too long ({stream.last_size} bytes; a line holds one operation, at most {MAX_LINE_BYTES} bytes)"
-            yield number, offset, Invalid.of_line(number, message)
+            yield number, offset, _too_long(stream, number)
             continue
-        content: bytes | str = raw if stream.encoding.utf8 else stream.text(raw, number)
+        content = stream.text(raw, number)
         if not content.strip():
             continue
         try:
             yield number, offset, orjson.loads(content)
         except orjson.JSONDecodeError as exc:
-            stream.text(raw, number)  # bytes that are not UTF-8 stop the job with one message
             yield number, offset, Invalid.of_line(number, f"malformed JSON ({_json_problem(exc)})")
+
+
+def _too_long(stream: LineStream, number: int) -> Invalid:
+    message = f"too long ({stream.last_size} bytes; a line holds one operation, at most {MAX_LINE_BYTES} bytes)"
+    return Invalid.of_line(number, message)
+
+
+def _parse_error(content: bytes, first: orjson.JSONDecodeError) -> orjson.JSONDecodeError:
+    try:
+        orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        return exc
+    return first
 
 
 def _json_problem(exc: orjson.JSONDecodeError) -> str:
