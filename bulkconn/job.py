@@ -26,7 +26,7 @@ import os
 import re
 from array import array
 from collections import deque
-from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sized
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,15 +39,17 @@ from bulkconn.expansion import Match, operation_for
 from bulkconn.jobcsv import CsvLayout, read_header, records, row_object, sniff_delimiter
 from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
 from bulkconn.model import Operation
-from bulkconn.registry import Resource
+from bulkconn.registry import ODATA_TYPE, Resource
 from bulkconn.suggest import did_you_mean
 from bulkconn.targets import (
     DEFAULT_RESOURCE,
     UPDATE,
+    PlainCheck,
     action_problem,
     on_collection,
     operation,
     patch_operation,
+    plain_checks,
     resolve_resource,
     resource_problem,
 )
@@ -61,6 +63,8 @@ LINE_FIELDS = frozenset(
     {"tenant", "id", "patch", "action", "syncType", "resource", "key", "expect", "params", "@odata.type"}
 )
 DEFAULT_FIELDS = frozenset({"tenant", "patch", "action", "syncType", "resource", "params", "@odata.type"})
+# The fields of a plain PATCH line, the one kind the scan checks on its fast path (_LineParser.plain_tenant).
+PLAIN_FIELDS = frozenset({"tenant", "id", "patch", "resource"})
 _REREAD_CHUNK = 4096  # a lane re-reads one line at a time: read UTF-16 in small pieces
 _LISTED = 10  # names shown in an "unknown tenant" message; an MSP may configure thousands
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -161,8 +165,49 @@ class _LineParser:
         self.default_action = defaults.get("action", "update")
         self.default_resource = defaults.get("resource", DEFAULT_RESOURCE)
         self._resources: dict[str, Resource] = {}  # the (at most 46) collections this job names
+        # resource name -> properties whose values are checked at a glance; filled as each name is first resolved.
+        self._plain: dict[str, dict[str, PlainCheck]] = {}
+        # Defaults that change a PATCH (its base, its type, another action) send every line through parse's full path.
+        self._plain_ok = self.default_action == UPDATE and not defaults.get("patch") and ODATA_TYPE not in defaults
+
+    def plain_tenant(self, data: dict[str, Any]) -> str | None:
+        """The tenant of a valid plain PATCH line, keyed by its number (the common line), or ``None``.
+
+        ``None`` decides nothing: :meth:`parse` then checks the line in full and words any problem. A line
+        passes here only when every check of :meth:`parse` would: its fields, tenant and id, a resource already
+        resolved, and a patch whose every value :func:`~bulkconn.targets.plain_checks` knows to be good. The
+        scan calls this first on every line: about a third of the cost of :meth:`parse`.
+        """
+        if not self._plain_ok or not PLAIN_FIELDS.issuperset(data):
+            return None
+        name = data.get("resource", self.default_resource)
+        tenant = data.get("tenant", self.default_tenant)
+        object_id = data.get("id")
+        patch = data.get("patch")
+        checks = self._plain.get(name) if name.__class__ is str else None
+        if (
+            checks is None
+            or tenant.__class__ is not str
+            or not tenant
+            or tenant not in self.tenants
+            or object_id.__class__ is not str
+            or patch.__class__ is not dict
+            or not patch
+            or not _ID.match(object_id)
+        ):
+            return None
+        for prop, value in patch.items():
+            check = checks.get(prop)
+            if check is None or value.__class__ is not check[0] or (check[1] is not None and value not in check[1]):
+                return None
+        return tenant
 
     def parse(self, data: Any, line: int) -> Operation | Invalid:
+        if data.__class__ is dict:
+            tenant = self.plain_tenant(data)
+            if tenant is not None:  # what the full path below returns for such a line
+                name, object_id = data.get("resource", self.default_resource), data["id"]
+                return Operation(str(line), line, tenant, name, object_id, UPDATE, data["patch"], "", None, {}, "")
         key = str(line)
         if not isinstance(data, dict):
             return Invalid.of_line(line, "expected a JSON object")
@@ -203,6 +248,7 @@ class _LineParser:
         resolved = resource_problem(name)
         if not isinstance(resolved, str):
             self._resources[name] = resolved  # only known names: a job of garbage names stays small
+            self._plain[name] = plain_checks(resolved)
         return resolved
 
     def _line_problem(self, data: dict[str, Any], tenant: str) -> str | None:
@@ -374,30 +420,74 @@ def _check_items(
     on_invalid: Callable[[Invalid], None],
     skip_keys: Container[str],
 ) -> None:
-    file = str(scan.path)
+    parser, first = _parser(scan, items, tenants, on_invalid)
     explicit_keys: set[str] = set()
-    parser: _LineParser | None = None
+    if first is not None:
+        _check_item(scan, parser, first, explicit_keys, tenants, on_invalid, skip_keys)
+    skipping = not isinstance(skip_keys, Sized) or len(skip_keys) > 0
+    # The common line (a valid plain PATCH, not skipped) is counted right here: a million of them are the job's
+    # scan, and an Operation built for each would cost a third of it.
+    plain_tenant, counts, plain = parser.plain_tenant, scan.tenant_operations, 0
+    offsets, numbers = (scan.offsets, scan.line_numbers) if scan.positions else (None, None)
+    for number, start, data in items:
+        if data.__class__ is dict:
+            tenant = plain_tenant(data)
+            if tenant is not None and not (skipping and str(number) in skip_keys):
+                plain += 1
+                counts[tenant] = counts.get(tenant, 0) + 1
+                if offsets is not None and numbers is not None:
+                    _place(offsets, numbers, tenant, start, number)
+                continue
+        _check_item(scan, parser, (number, start, data), explicit_keys, tenants, on_invalid, skip_keys)
+    if plain:
+        scan.valid += plain
+        scan.actions[UPDATE] = scan.actions.get(UPDATE, 0) + plain
+
+
+def _parser(
+    scan: JobScan, items: Iterator[tuple[int, int, Any]], tenants: list[str], on_invalid: Callable[[Invalid], None]
+) -> tuple[_LineParser, tuple[int, int, Any] | None]:
+    """The parser for the job's lines, once the first readable line said whether it holds the defaults.
+
+    Lines that cannot be read before it are admitted as invalid. Returns the parser and that first line when it
+    is not the defaults (it is still to be checked), else ``None``.
+    """
     for number, start, data in items:
         if isinstance(data, Invalid):  # never skipped on resume: a line that cannot be read has no key of its own
             _admit(scan, data, start, (), on_invalid)
             continue
-        if parser is None and isinstance(data, dict) and "defaults" in data:
-            scan.defaults = _read_defaults(data, file, number)
-            parser = _LineParser(scan.defaults, tenants)
-            continue
-        if parser is None:
-            parser = _LineParser({}, tenants)
-        if isinstance(data, dict) and ("defaults" in data or "select" in data or "where" in data):  # rare lines
-            if "defaults" in data:
-                misplaced = Invalid.of_line(number, "a defaults line must be the first line")
-                _admit(scan, misplaced, start, (), on_invalid)
-                continue
-            from bulkconn.selectors import is_selector  # imported by the first selector line, not by every job
+        if isinstance(data, dict) and "defaults" in data:
+            scan.defaults = _read_defaults(data, str(scan.path), number)
+            return _LineParser(scan.defaults, tenants), None
+        return _LineParser({}, tenants), (number, start, data)
+    return _LineParser({}, tenants), None
 
-            if is_selector(data):
-                _admit_selector(scan, data, number, start, tenants, explicit_keys, on_invalid)
-                continue
-        _admit(scan, _unique(parser.parse(data, number), explicit_keys), start, skip_keys, on_invalid)
+
+def _check_item(
+    scan: JobScan,
+    parser: _LineParser,
+    item: tuple[int, int, Any],
+    explicit_keys: set[str],
+    tenants: list[str],
+    on_invalid: Callable[[Invalid], None],
+    skip_keys: Container[str],
+) -> None:
+    """Check and count one line in full (anything but a plain PATCH: any line with a problem, a selector...)."""
+    number, start, data = item
+    if isinstance(data, Invalid):
+        _admit(scan, data, start, (), on_invalid)
+        return
+    if isinstance(data, dict) and ("defaults" in data or "select" in data or "where" in data):  # rare lines
+        if "defaults" in data:
+            misplaced = Invalid.of_line(number, "a defaults line must be the first line")
+            _admit(scan, misplaced, start, (), on_invalid)
+            return
+        from bulkconn.selectors import is_selector  # imported by the first selector line, not by every job
+
+        if is_selector(data):
+            _admit_selector(scan, data, number, start, tenants, explicit_keys, on_invalid)
+            return
+    _admit(scan, _unique(parser.parse(data, number), explicit_keys), start, skip_keys, on_invalid)
 
 
 def _admit_selector(
@@ -468,14 +558,18 @@ def _admit(
     else:
         scan.valid += 1
         scan.actions[result.action] = scan.actions.get(result.action, 0) + 1
-        if not scan.positions:
-            return
-        offsets = scan.offsets.get(result.tenant)
-        if offsets is None:  # not setdefault: that would build two arrays for every line
-            offsets = scan.offsets[result.tenant] = array("q")
-            scan.line_numbers[result.tenant] = array("q")
-        offsets.append(start)
-        scan.line_numbers[result.tenant].append(result.line)
+        if scan.positions:
+            _place(scan.offsets, scan.line_numbers, result.tenant, start, result.line)
+
+
+def _place(offsets: dict[str, array[int]], numbers: dict[str, array[int]], tenant: str, start: int, line: int) -> None:
+    """Remember where a valid line of ``tenant`` is, for its lane to read it again."""
+    found = offsets.get(tenant)
+    if found is None:  # not setdefault: that would build two arrays for every line
+        found = offsets[tenant] = array("q")
+        numbers[tenant] = array("q")
+    found.append(start)
+    numbers[tenant].append(line)
 
 
 @dataclass(frozen=True, slots=True)
