@@ -40,6 +40,7 @@ from bulkconn.jobcsv import CsvLayout, read_header, records, row_object, sniff_d
 from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
 from bulkconn.model import Operation
 from bulkconn.registry import ODATA_TYPE, Resource
+from bulkconn.report.keycodes import KeySet
 from bulkconn.suggest import did_you_mean
 from bulkconn.targets import (
     DEFAULT_RESOURCE,
@@ -65,6 +66,7 @@ LINE_FIELDS = frozenset(
 DEFAULT_FIELDS = frozenset({"tenant", "patch", "action", "syncType", "resource", "params", "@odata.type"})
 # The fields of a plain PATCH line, the one kind the scan checks on its fast path (_LineParser.plain_tenant).
 PLAIN_FIELDS = frozenset({"tenant", "id", "patch", "resource"})
+_KEYED_OR_SPECIAL = frozenset({"key", "select", "where", "defaults"})  # lines not keyed by their number alone
 _REREAD_CHUNK = 4096  # a lane re-reads one line at a time: read UTF-16 in small pieces
 _LISTED = 10  # names shown in an "unknown tenant" message; an MSP may configure thousands
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -201,6 +203,17 @@ class _LineParser:
             if check is None or value.__class__ is not check[0] or (check[1] is not None and value not in check[1]):
                 return None
         return tenant
+
+    def unkeyed_tenant(self, data: dict[str, Any]) -> str | None:
+        """The configured tenant of a line keyed by its number (no ``key``, not a selector), checking nothing else.
+
+        For a line a report proves valid (:class:`~bulkconn.report.keycodes.LineProof`): it is counted in that
+        tenant. ``None`` when it names no configured tenant (the configuration changed): it is then checked in full.
+        """
+        if not _KEYED_OR_SPECIAL.isdisjoint(data):
+            return None
+        tenant = data.get("tenant", self.default_tenant)
+        return tenant if tenant.__class__ is str and tenant and tenant in self.tenants else None
 
     def parse(self, data: Any, line: int) -> Operation | Invalid:
         if data.__class__ is dict:
@@ -408,7 +421,8 @@ def scan_job(
         items = _csv_items(stream, scan) if is_csv(path) else _jsonl_items(stream)
         _check_items(scan, items, list(tenants), on_invalid, skip_keys)
     scan.sha256, scan.size, scan.lines = stream.sha256, stream.size, stream.lines
-    if file_identity(path) != scan.identity:
+    proof = skip_keys.proof if isinstance(skip_keys, KeySet) else None
+    if file_identity(path) != scan.identity or (proof is not None and proof.job_sha256 != scan.sha256):
         raise JobError("the job file changed while it was being validated; nothing was sent", file=str(path))
     return scan
 
@@ -425,12 +439,19 @@ def _check_items(
     if first is not None:
         _check_item(scan, parser, first, explicit_keys, tenants, on_invalid, skip_keys)
     skipping = not isinstance(skip_keys, Sized) or len(skip_keys) > 0
-    # The common line (a valid plain PATCH, not skipped) is counted right here: a million of them are the job's
-    # scan, and an Operation built for each would cost a third of it.
-    plain_tenant, counts, plain = parser.plain_tenant, scan.tenant_operations, 0
+    proof = skip_keys.proof if isinstance(skip_keys, KeySet) else None
+    codes, proven = proof.table() if proof is not None else (bytearray(), bytes(256))
+    # The common line (a valid plain PATCH, not skipped; or on resume, one the report proves valid and final) is
+    # counted right here: a million of them are the job's scan, and an Operation built for each would cost a third.
+    plain_tenant, unkeyed_tenant, counts, plain = parser.plain_tenant, parser.unkeyed_tenant, scan.tenant_operations, 0
     offsets, numbers = (scan.offsets, scan.line_numbers) if scan.positions else (None, None)
     for number, start, data in items:
         if data.__class__ is dict:
+            if number < len(codes) and proven[codes[number]] and (tenant := unkeyed_tenant(data)) is not None:
+                counts[tenant] = counts.get(tenant, 0) + 1
+                scan.skipped += 1
+                scan.skipped_by_tenant[tenant] = scan.skipped_by_tenant.get(tenant, 0) + 1
+                continue
             tenant = plain_tenant(data)
             if tenant is not None and not (skipping and str(number) in skip_keys):
                 plain += 1

@@ -67,11 +67,16 @@ class KeyCodes(MutableMapping[str, int]):
         number = line_number(key)
         if number < 0:
             self._named[key] = code
-            return
-        if number >= len(self._lines):
-            self._lines.extend(bytes(max(number + 1, 2 * len(self._lines)) - len(self._lines)))
-        self._line_keys += not self._lines[number]
-        self._lines[number] = code
+        else:
+            self.set_line(number, code)
+
+    def set_line(self, number: int, code: int) -> None:
+        """``self[str(number)] = code`` for a line number and a code already known to be valid (a reader's fast path)."""
+        lines = self._lines
+        if number >= len(lines):
+            lines.extend(bytes(max(number + 1, 2 * len(lines)) - len(lines)))
+        self._line_keys += not lines[number]
+        lines[number] = code
 
     def __delitem__(self, key: str) -> None:
         number = line_number(key)
@@ -100,15 +105,42 @@ class KeyCodes(MutableMapping[str, int]):
         return counts
 
 
+class LineProof:
+    """The line numbers whose keys a report proves to be valid operations of one job, with a final result.
+
+    A resumed scan counts such a line (in its tenant) without checking it again: the report's every run read this
+    very job (``job_sha256``, checked again once the scan has hashed the file) with this very version of bulkconn,
+    found the line valid and recorded a result that the resume keeps.
+    """
+
+    __slots__ = ("_proven", "codes", "job_sha256")
+
+    def __init__(self, codes: KeyCodes, proven: Set[int], job_sha256: str) -> None:
+        self.codes = codes._lines  # shared, not copied: a million lines are a megabyte
+        self._proven = bytes(code != 0 and code in proven for code in range(256))
+        self.job_sha256 = job_sha256
+
+    def table(self) -> tuple[bytearray, bytes]:
+        """(code of each line number, and 1 at each code that proves a line): what a scan looks up per line."""
+        return self.codes, self._proven
+
+    def __contains__(self, number: int) -> bool:
+        return 0 <= number < len(self.codes) and bool(self._proven[self.codes[number]])
+
+
 class KeySet(Set[str]):
-    """The keys of a :class:`KeyCodes` whose code is not in ``excluded`` (a live view; sized when made)."""
+    """The keys of a :class:`KeyCodes` whose code is not in ``excluded`` (a live view; sized when made).
 
-    __slots__ = ("_codes", "_excluded", "_size")
+    ``proof``, when given, says which of its line-number keys a resumed scan need not check again.
+    """
 
-    def __init__(self, codes: KeyCodes, excluded: Set[int]) -> None:
+    __slots__ = ("_codes", "_excluded", "_size", "proof")
+
+    def __init__(self, codes: KeyCodes, excluded: Set[int], *, proof: LineProof | None = None) -> None:
         self._codes = codes
         self._excluded = frozenset(excluded)
         self._size = sum(n for code, n in codes.code_counts().items() if code not in self._excluded)
+        self.proof = proof
 
     def has_line(self, number: int) -> bool:
         """Whether line-number key ``number`` is in the set (what a job scan asks once per line)."""
