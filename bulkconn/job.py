@@ -25,7 +25,7 @@ import itertools
 import os
 import re
 from array import array
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sized
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -445,12 +445,11 @@ def _check_items(
     # counted right here: a million of them are the job's scan, and an Operation built for each would cost a third.
     plain_tenant, unkeyed_tenant, counts, plain = parser.plain_tenant, parser.unkeyed_tenant, scan.tenant_operations, 0
     offsets, numbers = (scan.offsets, scan.line_numbers) if scan.positions else (None, None)
+    proven_upto, proved = len(codes), Counter[str]()  # proved: per tenant, lines counted by the report's proof
     for number, start, data in items:
         if data.__class__ is dict:
-            if number < len(codes) and proven[codes[number]] and (tenant := unkeyed_tenant(data)) is not None:
-                counts[tenant] = counts.get(tenant, 0) + 1
-                scan.skipped += 1
-                scan.skipped_by_tenant[tenant] = scan.skipped_by_tenant.get(tenant, 0) + 1
+            if number < proven_upto and proven[codes[number]] and (tenant := unkeyed_tenant(data)) is not None:
+                proved[tenant] += 1
                 continue
             tenant = plain_tenant(data)
             if tenant is not None and not (skipping and str(number) in skip_keys):
@@ -460,9 +459,13 @@ def _check_items(
                     _place(offsets, numbers, tenant, start, number)
                 continue
         _check_item(scan, parser, (number, start, data), explicit_keys, tenants, on_invalid, skip_keys)
+    scan.valid += plain
     if plain:
-        scan.valid += plain
         scan.actions[UPDATE] = scan.actions.get(UPDATE, 0) + plain
+    for tenant, n in proved.items():  # valid operations of the job, skipped: as _admit counts them
+        counts[tenant] = counts.get(tenant, 0) + n
+        scan.skipped_by_tenant[tenant] = scan.skipped_by_tenant.get(tenant, 0) + n
+    scan.skipped += proved.total()
 
 
 def _parser(
