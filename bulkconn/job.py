@@ -40,7 +40,7 @@ from bulkconn.jobcsv import CsvLayout, read_header, records, row_object, sniff_d
 from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
 from bulkconn.model import Operation
 from bulkconn.registry import ODATA_TYPE, Resource
-from bulkconn.report.keycodes import KeySet
+from bulkconn.report.keycodes import KeySet, LineProof
 from bulkconn.suggest import did_you_mean
 from bulkconn.targets import (
     DEFAULT_RESOURCE,
@@ -306,13 +306,55 @@ def _read_defaults(data: Any, file: str, line: int) -> dict[str, Any]:
     return defaults
 
 
-def _jsonl_items(stream: LineStream) -> Iterator[tuple[int, int, Any]]:
-    """``(line, offset, parsed object or Invalid)`` for every non-blank JSON line."""
+@dataclass(slots=True)
+class _Unparsed:
+    """On a resumed scan of JSON Lines: the lines a report proves valid and final, counted by tenant unread.
+
+    Such a line is known by its number alone (:class:`~bulkconn.report.keycodes.LineProof`, which also names its
+    tenant): parsing it again would only find what the report says, at a third of the scan's cost. A line whose
+    tenant is not configured any more is parsed and checked as any other.
+    """
+
+    codes: bytearray
+    proven: bytes
+    tenants: array[int]
+    names: list[str]
+    usable: bytes  # by tenant index: 1 for a configured tenant (never for 0, "not known")
+    counted: list[int]  # by tenant index
+
+    @classmethod
+    def of(cls, proof: LineProof, configured: Collection[str]) -> _Unparsed:
+        codes, proven = proof.table()
+        usable = bytes(bool(name) and name in configured for name in proof.tenant_names)
+        return cls(codes, proven, proof.tenants, proof.tenant_names, usable, [0] * len(usable))
+
+    def add_to(self, scan: JobScan) -> None:
+        """Count the lines counted here as :func:`_admit` counts a skipped operation."""
+        for index, n in enumerate(self.counted):
+            if n:
+                tenant = self.names[index]
+                scan.tenant_operations[tenant] = scan.tenant_operations.get(tenant, 0) + n
+                scan.skipped_by_tenant[tenant] = scan.skipped_by_tenant.get(tenant, 0) + n
+                scan.skipped += n
+
+
+def _jsonl_items(stream: LineStream, unparsed: _Unparsed | None = None) -> Iterator[tuple[int, int, Any]]:
+    """``(line, offset, parsed object or Invalid)`` for every non-blank JSON line, but those ``unparsed`` counts."""
     if not stream.encoding.utf8:
         yield from _wide_jsonl_items(stream)
         return
     loads, problem = orjson.loads, orjson.JSONDecodeError
+    codes, proven, tenants, usable, counted = (
+        (unparsed.codes, unparsed.proven, unparsed.tenants, unparsed.usable, unparsed.counted)
+        if unparsed is not None
+        else (bytearray(), bytes(256), array("H"), b"", [])
+    )
+    upto = 0  # the first readable line is always read: whether it holds the defaults decides how the rest read
     for number, offset, content in stream.contents():
+        if number < upto and proven[codes[number]] and usable[index := tenants[number]]:
+            counted[index] += 1
+            continue
+        upto = len(codes)
         if content is None:
             yield number, offset, _too_long(stream, number)
             continue
@@ -418,13 +460,21 @@ def scan_job(
     stream = LineStream.open(path)
     scan = JobScan(path, encoding=stream.encoding, identity=file_identity(path), positions=positions)
     with closing(stream):
-        items = _csv_items(stream, scan) if is_csv(path) else _jsonl_items(stream)
+        proof = _proof(skip_keys)
+        unparsed = _Unparsed.of(proof, frozenset(tenants)) if proof is not None else None
+        items = _csv_items(stream, scan) if is_csv(path) else _jsonl_items(stream, unparsed)
         _check_items(scan, items, list(tenants), on_invalid, skip_keys)
+    if unparsed is not None:
+        unparsed.add_to(scan)
     scan.sha256, scan.size, scan.lines = stream.sha256, stream.size, stream.lines
-    proof = skip_keys.proof if isinstance(skip_keys, KeySet) else None
     if file_identity(path) != scan.identity or (proof is not None and proof.job_sha256 != scan.sha256):
         raise JobError("the job file changed while it was being validated; nothing was sent", file=str(path))
     return scan
+
+
+def _proof(skip_keys: Container[str]) -> LineProof | None:
+    """What the report being resumed proves of the job's lines (see :class:`~bulkconn.report.keycodes.LineProof`)."""
+    return skip_keys.proof if isinstance(skip_keys, KeySet) else None
 
 
 def _check_items(
@@ -439,7 +489,7 @@ def _check_items(
     if first is not None:
         _check_item(scan, parser, first, explicit_keys, tenants, on_invalid, skip_keys)
     skipping = not isinstance(skip_keys, Sized) or len(skip_keys) > 0
-    proof = skip_keys.proof if isinstance(skip_keys, KeySet) else None
+    proof = _proof(skip_keys)
     codes, proven = proof.table() if proof is not None else (bytearray(), bytes(256))
     # The common line (a valid plain PATCH, not skipped; or on resume, one the report proves valid and final) is
     # counted right here: a million of them are the job's scan, and an Operation built for each would cost a third.

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from bulkconn import __version__
+from bulkconn import job as job_module
 from bulkconn.errors import JobError, ResumeError
 from bulkconn.job import JobScan, _LineParser, fingerprint, scan_job
 from bulkconn.report.keycodes import KeySet
@@ -21,29 +22,41 @@ PATCH = {"serverName": "mail.example.com"}
 STATUSES = {1: "succeeded", 2: "failed", 3: "invalid", 4: "skipped", 5: "uncertain", 7: "succeeded", 9: "succeeded"}
 
 
-def _job(path: Path) -> Path:
-    lines: list[Any] = [
-        {"tenant": "contoso", "id": "a1", "patch": PATCH},
-        {"tenant": "fabrikam", "id": "a2", "patch": PATCH},
-        {"tenant": "contoso", "id": "a3", "patch": {"serverName": 1}},  # invalid, recorded as such
-        {"tenant": "northwind", "id": "a4", "action": "sync", "syncType": "fullSync"},
-        {"tenant": "fabrikam", "id": "a5", "patch": PATCH},
-        {"tenant": "contoso", "id": "a6", "patch": PATCH},
-        {"tenant": "northwind", "id": "a7", "patch": PATCH, "key": "named"},  # keyed: checked in full
-        {"tenant": "northwind", "id": "a8", "patch": PATCH},
-        {"tenant": "fabrikam", "id": "a9", "patch": PATCH},
-    ]
+LINES: list[Any] = [
+    {"tenant": "contoso", "id": "a1", "patch": PATCH},
+    {"tenant": "fabrikam", "id": "a2", "patch": PATCH},
+    {"tenant": "contoso", "id": "a3", "patch": {"serverName": 1}},  # invalid, recorded as such
+    {"tenant": "northwind", "id": "a4", "action": "sync", "syncType": "fullSync"},
+    {"tenant": "fabrikam", "id": "a5", "patch": PATCH},
+    {"tenant": "contoso", "id": "a6", "patch": PATCH},
+    {"tenant": "northwind", "id": "a7", "patch": PATCH, "key": "named"},  # keyed: checked in full
+    {"tenant": "northwind", "id": "a8", "patch": PATCH},
+    {"tenant": "fabrikam", "id": "a9", "patch": PATCH},
+]
+
+
+def _job(path: Path, lines: list[Any] = LINES) -> Path:
     path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
     return path
 
 
-def _report(path: Path, job: Path, *, headers: list[dict[str, Any]] | None = None) -> Path:
+def _report(
+    path: Path,
+    job: Path,
+    *,
+    headers: list[dict[str, Any]] | None = None,
+    tenants: bool = True,
+    lines: list[Any] = LINES,
+    statuses: dict[int, str] = STATUSES,
+) -> Path:
+    """A report of ``job`` with STATUSES' results; ``tenants=False``: results that name no tenant (nothing known)."""
     sha = fingerprint(job).sha256
     heads = headers or [{"job_sha256": sha, "bulkconn_version": __version__}]
     records: list[dict[str, Any]] = [{"type": "header", "format": 1, "tenants": TENANTS, **h} for h in heads]
-    for line, status in STATUSES.items():
-        key = "named" if line == 7 else str(line)
-        records.append({"type": "result", "key": key, "line": line, "tenant": "x", "status": status})
+    for line, status in statuses.items():
+        key = lines[line - 1].get("key", str(line))
+        tenant = {"tenant": lines[line - 1].get("tenant", "contoso")} if tenants else {}
+        records.append({"type": "result", "key": key, "line": line, "status": status, **tenant})
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
     return path
 
@@ -68,22 +81,23 @@ def _counts(scan: JobScan) -> tuple[Any, ...]:
 
 
 def _without_proof(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every line checked in full, as before the proof (nothing is counted on sight)."""
-    monkeypatch.setattr(_LineParser, "unkeyed_tenant", lambda self, data: None)
+    """Every line read and checked in full, as before the proof (nothing is counted on sight)."""
+    monkeypatch.setattr(job_module, "_proof", lambda skip_keys: None)
     monkeypatch.setattr(_LineParser, "plain_tenant", lambda self, data: None)
 
 
+@pytest.mark.parametrize("tenants", [True, False], ids=["results name tenants", "results name none"])
 @pytest.mark.parametrize(
     "redo",
     [{}, {"retry_failed": True}, {"recheck_invalid": True}, {"resend_uncertain": True}],
     ids=["plain", "retry-failed", "recheck-invalid", "resend-uncertain"],
 )
 def test_proven_counts_equal_a_full_check(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redo: dict[str, Any]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redo: dict[str, Any], tenants: bool
 ) -> None:
     """Per-tenant counts (the shard partition's input), skips and offsets are those of checking every line."""
     job = _job(tmp_path / "job.jsonl")
-    report = _report(tmp_path / "job.report.jsonl", job)
+    report = _report(tmp_path / "job.report.jsonl", job, tenants=tenants)
     proven, keys = _resume_scan(job, report, **redo)
     assert keys.proof is not None
     _without_proof(monkeypatch)
@@ -147,3 +161,55 @@ def test_a_tenant_no_longer_configured_is_checked_in_full(tmp_path: Path, monkey
     full, _ = _resume_scan(job, report, tenants=["contoso", "northwind"])
     assert _counts(proven) == _counts(full)
     assert "fabrikam" not in operation_counts(proven)
+
+
+def test_proven_lines_are_not_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line the report proves (its tenant named) is counted without being parsed; the first line always is."""
+    job = _job(tmp_path / "job.jsonl")
+    report = _report(tmp_path / "job.report.jsonl", job)
+    parsed: list[bytes] = []
+    loads = orjson.loads
+
+    def counted(content: bytes | str) -> Any:
+        parsed.append(content if isinstance(content, bytes) else content.encode())
+        return loads(content)
+
+    monkeypatch.setattr(orjson, "loads", counted)
+    scan, _ = _resume_scan(job, report)
+    ids = sorted(found["id"] for found in map(loads, parsed) if "id" in found)  # job lines, not the report's
+    # a1: the first line; a3: invalid; a4: a skip (the reader keeps no tenant for it); a6, a8: no result; a7: keyed
+    assert ids == ["a1", "a3", "a4", "a6", "a7", "a8"]
+    assert scan.skipped == 7
+
+
+def test_a_defaults_line_after_a_proven_first_line_stays_misplaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first readable line is read even when proven: a later defaults line is still not the defaults."""
+    lines: list[Any] = [LINES[0], {"defaults": {"tenant": "fabrikam"}}, *LINES[2:]]
+    lines[6 - 1] = {"id": "a6", "patch": PATCH}  # a line whose tenant would come from defaults
+    job = _job(tmp_path / "job.jsonl", lines)
+    # As a run records it: the misplaced defaults line is invalid.
+    report = _report(tmp_path / "job.report.jsonl", job, lines=lines, statuses={**STATUSES, 2: "invalid"})
+    proven, _ = _resume_scan(job, report)
+    _without_proof(monkeypatch)
+    full, _ = _resume_scan(job, report)
+    assert _counts(proven) == _counts(full)
+    assert proven.defaults == {}
+
+
+def test_a_csv_job_resumes_with_the_same_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spreadsheet's rows are read as always; the proof still spares their checks, with the same counts."""
+    job = tmp_path / "job.csv"
+    rows = [
+        f"{line['tenant']},{line['id']},mail.example.com" for line in LINES if "patch" in line and "key" not in line
+    ]
+    job.write_text("tenant,id,serverName\n" + "\n".join(rows) + "\n")
+    csv_lines = [{"tenant": r.split(",")[0]} for r in rows]
+    statuses = {2: "succeeded", 3: "failed", 5: "succeeded", 7: "uncertain", 8: "succeeded"}
+    report = _report(tmp_path / "job.report.jsonl", job, lines=[{}, *csv_lines], statuses=statuses)  # row N: line N+1
+    proven, keys = _resume_scan(job, report)
+    assert keys.proof is not None
+    _without_proof(monkeypatch)
+    full, _ = _resume_scan(job, report)
+    assert _counts(proven) == _counts(full)

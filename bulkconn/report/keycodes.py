@@ -7,6 +7,7 @@ view of the keys whose code is not in a given set (what a resume skips), without
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator, MutableMapping, Set
 from typing import TypeVar, overload
@@ -14,6 +15,7 @@ from typing import TypeVar, overload
 T = TypeVar("T")
 
 _MAX_LINE = 1 << 32  # a number above this is kept as a named key (a job has nowhere near that many lines)
+_MAX_TENANTS = 1 << 16  # tenants a KeyCodes tells apart by line (2 bytes a line); lines of others: "not known"
 
 
 def line_number(key: str) -> int:
@@ -26,14 +28,21 @@ def line_number(key: str) -> int:
 
 
 class KeyCodes(MutableMapping[str, int]):
-    """key -> code (1..255): line-number keys in a bytearray, other keys in a dict."""
+    """key -> code (1..255): line-number keys in a bytearray, other keys in a dict.
 
-    __slots__ = ("_line_keys", "_lines", "_named")
+    A line-number key set by :meth:`set_line` with its tenant also keeps the tenant, as a 2-byte index (0: not
+    known; set again any other way, the tenant is forgotten): what :class:`LineProof` counts a line in.
+    """
+
+    __slots__ = ("_line_keys", "_lines", "_named", "_tenant_ids", "_tenants", "tenant_names")
 
     def __init__(self, items: Iterable[tuple[str, int]] = ()) -> None:
         self._lines = bytearray()
         self._named: dict[str, int] = {}
         self._line_keys = 0
+        self._tenants = array("H")  # as long as _lines
+        self.tenant_names = [""]  # index -> tenant
+        self._tenant_ids: dict[str, int] = {}
         for key, code in items:
             self[key] = code
 
@@ -70,13 +79,27 @@ class KeyCodes(MutableMapping[str, int]):
         else:
             self.set_line(number, code)
 
-    def set_line(self, number: int, code: int) -> None:
-        """``self[str(number)] = code`` for a line number and a code already known to be valid (a reader's fast path)."""
+    def set_line(self, number: int, code: int, tenant: str = "") -> None:
+        """``self[str(number)] = code`` for a line number and a code known to be valid (a reader's fast path).
+
+        ``tenant``: the tenant of the line's operation, as its result names it ("": not known).
+        """
         lines = self._lines
         if number >= len(lines):
-            lines.extend(bytes(max(number + 1, 2 * len(lines)) - len(lines)))
+            grown = max(number + 1, 2 * len(lines)) - len(lines)
+            lines.extend(bytes(grown))
+            self._tenants.extend(bytes(2 * grown))  # zeros: no tenant known
         self._line_keys += not lines[number]
         lines[number] = code
+        index = self._tenant_ids.get(tenant, 0) if tenant else 0
+        if not index and tenant and len(self.tenant_names) < _MAX_TENANTS:
+            index = self._tenant_ids[tenant] = len(self.tenant_names)
+            self.tenant_names.append(tenant)
+        self._tenants[number] = index
+
+    def line_tenants(self) -> array[int]:
+        """The tenant index (into ``tenant_names``; 0: not known) of each line-number key, indexed by the number."""
+        return self._tenants
 
     def __delitem__(self, key: str) -> None:
         number = line_number(key)
@@ -84,6 +107,7 @@ class KeyCodes(MutableMapping[str, int]):
             del self._named[key]
         elif self.code_of_line(number):
             self._lines[number] = 0
+            self._tenants[number] = 0
             self._line_keys -= 1
         else:
             raise KeyError(key)
@@ -113,10 +137,12 @@ class LineProof:
     found the line valid and recorded a result that the resume keeps.
     """
 
-    __slots__ = ("_proven", "codes", "job_sha256")
+    __slots__ = ("_proven", "codes", "job_sha256", "tenant_names", "tenants")
 
     def __init__(self, codes: KeyCodes, proven: Set[int], job_sha256: str) -> None:
         self.codes = codes._lines  # shared, not copied: a million lines are a megabyte
+        self.tenants = codes.line_tenants()  # ... and their tenants, where the report's results named them
+        self.tenant_names = codes.tenant_names
         self._proven = bytes(code != 0 and code in proven for code in range(256))
         self.job_sha256 = job_sha256
 

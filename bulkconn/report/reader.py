@@ -204,7 +204,8 @@ def update_state(state: ReportState, path: Path) -> ReportState:
                 status, key = record.status, record.key
                 code = _PLAIN_CODES.get(status) if status.__class__ is str else None
                 if code is not None and key.__class__ is str and (number := line_number(key)) >= 0:
-                    latest.set_line(number, code)
+                    tenant = record.tenant
+                    latest.set_line(number, code, tenant if tenant.__class__ is str else "")
                     continue
             if kind == "header":
                 state.runs += 1
