@@ -149,25 +149,34 @@ def _jsonl_items(stream: LineStream, unparsed: _Unparsed | None = None) -> Itera
         if unparsed is not None
         else (bytearray(), bytes(256), array("H"), b"", [])
     )
-    upto = 0  # the first readable line is always read: whether it holds the defaults decides how the rest read
+    upto = 0  # until the first readable line (it may be the defaults, which decide how the rest read), none is proven
     for number, offset, content in stream.contents():
         if number < upto and proven[codes[number]] and usable[index := tenants[number]]:
             counted[index] += 1
             continue
-        upto = len(codes)
         if content is None:
             yield number, offset, _too_long(stream, number)
             continue
         try:
-            yield number, offset, loads(content)
+            data = loads(content)
         except problem as exc:
-            if not content.strip():
-                continue
-            stream.text(content, number)  # bytes that are not UTF-8 stop the job with one message
-            # The parser places its complaint by the line's own newline (see _json_problem): ask it about the line
-            # as read, newline included.
-            whole = content if stream.unterminated and number == stream.lines else content + b"\n"
-            yield number, offset, Invalid.of_line(number, f"malformed JSON ({_json_problem(_parse_error(whole, exc))})")
+            if content.strip():
+                yield number, offset, _malformed(stream, number, content, exc)
+            continue
+        yield number, offset, data
+        upto = len(codes)
+
+
+def _malformed(stream: LineStream, number: int, content: bytes, exc: orjson.JSONDecodeError) -> Invalid:
+    """A UTF-8 line that is not JSON; bytes that are not UTF-8 stop the job with one message instead."""
+    stream.text(content, number)
+    # The parser places its complaint by the line's own newline (see _json_problem): ask about the line as read.
+    whole = content if stream.unterminated and number == stream.lines else content + b"\n"
+    try:
+        orjson.loads(whole)
+    except orjson.JSONDecodeError as again:
+        exc = again
+    return Invalid.of_line(number, f"malformed JSON ({_json_problem(exc)})")
 
 
 def _wide_jsonl_items(stream: LineStream) -> Iterator[tuple[int, int, Any]]:
@@ -188,14 +197,6 @@ def _wide_jsonl_items(stream: LineStream) -> Iterator[tuple[int, int, Any]]:
 def _too_long(stream: LineStream, number: int) -> Invalid:
     message = f"too long ({stream.last_size} bytes; a line holds one operation, at most {MAX_LINE_BYTES} bytes)"
     return Invalid.of_line(number, message)
-
-
-def _parse_error(content: bytes, first: orjson.JSONDecodeError) -> orjson.JSONDecodeError:
-    try:
-        orjson.loads(content)
-    except orjson.JSONDecodeError as exc:
-        return exc
-    return first
 
 
 def _json_problem(exc: orjson.JSONDecodeError) -> str:

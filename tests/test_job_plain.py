@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from bulkconn import job as job_module
-from bulkconn.job import Invalid, JobScan, LaneReader, _LineParser, scan_job
+from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
+from bulkconn.jobline import LineParser
 from bulkconn.model import Operation
 
 TENANTS = ["contoso", "fabrikam"]
@@ -91,7 +91,7 @@ def test_fast_path_decides_as_the_full_check(
     """Counts, offsets, actions and every problem (messages included) are those of the full check alone."""
     job = _write(tmp_path / "job.jsonl", defaults)
     fast, fast_invalid = _scan(job)
-    monkeypatch.setattr(_LineParser, "plain_tenant", lambda self, data: None)
+    monkeypatch.setattr(LineParser, "plain_tenant", lambda self, data: None)
     full, full_invalid = _scan(job)
     assert fast_invalid == full_invalid
     assert fast_invalid  # the corpus holds invalid lines under every defaults line
@@ -104,7 +104,7 @@ def test_lane_reader_reads_the_same_operations_both_ways(tmp_path: Path, monkeyp
     job = _write(tmp_path / "job.jsonl", {"tenant": "contoso"})
     scan, _ = _scan(job)
     fast = _read_all(scan)
-    monkeypatch.setattr(_LineParser, "plain_tenant", lambda self, data: None)
+    monkeypatch.setattr(LineParser, "plain_tenant", lambda self, data: None)
     assert fast == _read_all(scan)
     assert sum(len(ops) for ops in fast.values()) == scan.valid
 
@@ -121,13 +121,13 @@ def test_fast_path_is_taken_for_plain_lines(tmp_path: Path, monkeypatch: pytest.
     """A valid plain PATCH after the first of its resource is counted without the full check or an Operation."""
     job = _write(tmp_path / "job.jsonl", {"tenant": "contoso"})
     full: list[int] = []
-    parse = _LineParser.parse
+    parse = LineParser.parse
 
-    def counted(self: _LineParser, data: Any, line: int) -> Operation | Invalid:
+    def counted(self: LineParser, data: Any, line: int) -> Operation | Invalid:
         full.append(line)
         return parse(self, data, line)
 
-    monkeypatch.setattr(_LineParser, "parse", counted)
+    monkeypatch.setattr(LineParser, "parse", counted)
     _scan(job)
     checked_in_full = set(full)
     # The defaults are line 1, LINES[i] is line i + 2: c2, c3, d2, m2, m4 (a boolean) and c24 are plain, valid, and
@@ -140,7 +140,7 @@ def test_plain_checks_are_per_resource_and_bounded(tmp_path: Path) -> None:
     job = tmp_path / "job.jsonl"
     lines = [{"tenant": "contoso", "id": f"c{n}", "patch": {f"p{n}": "x", "serverName": f"s{n}"}} for n in range(500)]
     job.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
-    parser = job_module._LineParser({}, TENANTS)
+    parser = LineParser({}, TENANTS)
     for number, line in enumerate(lines, start=1):
         parser.parse(line, number)
     assert list(parser._plain) == ["exchangeConnector"]

@@ -11,7 +11,8 @@ import pytest
 from bulkconn import __version__
 from bulkconn import job as job_module
 from bulkconn.errors import JobError, ResumeError
-from bulkconn.job import JobScan, _LineParser, fingerprint, scan_job
+from bulkconn.job import JobScan, fingerprint, scan_job
+from bulkconn.jobline import LineParser
 from bulkconn.report.keycodes import KeySet
 from bulkconn.resume import plan_resume
 from bulkconn.shards import operation_counts
@@ -83,7 +84,7 @@ def _counts(scan: JobScan) -> tuple[Any, ...]:
 def _without_proof(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every line read and checked in full, as before the proof (nothing is counted on sight)."""
     monkeypatch.setattr(job_module, "_proof", lambda skip_keys: None)
-    monkeypatch.setattr(_LineParser, "plain_tenant", lambda self, data: None)
+    monkeypatch.setattr(LineParser, "plain_tenant", lambda self, data: None)
 
 
 @pytest.mark.parametrize("tenants", [True, False], ids=["results name tenants", "results name none"])
@@ -182,15 +183,20 @@ def test_proven_lines_are_not_read_again(tmp_path: Path, monkeypatch: pytest.Mon
     assert scan.skipped == 7
 
 
+@pytest.mark.parametrize("broken_first", [False, True], ids=["proven first line", "malformed, then proven"])
 def test_a_defaults_line_after_a_proven_first_line_stays_misplaced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken_first: bool
 ) -> None:
     """The first readable line is read even when proven: a later defaults line is still not the defaults."""
     lines: list[Any] = [LINES[0], {"defaults": {"tenant": "fabrikam"}}, *LINES[2:]]
     lines[6 - 1] = {"id": "a6", "patch": PATCH}  # a line whose tenant would come from defaults
+    statuses = {**STATUSES, 2: "invalid"}  # as a run records it: the misplaced defaults line is invalid
     job = _job(tmp_path / "job.jsonl", lines)
-    # As a run records it: the misplaced defaults line is invalid.
-    report = _report(tmp_path / "job.report.jsonl", job, lines=lines, statuses={**STATUSES, 2: "invalid"})
+    if broken_first:  # a line that cannot be read comes first: it does not decide where the defaults may be
+        job.write_bytes(b"{broken\n" + job.read_bytes())
+        lines = [{}, *lines]
+        statuses = {1: "invalid", **{line + 1: status for line, status in statuses.items()}}
+    report = _report(tmp_path / "job.report.jsonl", job, lines=lines, statuses=statuses)
     proven, _ = _resume_scan(job, report)
     _without_proof(monkeypatch)
     full, _ = _resume_scan(job, report)

@@ -10,7 +10,7 @@ each line (msgspec skips the rest without building it: about twice as fast as de
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -73,7 +73,7 @@ class ReportState:
         resend_uncertain: bool,
         overwrite_conflicts: bool = False,
         job_sha256: str = "",
-    ) -> KeySet:
+    ) -> Set[str]:
         """Keys a resume must not send again (a view of ``latest``: nothing is copied).
 
         ``job_sha256`` (of the job being resumed, when it is the report's): when every run of the report read that
