@@ -13,7 +13,7 @@ from bulkconn import job as job_module
 from bulkconn.errors import JobError, ResumeError
 from bulkconn.job import JobScan, fingerprint, scan_job
 from bulkconn.jobline import LineParser
-from bulkconn.report.keycodes import KeySet
+from bulkconn.report.keycodes import KeyCodes, KeySet
 from bulkconn.resume import plan_resume
 from bulkconn.shards import operation_counts
 
@@ -219,3 +219,18 @@ def test_a_csv_job_resumes_with_the_same_counts(tmp_path: Path, monkeypatch: pyt
     _without_proof(monkeypatch)
     full, _ = _resume_scan(job, report)
     assert _counts(proven) == _counts(full)
+
+
+def test_key_codes_keep_a_tenant_per_line_until_set_otherwise() -> None:
+    """Two bytes a line, as long as the codes; a line set without its tenant (take()'s path) forgets it."""
+    codes = KeyCodes()
+    codes.set_line(3, 1, "contoso")
+    codes.set_line(1000, 1, "fabrikam")
+    codes.set_line(5, 1, "contoso")
+    tenants = codes.line_tenants()
+    assert len(tenants) == len(codes._lines)
+    names = [codes.tenant_names[tenants[n]] for n in (3, 5, 1000, 4)]
+    assert names == ["contoso", "contoso", "fabrikam", ""]
+    codes["5"] = 2
+    del codes["3"]
+    assert (tenants[5], tenants[3], codes.tenant_names[tenants[1000]]) == (0, 0, "fabrikam")

@@ -88,7 +88,7 @@ class KeyCodes(MutableMapping[str, int]):
         if number >= len(lines):
             grown = max(number + 1, 2 * len(lines)) - len(lines)
             lines.extend(bytes(grown))
-            self._tenants.extend(bytes(2 * grown))  # zeros: no tenant known
+            self._tenants.frombytes(bytes(2 * grown))  # zeros: no tenant known
         self._line_keys += not lines[number]
         lines[number] = code
         index = self._tenant_ids.get(tenant, 0) if tenant else 0
