@@ -14,7 +14,8 @@ from typing import TypeVar, overload
 
 T = TypeVar("T")
 
-_MAX_LINE = 1 << 32  # a number above this is kept as a named key (a job has nowhere near that many lines)
+MAX_LINE = 1 << 32  # a number above this is kept as a named key (a job has nowhere near that many lines)
+_COMMON_CODES = bytes(range(8))  # 0 (no key) and the codes a report reader sets
 _MAX_TENANTS = 1 << 16  # tenants a KeyCodes tells apart by line (2 bytes a line); lines of others: "not known"
 
 
@@ -22,7 +23,7 @@ def line_number(key: str) -> int:
     """``key`` as a line number when it is one written the canonical way ("7", not "07" or "+7"), else -1."""
     if key.isdigit() and key.isascii() and (key[0] != "0" or key == "0"):
         number = int(key)
-        if number < _MAX_LINE:
+        if number < MAX_LINE:
             return number
     return -1
 
@@ -91,11 +92,15 @@ class KeyCodes(MutableMapping[str, int]):
             self._tenants.frombytes(bytes(2 * grown))  # zeros: no tenant known
         self._line_keys += not lines[number]
         lines[number] = code
-        index = self._tenant_ids.get(tenant, 0) if tenant else 0
-        if not index and tenant and len(self.tenant_names) < _MAX_TENANTS:
-            index = self._tenant_ids[tenant] = len(self.tenant_names)
-            self.tenant_names.append(tenant)
-        self._tenants[number] = index
+        self._tenants[number] = self._tenant_ids.get(tenant) or self._new_tenant(tenant)
+
+    def _new_tenant(self, tenant: str) -> int:
+        """The index of a tenant seen for the first time (0 for "", or once 65,535 are known)."""
+        if not tenant or len(self.tenant_names) >= _MAX_TENANTS:
+            return 0
+        index = self._tenant_ids[tenant] = len(self.tenant_names)
+        self.tenant_names.append(tenant)
+        return index
 
     def line_tenants(self) -> array[int]:
         """The tenant index (into ``tenant_names``; 0: not known) of each line-number key, indexed by the number."""
@@ -122,9 +127,10 @@ class KeyCodes(MutableMapping[str, int]):
         return self._line_keys + len(self._named)
 
     def code_counts(self) -> Counter[int]:
-        """How many keys hold each code (counted in C over the bytearray)."""
-        counts = Counter(self._lines)
-        counts.pop(0, None)
+        """How many keys hold each code (counted in C over the bytearray: a scan per common code)."""
+        lines = self._lines
+        counts = Counter({code: n for code in range(1, len(_COMMON_CODES)) if (n := lines.count(code))})
+        counts.update(lines.translate(None, _COMMON_CODES))  # any other code, one by one (none in a report's)
         counts.update(self._named.values())
         return counts
 

@@ -22,7 +22,8 @@ from bulkconn.errors import ResumeError
 from bulkconn.job import job_objects
 from bulkconn.model import CONFLICT, NO_TENANT, Action, Status, tenant_order
 from bulkconn.report import format as fmt
-from bulkconn.report.keycodes import KeyCodes, KeySet, LineProof, line_number
+from bulkconn.report.keycodes import MAX_LINE as _MAX_LINE
+from bulkconn.report.keycodes import KeyCodes, KeySet, LineProof
 
 if TYPE_CHECKING:
     from bulkconn.report.lines import StateLine
@@ -201,9 +202,15 @@ def update_state(state: ReportState, path: Path) -> ReportState:
             if kind == "result" and not intents:
                 # Most lines of a big report: a result keyed by its line number, with a plain status. Set here
                 # what take() would set, without its steps (a million of them are most of a resume's start).
-                status, key = record.status, record.key
+                status, number = record.status, record.line
                 code = _PLAIN_CODES.get(status) if status.__class__ is str else None
-                if code is not None and key.__class__ is str and (number := line_number(key)) >= 0:
+                # str() of an int is the canonical line-number key: "7", never "07" (see keycodes.line_number)
+                if (
+                    code is not None
+                    and number.__class__ is int
+                    and 0 < number < _MAX_LINE
+                    and record.key == str(number)
+                ):
                     tenant = record.tenant
                     latest.set_line(number, code, tenant if tenant.__class__ is str else "")
                     continue
