@@ -24,6 +24,8 @@ class StateLine(msgspec.Struct):
     line: Any = 0
     action: Any = Action.SYNC.value
     reason: Any = None
+    job_sha256: Any = None  # a header's: which job the run read
+    bulkconn_version: Any = None  # a header's: which bulkconn read it
 
 
 decode_state_line = msgspec.json.Decoder(StateLine).decode
