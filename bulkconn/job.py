@@ -27,15 +27,13 @@ from array import array
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Container, Iterator, Mapping, Sized
 from contextlib import closing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
+from msgspec import Struct, field
 
 from bulkconn.errors import JobChanged, JobError
-from bulkconn.expansion import Match, operation_for
-from bulkconn.jobcsv import CsvLayout, read_header, records, row_object, sniff_delimiter
 from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
 from bulkconn.jobline import LINE_FIELDS, Invalid, read_defaults
 from bulkconn.jobline import LineParser as _LineParser
@@ -43,7 +41,9 @@ from bulkconn.model import Operation
 from bulkconn.report.keycodes import KeySet, LineProof
 from bulkconn.targets import UPDATE, resolve_resource
 
-if TYPE_CHECKING:  # imported where a selector line is read: a job without one never loads them
+if TYPE_CHECKING:  # imported where used: a JSON Lines job without selector lines never loads them
+    from bulkconn.expansion import Match
+    from bulkconn.jobcsv import CsvLayout
     from bulkconn.selectors import Selector
 
 # resolve_resource: the one resource resolution, for selectors, plan and rollback too; Invalid and LINE_FIELDS: what
@@ -53,8 +53,7 @@ __all__ = ["LINE_FIELDS", "Invalid", "resolve_resource"]
 _REREAD_CHUNK = 4096  # a lane re-reads one line at a time: read UTF-16 in small pieces
 
 
-@dataclass(slots=True)
-class JobScan:
+class JobScan(Struct):
     """What the validation pass learned: offsets of valid lines per tenant, counts, and the file hash."""
 
     path: Path
@@ -106,8 +105,7 @@ def is_csv(path: Path) -> bool:
     return path.suffix.lower() == ".csv"
 
 
-@dataclass(slots=True)
-class _Unparsed:
+class _Unparsed(Struct):
     """On a resumed scan of JSON Lines: the lines a report proves valid and final, counted by tenant unread.
 
     Such a line is known by its number alone (:class:`~bulkconn.report.keycodes.LineProof`, which also names its
@@ -223,6 +221,8 @@ def _csv_items(stream: LineStream, scan: JobScan) -> Iterator[tuple[int, int, An
         head = next(texts, None)
     if head is None:
         return
+    from bulkconn.jobcsv import read_header, records, row_object, sniff_delimiter
+
     rows = records(itertools.chain([head], texts), sniff_delimiter(head[2]), file)
     number, _, cells = next(rows)
     scan.layout = read_header(cells, sniff_delimiter(head[2]), file, number)
@@ -447,8 +447,7 @@ def _place(offsets: dict[str, array[int]], numbers: dict[str, array[int]], tenan
     numbers[tenant].append(line)
 
 
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
+class Fingerprint(Struct, frozen=True):
     """What identifies a job file's content: recorded in the report header, checked on resume."""
 
     sha256: str
@@ -546,6 +545,8 @@ class LaneReader:
         return out
 
     def _expand(self, selector: Selector) -> None:
+        from bulkconn.expansion import operation_for
+
         matches = self._scan.expansion.get((selector.line, self._tenant), ())
         skip = self._scan.skip_keys
         self._expanded.extend(operation_for(selector, m) for m in matches if m.key not in skip)
@@ -562,6 +563,8 @@ class LaneReader:
             (line + i, at, decode(_bounded(raw, line + i, file), self._encoding, file, line + i))
             for i, (at, raw, _) in enumerate(raws)
         )
+        from bulkconn.jobcsv import records, row_object
+
         _, _, cells = next(records(texts, self._layout.delimiter, file))
         return row_object(self._layout, cells)
 

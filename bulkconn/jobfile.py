@@ -14,9 +14,10 @@ import codecs
 import hashlib
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from msgspec import Struct, field
 
 from bulkconn.errors import JobError
 
@@ -27,8 +28,7 @@ MAX_LINE_BYTES = 1 << 20
 _MAX_WITH_NEWLINE = MAX_LINE_BYTES + 1
 
 
-@dataclass(frozen=True, slots=True)
-class Encoding:
+class Encoding(Struct, frozen=True):
     """How a job file's text is stored: the codec, the byte-order mark and the newline's bytes."""
 
     codec: str
@@ -147,8 +147,7 @@ def _wide_lines(handle: BinaryIO, newline: bytes, offset: int, chunk_size: int) 
         yield offset, buffer
 
 
-@dataclass(slots=True)
-class _Pending:
+class _Pending(Struct):
     """The part of a line read so far, while its newline is in a later block; dropped once over-long."""
 
     held: bytes = b""
@@ -171,8 +170,7 @@ class _Pending:
         return self.held + end if self.held else end
 
 
-@dataclass(slots=True)
-class LineStream:
+class LineStream(Struct):
     """Physical lines of a job file (byte-order mark removed), numbered from 1, hashed as they are read.
 
     After iterating, ``sha256``, ``size`` and ``lines`` describe the whole file exactly as

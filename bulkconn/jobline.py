@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from msgspec import Struct
 
 from bulkconn.errors import JobError
 from bulkconn.model import Operation
@@ -42,8 +42,7 @@ _LISTED = 10  # names shown in an "unknown tenant" message; an MSP may configure
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
-@dataclass(frozen=True, slots=True)
-class Invalid:
+class Invalid(Struct, frozen=True):
     """A line that cannot be sent, and why (the message names the line and the property)."""
 
     line: int

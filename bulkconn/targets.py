@@ -21,11 +21,10 @@ import orjson
 
 from bulkconn import registry
 from bulkconn.model import Action, Operation
-from bulkconn.registry import ODATA_TYPE, Resource
+from bulkconn.registry import ODATA_TYPE, Resource, short_type_name
 from bulkconn.resources import EXCHANGE_CONNECTOR, Problem, validate_patch
 from bulkconn.resources import Kind as SeedKind
 from bulkconn.suggest import did_you_mean
-from bulkconn.values import short_type_name
 
 DEFAULT_RESOURCE = EXCHANGE_CONNECTOR.name  # what a line without "resource" changes, as jobs always have
 CONNECTORS = "exchangeConnectors"

@@ -7,14 +7,15 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import orjson
+from msgspec import Struct
 
+from bulkconn.childpipe import final_record
 from bulkconn.cli.display import ChildProgress, Display, summary_table
 from bulkconn.cli.problems import (
     RunCommands,
@@ -29,9 +30,10 @@ from bulkconn.errors import IDENTITY_UNREACHABLE, AuthError, IdentityUnreachable
 from bulkconn.job import JobScan
 from bulkconn.lock import ReportLock
 from bulkconn.model import CONFLICT
-from bulkconn.processes import final_record
-from bulkconn.report.reader import ReportState, read_state, update_state
 from bulkconn.runner import RunOptions, RunResult, StrictRefusal, execute
+
+if TYPE_CHECKING:  # a report is read back only by a resume (or an existing report's summary)
+    from bulkconn.report.reader import ReportState
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # 4, `plan`: changes pending (0 = nothing to change).
@@ -170,8 +172,7 @@ def echo_json(document: Any) -> None:
     click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
 
 
-@dataclass(frozen=True, slots=True)
-class Final:
+class Final(Struct, frozen=True):
     """The report's final counts after this run (a resume adds the earlier runs')."""
 
     counts: Mapping[str, int]
@@ -184,6 +185,8 @@ class Final:
     @classmethod
     def of_report(cls, report: Path, read: ReportState | None = None) -> Final:
         """``read``: the report as the resume read it; then only what this run appended is read."""
+        from bulkconn.report.reader import read_state, update_state
+
         state = read_state(report) if read is None else update_state(read, report)
         return cls(state.counts(), state.conflicts())
 

@@ -12,8 +12,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, TextIO
 
+from bulkconn.childpipe import progress_record
 from bulkconn.model import Progress, tenant_order
-from bulkconn.processes import progress_record
 
 if TYPE_CHECKING:  # rich is imported when something is drawn, not at start-up (a --quiet run draws at the end only)
     from rich.console import RenderableType

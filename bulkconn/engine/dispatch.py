@@ -9,9 +9,9 @@ becomes an answer without a status.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import orjson
+from msgspec import Struct
 
 from bulkconn.batching import SubResult, envelope, parse_single, request_for, unpack
 from bulkconn.config import TenantConfig
@@ -21,8 +21,7 @@ from bulkconn.retry import Answer
 from bulkconn.transport import HttpRequest, Transport
 
 
-@dataclass(frozen=True, slots=True)
-class Dispatched:
+class Dispatched(Struct, frozen=True):
     """The answers to one request, one per operation, with the request's ids."""
 
     answers: list[Answer]

@@ -1,6 +1,6 @@
 """The fields of a report line that the report state needs, decoded without building the rest of the line.
 
-A module of its own so that msgspec is imported when a report is read (a resume, ``bulkconn report``), not by
+A module of its own so that its decoder is built when a report is read (a resume, ``bulkconn report``), not by
 every command at start-up.
 """
 
