@@ -105,6 +105,8 @@ def test_a_plain_run_imports_none_of_what_it_does_not_use(world: World) -> None:
     loaded = set(stderr.split())
     assert "bulkconn.engine" in loaded  # the list was printed
     assert not [name for name in ON_DEMAND if name in loaded]
+    assert "rich" not in loaded  # off a terminal the summary is drawn without it
+    assert "bulkconn summary" in stderr and "│ total" in stderr
 
 
 def test_a_job_without_selector_lines_is_scanned_without_importing_selectors(tmp_path: Path) -> None:
