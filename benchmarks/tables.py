@@ -46,6 +46,7 @@ TOKENS = [("token requests", "token_requests", ",.0f"), ("max concurrent", "max_
 EXTRA: dict[str, list[tuple[str, str, str]]] = {
     "overhead": [("µs CPU / op", "cpu_us_per_op", ".0f"), ("ops / CPU s", "ops_per_cpu_s", ",.0f")],
     "sdk": [("µs CPU / op", "cpu_us_per_op", ".0f"), ("ops / CPU s", "ops_per_cpu_s", ",.0f")],
+    "sdk-batch": [("µs CPU / op", "cpu_us_per_op", ".0f"), ("ops / CPU s", "ops_per_cpu_s", ",.0f")],
     "throttle-1": [
         ("wall / ideal", "wall_over_ideal", ".2f"),
         ("utilisation", "utilisation", ".0%"),
@@ -65,6 +66,7 @@ TITLES = {
     " click",
     "overhead": "(1) Client overhead: PATCHes over 50 tenants, no throttling",
     "sdk": "(1b) msgraph-sdk against bulkconn (same shape, smaller job)",
+    "sdk-batch": "(1c) `$batch` on the full overhead job: msgraph-sdk against bulkconn and the floor",
     "throttle-1": "(2a) Throttle-bound: 1 tenant at Intune's write limit (time-scaled)",
     "throttle-20": "(2b) Throttle-bound: 20 tenants at the limit (time-scaled)",
     "latency": "(3) Latency-bound: 100 ± 30 ms per request, 20 tenants",

@@ -7,10 +7,10 @@ unreadable sub-response becomes a per-operation :class:`SubResult` with a clear 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from msgspec import Struct, field
 
 from bulkconn.model import Action, ErrorInfo, Operation
 from bulkconn.registry import ODATA_TYPE
@@ -22,8 +22,7 @@ _JSON = {"Content-Type": "application/json"}  # every sub-request's headers: one
 
 
 # Request and SubResult are not frozen: built once per operation on the hot path (a frozen __init__ costs 4x).
-@dataclass(slots=True)
-class Request:
+class Request(Struct):
     """A single Graph request for one operation: method, URL below the version, JSON body."""
 
     method: str
@@ -55,8 +54,7 @@ def envelope(ops: Sequence[Operation]) -> bytes:
     return orjson.dumps({"requests": requests})
 
 
-@dataclass(slots=True)
-class SubResult:
+class SubResult(Struct):
     """What the envelope says about one operation."""
 
     status: int | None  # None: the envelope gave no usable answer for it

@@ -13,9 +13,10 @@ import re
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from msgspec import Struct, field
 
 from bulkconn.errors import ConfigError
 
@@ -30,8 +31,7 @@ MODE_BITS_MEAN_ACCESS = os.name == "posix"
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Cloud:
+class Cloud(Struct, frozen=True):
     """A national cloud's Graph root and login authority (docs/service-facts.md §4)."""
 
     name: str
@@ -74,27 +74,23 @@ class Secret:
     __str__ = __repr__
 
 
-@dataclass(frozen=True, slots=True)
-class SecretCredential:
+class SecretCredential(Struct, frozen=True):
     secret: Secret
     source: str  # "env:NAME" or "file:PATH", for messages
 
 
-@dataclass(frozen=True, slots=True)
-class CertificateCredential:
+class CertificateCredential(Struct, frozen=True):
     private_key_pem: Secret
     certificate_pem: str
     thumbprint: str
     source: str
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceCodeCredential:
+class DeviceCodeCredential(Struct, frozen=True):
     token_cache_file: Path
 
 
-@dataclass(frozen=True, slots=True)
-class UnreadCredential:
+class UnreadCredential(Struct, frozen=True):
     """A secret or certificate named but not read: ``validate`` and ``--dry-run`` send nothing, so need none."""
 
     source: str
@@ -103,8 +99,7 @@ class UnreadCredential:
 Credential = SecretCredential | CertificateCredential | DeviceCodeCredential | UnreadCredential
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TenantConfig:
+class TenantConfig(Struct, frozen=True, kw_only=True):
     """Everything needed to reach one tenant."""
 
     alias: str
@@ -132,8 +127,7 @@ class TenantConfig:
         return f"{self.graph_url}/{self.api_version}"
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
+class Config(Struct, frozen=True):
     source: str
     tenants: Mapping[str, TenantConfig]
     warnings: tuple[str, ...] = field(default_factory=tuple)

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from functools import cache
 from typing import Any
 
 from bulkconn.resources import parse_datetime_offset
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
-_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,12})?)?$")
-_DURATION = re.compile(r"^-?P(?=\d|T\d)(?:\d+D)?(?:T(?=\d)(?:\d+H)?(?:\d+M)?(?:\d+(?:\.\d+)?S)?)?$")
-# OData sends Edm.Binary as base64url; Graph also accepts the standard alphabet. Padding is optional.
-_BASE64 = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
+# The text formats, compiled on first use (:func:`_pattern`): most jobs hold no GUID, date, time, duration or bytes.
+_FORMATS = {
+    "Edm.Guid": r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+    "Edm.Date": r"^(\d{4})-(\d{2})-(\d{2})$",
+    "Edm.TimeOfDay": r"^([01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,12})?)?$",
+    "Edm.Duration": r"^-?P(?=\d|T\d)(?:\d+D)?(?:T(?=\d)(?:\d+H)?(?:\d+M)?(?:\d+(?:\.\d+)?S)?)?$",
+    # OData sends Edm.Binary as base64url; Graph also accepts the standard alphabet. Padding is optional.
+    "Edm.Binary": r"^[A-Za-z0-9+/_-]*={0,2}$",
+}
 _SPECIAL_FLOATS = frozenset({"NaN", "INF", "-INF"})
 
 _INT_RANGES = {
@@ -85,13 +89,18 @@ def _check_float(value: Any) -> str | None:
     return None
 
 
+@cache
+def _pattern(edm_type: str) -> re.Pattern[str]:
+    return re.compile(_FORMATS[edm_type])
+
+
 def _valid_text(edm_type: str, value: str) -> bool:
     if edm_type == "Edm.DateTimeOffset":
         return parse_datetime_offset(value) is not None
     if edm_type == "Edm.Guid":
-        return _GUID.match(value) is not None
+        return _pattern(edm_type).match(value) is not None
     if edm_type == "Edm.Date":
-        match = _DATE.match(value)
+        match = _pattern(edm_type).match(value)
         if match is None:
             return False
         try:
@@ -99,12 +108,10 @@ def _valid_text(edm_type: str, value: str) -> bool:
         except ValueError:
             return False
         return True
-    if edm_type == "Edm.TimeOfDay":
-        return _TIME.match(value) is not None
-    if edm_type == "Edm.Duration":
-        return _DURATION.match(value) is not None
+    if edm_type in ("Edm.TimeOfDay", "Edm.Duration"):
+        return _pattern(edm_type).match(value) is not None
     if edm_type == "Edm.Binary":
-        return _BASE64.match(value) is not None and len(value.rstrip("=")) % 4 != 1
+        return _pattern(edm_type).match(value) is not None and len(value.rstrip("=")) % 4 != 1
     return True
 
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from bulkconn.model import Action, Operation
+from bulkconn.registry import short_type_name
 from bulkconn.report.format import ExpansionDoneRecord, ExpansionRecord
-from bulkconn.values import ODATA_TYPE, short_type_name
+from bulkconn.values import ODATA_TYPE
 
 if TYPE_CHECKING:  # a job without selector lines never imports them
     from bulkconn.selectors import Selector

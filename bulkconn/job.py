@@ -24,68 +24,37 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import re
 from array import array
-from collections import deque
-from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Container, Iterator, Mapping, Sized
 from contextlib import closing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
+from msgspec import Struct, field
 
 from bulkconn.errors import JobChanged, JobError
-from bulkconn.expansion import Match, operation_for
-from bulkconn.jobcsv import CsvLayout, read_header, records, row_object, sniff_delimiter
 from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
+from bulkconn.jobline import LINE_FIELDS, Invalid, read_defaults
+from bulkconn.jobline import LineParser as _LineParser
 from bulkconn.model import Operation
-from bulkconn.registry import Resource
-from bulkconn.suggest import did_you_mean
-from bulkconn.targets import (
-    DEFAULT_RESOURCE,
-    UPDATE,
-    action_problem,
-    on_collection,
-    operation,
-    patch_operation,
-    resolve_resource,
-    resource_problem,
-)
+from bulkconn.report.keycodes import KeySet, LineProof
+from bulkconn.targets import UPDATE, resolve_resource
 
-if TYPE_CHECKING:  # imported where a selector line is read: a job without one never loads them
+if TYPE_CHECKING:  # imported where used: a JSON Lines job without selector lines never loads them
+    from bulkconn.expansion import Match
+    from bulkconn.jobcsv import CsvLayout
     from bulkconn.selectors import Selector
 
-__all__ = ["resolve_resource"]  # the one resource resolution, for selectors, plan and rollback too
+# resolve_resource: the one resource resolution, for selectors, plan and rollback too; Invalid and LINE_FIELDS: what
+# a checked line is, and its fields (bulkconn.jobline's), for the modules that read jobs.
+__all__ = ["LINE_FIELDS", "Invalid", "resolve_resource"]
 
-LINE_FIELDS = frozenset(
-    {"tenant", "id", "patch", "action", "syncType", "resource", "key", "expect", "params", "@odata.type"}
-)
-DEFAULT_FIELDS = frozenset({"tenant", "patch", "action", "syncType", "resource", "params", "@odata.type"})
 _REREAD_CHUNK = 4096  # a lane re-reads one line at a time: read UTF-16 in small pieces
-_LISTED = 10  # names shown in an "unknown tenant" message; an MSP may configure thousands
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
-@dataclass(frozen=True, slots=True)
-class Invalid:
-    """A line that cannot be sent, and why (the message names the line and the property)."""
-
-    line: int
-    key: str
-    tenant: str
-    object_id: str
-    action: str
-    message: str
-
-    @classmethod
-    def of_line(cls, line: int, message: str) -> Invalid:
-        """A line that is wrong before any of its fields can be read."""
-        return cls(line, str(line), "", "", "", f"line {line}: {message}")
-
-
-@dataclass(slots=True)
-class JobScan:
+class JobScan(Struct):
     """What the validation pass learned: offsets of valid lines per tenant, counts, and the file hash."""
 
     path: Path
@@ -141,132 +110,96 @@ def is_csv(path: Path) -> bool:
     return path.suffix.lower() == ".csv"
 
 
-def _listing(names: Iterable[str]) -> str:
-    ordered = sorted(names)
-    more = f" and {len(ordered) - _LISTED} more" if len(ordered) > _LISTED else ""
-    return ", ".join(ordered[:_LISTED]) + more
+class _Unparsed(Struct):
+    """On a resumed scan of JSON Lines: the lines a report proves valid and final, counted by tenant unread.
+
+    Such a line is known by its number alone (:class:`~bulkconn.report.keycodes.LineProof`, which also names its
+    tenant): parsing it again would only find what the report says, at a third of the scan's cost. A line whose
+    tenant is not configured any more is parsed and checked as any other.
+    """
+
+    codes: bytearray
+    proven: bytes
+    tenants: array[int]
+    names: list[str]
+    usable: bytes  # by tenant index: 1 for a configured tenant (never for 0, "not known")
+    counted: list[int]  # by tenant index
+
+    @classmethod
+    def of(cls, proof: LineProof, configured: Collection[str]) -> _Unparsed:
+        codes, proven = proof.table()
+        usable = bytes(bool(name) and name in configured for name in proof.tenant_names)
+        return cls(codes, proven, proof.tenants, proof.tenant_names, usable, [0] * len(usable))
+
+    def add_to(self, scan: JobScan) -> None:
+        """Count the lines counted here as :func:`_admit` counts a skipped operation."""
+        for index, n in enumerate(self.counted):
+            if n:
+                tenant = self.names[index]
+                scan.tenant_operations[tenant] = scan.tenant_operations.get(tenant, 0) + n
+                scan.skipped_by_tenant[tenant] = scan.skipped_by_tenant.get(tenant, 0) + n
+                scan.skipped += n
 
 
-def _id_problem(object_id: Any, collection_bound: bool, action: Any) -> str:
-    if collection_bound:
-        return f"'{action}' acts on the whole collection: its line names no 'id'" if object_id else ""
-    if not object_id:
-        return "missing 'id'"
-    if not isinstance(object_id, str) or not _ID.match(object_id):
-        return f"'id' {orjson.dumps(object_id).decode()} is not a valid object id"
-    return ""
+def _jsonl_items(stream: LineStream, unparsed: _Unparsed | None = None) -> Iterator[tuple[int, int, Any]]:
+    """``(line, offset, parsed object or Invalid)`` for every non-blank JSON line, but those ``unparsed`` counts."""
+    if not stream.encoding.utf8:
+        yield from _wide_jsonl_items(stream)
+        return
+    loads, problem = orjson.loads, orjson.JSONDecodeError
+    codes, proven, tenants, usable, counted = (
+        (unparsed.codes, unparsed.proven, unparsed.tenants, unparsed.usable, unparsed.counted)
+        if unparsed is not None
+        else (bytearray(), bytes(256), array("H"), b"", [])
+    )
+    upto = 0  # until the first readable line (it may be the defaults, which decide how the rest read), none is proven
+    for number, offset, content in stream.contents():
+        if number < upto and proven[codes[number]] and usable[index := tenants[number]]:
+            counted[index] += 1
+            continue
+        if content is None:
+            yield number, offset, _too_long(stream, number)
+            continue
+        try:
+            data = loads(content)
+        except problem as exc:
+            if content.strip():
+                yield number, offset, _malformed(stream, number, content, exc)
+            continue
+        yield number, offset, data
+        upto = len(codes)
 
 
-class _LineParser:
-    def __init__(self, defaults: dict[str, Any], tenants: Collection[str]) -> None:
-        self.defaults = defaults
-        self.tenants = frozenset(tenants)  # an MSP may have thousands: membership must be O(1)
-        self.only_tenant = next(iter(tenants)) if len(tenants) == 1 else None
-        self.default_tenant = str(defaults.get("tenant", self.only_tenant or ""))
-        self.default_action = defaults.get("action", "update")
-        self.default_resource = defaults.get("resource", DEFAULT_RESOURCE)
-        self._resources: dict[str, Resource] = {}  # the (at most 46) collections this job names
-
-    def parse(self, data: Any, line: int) -> Operation | Invalid:
-        key = str(line)
-        if not isinstance(data, dict):
-            return Invalid.of_line(line, "expected a JSON object")
-        tenant_raw = data.get("tenant", self.default_tenant)
-        tenant = tenant_raw if isinstance(tenant_raw, str) else ""
-        object_id = data.get("id", "")
-        action_raw = data.get("action", self.default_action)
-        if _good_key(data.get("key")):
-            key = data["key"]
-        found = self._line_problem(data, tenant) or self._operation(data, key, line, tenant, object_id, action_raw)
-        if isinstance(found, str):
-            return Invalid(line, key, tenant, str(object_id), str(action_raw), f"line {line}: {found}")
-        return found
-
-    def _operation(
-        self, data: dict[str, Any], key: str, line: int, tenant: str, object_id: Any, action: Any
-    ) -> Operation | str:
-        """The line's operation: its resource, id, action and change, each validated (or the first problem)."""
-        name = data.get("resource", self.default_resource)
-        resource = (self._resources.get(name) if isinstance(name, str) else None) or self._resource(name)
-        patching = action == UPDATE  # the common case skips the action checks
-        bound = not patching and not isinstance(resource, str) and on_collection(resource, action)
-        problem = _id_problem(object_id, bound, action)
-        if isinstance(resource, str):
-            return problem or resource
-        if problem:
-            return problem
-        unknown = None if patching else action_problem(resource, action)
-        if unknown:
-            return unknown
-        head = (key, line, tenant, name, str(object_id))
-        if patching:
-            return patch_operation(resource, data, self.defaults, head)
-        return operation(resource, action, data, self.defaults, head)
-
-    def _resource(self, name: Any) -> Resource | str:
-        """The resource a line names (looked up once per job and name, then found in ``_resources``), or why not."""
-        resolved = resource_problem(name)
-        if not isinstance(resolved, str):
-            self._resources[name] = resolved  # only known names: a job of garbage names stays small
-        return resolved
-
-    def _line_problem(self, data: dict[str, Any], tenant: str) -> str | None:
-        """What is wrong with the line's key, fields or tenant, if anything."""
-        if "key" in data and not _good_key(data["key"]):
-            return "'key' must be a non-empty string that is not a number (numbers are line keys)"
-        if not LINE_FIELDS.issuperset(data):
-            unknown = sorted(set(data) - LINE_FIELDS)
-            from bulkconn.selectors import SELECTOR_FIELDS  # only to word this error
-
-            known = LINE_FIELDS | SELECTOR_FIELDS  # a misspelt 'where' or 'select' made this a line, not a selector
-            hint = did_you_mean(unknown[0], known)
-            return f"unknown field '{unknown[0]}'{hint} (known: {', '.join(sorted(known))})"
-        if not isinstance(data.get("tenant", ""), str):
-            return f"'tenant' must be a tenant alias (a string), not {orjson.dumps(data['tenant']).decode()}"
-        if not tenant:
-            return "no tenant: set 'tenant' on the line or in the defaults line"
-        if tenant not in self.tenants:
-            hint = did_you_mean(tenant, self.tenants)
-            return f"unknown tenant alias '{tenant}'{hint} (configured: {_listing(self.tenants)})"
-        return None
+def _malformed(stream: LineStream, number: int, content: bytes, exc: orjson.JSONDecodeError) -> Invalid:
+    """A UTF-8 line that is not JSON; bytes that are not UTF-8 stop the job with one message instead."""
+    stream.text(content, number)
+    # The parser places its complaint by the line's own newline (see _json_problem): ask about the line as read.
+    whole = content if stream.unterminated and number == stream.lines else content + b"\n"
+    try:
+        orjson.loads(whole)
+    except orjson.JSONDecodeError as again:
+        exc = again
+    return Invalid.of_line(number, f"malformed JSON ({_json_problem(exc)})")
 
 
-def _good_key(value: Any) -> bool:
-    return isinstance(value, str) and bool(value) and not value.isdigit()
-
-
-def _read_defaults(data: Any, file: str, line: int) -> dict[str, Any]:
-    defaults = data.get("defaults")
-    if not isinstance(defaults, dict) or len(data) != 1:
-        raise JobError('the defaults line must be {"defaults": {...}} and nothing else', file=file, line=line)
-    unknown = sorted(set(defaults) - DEFAULT_FIELDS)
-    if unknown:
-        raise JobError(
-            f"unknown field '{unknown[0]}' in defaults (allowed: {', '.join(sorted(DEFAULT_FIELDS))})",
-            file=file,
-            line=line,
-        )
-    for name in ("patch", "params"):
-        if name in defaults and not isinstance(defaults[name], dict):
-            raise JobError(f"'{name}' in defaults must be a JSON object", file=file, line=line)
-    return defaults
-
-
-def _jsonl_items(stream: LineStream) -> Iterator[tuple[int, int, Any]]:
-    """``(line, offset, parsed object or Invalid)`` for every non-blank JSON line."""
+def _wide_jsonl_items(stream: LineStream) -> Iterator[tuple[int, int, Any]]:
+    """:func:`_jsonl_items` of a UTF-16 file: each line decoded to text first."""
     for number, offset, raw in stream:
         if raw is None:
-            message = f"too long ({stream.last_size} bytes; a line holds one operation, at most {MAX_LINE_BYTES} bytes)"
-            yield number, offset, Invalid.of_line(number, message)
+            yield number, offset, _too_long(stream, number)
             continue
-        content: bytes | str = raw if stream.encoding.utf8 else stream.text(raw, number)
+        content = stream.text(raw, number)
         if not content.strip():
             continue
         try:
             yield number, offset, orjson.loads(content)
         except orjson.JSONDecodeError as exc:
-            stream.text(raw, number)  # bytes that are not UTF-8 stop the job with one message
             yield number, offset, Invalid.of_line(number, f"malformed JSON ({_json_problem(exc)})")
+
+
+def _too_long(stream: LineStream, number: int) -> Invalid:
+    message = f"too long ({stream.last_size} bytes; a line holds one operation, at most {MAX_LINE_BYTES} bytes)"
+    return Invalid.of_line(number, message)
 
 
 def _json_problem(exc: orjson.JSONDecodeError) -> str:
@@ -293,6 +226,8 @@ def _csv_items(stream: LineStream, scan: JobScan) -> Iterator[tuple[int, int, An
         head = next(texts, None)
     if head is None:
         return
+    from bulkconn.jobcsv import read_header, records, row_object, sniff_delimiter
+
     rows = records(itertools.chain([head], texts), sniff_delimiter(head[2]), file)
     number, _, cells = next(rows)
     scan.layout = read_header(cells, sniff_delimiter(head[2]), file, number)
@@ -334,12 +269,21 @@ def scan_job(
     stream = LineStream.open(path)
     scan = JobScan(path, encoding=stream.encoding, identity=file_identity(path), positions=positions, keep=keep)
     with closing(stream):
-        items = _csv_items(stream, scan) if is_csv(path) else _jsonl_items(stream)
+        proof = _proof(skip_keys)
+        unparsed = _Unparsed.of(proof, frozenset(tenants)) if proof is not None else None
+        items = _csv_items(stream, scan) if is_csv(path) else _jsonl_items(stream, unparsed)
         _check_items(scan, items, list(tenants), on_invalid, skip_keys)
+    if unparsed is not None:
+        unparsed.add_to(scan)
     scan.sha256, scan.size, scan.lines = stream.sha256, stream.size, stream.lines
-    if file_identity(path) != scan.identity:
+    if file_identity(path) != scan.identity or (proof is not None and proof.job_sha256 != scan.sha256):
         raise JobError("the job file changed while it was being validated; nothing was sent", file=str(path))
     return scan
+
+
+def _proof(skip_keys: Container[str]) -> LineProof | None:
+    """What the report being resumed proves of the job's lines (see :class:`~bulkconn.report.keycodes.LineProof`)."""
+    return skip_keys.proof if isinstance(skip_keys, KeySet) else None
 
 
 def _check_items(
@@ -349,30 +293,86 @@ def _check_items(
     on_invalid: Callable[[Invalid], None],
     skip_keys: Container[str],
 ) -> None:
-    file = str(scan.path)
+    parser, first = _parser(scan, items, tenants, on_invalid)
     explicit_keys: set[str] = set()
-    parser: _LineParser | None = None
+    if first is not None:
+        _check_item(scan, parser, first, explicit_keys, tenants, on_invalid, skip_keys)
+    skipping = not isinstance(skip_keys, Sized) or len(skip_keys) > 0
+    proof = _proof(skip_keys)
+    codes, proven = proof.table() if proof is not None else (bytearray(), bytes(256))
+    # The common line (a valid plain PATCH, not skipped; or on resume, one the report proves valid and final) is
+    # counted right here: a million of them are the job's scan, and an Operation built for each would cost a third.
+    plain_tenant, unkeyed_tenant, counts, plain = parser.plain_tenant, parser.unkeyed_tenant, scan.tenant_operations, 0
+    offsets, numbers = (scan.offsets, scan.line_numbers) if scan.positions else (None, None)
+    proven_upto, proved = len(codes), Counter[str]()  # proved: per tenant, lines counted by the report's proof
+    for number, start, data in items:
+        if data.__class__ is dict:
+            if number < proven_upto and proven[codes[number]] and (tenant := unkeyed_tenant(data)) is not None:
+                proved[tenant] += 1
+                continue
+            tenant = plain_tenant(data)
+            if tenant is not None and not (skipping and str(number) in skip_keys):
+                plain += 1
+                counts[tenant] = counts.get(tenant, 0) + 1
+                if offsets is not None and numbers is not None:
+                    _place(offsets, numbers, tenant, start, number)
+                    if scan.keep and (kept := _room(scan, tenant)) is not None:  # a selector line ends the keeping
+                        kept.append(parser.plain(data, number, tenant))
+                continue
+        _check_item(scan, parser, (number, start, data), explicit_keys, tenants, on_invalid, skip_keys)
+    scan.valid += plain
+    if plain:
+        scan.actions[UPDATE] = scan.actions.get(UPDATE, 0) + plain
+    for tenant, n in proved.items():  # valid operations of the job, skipped: as _admit counts them
+        counts[tenant] = counts.get(tenant, 0) + n
+        scan.skipped_by_tenant[tenant] = scan.skipped_by_tenant.get(tenant, 0) + n
+    scan.skipped += proved.total()
+
+
+def _parser(
+    scan: JobScan, items: Iterator[tuple[int, int, Any]], tenants: list[str], on_invalid: Callable[[Invalid], None]
+) -> tuple[_LineParser, tuple[int, int, Any] | None]:
+    """The parser for the job's lines, once the first readable line said whether it holds the defaults.
+
+    Lines that cannot be read before it are admitted as invalid. Returns the parser and that first line when it
+    is not the defaults (it is still to be checked), else ``None``.
+    """
     for number, start, data in items:
         if isinstance(data, Invalid):  # never skipped on resume: a line that cannot be read has no key of its own
             _admit(scan, data, start, (), on_invalid)
             continue
-        if parser is None and isinstance(data, dict) and "defaults" in data:
-            scan.defaults = _read_defaults(data, file, number)
-            parser = _LineParser(scan.defaults, tenants)
-            continue
-        if parser is None:
-            parser = _LineParser({}, tenants)
-        if isinstance(data, dict) and ("defaults" in data or "select" in data or "where" in data):  # rare lines
-            if "defaults" in data:
-                misplaced = Invalid.of_line(number, "a defaults line must be the first line")
-                _admit(scan, misplaced, start, (), on_invalid)
-                continue
-            from bulkconn.selectors import is_selector  # imported by the first selector line, not by every job
+        if isinstance(data, dict) and "defaults" in data:
+            scan.defaults = read_defaults(data, str(scan.path), number)
+            return _LineParser(scan.defaults, tenants), None
+        return _LineParser({}, tenants), (number, start, data)
+    return _LineParser({}, tenants), None
 
-            if is_selector(data):
-                _admit_selector(scan, data, number, start, tenants, explicit_keys, on_invalid)
-                continue
-        _admit(scan, _unique(parser.parse(data, number), explicit_keys), start, skip_keys, on_invalid)
+
+def _check_item(
+    scan: JobScan,
+    parser: _LineParser,
+    item: tuple[int, int, Any],
+    explicit_keys: set[str],
+    tenants: list[str],
+    on_invalid: Callable[[Invalid], None],
+    skip_keys: Container[str],
+) -> None:
+    """Check and count one line in full (anything but a plain PATCH: any line with a problem, a selector...)."""
+    number, start, data = item
+    if isinstance(data, Invalid):
+        _admit(scan, data, start, (), on_invalid)
+        return
+    if isinstance(data, dict) and ("defaults" in data or "select" in data or "where" in data):  # rare lines
+        if "defaults" in data:
+            misplaced = Invalid.of_line(number, "a defaults line must be the first line")
+            _admit(scan, misplaced, start, (), on_invalid)
+            return
+        from bulkconn.selectors import is_selector  # imported by the first selector line, not by every job
+
+        if is_selector(data):
+            _admit_selector(scan, data, number, start, tenants, explicit_keys, on_invalid)
+            return
+    _admit(scan, _unique(parser.parse(data, number), explicit_keys), start, skip_keys, on_invalid)
 
 
 def _admit_selector(
@@ -444,24 +444,31 @@ def _admit(
     else:
         scan.valid += 1
         scan.actions[result.action] = scan.actions.get(result.action, 0) + 1
-        if not scan.positions:
-            return
-        offsets = scan.offsets.get(result.tenant)
-        if offsets is None:  # not setdefault: that would build two arrays for every line
-            offsets = scan.offsets[result.tenant] = array("q")
-            scan.line_numbers[result.tenant] = array("q")
-        offsets.append(start)
-        scan.line_numbers[result.tenant].append(result.line)
-        if scan.keep:
-            kept = scan.kept.get(result.tenant)
-            if kept is None:
-                kept = scan.kept[result.tenant] = []
-            if len(kept) < scan.keep:
+        if scan.positions:
+            _place(scan.offsets, scan.line_numbers, result.tenant, start, result.line)
+            if scan.keep and (kept := _room(scan, result.tenant)) is not None:
                 kept.append(result)
 
 
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
+def _room(scan: JobScan, tenant: str) -> list[Operation] | None:
+    """``tenant``'s kept operations while it may keep one more (``scan.keep`` in all), else ``None``."""
+    kept = scan.kept.get(tenant)
+    if kept is None:
+        kept = scan.kept[tenant] = []
+    return kept if len(kept) < scan.keep else None
+
+
+def _place(offsets: dict[str, array[int]], numbers: dict[str, array[int]], tenant: str, start: int, line: int) -> None:
+    """Remember where a valid line of ``tenant`` is, for its lane to read it again."""
+    found = offsets.get(tenant)
+    if found is None:  # not setdefault: that would build two arrays for every line
+        found = offsets[tenant] = array("q")
+        numbers[tenant] = array("q")
+    found.append(start)
+    numbers[tenant].append(line)
+
+
+class Fingerprint(Struct, frozen=True):
     """What identifies a job file's content: recorded in the report header, checked on resume."""
 
     sha256: str
@@ -582,6 +589,8 @@ class LaneReader:
         return out
 
     def _expand(self, selector: Selector) -> None:
+        from bulkconn.expansion import operation_for
+
         matches = self._scan.expansion.get((selector.line, self._tenant), ())
         skip = self._scan.skip_keys
         self._expanded.extend(operation_for(selector, m) for m in matches if m.key not in skip)
@@ -598,6 +607,8 @@ class LaneReader:
             (line + i, at, decode(_bounded(raw, line + i, file), self._encoding, file, line + i))
             for i, (at, raw, _) in enumerate(raws)
         )
+        from bulkconn.jobcsv import records, row_object
+
         _, _, cells = next(records(texts, self._layout.delimiter, file))
         return row_object(self._layout, cells)
 

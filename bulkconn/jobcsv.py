@@ -21,10 +21,9 @@ import orjson
 
 from bulkconn import registry
 from bulkconn.errors import JobError
-from bulkconn.registry import ODATA_TYPE, Kind, TypeRef
+from bulkconn.registry import ODATA_TYPE, Kind, TypeRef, short_type_name
 from bulkconn.suggest import did_you_mean
 from bulkconn.targets import DEFAULT_RESOURCE, resource_problem
-from bulkconn.values import short_type_name
 
 ROW_FIELDS = ("tenant", "id", "action", "syncType", "key", "resource", ODATA_TYPE)  # columns that are not values
 NULL = "#null"

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 PROBE_AFTER_WINDOWS = 3.0  # learned windows without a 429 before the first probe
 PROBE_FIRST_STEP = 0.05  # the first probe adds 5 % of the learned limit; each success doubles the step
@@ -30,8 +31,7 @@ WINDOW_STEP = 0.10  # the largest step a probe of a measured window takes (a sha
 PROBE_COST_FACTOR = 20.0  # a limit probe waits 20 times the pause the last failed probe cost: at most 5 % lost
 
 
-@dataclass(frozen=True, slots=True)
-class Learned:
+class Learned(Struct, frozen=True):
     """The write limit the service has shown: ``per_window`` writes per ``window_s`` seconds."""
 
     per_window: int

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from bulkconn.learning import MIN_WINDOW_S, RESOLUTION_S, Learned, Learner
 
@@ -144,8 +145,7 @@ class SharedLimit:
         return self.log.room_at(now, limit=self.per_window, span_s=self.span_s, count=count)
 
 
-@dataclass(slots=True)
-class _Search:
+class _Search(Struct):
     """Finding the window without Retry-After: single writes at growing spans after the refused burst began.
 
     The service admitted the burst's first writes at about ``origin``, so a write sent at ``origin + span`` is

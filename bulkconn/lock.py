@@ -22,11 +22,11 @@ import errno
 import os
 import socket
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import orjson
+from msgspec import Struct
 
 from bulkconn.errors import UsageError
 
@@ -65,8 +65,7 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-@dataclass(frozen=True, slots=True)
-class Holder:
+class Holder(Struct, frozen=True):
     """Who holds a report: written into the lock file by the holder."""
 
     pid: int

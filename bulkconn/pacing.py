@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
+
+from msgspec import Struct
 
 from bulkconn.config import TenantConfig
 from bulkconn.learning import Learned
@@ -44,9 +45,7 @@ TENANT_WRITES_PER_20S = 200
 TENANT_REQUESTS_PER_20S = 2000
 
 
-# Not frozen: one is built per request (a frozen dataclass's __init__ costs 4x); nothing changes one.
-@dataclass(slots=True, kw_only=True)
-class Heard:
+class Heard(Struct, frozen=True, kw_only=True):
     """What one request's answer told the pacer; counts are sub-requests (a single request counts one)."""
 
     sent_at: float  # when the request went out (the value :meth:`Pacing.take` returned)

@@ -3,13 +3,9 @@
 Each child is a real ``bulkconn run JOB --shard K/N --report R`` (see ``docs/scale-out.md``), so a child is
 exactly what a Kubernetes pod or any scheduler would run, and a crash of one is a crash of one shard only.
 
-The parent and its children talk through pipes:
-
-- the child's **stdout** carries one JSON object per line (:func:`progress_record`, :func:`final_record`):
-  its live counters every tick, then what its run ended with. Nothing else is written there;
-- its **stderr** (messages, warnings, a traceback if it crashes) is handed to the parent line by line;
-- its **stdin** stays open and silent: when it closes without the parent having said so, the parent died,
-  and the child drains and stops as on SIGTERM (:func:`stop_when_parent_dies`).
+The parent and its children talk through pipes (the child's side is :mod:`bulkconn.childpipe`): the child's
+**stdout** carries its progress and final lines, its **stderr** (messages, warnings, a traceback if it crashes)
+is handed to the parent line by line, and its **stdin** stays open and silent until the parent ends.
 
 Children run in their own process group, so a Ctrl-C in the terminal reaches the parent only; the parent
 forwards each SIGINT/SIGTERM to every child once (the first drains, a second stops at once), as if the
@@ -23,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -36,67 +30,16 @@ from typing import Any
 
 import orjson
 
+from bulkconn.childpipe import PROGRESS_FLAG
 from bulkconn.errors import UsageError
 from bulkconn.model import Progress
 from bulkconn.runner import RunResult
 from bulkconn.shards import ShardSpec
 
-PROGRESS_FLAG = "--progress-jsonl"  # the hidden `run` flag that makes a child speak this protocol
 STREAM_LIMIT = 1 << 24  # bytes per stdout line: a final line lists every tenant of the shard
 STOP_GRACE_S = 30.0  # after the parent itself fails: how long children may drain before they are killed
 # Child exit codes that mean "the run ended and its report has a summary" (docs/scale-out.md).
 FINISHED, REFUSED, INTERRUPTED = frozenset({0, 1, 3}), 2, 130
-
-
-# -- the protocol on a child's stdout ----------------------------------------------------------------------
-def progress_record(progress: Progress) -> bytes:
-    """One progress line of a child: its counters now."""
-    body = {
-        "type": "progress",
-        "total": progress.total,
-        "done": dict(progress.done),
-        "throttled": progress.throttled,
-        "retries": progress.retries,
-        "skip_reasons": dict(progress.skip_reasons),
-    }
-    return orjson.dumps(body) + b"\n"
-
-
-def final_record(result: RunResult) -> bytes:
-    """A child's last line: what its run ended with (this run's counts; the report holds the rest)."""
-    body = {
-        "type": "final",
-        "nothing_to_do": result.nothing_to_do,
-        "counts": dict(result.counts),
-        "per_tenant": {tenant: dict(counts) for tenant, counts in result.per_tenant.items()},
-        "skip_reasons": dict(result.skip_reasons),
-        "conflicts_by_tenant": dict(result.conflicts_by_tenant),
-        "auth_failures": result.auth_failures,
-        "identity_unreachable": result.identity_unreachable,
-        "not_sent": dict(result.not_sent),
-        "tenants": result.tenants,
-        "interrupted": result.interrupted,
-        "duration_s": round(result.duration_s, 3),
-    }
-    return orjson.dumps(body) + b"\n"
-
-
-def stop_when_parent_dies(stdin_fd: int, *, stop: Callable[[], None] | None = None) -> threading.Thread:
-    """In a child: when its stdin ends (the parent is gone), stop this run as SIGTERM would (drain, summary).
-
-    The thread reads the raw descriptor, never ``sys.stdin``: a daemon thread blocked inside a buffered
-    reader would hold its lock while the interpreter shuts down.
-    """
-
-    def watch() -> None:
-        with contextlib.suppress(OSError):
-            while os.read(stdin_fd, 4096):
-                pass
-        (stop or (lambda: os.kill(os.getpid(), signal.SIGTERM)))()
-
-    thread = threading.Thread(target=watch, name="parent-watch", daemon=True)
-    thread.start()
-    return thread
 
 
 # -- the parent's view of one child ----------------------------------------------------------------------

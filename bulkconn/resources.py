@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any, TypeVar
+
+from msgspec import Struct, field
 
 # Intune's application roles that allow writes (Microsoft Learn, "Intune permissions" in the Graph permissions
 # reference). Which one a collection needs differs; the emulator lets any of them write every collection, and
@@ -51,8 +52,7 @@ _DATETIME = Kind.DATETIME
 _STRING = Kind.STRING
 
 
-@dataclass(frozen=True, slots=True)
-class Property:
+class Property(Struct, frozen=True):
     """One documented property of a resource."""
 
     name: str
@@ -67,8 +67,7 @@ class Property:
         return self.kind is not _ENUM and not self.is_key
 
 
-@dataclass(frozen=True, slots=True)
-class BoundAction:
+class BoundAction(Struct, frozen=True):
     """A bound action (``POST .../{id}/{name}``) and its single enum parameter; never idempotent (see retry.py)."""
 
     name: str
@@ -76,8 +75,7 @@ class BoundAction:
     values: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Resource:
+class Resource(Struct, frozen=True):
     """A Graph entity set that bulkconn can change."""
 
     name: str
@@ -87,8 +85,7 @@ class Resource:
     actions: Mapping[str, BoundAction] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
+class Problem(Struct, frozen=True):
     """One reason a patch is not acceptable; ``property`` is empty for whole-body problems."""
 
     property: str

@@ -74,7 +74,9 @@ def plan_resume(
         "resend_uncertain": resend_uncertain,
         "overwrite_conflicts": force,
     }
-    skip = state.skip_keys(**redo)
+    # The scan need not check again the lines this report proves valid and final, if it is this job's report.
+    same_job = job_print.sha256 if state.header.get("job_sha256") == job_print.sha256 else ""
+    skip = state.skip_keys(**redo, job_sha256=same_job)
     prefill: tuple[Outcome, ...] = ()
     if not resend_uncertain:
         prefill = tuple(

@@ -32,16 +32,16 @@ import datetime as dt
 import math
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+
+from msgspec import Struct, field
 
 from bulkconn.model import ErrorInfo, Status
 
 TRANSIENT = frozenset({500, 502, 503, 504})
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RetryPolicy:
+class RetryPolicy(Struct, frozen=True, kw_only=True):
     """Budgets and backoff; documented defaults, each one a ``bulkconn run`` flag."""
 
     max_attempts: int = 10
@@ -55,8 +55,7 @@ class RetryPolicy:
 
 # Not frozen (nor the classes below): one of each is built per operation and answer, and a frozen dataclass's
 # __init__ costs 4x a plain one's. Nothing changes them after construction.
-@dataclass(slots=True)
-class Retry:
+class Retry(Struct):
     """Send the operation again ``after_s`` seconds from now."""
 
     after_s: float
@@ -66,8 +65,7 @@ class Retry:
     reauthenticate: bool = False  # drop the refused token and get a fresh one first
 
 
-@dataclass(slots=True)
-class Done:
+class Done(Struct):
     """The operation has its final outcome."""
 
     succeeded: bool
@@ -85,8 +83,7 @@ class Done:
 Decision = Retry | Done
 
 
-@dataclass(slots=True, kw_only=True)
-class Answer:
+class Answer(Struct, kw_only=True):
     """What one attempt of one operation got back (from a single request or a ``$batch`` sub-response)."""
 
     status: int | None  # None: no usable HTTP answer (connection error, timeout, unreadable envelope)
@@ -101,8 +98,7 @@ class Answer:
         return self.whole_envelope and self.status is not None and (self.status == 429 or self.status >= 500)
 
 
-@dataclass(slots=True, kw_only=True)
-class Attempt:
+class Attempt(Struct, kw_only=True):
     """The operation's history so far, as the decision needs it."""
 
     number: int  # 1-based: the attempt that produced the answer

@@ -1,6 +1,6 @@
-"""One run: scan the job, open the report, run the engine, handle signals, write the summary; and the dry-run plan.
+"""One run: scan the job, open the report, run the engine, handle signals, write the summary.
 
-The CLI and the tests both call :func:`execute` (and :func:`plan` for ``--dry-run``). Nothing here prints; the
+The CLI and the tests both call :func:`execute` (``--dry-run`` is :mod:`bulkconn.dryrun`). Nothing here prints; the
 caller gets a :class:`RunResult` and a live :class:`~bulkconn.model.Progress` through ``on_tick``. The run's
 resources (report, transport, token provider) live in one ``AsyncExitStack``; every outcome, whether an
 invalid line, a sync settled by a resume or an engine result, goes through one ``record`` into one tally.
@@ -14,40 +14,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import math
 import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Container, Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from msgspec import Struct, field, structs
+
 from bulkconn import __version__
 from bulkconn.auth import MsalTokenProvider, TokenProvider
-from bulkconn.batching import request_for
 from bulkconn.config import Config
 from bulkconn.engine import Engine, EngineSettings
 from bulkconn.engine.lane import read_chunk
 from bulkconn.errors import IDENTITY_UNREACHABLE, JobError, UsageError
-from bulkconn.expansion import RecordedExpansion
-from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
+from bulkconn.job import Invalid, JobScan, scan_job
 from bulkconn.lock import ReportLock
 from bulkconn.model import NO_TENANT, ErrorInfo, Outcome, Progress, Status, reached, utc_now
 from bulkconn.report import format as fmt
-from bulkconn.report.reader import ReportState
 from bulkconn.report.writer import ReportWriter
-from bulkconn.shards import Partition, ShardSpec, check_resume, operation_counts, partition, restrict, shard_record
 from bulkconn.signals import interrupts
 from bulkconn.transport import USER_AGENT, AiohttpTransport, Transport
 
-if TYPE_CHECKING:  # listing, reads and backups are imported when a job has selector lines or --backup
+if TYPE_CHECKING:  # imported where used: a plain run (no selector lines, resume, shard or --backup) needs none
+    from bulkconn.expansion import RecordedExpansion
     from bulkconn.precheck import Backup
+    from bulkconn.report.reader import ReportState
+    from bulkconn.shards import Partition, ShardSpec
 
 STRICT_PREVIEW = 20  # invalid lines quoted when --strict refuses a job
 PROBLEMS_KEPT = 20  # outcomes that did not succeed, kept for the end-of-run message
-PLAN_EXAMPLES = 3  # requests shown per tenant by --dry-run
 
 
 class StrictRefusal(JobError):
@@ -58,8 +56,7 @@ class StrictRefusal(JobError):
         self.invalid, self.problems = invalid, problems
 
 
-@dataclass(slots=True)
-class RunResult:
+class RunResult(Struct):
     report: Path
     nothing_to_do: bool = False  # a resume found every operation already final; the report is untouched
     counts: Counter[str] = field(default_factory=Counter)
@@ -78,8 +75,7 @@ class RunResult:
     stopped_because: str = ""  # a run that stopped by itself says why (the job changed while running)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunOptions:
+class RunOptions(Struct, frozen=True, kw_only=True):
     report: Path
     settings: EngineSettings = field(default_factory=EngineSettings)
     strict: bool = False
@@ -88,7 +84,7 @@ class RunOptions:
     skip_keys: Container[str] = frozenset()
     resumed: bool = False
     prefill: tuple[Outcome, ...] = ()  # results to record first (syncs left uncertain by a crash)
-    expansion: RecordedExpansion = field(default_factory=RecordedExpansion)  # what the resumed report selected
+    expansion: RecordedExpansion | None = None  # what the resumed report selected (None: nothing)
     shard: ShardSpec | None = None  # run only this shard's tenants (docs/scale-out.md)
     resume_header: Mapping[str, Any] | None = None  # the first header of the report being resumed
     resumed_state: ReportState | None = None  # that report as the resume read it (final counts read only the rest)
@@ -121,70 +117,6 @@ async def strict_check(
     return scan, problems
 
 
-# -- the --dry-run plan ---------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class PlannedRequest:
-    line: int
-    method: str
-    url: str
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class TenantPlan:
-    alias: str
-    operations: int
-    requests: int
-    endpoint: str  # the $batch URL, or the Graph root for single requests
-    min_minutes: float  # at the configured write limit (the pacer fills every window to it)
-    writes_per_window: int
-    window_s: float
-    examples: tuple[PlannedRequest, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RunPlan:
-    """What ``run`` would send, without sending anything."""
-
-    valid: int
-    invalid: int
-    problems: tuple[Invalid, ...]
-    tenants: tuple[TenantPlan, ...]
-
-
-async def plan(job: Path, config: Config, *, batch_size: int, skip_keys: Container[str] = frozenset()) -> RunPlan:
-    """Validate ``job`` and say, per tenant, how many requests it takes and how long at least."""
-    scan, problems = await strict_check(job, config, skip_keys=skip_keys)
-    tenants = []
-    for alias, offsets in sorted(scan.offsets.items()):
-        tenant = config.tenants[alias]
-        count = len(offsets)
-        reader = LaneReader(scan, alias)
-        try:
-            ops = await asyncio.to_thread(reader.read, PLAN_EXAMPLES)
-        finally:
-            reader.close()
-        examples = tuple(PlannedRequest(op.line, *_method_url_body(op)) for op in ops)
-        tenants.append(
-            TenantPlan(
-                alias=alias,
-                operations=count,
-                requests=math.ceil(count / batch_size),
-                endpoint=f"{tenant.graph_root}/{'$batch' if batch_size > 1 else '...'}",
-                min_minutes=count / (tenant.writes_per_20s / tenant.window_s) / 60,
-                writes_per_window=tenant.writes_per_20s,
-                window_s=tenant.window_s,
-                examples=examples,
-            )
-        )
-    return RunPlan(scan.valid, scan.invalid, tuple(problems), tuple(tenants))
-
-
-def _method_url_body(op: Any) -> tuple[str, str, dict[str, Any]]:
-    req = request_for(op)
-    return req.method, req.url, req.body
-
-
 # -- the run ----------------------------------------------------------------------------------------------
 def _settings_json(options: RunOptions) -> dict[str, Any]:
     s = options.settings
@@ -192,7 +124,7 @@ def _settings_json(options: RunOptions) -> dict[str, Any]:
         "batch_size": s.batch_size,
         "concurrency": s.concurrency,
         "tenant_concurrency": s.tenant_concurrency,
-        "policy": asdict(s.policy),
+        "policy": structs.asdict(s.policy),
         "strict": options.strict,
         "skip_unchanged": s.read_first.skip_unchanged,
         "backup": s.read_first.backup,
@@ -207,7 +139,14 @@ def _to_list(scan: JobScan, options: RunOptions) -> bool:
         return False
     from bulkconn.listing import to_list
 
-    return bool(to_list(scan, options.expansion, options.skip_keys))
+    return bool(to_list(scan, _recorded(options), options.skip_keys))
+
+
+def _recorded(options: RunOptions) -> RecordedExpansion:
+    """What the resumed report selected, if anything (imported with the selector modules, when a job has them)."""
+    from bulkconn.expansion import RecordedExpansion
+
+    return RecordedExpansion() if options.expansion is None else options.expansion
 
 
 def _scope(scan: JobScan, options: RunOptions, invalid_by_tenant: Counter[str]) -> tuple[JobScan, Partition | None]:
@@ -216,6 +155,10 @@ def _scope(scan: JobScan, options: RunOptions, invalid_by_tenant: Counter[str]) 
     Raises :class:`~bulkconn.errors.ResumeError` when the report being resumed belongs to another shard, N or job.
     """
     spec = options.shard
+    if spec is None and options.resume_header is None:
+        return scan, None  # a fresh unsharded run: nothing to check, and the shard module stays unimported
+    from bulkconn.shards import check_resume, operation_counts, partition, restrict
+
     plan = None if spec is None else partition(operation_counts(scan), spec.count, job_sha256=scan.sha256)
     if options.resume_header is not None:
         check_resume(options.resume_header, spec, plan, report=options.report)
@@ -289,7 +232,9 @@ async def _execute(
             skip_keys=options.skip_keys,
             keep=read_chunk(len(config.tenants)),  # each lane's first read-ahead, without reading the job again
         )
-        scan.expansion, scan.skip_keys = options.expansion.groups, options.skip_keys  # what a resume already selected
+        if options.expansion is not None:
+            scan.expansion = options.expansion.groups  # what a resume already selected
+        scan.skip_keys = options.skip_keys
         if options.strict and scan.invalid:  # the whole job, so that every shard refuses it alike
             raise StrictRefusal(str(job), scan.invalid, tuple(preview))
         scan, shards = _scope(scan, options, invalid_by_tenant)
@@ -412,7 +357,7 @@ class _Run:
         found = await expand(
             self.scan,
             reads,
-            recorded=self.options.expansion,
+            recorded=_recorded(self.options),
             on_records=writer.durable,
             skip_keys=self.options.skip_keys,
             concurrency=settings.concurrency,
@@ -433,7 +378,6 @@ class _Run:
             raise UsageError(f"{self.options.report}: cannot write the report: {exc.strerror or exc}") from exc
 
     def _header(self) -> fmt.HeaderRecord:
-        spec = self.options.shard
         return fmt.header(
             run_id=str(uuid.uuid4()),
             job=str(self.job),
@@ -445,8 +389,16 @@ class _Run:
             resumed=self.options.resumed,
             tenants=sorted(self.config.tenants),
             settings=_settings_json(self.options),
-            shard=None if self.shards is None or spec is None else shard_record(spec, self.shards),
+            shard=self._shard_record(),
         )
+
+    def _shard_record(self) -> fmt.ShardRecord | None:
+        spec = self.options.shard
+        if self.shards is None or spec is None:
+            return None
+        from bulkconn.shards import shard_record
+
+        return shard_record(spec, self.shards)
 
     def _write_summary(self) -> None:
         result = self.result

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bulkconn.errors import UsageError
-from bulkconn.registry import Kind, Resource, StructuredType, structured_type, suggest, validate_action
+from bulkconn.registry import Kind, Resource, StructuredType, short_type_name, structured_type, suggest, validate_action
 from bulkconn.registry import check_value as check_typed
 from bulkconn.registry import validate_patch as validate_typed_patch
 from bulkconn.targets import resolve_resource
-from bulkconn.values import ODATA_TYPE, object_type, property_ref, same_value, short_type_name
+from bulkconn.values import ODATA_TYPE, object_type, property_ref, same_value
 
 ALL_TENANTS = "*"
 SELECTOR_FIELDS = frozenset({"tenant", "select", "where", "patch", "action", "syncType", "resource", "key"})

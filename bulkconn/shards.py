@@ -24,15 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+import msgspec
 import orjson
 
 from bulkconn.errors import ResumeError, UsageError
 from bulkconn.job import JobScan
 from bulkconn.report.format import ShardRecord
+from bulkconn.shardenv import INDEX_ENV, MAX_SHARDS, SHARD_ENV
 
-SHARD_ENV = "BULKCONN_SHARD"
-INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes for each pod of an Indexed Job
-MAX_SHARDS = 100_000  # Kubernetes' own bound on an Indexed Job's completions
 ORPHAN_SHARD = 0  # records lines whose tenant owns no valid operation (invalid lines, unknown aliases)
 HEADER_FIELD = "shard"  # the report header's object describing the shard
 
@@ -213,7 +212,7 @@ def restrict(scan: JobScan, plan: Partition, index: int, *, invalid: int) -> Job
             selectors[line] = dataclasses.replace(selector, tenants=mine)
     # Each selector line sits in the offsets of every tenant it names, but is one valid line.
     pairs = sum(len(selector.tenants) for selector in selectors.values())
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         scan,
         offsets=offsets,
         line_numbers={t: a for t, a in scan.line_numbers.items() if plan.owns(index, t)},
@@ -280,15 +279,3 @@ def global_share(
     if share < 1:
         raise UsageError(f"{count} shards cannot share {fraction:g} of {limit} requests per {window_s:g} s")
     return GlobalShare(share, window_s)
-
-
-def process_share(spec: ShardSpec | None, fraction: float | None) -> float:
-    """The part of the app's global limit one process paces to (``EngineSettings.global_share``).
-
-    A shard of N: its floor share of ``fraction`` (default :data:`DEFAULT_GLOBAL_FRACTION`) of the limit.
-    Unsharded: ``fraction`` as given, else the whole limit (1.0).
-    """
-    if spec is None:
-        return 1.0 if fraction is None else fraction
-    share = global_share(spec.count, fraction=DEFAULT_GLOBAL_FRACTION if fraction is None else fraction)
-    return share.requests_per_window / GLOBAL_REQUESTS_PER_WINDOW

@@ -21,10 +21,10 @@ import orjson
 
 from bulkconn import registry
 from bulkconn.model import Action, Operation
-from bulkconn.registry import ODATA_TYPE, Resource
+from bulkconn.registry import ODATA_TYPE, Resource, short_type_name
 from bulkconn.resources import EXCHANGE_CONNECTOR, Problem, validate_patch
+from bulkconn.resources import Kind as SeedKind
 from bulkconn.suggest import did_you_mean
-from bulkconn.values import short_type_name
 
 DEFAULT_RESOURCE = EXCHANGE_CONNECTOR.name  # what a line without "resource" changes, as jobs always have
 CONNECTORS = "exchangeConnectors"
@@ -35,6 +35,9 @@ _LISTED = 10  # action names shown in an "unknown action" message (managed devic
 
 Head = tuple[str, int, str, str, str]
 """A line's key, line number, tenant, resource (as the line names it) and object id: an Operation's first fields."""
+
+PlainCheck = tuple[type, frozenset[str] | None]
+"""How a PATCH value of one property is known good at a glance: its exact class and, for an enum, its members."""
 
 
 def resolve_resource(name: str) -> Resource:
@@ -119,6 +122,38 @@ def patch_operation(
     given = patch.get(ODATA_TYPE, named)
     odata_type = f"#microsoft.graph.{short_type_name(given)}" if isinstance(given, str) else ""
     return Operation(*head, UPDATE, patch, "", expect, {}, odata_type)
+
+
+def plain_checks(resource: Resource) -> dict[str, PlainCheck]:
+    """The properties of ``resource`` whose PATCH values are valid by their class alone (enums: and membership).
+
+    For the job scan's fast path: a patch (without ``@odata.type`` or ``expect``, of a concrete type) whose every
+    property is here with a value of that exact class (and, for an enum, one of its members) is one that
+    :func:`patch_operation` accepts. Anything else (null, a timestamp, a nested object, a flags combination...)
+    is not decided here: it goes through :func:`patch_operation`, which words every problem.
+    """
+    if resource.name == CONNECTORS:
+        seed = EXCHANGE_CONNECTOR.properties
+        return {
+            name: (str, frozenset(prop.enum_values) if prop.kind is SeedKind.ENUM else None)
+            for name, prop in seed.items()
+            if prop.kind in (SeedKind.STRING, SeedKind.ENUM) and not prop.is_key
+        }
+    if resource.no_patch or resource.entity_type.abstract:
+        return {}
+    checks: dict[str, PlainCheck] = {}
+    for name, prop in resource.entity_type.properties.items():
+        ref = prop.type
+        if prop.read_only or ref.collection:
+            continue
+        if ref.kind is registry.Kind.ENUM:  # a member alone is valid for a flags enum too
+            checks[name] = (str, frozenset(registry.enum_members(ref.name)))
+        elif ref.kind is registry.Kind.PRIMITIVE and ref.name in _PLAIN_PRIMITIVES:
+            checks[name] = (_PLAIN_PRIMITIVES[ref.name], None)
+    return checks
+
+
+_PLAIN_PRIMITIVES: dict[str, type] = {"Edm.String": str, "Edm.Boolean": bool}  # any value of the class is valid
 
 
 def _patch_problem(resource: Resource, body: dict[str, Any], named: str | None, label: str = "") -> str:

@@ -23,12 +23,12 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
 import aiohttp
+from msgspec import Struct
 
 from bulkconn import __version__
 from bulkconn.errors import TransportError
@@ -62,8 +62,7 @@ class LoopClock:
 
 
 # Not frozen (nor HttpResponse): one of each per request on the hot path; a frozen __init__ costs 4x.
-@dataclass(slots=True, kw_only=True)
-class HttpRequest:
+class HttpRequest(Struct, kw_only=True):
     """One request to Graph: a single operation or a ``$batch`` envelope."""
 
     method: str
@@ -75,8 +74,7 @@ class HttpRequest:
     fresh_connection: bool = False
 
 
-@dataclass(slots=True)
-class HttpResponse:
+class HttpResponse(Struct):
     status: int
     headers: Mapping[str, str]  # looked up by lower-case name (aiohttp's are case-insensitive)
     body: bytes

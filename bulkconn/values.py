@@ -26,11 +26,10 @@ from typing import Any
 
 import orjson
 
-from bulkconn.registry import Kind, Resource, StructuredType, TypeRef, structured_type
+from bulkconn.registry import Kind, Resource, StructuredType, TypeRef, short_type_name, structured_type
 from bulkconn.resources import parse_datetime_offset
 
 ODATA_TYPE = "@odata.type"
-_GRAPH = "microsoft.graph."
 _FRACTION = re.compile(r"\.(\d{1,7})")
 
 
@@ -41,11 +40,6 @@ class Change:
     property: str
     old: Any
     new: Any
-
-
-def short_type_name(odata_type: str) -> str:
-    """``#microsoft.graph.x``, ``microsoft.graph.x`` or ``x`` -> ``x`` (other namespaces keep their prefix)."""
-    return odata_type.removeprefix("#").removeprefix(_GRAPH)
 
 
 def object_type(resource: Resource, obj: Mapping[str, Any] | None) -> StructuredType:

@@ -11,6 +11,7 @@ import click
 import pytest
 
 from bulkconn.cli import COMMANDS, cli
+from tests.conftest import World
 from tests.engine_harness import oid
 
 HEAVY = ("bulkconn.engine", "bulkconn.runner", "bulkconn.emulator", "aiohttp", "msal", "rich", "cryptography")
@@ -47,31 +48,65 @@ def test_help_lists_every_command_with_its_own_help() -> None:
         assert cli.list_commands(ctx) == sorted(COMMANDS)
 
 
-def test_run_command_imports_nothing_beyond_what_sending_needs() -> None:
-    """`bulkconn run` starts sending without importing rich, cryptography, difflib, msgspec or the emulator."""
-    probe = "import sys, bulkconn.cli.run\nprint('\\n'.join(sys.modules))"
+def _loaded_by_run_import() -> set[str]:
+    """The modules ``bulkconn run`` has imported when its command runs (loaded as the CLI loads it), in a fresh
+    interpreter."""
+    probe = "import importlib, sys\nimportlib.import_module('bulkconn.cli.run')\nprint('\\n'.join(sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-    loaded = set(done.stdout.split())
+    return set(done.stdout.split())
+
+
+def test_run_command_imports_nothing_beyond_what_sending_needs() -> None:
+    """`bulkconn run` starts sending without importing rich, cryptography, difflib or the emulator."""
+    loaded = _loaded_by_run_import()
     assert {"bulkconn.runner", "aiohttp", "msal"} <= loaded
-    assert not [name for name in ("rich", "cryptography", "difflib", "msgspec", "bulkconn.emulator") if name in loaded]
+    assert not [name for name in ("rich", "cryptography", "difflib", "bulkconn.emulator") if name in loaded]
 
 
+# What only some jobs or flags use: selector lines (selectors, listing, expansion, values), reads first (reads,
+# precheck), device-code tenants (tokencache), a CSV job (jobcsv), --resume or a report already there (resume,
+# report.reader, glob), --shard/--shards (shards), --processes (processes, scaleout, merge) and --dry-run or a
+# question at a terminal (dryrun, confirm).
 ON_DEMAND = (
     "bulkconn.selectors",
     "bulkconn.listing",
+    "bulkconn.expansion",
+    "bulkconn.values",
     "bulkconn.reads",
     "bulkconn.precheck",
     "bulkconn.tokencache",
+    "bulkconn.jobcsv",
+    "bulkconn.resume",
+    "bulkconn.report.reader",
+    "glob",
+    "bulkconn.shards",
+    "bulkconn.processes",
+    "bulkconn.cli.scaleout",
     "bulkconn.merge",
+    "bulkconn.dryrun",
+    "bulkconn.cli.confirm",
 )
 
 
 def test_run_command_leaves_what_a_job_may_not_use_unimported() -> None:
-    """Selectors, listing, reads, backups, the device-code token cache and the shard merge load only when used."""
-    probe = "import sys, bulkconn.cli.run\nprint('\\n'.join(sys.modules))"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-    loaded = set(done.stdout.split())
-    assert not [name for name in (*ON_DEMAND, "msal_extensions") if name in loaded]
+    """What only some jobs or flags use is not imported before `bulkconn run` knows the job and flags need it."""
+    loaded = _loaded_by_run_import()
+    assert not [name for name in (*ON_DEMAND, "msal_extensions") if name in loaded]  # msal loads it for an app
+
+
+@pytest.mark.e2e
+def test_a_plain_run_imports_none_of_what_it_does_not_use(world: World) -> None:
+    """A plain JSON Lines run, start to end over real sockets, never imports what only other jobs or flags use."""
+    at_exit = "import atexit, sys\natexit.register(lambda: print(*sys.modules, sep='\\n', file=sys.stderr))"
+    proc = world.start("run", str(world.job), "--config", str(world.config), "--yes", "--quiet", prelude=at_exit)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert (world.dir / "job.report.jsonl").stat().st_size
+    loaded = set(stderr.split())
+    assert "bulkconn.engine" in loaded  # the list was printed
+    assert not [name for name in ON_DEMAND if name in loaded]
+    assert "rich" not in loaded  # off a terminal the summary is drawn without it
+    assert "bulkconn summary" in stderr and "│ total" in stderr
 
 
 def test_a_job_without_selector_lines_is_scanned_without_importing_selectors(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bulkconn.cli.confirm import describe, is_local
-from bulkconn.runner import RunPlan, TenantPlan
+from bulkconn.dryrun import RunPlan, TenantPlan
 from tests.conftest import World, launch, read_report
 from tests.engine_harness import config
 

@@ -19,7 +19,8 @@ import yaml
 
 from bulkconn.config import parse_config
 from bulkconn.emulator.tls import make_client_certificate
-from bulkconn.shards import INDEX_ENV, ShardSpec, resolve_shard, shard_report_path
+from bulkconn.shardenv import INDEX_ENV
+from bulkconn.shards import ShardSpec, resolve_shard, shard_report_path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kubernetes"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 from collections import Counter
 
-from bulkconn.cli.display import Display, progress_line, summary_table
+import pytest
+
+from bulkconn.cli.display import Display, progress_line, summary_grid, summary_table, summary_text
 from bulkconn.model import Progress
 
 
@@ -60,3 +62,40 @@ def test_summary_table_totals() -> None:
     """The end-of-run table has a row per tenant and the totals."""
     table = summary_table(Counter({"succeeded": 6, "failed": 1}), {"contoso": {"succeeded": 6}})
     assert table.row_count == 2
+
+
+def _rich_text(table: object) -> str:
+    """What rich writes for ``table`` off a terminal (bulkconn's own console, unwrapped)."""
+    from bulkconn.cli.console import console
+
+    out = io.StringIO()
+    console(file=out).print(table)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("counts", "per_tenant", "extra"),
+    [
+        ({"succeeded": 6, "failed": 1}, {"contoso": {"succeeded": 6}, "fabrikam": {"failed": 1}}, {}),
+        ({}, {}, {}),
+        (
+            {"succeeded": 123456, "skipped": 3},
+            {"a-very-long-tenant-alias-indeed": {"succeeded": 123456}, "b": {"skipped": 3}},
+            {"conflicts": {"b": 1}, "already_final": {"a-very-long-tenant-alias-indeed": 99}},
+        ),
+        ({"invalid": 2}, {"[red]x[/red]": {"invalid": 2}}, {"already_final": {"y": 4}}),
+    ],
+)
+def test_plain_summary_is_what_rich_draws_off_a_terminal(
+    counts: dict[str, int], per_tenant: dict[str, dict[str, int]], extra: dict[str, dict[str, int]]
+) -> None:
+    """A run's end off a terminal draws the table without rich: the same characters, markup-looking aliases kept."""
+    grid = summary_grid(Counter(counts), per_tenant, **extra)
+    assert summary_text(*grid) == _rich_text(summary_table(Counter(counts), per_tenant, **extra))
+    if per_tenant:
+        assert f"│ {sorted(per_tenant)[0]}" in (summary_text(*grid) or "")
+
+
+def test_plain_summary_leaves_wide_characters_to_rich() -> None:
+    """Only rich knows how wide a non-ASCII alias is on screen: the plain drawing declines it."""
+    assert summary_text(*summary_grid(Counter({"succeeded": 1}), {"東京": {"succeeded": 1}})) is None

@@ -16,22 +16,19 @@ from pathlib import Path
 
 import pytest
 
+from bulkconn.childpipe import PROGRESS_FLAG, final_record, progress_record, stop_when_parent_dies
 from bulkconn.cli.problems import RunCommands
 from bulkconn.cli.run import run as run_command
 from bulkconn.cli.scaleout import _conclude, _passthrough, child_environment
 from bulkconn.model import Progress, Status
 from bulkconn.processes import (
-    PROGRESS_FLAG,
     ProcessesResult,
     ShardCommand,
     ShardRun,
     combined_progress,
-    final_record,
-    progress_record,
     run_shards,
     shard_commands,
     shard_reports,
-    stop_when_parent_dies,
 )
 from bulkconn.runner import RunResult
 from bulkconn.shards import ShardSpec, shard_report_path

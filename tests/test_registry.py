@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -112,16 +113,15 @@ SEED_TABLE = {
 }
 
 
-def _enum_members(name: str) -> tuple[str, ...]:
-    return tuple(registry._data()["enums"][name]["members"])
-
-
 def test_exchange_connector_entry_equals_the_seed_table() -> None:
     """Same property names, types and enum members as Graph's Exchange Connector update page, and only the key is protected."""
     connector = resource("exchangeConnectors")
     assert connector.odata_type == "#microsoft.graph.deviceManagementExchangeConnector"
     props = connector.entity_type.properties
-    found = {name: _enum_members(p.type.name) if p.type.kind is Kind.ENUM else p.type.name for name, p in props.items()}
+    found = {
+        name: registry.enum_members(p.type.name) if p.type.kind is Kind.ENUM else p.type.name
+        for name, p in props.items()
+    }
     assert found == SEED_TABLE
     assert [name for name, p in props.items() if p.read_only] == ["id"]
     assert set(props) == set(EXCHANGE_CONNECTOR.properties)  # the hand-written entry it will replace
@@ -133,7 +133,7 @@ def test_exchange_connector_sync_action_takes_sync_type() -> None:
     sync = connector.actions["sync"]
     assert not sync.on_collection
     assert list(sync.parameters) == ["syncType"]
-    assert _enum_members(sync.parameters["syncType"].name) == ("fullSync", "deltaSync")
+    assert registry.enum_members(sync.parameters["syncType"].name) == ("fullSync", "deltaSync")
     assert validate_action(connector, "sync", {"syncType": "deltaSync"}) == []
     assert "required" in _messages(validate_action(connector, "sync", {}))
 
@@ -309,3 +309,18 @@ def test_nested_objects_and_lists_name_the_path() -> None:
         _messages(problems)
         == "assignments[0].target.groupId: 'assignments[0].target.groupId' must be text, not a number"
     )
+
+
+def test_a_collection_decodes_only_the_entries_it_leads_to() -> None:
+    """Looking up one collection (in a fresh interpreter) decodes the types and enums it leads to, not the file's."""
+    probe = (
+        "from bulkconn import registry\n"
+        "registry.resource('exchangeConnectors')\n"
+        "data = registry._data()\n"
+        "print(registry._type_entry.cache_info().currsize, len(data.types),"
+        " registry._enum_entry.cache_info().currsize, len(data.enums))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    types, all_types, enums, all_enums = map(int, done.stdout.split())
+    assert 0 < types <= 20 < all_types
+    assert enums <= 5 < all_enums

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
 import orjson
 from click.testing import CliRunner
+from msgspec.structs import replace
 
 from bulkconn.cli import cli
 from bulkconn.job import fingerprint

@@ -28,7 +28,8 @@ from bulkconn.config import load_config
 from bulkconn.emulator import Emulator, EmulatorOptions, EmulatorThread
 from bulkconn.emulator.artifacts import write_config, write_job
 from bulkconn.job import scan_job
-from bulkconn.shards import INDEX_ENV, Partition, operation_counts, partition
+from bulkconn.shardenv import INDEX_ENV
+from bulkconn.shards import Partition, operation_counts, partition
 from tests.conftest import World, read_report
 
 pytestmark = pytest.mark.e2e  # real emulator, sockets or subprocesses

@@ -19,7 +19,8 @@ from bulkconn.errors import ResumeError
 from bulkconn.job import scan_job
 from bulkconn.report.reader import read_state
 from bulkconn.runner import RunOptions, RunResult, execute, user_agent
-from bulkconn.shards import ShardSpec, operation_counts, partition, process_share
+from bulkconn.shardenv import process_share
+from bulkconn.shards import ShardSpec, operation_counts, partition
 from tests.conftest import read_report
 from tests.engine_harness import POLICY, FakeAuth, config, sync, update
 from tests.fakes import FakeGraph, FakeTransport, run_virtual

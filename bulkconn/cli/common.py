@@ -7,15 +7,16 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import orjson
+from msgspec import Struct
 
-from bulkconn.cli.display import ChildProgress, Display, summary_table
+from bulkconn.childpipe import final_record
+from bulkconn.cli.display import ChildProgress, Display, rich_summary, summary_grid, summary_text
 from bulkconn.cli.problems import (
     RunCommands,
     echo_next_steps,
@@ -29,9 +30,10 @@ from bulkconn.errors import IDENTITY_UNREACHABLE, AuthError, IdentityUnreachable
 from bulkconn.job import JobScan
 from bulkconn.lock import ReportLock
 from bulkconn.model import CONFLICT
-from bulkconn.processes import final_record
-from bulkconn.report.reader import ReportState, read_state, update_state
 from bulkconn.runner import RunOptions, RunResult, StrictRefusal, execute
+
+if TYPE_CHECKING:  # a report is read back only by a resume (or an existing report's summary)
+    from bulkconn.report.reader import ReportState
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # 4, `plan`: changes pending (0 = nothing to change).
@@ -170,8 +172,7 @@ def echo_json(document: Any) -> None:
     click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
 
 
-@dataclass(frozen=True, slots=True)
-class Final:
+class Final(Struct, frozen=True):
     """The report's final counts after this run (a resume adds the earlier runs')."""
 
     counts: Mapping[str, int]
@@ -184,50 +185,73 @@ class Final:
     @classmethod
     def of_report(cls, report: Path, read: ReportState | None = None) -> Final:
         """``read``: the report as the resume read it; then only what this run appended is read."""
+        from bulkconn.report.reader import read_state, update_state
+
         state = read_state(report) if read is None else update_state(read, report)
         return cls(state.counts(), state.conflicts())
 
 
-def _quarantine_line(result: RunResult, tenant: str) -> str:
+def _quarantine_line(result: RunResult, tenant: str, *, markup: bool) -> str:
     """Why a tenant stopped, once: its operations that failed for that reason are not listed one by one."""
-    from rich.markup import escape  # rich: only once something is printed, not at start-up
+    problem = result.auth_failures[tenant]
+    if markup:
+        from rich.markup import escape  # rich: only once something is printed on a terminal
 
-    problem = escape(result.auth_failures[tenant])
+        problem = escape(problem)
+    red, end = ("[red]", "[/red]") if markup else ("", "")
     if tenant in result.identity_unreachable:
-        line = f"[red]tenant {tenant} not run[/red]: {problem.removeprefix(f'{IDENTITY_UNREACHABLE}: tenant {tenant!r}: ')}"
+        detail = problem.removeprefix(f"{IDENTITY_UNREACHABLE}: tenant {tenant!r}: ")
+        line = f"{red}tenant {tenant} not run{end}: {detail}"
     else:
-        line = f"[red]tenant {tenant} quarantined[/red]: {problem}"
+        line = f"{red}tenant {tenant} quarantined{end}: {problem}"
     unsent = result.not_sent.get(tenant, 0)
     return line + (f"; {unsent} operation(s) failed unsent for this reason (each is in the report)" if unsent else "")
 
 
+def _plain_stderr() -> bool:
+    """Off a terminal, with neither COLUMNS nor FORCE_COLOR: rich would add no colour and wrap nothing there."""
+    try:
+        terminal = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream is not a terminal
+        terminal = False
+    return not terminal and not os.environ.get("COLUMNS") and not os.environ.get("FORCE_COLOR")
+
+
 def print_summary(result: RunResult, commands: RunCommands, final: Final) -> None:
     """The table, the first problems and the next commands, on stderr."""
+    grid = summary_grid(
+        result.counts, result.per_tenant, already_final=result.skipped_by_tenant, conflicts=result.conflicts_by_tenant
+    )
+    text = summary_text(*grid) if _plain_stderr() else None
+    if text is None:
+        _print_rich(result, grid)
+    else:  # the same characters rich would write here, without importing it
+        sys.stderr.write(text)
+        for tenant in sorted(result.auth_failures):
+            click.echo(_quarantine_line(result, tenant, markup=False), err=True)
+    bad = not_reached(result.counts, result.skip_reasons[CONFLICT]) - sum(result.not_sent.values())
+    echo_problems((outcome_line(commands.job, o) for o in result.problems), bad)
+    click.echo(f"report: {result.report}  ({result.duration_s:.1f} s)", err=True)
+    if result.stopped_because:
+        click.echo(
+            f"stopped: {result.stopped_because}; restore the job as it was to resume this report, "
+            "or run the changed job into a new report (--report NEW)",
+            err=True,
+        )
+    elif result.interrupted:
+        click.echo("interrupted; the report is complete up to here", err=True)
+    echo_next_steps(_next_steps(result, commands, final))
+
+
+def _print_rich(result: RunResult, grid: tuple[list[str], list[list[str]]]) -> None:
+    """The summary table and the quarantined tenants through rich (a terminal: colour, wrapping)."""
     from bulkconn.cli.console import console as rich_console  # rich: at the end of a run, not at start-up
 
     console = rich_console(stderr=True)
-    console.print(
-        summary_table(
-            result.counts,
-            result.per_tenant,
-            already_final=result.skipped_by_tenant,
-            conflicts=result.conflicts_by_tenant,
-        )
-    )
+    header, rows = grid
+    console.print(rich_summary(header, rows))
     for tenant in sorted(result.auth_failures):
-        console.print(_quarantine_line(result, tenant), markup=True, highlight=False)
-    bad = not_reached(result.counts, result.skip_reasons[CONFLICT]) - sum(result.not_sent.values())
-    echo_problems((outcome_line(commands.job, o) for o in result.problems), bad)
-    console.print(f"report: {result.report}  ({result.duration_s:.1f} s)", highlight=False)
-    if result.stopped_because:
-        console.print(
-            f"stopped: {result.stopped_because}; restore the job as it was to resume this report, "
-            "or run the changed job into a new report (--report NEW)",
-            highlight=False,
-        )
-    elif result.interrupted:
-        console.print("interrupted; the report is complete up to here", highlight=False)
-    echo_next_steps(_next_steps(result, commands, final))
+        console.print(_quarantine_line(result, tenant, markup=True), markup=True, highlight=False)
 
 
 def _next_steps(result: RunResult, commands: RunCommands, final: Final) -> list[tuple[str, str]]:

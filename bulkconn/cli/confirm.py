@@ -9,13 +9,16 @@ from __future__ import annotations
 import ipaddress
 import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import click
 
 from bulkconn.cli.display import least_time
 from bulkconn.config import Config, TenantConfig
-from bulkconn.runner import RunPlan
+
+if TYPE_CHECKING:  # the plan is made only when there is someone to ask
+    from bulkconn.dryrun import RunPlan
 
 
 def is_local(tenant: TenantConfig) -> bool:

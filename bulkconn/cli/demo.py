@@ -6,7 +6,6 @@ import math
 import shlex
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -23,8 +22,7 @@ SLOWER = "contoso"  # the first tenant the emulator generates
 SLOWER_LIMIT = 60
 
 
-@dataclass(frozen=True, slots=True)
-class DemoCommands(RunCommands):
+class DemoCommands(RunCommands, frozen=True):
     """The demo's next commands: its emulator stops with it, so its report can be neither resumed nor retried."""
 
     again: str = ""  # the demo command as it was run

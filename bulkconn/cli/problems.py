@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
+from msgspec import Struct
 
 from bulkconn.job import Invalid
 from bulkconn.model import Outcome, Status
@@ -89,8 +89,7 @@ def echo_problems(lines: Iterable[str], total: int, *, shown: int = SHOWN) -> No
         click.echo(f"... and {total - count} more", err=True)
 
 
-@dataclass(frozen=True, slots=True)
-class RunCommands:
+class RunCommands(Struct, frozen=True):
     """The commands that continue a run, with the same job, report and ``--config``."""
 
     job: Path

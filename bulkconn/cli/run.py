@@ -10,14 +10,16 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
+from msgspec.structs import replace
 
 from bulkconn.batching import MAX_BATCH
+from bulkconn.childpipe import PROGRESS_FLAG, stop_when_parent_dies
 from bulkconn.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -30,26 +32,27 @@ from bulkconn.cli.common import (
     run_and_report,
     user_errors,
 )
-from bulkconn.cli.confirm import confirmed, should_ask
 from bulkconn.cli.display import least_time
 from bulkconn.cli.problems import SHOWN, RunCommands, echo_problems, invalid_json, invalid_line
-from bulkconn.cli.scaleout import MAX_PROCESSES, print_partition, run_processes
 from bulkconn.config import Config
 from bulkconn.engine import EngineSettings
 from bulkconn.engine.reading import ReadFirst
 from bulkconn.errors import UsageError
 from bulkconn.job import JobScan
 from bulkconn.lock import ReportLock
-from bulkconn.processes import PROGRESS_FLAG, stop_when_parent_dies
-from bulkconn.resume import plan_resume, refuse_stray_shards
 from bulkconn.retry import RetryPolicy
-from bulkconn.runner import RunOptions, RunPlan, plan, strict_check
-from bulkconn.shards import MAX_SHARDS, ShardSpec, process_share, resolve_shard, shard_report_path
+from bulkconn.runner import RunOptions, strict_check
+from bulkconn.shardenv import MAX_SHARDS, asks_for_shard, process_share
+
+if TYPE_CHECKING:  # imported when a run is sharded, resumed, asks first or is a dry run: a plain run needs none
+    from bulkconn.dryrun import RunPlan
+    from bulkconn.shards import ShardSpec
 
 ENGINE = EngineSettings()
 POLICY = RetryPolicy()
 DRAIN_TIMEOUT_S = RunOptions(report=Path()).drain_timeout_s
 JSON_PROBLEMS = 1000  # invalid lines listed by `validate --json` (the text output shows the first SHOWN)
+MAX_PROCESSES = 256
 
 
 @click.command()
@@ -208,13 +211,15 @@ def run(
         sys.exit(asyncio.run(_dry_run(job, config, batch_size, as_json)))
     if not resume and (retry_failed or recheck_invalid or resend_uncertain):
         raise UsageError("--retry-failed, --recheck-invalid and --resend-uncertain go with --resume")
-    spec = resolve_shard(shard=shard, shards=shards, environ=os.environ)
+    spec = _shard(shard, shards)
     if processes is not None:
+        from bulkconn.cli.scaleout import run_processes
+
         _ask_or_stop(yes, job, config, batch_size, RunOptions(report=Path()))
         sys.exit(run_processes(click.get_current_context(), job, processes, spec=spec, quiet=quiet))
     if progress_jsonl:
         stop_when_parent_dies(sys.stdin.fileno())
-    report = report_path or (default_report(job) if spec is None else shard_report_path(job, spec))
+    report = report_path or _default_report(job, spec)
     settings = EngineSettings(
         batch_size=batch_size,
         concurrency=concurrency,
@@ -239,6 +244,8 @@ def run(
             raise UsageError(f"{report}: report already exists; pass --report NEW, or resume it with --resume")
         on_scanned: Callable[[JobScan], None] = lambda scan: None  # noqa: E731
         if resume:
+            from bulkconn.resume import plan_resume
+
             resume_plan = plan_resume(
                 job,
                 report,
@@ -283,9 +290,28 @@ def _report_to_resume(report: Path, spec: ShardSpec | None) -> bool:
     """
     if report.exists() and report.stat().st_size:
         return True
+    from bulkconn.resume import refuse_stray_shards
+
     refuse_stray_shards(report, spec)
     click.echo(f"no report at {report} yet: starting the run", err=True)
     return False
+
+
+def _shard(shard: str | None, shards: int | None) -> ShardSpec | None:
+    """The shard this process runs, from the flags and the environment; ``None`` (the usual case) unsharded."""
+    if not asks_for_shard(shard=shard, shards=shards, environ=os.environ):
+        return None
+    from bulkconn.shards import resolve_shard
+
+    return resolve_shard(shard=shard, shards=shards, environ=os.environ)
+
+
+def _default_report(job: Path, spec: ShardSpec | None) -> Path:
+    if spec is None:
+        return default_report(job)
+    from bulkconn.shards import shard_report_path
+
+    return shard_report_path(job, spec)
 
 
 def _ask_or_stop(yes: bool, job: Path, config: Config, batch_size: int, options: RunOptions) -> None:
@@ -299,6 +325,9 @@ def _agreed(job: Path, config: Config, batch_size: int, options: RunOptions) -> 
     """True unless a person at a terminal, shown what will happen to real tenants, says no."""
     if not sys.stdin.isatty():
         return True  # scripts, schedulers and pipes proceed as always (the quick check first: no scan)
+    from bulkconn.cli.confirm import confirmed, should_ask
+    from bulkconn.dryrun import plan
+
     the_plan = asyncio.run(plan(job, config, batch_size=batch_size, skip_keys=options.skip_keys))
     if not the_plan.tenants or not should_ask(config, (t.alias for t in the_plan.tenants)):
         return True
@@ -316,6 +345,8 @@ def _plan_json(job: Path, the_plan: RunPlan) -> dict[str, Any]:
 
 
 async def _dry_run(job: Path, config: Config, batch_size: int, as_json: bool) -> int:
+    from bulkconn.dryrun import plan
+
     the_plan = await plan(job, config, batch_size=batch_size)
     echo_problems((invalid_line(job, p) for p in the_plan.problems), the_plan.invalid)
     if as_json:
@@ -369,5 +400,7 @@ def validate(job: Path, config_path: Path | None, as_json: bool, shards: int | N
     else:
         click.echo(summary)
         if shards is not None:
+            from bulkconn.cli.scaleout import print_partition
+
             print_partition(scan, shards)
     sys.exit(EXIT_FAILED if scan.invalid else EXIT_OK)

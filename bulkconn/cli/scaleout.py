@@ -36,7 +36,6 @@ from bulkconn.lock import ReportLock
 from bulkconn.processes import ProcessesResult, ShardRun, run_shards, shard_commands, shard_reports
 from bulkconn.shards import ShardSpec, operation_counts, partition
 
-MAX_PROCESSES = 256
 # `run` options that concern the parent only: the children get their own shard, report and display.
 PARENT_ONLY = frozenset({"report_path", "processes", "shard", "shards", "dry_run", "quiet", "progress_jsonl"})
 ENV_RUN = "BULKCONN_RUN"  # the prefix of `run`'s option variables (docs/command-line.md)

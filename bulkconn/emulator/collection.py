@@ -14,8 +14,9 @@ import base64
 import datetime as dt
 import uuid
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
+
+from msgspec.structs import replace
 
 from bulkconn import registry, resources
 from bulkconn.emulator.core import MISSING, EmulatorCore, Principal, SubRequest, SubResponse

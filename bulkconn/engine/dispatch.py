@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import orjson
+from msgspec import Struct
 
 from bulkconn.batching import SubResult, envelope, parse_single, request_for, unpack
 from bulkconn.config import TenantConfig
@@ -31,8 +31,7 @@ def new_request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
-@dataclass(frozen=True, slots=True)
-class Dispatched:
+class Dispatched(Struct, frozen=True):
     """The answers to one request, one per operation, with the request's ids."""
 
     answers: list[Answer]

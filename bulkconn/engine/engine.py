@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from msgspec import Struct, field
 
 from bulkconn.auth import TokenProvider
 from bulkconn.batching import MAX_BATCH
@@ -41,8 +42,7 @@ if TYPE_CHECKING:  # reads are imported when a job reads first (--skip-unchanged
     from bulkconn.reads import Read
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EngineSettings:
+class EngineSettings(Struct, frozen=True, kw_only=True):
     batch_size: int = MAX_BATCH
     concurrency: int = 16  # requests in flight across all tenants
     tenant_concurrency: int | None = None  # overrides each tenant's own `concurrency`

@@ -11,7 +11,8 @@ import contextlib
 import heapq
 import itertools
 from collections import deque
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from bulkconn.config import TenantConfig
 from bulkconn.job import LaneReader
@@ -31,8 +32,7 @@ def read_chunk(lanes: int) -> int:
     return max(1, min(READ_CHUNK, READ_AHEAD // max(1, lanes)))
 
 
-@dataclass(slots=True)
-class OpState:
+class OpState(Struct):
     """One operation on its way through the engine; changed only through the methods below."""
 
     op: Operation

@@ -15,8 +15,9 @@ errors fail the operation, as its write would fail), then :func:`after_read`:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from msgspec import Struct
 
 from bulkconn.model import Action, Operation
 from bulkconn.targets import resolve_resource
@@ -25,8 +26,7 @@ if TYPE_CHECKING:  # imported by the functions below: only a job that reads firs
     from bulkconn.precheck import Backup, SkipReason
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReadFirst:
+class ReadFirst(Struct, frozen=True, kw_only=True):
     """What a run reads objects for before writing them (all off: nothing is read)."""
 
     skip_unchanged: bool = False
@@ -38,13 +38,11 @@ class ReadFirst:
         return op.action == Action.UPDATE and (self.skip_unchanged or self.backup or op.expect is not None)
 
 
-@dataclass(frozen=True, slots=True)
-class Skip:
+class Skip(Struct, frozen=True):
     reason: SkipReason
 
 
-@dataclass(frozen=True, slots=True)
-class Proceed:
+class Proceed(Struct, frozen=True):
     backup: Backup | None  # to record durably before the write (``--backup``)
 
 

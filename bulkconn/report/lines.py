@@ -1,6 +1,6 @@
 """The fields of a report line that the report state needs, decoded without building the rest of the line.
 
-A module of its own so that msgspec is imported when a report is read (a resume, ``bulkconn report``), not by
+A module of its own so that its decoder is built when a report is read (a resume, ``bulkconn report``), not by
 every command at start-up.
 """
 
@@ -24,6 +24,8 @@ class StateLine(msgspec.Struct):
     line: Any = 0
     action: Any = Action.SYNC.value
     reason: Any = None
+    job_sha256: Any = None  # a header's: which job the run read
+    bulkconn_version: Any = None  # a header's: which bulkconn read it
 
 
 decode_state_line = msgspec.json.Decoder(StateLine).decode

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
+from bulkconn import __version__
 from bulkconn.errors import ResumeError
 from bulkconn.job import job_objects
 from bulkconn.model import CONFLICT, NO_TENANT, Action, Status, tenant_order
 from bulkconn.report import format as fmt
-from bulkconn.report.keycodes import KeyCodes, KeySet
+from bulkconn.report.keycodes import MAX_LINE as _MAX_LINE
+from bulkconn.report.keycodes import KeyCodes, KeySet, LineProof
 
 if TYPE_CHECKING:
     from bulkconn.report.lines import StateLine
@@ -34,6 +36,8 @@ _FAILED = _CODES[Status.FAILED]  # what a result with an unknown status counts a
 _CONFLICT = 7  # skipped with reason Conflict: counts as skipped, and is a problem (the asked state was not reached)
 _NAMES[_CONFLICT] = Status.SKIPPED.value
 _HEADER_MAX_BYTES = 1 << 20  # a header is a few hundred bytes
+# The statuses whose code needs nothing else of the line (a skip may be a Conflict: see _result_code).
+_PLAIN_CODES = {status: code for status, code in _CODES.items() if status != Status.SKIPPED}
 
 
 @dataclass(slots=True)
@@ -49,6 +53,7 @@ class ReportState:
     runs: int = 0
     has_expansion: bool = False  # selector expansion records are present (read them with bulkconn.expansion)
     read_bytes: int = 0  # where reading stopped: update_state goes on from here after a run appended to the file
+    jobs: set[tuple[str, str]] = field(default_factory=set)  # (job_sha256, bulkconn_version) of every run's header
 
     def status_of(self, key: str) -> str | None:
         code = self.latest.get(key)
@@ -62,10 +67,26 @@ class ReportState:
         return self.latest.code_counts()[_CONFLICT]
 
     def skip_keys(
-        self, *, retry_failed: bool, recheck_invalid: bool, resend_uncertain: bool, overwrite_conflicts: bool = False
+        self,
+        *,
+        retry_failed: bool,
+        recheck_invalid: bool,
+        resend_uncertain: bool,
+        overwrite_conflicts: bool = False,
+        job_sha256: str = "",
     ) -> Set[str]:
-        """Keys a resume must not send again (a view of ``latest``: nothing is copied)."""
-        return KeySet(self.latest, _redo(retry_failed, recheck_invalid, resend_uncertain, overwrite_conflicts))
+        """Keys a resume must not send again (a view of ``latest``: nothing is copied).
+
+        ``job_sha256`` (of the job being resumed, when it is the report's): when every run of the report read that
+        job with this version of bulkconn, the set carries a :class:`LineProof` of the lines it skips that were
+        valid operations (any latest result but ``invalid``), so that the scan need not check them again.
+        """
+        redo = _redo(retry_failed, recheck_invalid, resend_uncertain, overwrite_conflicts)
+        proof = None
+        if job_sha256 and self.jobs == {(job_sha256, __version__)}:
+            proven = set(range(1, 256)) - redo - {_CODES[Status.INVALID]}
+            proof = LineProof(self.latest, proven, job_sha256)
+        return KeySet(self.latest, redo, proof=proof)
 
     def split_counts(
         self, *, retry_failed: bool, recheck_invalid: bool, resend_uncertain: bool, overwrite_conflicts: bool = False
@@ -167,19 +188,35 @@ def update_state(state: ReportState, path: Path) -> ReportState:
     from bulkconn.report.lines import DecodeError, decode_state_line  # msgspec: only once a report is read
 
     offset, torn = state.read_bytes, 0
+    latest, intents = state.latest, state.intents
     with path.open("rb") as handle:
         handle.seek(offset)
         for raw in handle:
             offset += len(raw)
-            if not raw.strip():
-                continue
             try:
                 record = decode_state_line(raw)
-            except DecodeError:  # torn, not JSON, or not an object: as fmt.decode's None
-                torn += 1
+            except DecodeError:  # torn, not JSON, or not an object: as fmt.decode's None (a blank line is neither)
+                torn += bool(raw.strip())
                 continue
-            if record.type == "header":
+            kind = record.type
+            if kind == "result" and not intents:
+                # Most lines of a big report: a result keyed by its line number, with a plain status. Set here
+                # what take() would set, without its steps (a million of them are most of a resume's start).
+                status, number = record.status, record.line
+                code = _PLAIN_CODES.get(status) if status.__class__ is str else None
+                # str() of an int is the canonical line-number key: "7", never "07" (see keycodes.line_number)
+                if (
+                    code is not None
+                    and number.__class__ is int
+                    and 0 < number < _MAX_LINE
+                    and record.key == str(number)
+                ):
+                    tenant = record.tenant
+                    latest.set_line(number, code, tenant if tenant.__class__ is str else "")
+                    continue
+            if kind == "header":
                 state.runs += 1
+                state.jobs.add((str(record.job_sha256), str(record.bulkconn_version)))
             else:
                 state.take(record)
     state.torn_lines += torn
