@@ -17,6 +17,8 @@ from bulkconn.registry import ODATA_TYPE
 from bulkconn.targets import resolve_resource
 
 MAX_BATCH = 20
+_IDS = [str(index) for index in range(1, MAX_BATCH + 1)]  # the sub-request ids envelope() gives, in order
+_JSON = {"Content-Type": "application/json"}  # every sub-request's headers: one dict, only ever read
 
 
 # Request and SubResult are not frozen: built once per operation on the hot path (a frozen __init__ costs 4x).
@@ -46,17 +48,9 @@ def envelope(ops: Sequence[Operation]) -> bytes:
     if not 0 < len(ops) <= MAX_BATCH:
         raise ValueError(f"a batch holds 1 to {MAX_BATCH} operations, not {len(ops)}")
     requests = []
-    for index, op in enumerate(ops, start=1):
+    for rid, op in zip(_ids(len(ops)), ops, strict=True):
         req = request_for(op)
-        requests.append(
-            {
-                "id": str(index),
-                "method": req.method,
-                "url": req.url,
-                "headers": {"Content-Type": "application/json"},
-                "body": req.body,
-            }
-        )
+        requests.append({"id": rid, "method": req.method, "url": req.url, "headers": _JSON, "body": req.body})
     return orjson.dumps({"requests": requests})
 
 
@@ -152,31 +146,41 @@ def unpack(raw: bytes, count: int) -> list[SubResult]:
     for item in responses:
         if not isinstance(item, dict) or "id" not in item:
             continue
-        rid = str(item["id"]).lower()
+        rid = item["id"]
+        rid = (rid if type(rid) is str else str(rid)).lower()
         if rid in seen:
             duplicated.add(rid)
         seen[rid] = item
-    asked = {str(index) for index in range(1, count + 1)}
-    strangers = sorted(set(seen) - asked)[:5]
-    return [_sub_result(str(index), seen, duplicated, strangers) for index in range(1, count + 1)]
+    return [_sub_result(rid, seen, duplicated, count) for rid in _ids(count)]
 
 
-def _sub_result(rid: str, seen: dict[str, dict[str, Any]], duplicated: set[str], strangers: list[str]) -> SubResult:
+def _ids(count: int) -> list[str]:
+    return _IDS[:count] if count <= MAX_BATCH else [str(index) for index in range(1, count + 1)]
+
+
+def _sub_result(rid: str, seen: dict[str, dict[str, Any]], duplicated: set[str], count: int) -> SubResult:
     """The sub-response for id ``rid``, matched by id alone (never by position), or why there is none usable."""
     item = seen.get(rid)
-    if rid in duplicated:
-        message = f"the $batch answer holds sub-response {rid} twice"
-        return SubResult(None, error=ErrorInfo("BatchResponseDuplicate", message))
     if item is None:
+        strangers = sorted(set(seen) - set(_ids(count)))[:5]
         also = f" (it holds ids that were not asked for: {', '.join(strangers)})" if strangers else ""
         return SubResult(
             None, error=ErrorInfo("BatchResponseMissing", f"the $batch answer has no sub-response {rid}{also}")
         )
+    if duplicated and rid in duplicated:
+        message = f"the $batch answer holds sub-response {rid} twice"
+        return SubResult(None, error=ErrorInfo("BatchResponseDuplicate", message))
     status = item.get("status")
-    if not isinstance(status, int) or isinstance(status, bool):
+    if type(status) is not int:  # bool is a subclass of int, and no status
         message = f"sub-response {rid} of the $batch answer has no valid status"
         return SubResult(None, error=ErrorInfo("BatchResponseInvalid", message))
     raw_headers = item.get("headers")
-    headers = {str(k).lower(): str(v) for k, v in raw_headers.items()} if isinstance(raw_headers, dict) else {}
-    error = None if 200 <= status < 300 else error_from_body(item.get("body"), status)
-    return SubResult(status, headers, error, item.get("body"))
+    # JSON names are str already; a value may be a number
+    headers = (
+        {k.lower(): v if type(v) is str else str(v) for k, v in raw_headers.items()}
+        if isinstance(raw_headers, dict)
+        else {}
+    )
+    body = item.get("body")
+    error = None if 200 <= status < 300 else error_from_body(body, status)
+    return SubResult(status, headers, error, body)

@@ -3,10 +3,11 @@
 A job is read twice, never held in memory:
 
 1. :func:`scan_job` checks every line before anything is sent (so ``--strict`` can refuse the whole
-   job), hashes the file, and remembers only the byte offset of each valid line, per tenant
-   (8 bytes per operation).
-2. :class:`LaneReader` re-reads one tenant's lines by offset as its lane needs them, so a tenant
-   with 3 operations at the end of the file starts at once, next to one with 100,000.
+   job), hashes the file, and remembers the byte offset of each valid line, per tenant (8 bytes per
+   operation), plus, for a run, each tenant's first ``keep`` operations themselves (a bounded number).
+2. :class:`LaneReader` hands out one tenant's kept operations, then re-reads its lines by offset as its
+   lane needs them, so a tenant with 3 operations at the end of the file starts at once, next to one
+   with 100,000.
 
 The file's encoding (UTF-8, with or without a BOM, or UTF-16 from PowerShell) is :mod:`bulkconn.jobfile`'s
 concern; a CSV row becomes the very object its JSON line would be (:mod:`bulkconn.jobcsv`), so everything
@@ -79,6 +80,10 @@ class JobScan(Struct):
     # Filled by the runner before the lanes start: (line, tenant) -> the recorded matches, and the keys to skip.
     expansion: Mapping[tuple[int, str], tuple[Match, ...]] = field(default_factory=dict)
     skip_keys: Container[str] = frozenset()
+    # tenant -> its first valid operations, as validated: the lanes send them without reading the job again. At
+    # most ``keep`` per tenant, and none after a selector line (so each is the start of its tenant's ``offsets``).
+    kept: dict[str, list[Operation]] = field(default_factory=dict)
+    keep: int = 0
 
     @property
     def operations(self) -> int:
@@ -252,14 +257,17 @@ def scan_job(
     on_invalid: Callable[[Invalid], None],
     skip_keys: Container[str] = frozenset(),
     positions: bool = True,
+    keep: int = 0,
 ) -> JobScan:
     """Validate every line (blocking; run it in a thread). Invalid lines go to ``on_invalid``.
 
     A ``.csv`` file is read as rows of a spreadsheet (:mod:`bulkconn.jobcsv`), anything else as JSON Lines.
     ``positions=False`` (validation only) keeps no offsets: memory stays the same for any size of job.
+    ``keep``: how many of each tenant's first valid operations to keep in :attr:`JobScan.kept` (a lane's first
+    read-ahead).
     """
     stream = LineStream.open(path)
-    scan = JobScan(path, encoding=stream.encoding, identity=file_identity(path), positions=positions)
+    scan = JobScan(path, encoding=stream.encoding, identity=file_identity(path), positions=positions, keep=keep)
     with closing(stream):
         proof = _proof(skip_keys)
         unparsed = _Unparsed.of(proof, frozenset(tenants)) if proof is not None else None
@@ -308,6 +316,8 @@ def _check_items(
                 counts[tenant] = counts.get(tenant, 0) + 1
                 if offsets is not None and numbers is not None:
                     _place(offsets, numbers, tenant, start, number)
+                    if scan.keep and (kept := _room(scan, tenant)) is not None:  # a selector line ends the keeping
+                        kept.append(parser.plain(data, number, tenant))
                 continue
         _check_item(scan, parser, (number, start, data), explicit_keys, tenants, on_invalid, skip_keys)
     scan.valid += plain
@@ -387,6 +397,7 @@ def _admit_selector(
         scan.invalid += 1
         return
     explicit_keys.add(found.key)
+    scan.keep = 0  # its matches are unknown until listed: later operations are read back, after its expansion
     scan.selectors[number] = found
     scan.valid += 1
     scan.actions[found.action] = scan.actions.get(found.action, 0) + 1
@@ -435,6 +446,16 @@ def _admit(
         scan.actions[result.action] = scan.actions.get(result.action, 0) + 1
         if scan.positions:
             _place(scan.offsets, scan.line_numbers, result.tenant, start, result.line)
+            if scan.keep and (kept := _room(scan, result.tenant)) is not None:
+                kept.append(result)
+
+
+def _room(scan: JobScan, tenant: str) -> list[Operation] | None:
+    """``tenant``'s kept operations while it may keep one more (``scan.keep`` in all), else ``None``."""
+    kept = scan.kept.get(tenant)
+    if kept is None:
+        kept = scan.kept[tenant] = []
+    return kept if len(kept) < scan.keep else None
 
 
 def _place(offsets: dict[str, array[int]], numbers: dict[str, array[int]], tenant: str, start: int, line: int) -> None:
@@ -480,7 +501,8 @@ def fingerprint(path: Path) -> Fingerprint:
 
 
 class LaneReader:
-    """Re-reads one tenant's valid lines by offset (blocking reads; call :meth:`read` in a thread)."""
+    """Hands out one tenant's valid operations in file order: first those the scan kept (:attr:`JobScan.kept`),
+    then its lines read back by offset (blocking reads: call :meth:`read` in a thread)."""
 
     def __init__(self, scan: JobScan, tenant: str) -> None:
         self._offsets = scan.offsets.get(tenant, array("q"))
@@ -488,6 +510,7 @@ class LaneReader:
         self._next = 0
         self._tenant = tenant
         self._scan = scan
+        self._kept: deque[Operation] = deque(scan.kept.pop(tenant, ()))  # handed out once, then freed
         self._expanded: deque[Operation] = deque()  # the rest of a selector line's matches
         self._parser = _LineParser(scan.defaults, [tenant])
         self._path = scan.path
@@ -500,26 +523,47 @@ class LaneReader:
     def remaining(self) -> int:
         return len(self._offsets) - self._next + len(self._expanded)
 
+    @property
+    def kept(self) -> int:
+        """How many of the next operations :meth:`read_kept` hands out from memory."""
+        return len(self._kept)
+
+    def read_kept(self, count: int) -> list[Operation]:
+        """Up to ``count`` of the operations the scan kept: no file read, so the event loop may call it.
+
+        Raises :class:`JobChanged` when the file is no longer the one scanned, as :meth:`read` does: a job edited
+        during the run stops it at the lane's next trip for operations, wherever they come from.
+        """
+        self._check_identity()
+        taken = [self._kept.popleft() for _ in range(min(count, len(self._kept)))]
+        self._next += len(taken)
+        return taken
+
+    def _check_identity(self) -> None:
+        if self._identity and file_identity(self._path) != self._identity:
+            raise JobChanged(
+                "the job changed while running (edited, replaced or removed since it was validated)",
+                file=str(self._path),
+            )
+
     def read(self, count: int) -> list[Operation]:
         """The next ``count`` operations of this tenant, in file order (a selector line's matches in its place).
 
         Raises :class:`JobChanged` when the file is no longer the one scanned (edited, replaced, appended
         to or removed): a line read by its old offset could be another operation.
         """
-        file = str(self._path)
-        if self._identity and file_identity(self._path) != self._identity:
-            raise JobChanged(
-                "the job changed while running (edited, replaced or removed since it was validated)", file=file
-            )
+        out = self.read_kept(count)  # checks the file's identity
+        if len(out) == count:
+            return out
         try:
             if self._handle is None:
                 self._handle = self._path.open("rb")
-            return self._read(self._handle, count)
+            return out + self._read(self._handle, count - len(out))
         except JobChanged:
             raise
         except (OSError, ValueError, JobError) as exc:  # orjson.JSONDecodeError is a ValueError
             raise JobChanged(
-                f"the job changed while running: it cannot be read as validated ({exc})", file=file
+                f"the job changed while running: it cannot be read as validated ({exc})", file=str(self._path)
             ) from None
 
     def _read(self, handle: BinaryIO, count: int) -> list[Operation]:

@@ -122,6 +122,11 @@ class LineParser:
                 return None
         return tenant
 
+    def plain(self, data: dict[str, Any], line: int, tenant: str) -> Operation:
+        """The operation of a line :meth:`plain_tenant` passed (for ``tenant``): what the full path returns for it."""
+        name, object_id = data.get("resource", self.default_resource), data["id"]
+        return Operation(str(line), line, tenant, name, object_id, UPDATE, data["patch"], "", None, {}, "")
+
     def unkeyed_tenant(self, data: dict[str, Any]) -> str | None:
         """The configured tenant of a line keyed by its number (no ``key``, not a selector), checking nothing else.
 
@@ -136,9 +141,8 @@ class LineParser:
     def parse(self, data: Any, line: int) -> Operation | Invalid:
         if data.__class__ is dict:
             tenant = self.plain_tenant(data)
-            if tenant is not None:  # what the full path below returns for such a line
-                name, object_id = data.get("resource", self.default_resource), data["id"]
-                return Operation(str(line), line, tenant, name, object_id, UPDATE, data["patch"], "", None, {}, "")
+            if tenant is not None:
+                return self.plain(data, line, tenant)
         key = str(line)
         if not isinstance(data, dict):
             return Invalid.of_line(line, "expected a JSON object")

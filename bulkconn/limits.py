@@ -90,6 +90,9 @@ class SendLog:
     def count_since(self, now: float, start: float) -> int:
         """Sends strictly after ``start`` (``start`` at or before the retention horizon: all of them)."""
         self._prune(now)
+        return self._count_pruned(now, start)
+
+    def _count_pruned(self, now: float, start: float) -> int:
         if start <= now - self.retention_s:
             return self._total
         total = 0
@@ -113,8 +116,10 @@ class SendLog:
         """The earliest time >= ``now`` at which ``count`` more sends keep every ``span_s`` window within ``limit``."""
         if count > limit:
             count = limit  # a request larger than the window still goes out once the window is empty
+        if self._total + count <= limit:
+            return now  # the whole log has room, so every span of it does: no need to look closer
         self._prune(now)
-        excess = self.count_since(now, now - span_s) + count - limit
+        excess = self._count_pruned(now, now - span_s) + count - limit
         if excess <= 0:
             return now
         for when, sent in self._entries:  # oldest first: wait until enough of them leave the span
@@ -195,6 +200,10 @@ class TenantLimits:
         self._starting = False  # after a fresh start, one write request in flight until the window is filled
         self._start_inflight = 0
         self._probe_grants = 0  # answers admitted while a higher limit is probed
+        # The tenant's own part of earliest_send_at for the last (writes, reads) asked, while nothing changed: the
+        # engine asks several times per request (max_batch, ready, wait, take). See _own_earliest.
+        self._changes = 0  # counts every change of state that can move that answer
+        self._cached: tuple[int, int, int, float, bool] = (-1, 0, 0, 0.0, False)  # changes, writes, reads, at, ready
 
     # -- sending --------------------------------------------------------------------------------------
     @property
@@ -208,6 +217,31 @@ class TenantLimits:
 
     def earliest_send_at(self, now: float, *, writes: int, reads: int = 0) -> float:
         """The earliest time >= ``now`` at which ``writes`` writes and ``reads`` reads may go out."""
+        at = self._own_earliest(now, writes=writes, reads=reads)
+        if self.shared is not None:  # other tenants change it at any time: never cached
+            at = max(at, self.shared.room_at(now, writes + reads))
+        return at
+
+    def _own_earliest(self, now: float, *, writes: int, reads: int) -> float:
+        """:meth:`_own_limits_at`, remembered for the last question until the state changes.
+
+        Without a change of state the answer only gets better with time: a send leaves a window at a fixed time,
+        a cool-down ends at a fixed time. So a time still ahead stays the answer until it is reached, and "now"
+        stays "now". (A probe's "one window from now" is the one exception: the remembered time then comes
+        earlier than a fresh answer would, and the caller, woken early, asks again.)
+        """
+        changes, cached_writes, cached_reads, cached_at, ready = self._cached
+        if changes == self._changes and cached_writes == writes and cached_reads == reads:
+            if ready:
+                return now
+            if cached_at > now:
+                return cached_at
+        at = self._own_limits_at(now, writes=writes, reads=reads)
+        self._cached = (self._changes, writes, reads, at, at <= now)
+        return at
+
+    def _own_limits_at(self, now: float, *, writes: int, reads: int) -> float:
+        """The earliest time >= ``now`` that the tenant's own limits (all but the shared one) allow."""
         at = max(now, self.cooldown_until)
         if writes:
             if self._starting and self._start_inflight:
@@ -217,10 +251,7 @@ class TenantLimits:
                 at = max(at, self._writes_room(now, self.learner.configured, writes))
             at = max(at, self._search_room(now, writes) if self._search else self._writes_room(now, writes=writes))
         span = self.window_s + self.margin_s
-        at = max(at, self.anything.room_at(now, limit=self.any_limit, span_s=span, count=writes + reads))
-        if self.shared is not None:
-            at = max(at, self.shared.room_at(now, writes + reads))
-        return at
+        return max(at, self.anything.room_at(now, limit=self.any_limit, span_s=span, count=writes + reads))
 
     def _start_over_at(self, now: float) -> float:
         """While starting, the next write request waits for the answer to the one in flight (or the window's end).
@@ -231,13 +262,15 @@ class TenantLimits:
         end = self._burst_start + self.window_s + self.margin_s
         if now >= end:
             self._starting = False
+            self._changes += 1
             return now
         return end
 
     def _probe_room(self, now: float, writes: int) -> float:
         """While a higher limit is probed, one request at a time beyond what held, and a growing allowance: a
         refusal then costs one chunk, and the probe's first writes go when the old probe's would have."""
-        held, chunk = self.learner.held, self.learner.probe_chunk
+        held = self.learner.held
+        chunk = None if held is None else self.learner.probe_chunk
         if held is None or chunk is None:
             return now
         span = held.window_s + self.margin_s
@@ -261,6 +294,7 @@ class TenantLimits:
         end = search.origin + SEARCH_LONGEST * self.window_s + self.margin_s
         if now >= end:  # no probe was admitted: leave it to what the 429s teach
             self._search = None
+            self._changes += 1
             return self._writes_room(now, writes=writes)
         return min(search.origin + search.span + self.margin_s, end) if writes == 1 else end
 
@@ -268,7 +302,10 @@ class TenantLimits:
         """How many writes may go out at ``now`` (0 while cooling down): size a batch to fit rather than wait."""
         if now < self.cooldown_until:
             return 0
-        low, high = 0, self.max_batch
+        high = self.max_batch
+        if self.earliest_send_at(now, writes=high) <= now:
+            return high  # the common case: the whole batch fits
+        low, high = 0, high - 1
         while low < high:  # at most five calls of earliest_send_at for a batch of 20
             mid = (low + high + 1) // 2
             if self.earliest_send_at(now, writes=mid) <= now:
@@ -279,6 +316,7 @@ class TenantLimits:
 
     def record_send(self, now: float, *, writes: int, reads: int = 0) -> None:
         """Count a request (or a ``$batch`` of ``writes + reads`` sub-requests) sent at ``now``."""
+        self._changes += 1
         if writes:
             if now - self._last_write_at > self.writes.retention_s:
                 self._burst_start = now  # nothing of ours left in any window: a fresh start
@@ -297,11 +335,13 @@ class TenantLimits:
     # -- answers -----------------------------------------------------------------------------------
     def answered(self) -> None:
         """Any answer to a write request (or none at all, after a timeout): call it before the others."""
+        self._changes += 1
         self._start_inflight = max(self._start_inflight - 1, 0)
 
     def succeeded(self, now: float, *, sent_at: float | None = None) -> None:
         """Writes sent at ``sent_at`` admitted at ``now``: probe a higher limit after a stable period, recover
         the batch size; a probe of the window search admitted bounds the window."""
+        self._changes += 1
         search = self._search
         if search is not None and sent_at is not None and sent_at >= search.started:
             self._search = None
@@ -324,6 +364,7 @@ class TenantLimits:
 
     def shrink_batch(self, now: float) -> None:
         """A whole ``$batch`` envelope was throttled or failed at ``now``: halve the batch size (down to 1)."""
+        self._changes += 1
         self.batch_limit = max(1, self.batch_limit // 2)
         self._batch_stable_since = now
 
@@ -349,6 +390,7 @@ class TenantLimits:
         forgotten: the service does not count them in its window. Only refused writes teach the write limit;
         refused reads just pause the tenant.
         """
+        self._changes += 1
         self._starting = False  # the learned values pace from here
         self._probe_grants = 0
         self.writes.forget(refused, sent_at=sent_at)

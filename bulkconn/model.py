@@ -180,11 +180,12 @@ class Progress(Struct):
 
     def record(self, tenant: str, status: Status, *, reason: str = "") -> None:
         """One operation reached its final status (``reason``: the code of a skip)."""
-        self.done[status.value] += 1
+        key = status.value
+        self.done[key] += 1
         counts = self.per_tenant.get(tenant)
         if counts is None:  # not setdefault: that builds a Counter for every operation
             counts = self.per_tenant[tenant] = Counter()
-        counts[status.value] += 1
+        counts[key] += 1
         if status is Status.SKIPPED:
             self.skip_reasons[reason or UNCHANGED] += 1
             if reason == CONFLICT:

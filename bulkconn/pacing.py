@@ -3,7 +3,7 @@
 The engine talks to a tenant's pacer only through :class:`Pacing`, so that another pacing algorithm can
 replace this one without touching the engine (``Engine(pacer_factory=...)``):
 
-- ``max_batch``: the largest ``$batch`` to send next (what fits now, else the batch limit);
+- ``max_batch``: the largest ``$batch`` to send next (what fits now, else the batch limit; at least 1);
 - ``ready(writes=, reads=)``: True when that many sub-requests may go now;
 - ``await wait(writes=, reads=)``: until they may (the shared cool-down after a 429 included), or until an
   answer changed what may go (the caller then looks again);
@@ -69,9 +69,16 @@ def heard(
     A 429 is refused; any other HTTP answer was admitted by the throttling (it counts in the service's windows);
     no answer at all is neither. ``Retry-After`` is parsed raw (None when absent), capped at ``retry_after_cap_s``.
     """
-    refused = [a for a in answers if a.status == 429]
-    admitted = sum(1 for a in answers if a.status is not None and a.status != 429)
-    raw = [a.headers.get("retry-after") for a in refused]
+    raw: list[str | None] = []  # the Retry-After of each 429
+    admitted = 0
+    envelope_failed = False
+    for answer in answers:  # one pass: once per request, over up to 20 answers
+        if answer.status == 429:
+            raw.append(answer.headers.get("retry-after"))
+        elif answer.status is not None:
+            admitted += 1
+        if answer.whole_envelope:
+            envelope_failed = envelope_failed or answer.envelope_failed
     waits = sorted((w, not _is_number(text)) for text in raw if (w := parse_retry_after(text)) is not None)
     longest, shortest = (waits[-1][0], waits[0][0]) if waits else (None, None)
     if longest is not None and retry_after_cap_s is not None:
@@ -81,13 +88,13 @@ def heard(
         sent_at=sent_at,
         admitted_writes=0 if reads else admitted,
         admitted_reads=admitted if reads else 0,
-        refused_writes=0 if reads else len(refused),
-        refused_reads=len(refused) if reads else 0,
+        refused_writes=0 if reads else len(raw),
+        refused_reads=len(raw) if reads else 0,
         retry_after_s=longest,
         tightest_retry_after_s=shortest,
         tightest_is_date=bool(waits) and waits[0][1],
         envelope_refused=whole and answers[0].status == 429,
-        envelope_failed=any(a.envelope_failed for a in answers),
+        envelope_failed=envelope_failed,
         writes=not reads,
     )
 
@@ -132,7 +139,7 @@ class Pacer:
     def __init__(self, limits: TenantLimits, *, clock: Clock | None = None) -> None:
         self.limits = limits
         self._clock = clock or LoopClock()
-        self._changed = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []  # woken by the next answer heard
 
     @property
     def max_batch(self) -> int:
@@ -152,9 +159,20 @@ class Pacer:
         holds may no longer fit, and a smaller one may go at once)."""
         now = self._clock.now()
         at = self.limits.earliest_send_at(now, writes=writes, reads=reads)
-        if at > now:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), at - now)
+        if at <= now:
+            return
+        # A future and a timer rather than wait_for on an Event: workers wait here many times per second while a
+        # tenant starts (one request in flight), and wait_for costs a task per wait.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = loop.call_later(at - now, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            with contextlib.suppress(ValueError):  # an answer heard meanwhile took the list already
+                self._waiters.remove(waiter)
 
     def take(self, *, writes: int, reads: int = 0) -> float | None:
         now = self._clock.now()
@@ -184,8 +202,14 @@ class Pacer:
         if answer.admitted_writes:
             self.limits.succeeded(now, sent_at=answer.sent_at)
         # What may go when has changed (sooner after a probe holds or a search ends): waiters look again.
-        self._changed.set()
-        self._changed = asyncio.Event()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            _wake(waiter)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def margin_for(window_s: float) -> float:

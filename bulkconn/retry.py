@@ -87,7 +87,7 @@ class Answer(Struct, kw_only=True):
     """What one attempt of one operation got back (from a single request or a ``$batch`` sub-response)."""
 
     status: int | None  # None: no usable HTTP answer (connection error, timeout, unreadable envelope)
-    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    headers: Mapping[str, str] = field(default_factory=dict)  # looked up by lower-case name
     error: ErrorInfo | None = None
     whole_envelope: bool = False  # the ``$batch`` envelope itself answered this, for every operation in it
     sent: bool = True  # False: the request certainly never reached the service (no connection, TLS refused)
@@ -106,6 +106,14 @@ class Attempt(Struct, kw_only=True):
     idempotent: bool
     reauthenticated: bool = False  # a 401 was already retried with a fresh token
     answers_500: int = 0  # how many of the answers so far (this one included) were a 500
+
+
+def succeeded(status: int | None) -> bool:
+    """Whether :func:`decide` ends any operation answered ``status`` as succeeded, whatever its history (a 2xx).
+
+    The engine settles those without building the history (:class:`Attempt`): nearly every answer is one.
+    """
+    return status is not None and 200 <= status < 300
 
 
 def decide(answer: Answer, attempt: Attempt, *, tenant: str, policy: RetryPolicy, rng: random.Random) -> Decision:
@@ -186,7 +194,7 @@ def classify(
     ``status`` None means no HTTP answer at all (connection error or timeout). ``answers_500`` counts the 500s
     among the answers so far, this one included (None: take every attempt as one, for callers that do not count).
     """
-    if status is not None and 200 <= status < 300:
+    if succeeded(status):
         return Done(True)
     err = error or ErrorInfo(str(status), f"HTTP {status}")
     retryable = status is None or status == 429 or status in TRANSIENT

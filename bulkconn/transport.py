@@ -76,7 +76,7 @@ class HttpRequest(Struct, kw_only=True):
 
 class HttpResponse(Struct):
     status: int
-    headers: Mapping[str, str]  # lower-case names
+    headers: Mapping[str, str]  # looked up by lower-case name (aiohttp's are case-insensitive)
     body: bytes
 
 
@@ -147,16 +147,18 @@ class AiohttpTransport:
                 request.method, request.url, data=request.body, headers=headers, allow_redirects=False
             ) as resp:
                 raw = await _read_capped(resp, request.url)
-                # Method, URL, status and ids only: never headers (Authorization) or bodies.
-                log.debug(
-                    "%s %s -> %s request-id=%s client-request-id=%s",
-                    request.method,
-                    request.url,
-                    resp.status,
-                    resp.headers.get("request-id", ""),
-                    request.client_request_id,
-                )
-                return HttpResponse(resp.status, {k.lower(): v for k, v in resp.headers.items()}, raw)
+                if log.isEnabledFor(logging.DEBUG):  # the arguments cost, on every request
+                    # Method, URL, status and ids only: never headers (Authorization) or bodies.
+                    log.debug(
+                        "%s %s -> %s request-id=%s client-request-id=%s",
+                        request.method,
+                        request.url,
+                        resp.status,
+                        resp.headers.get("request-id", ""),
+                        request.client_request_id,
+                    )
+                # aiohttp's headers as they are (read-only, names looked up case-insensitively): no copy per answer.
+                return HttpResponse(resp.status, resp.headers, raw)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _translate(exc, request.url, self._timeout.total) from exc
 

@@ -87,7 +87,7 @@ def jittered(latency_s: float, jitter_s: float, *, seed: int) -> Callable[[], fl
 
 
 def respond(status: int = 200, *, headers: Mapping[str, str] | None = None, body: Any = None) -> HttpResponse:
-    """An answer with a JSON ``body`` (or none); header names are lower-cased as the real transport does."""
+    """An answer with a JSON ``body`` (or none); header names are lower-cased (the real transport looks them up case-insensitively)."""
     raw = b"" if body is None else orjson.dumps(body)
     return HttpResponse(status, {k.lower(): v for k, v in (headers or {}).items()}, raw)
 

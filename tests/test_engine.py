@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,14 +10,14 @@ import orjson
 import pytest
 
 from bulkconn.config import TenantConfig
-from bulkconn.engine import EngineSettings
+from bulkconn.engine import Engine, EngineSettings
 from bulkconn.errors import TransportError
 from bulkconn.limits import TenantLimits
 from bulkconn.pacing import Heard, Pacer, Pacing
 from bulkconn.retry import RetryPolicy
 from bulkconn.transport import Clock, HttpRequest, HttpResponse
 from tests.engine_harness import GRAPH, POLICY, FakeAuth, oid, run_engine, sync, update
-from tests.fakes import FakeGraph, Handler, batch_ids, batch_response, error_body, respond
+from tests.fakes import FakeGraph, FakeTransport, Handler, batch_ids, batch_response, error_body, respond, run_virtual
 from tests.pacing_sim import busiest
 
 SINGLE = EngineSettings(seed=1, batch_size=1, policy=POLICY)
@@ -273,6 +274,46 @@ def test_stop_sends_nothing_new(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         during=lambda engine: engine.stop(),
     )
     assert len(run.outcomes) == len(run.requests) < 100
+
+
+def test_stop_ends_the_wait_for_a_cool_down_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers waiting out a 300 s Retry-After stop when asked; the throttled operations get no outcome."""
+    answered: list[int] = []
+
+    def throttling(request: HttpRequest) -> HttpResponse:
+        answered.append(1)
+        return respond(429, headers={"Retry-After": "300"})
+
+    def stop_later(engine: Engine) -> None:
+        asyncio.get_running_loop().call_later(10.0, engine.stop)
+
+    run = run_engine(
+        tmp_path, monkeypatch, [update(n) for n in range(1, 9)], throttling, settings=SINGLE, during=stop_later
+    )
+    assert run.elapsed_s == pytest.approx(10.0, abs=0.01)
+    assert run.outcomes == [] and len(answered) == len(run.requests) >= 1
+
+
+def test_a_wait_ends_false_on_stop_and_passes_any_other_cancellation_on() -> None:
+    """stop() ends a worker's wait (False, not an error); a cancellation from outside still cancels the worker."""
+
+    async def scenario() -> None:
+        async with FakeTransport(lambda request: respond(204)) as transport:
+            engine = Engine(
+                tenants={}, auth=FakeAuth(), transport=transport, settings=SINGLE, on_outcome=lambda outcome: None
+            )
+            stopped = asyncio.ensure_future(engine._unless_stopped(asyncio.sleep(300)))
+            cancelled = asyncio.ensure_future(engine._unless_stopped(asyncio.sleep(300)))
+            await asyncio.sleep(1)
+            cancelled.cancel()
+            engine.stop()
+            assert await stopped is False
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            assert await engine._unless_stopped(asyncio.sleep(300)) is False  # after a stop: no wait at all
+            assert asyncio.get_running_loop().time() == pytest.approx(1.0)
+
+    run_virtual(scenario())
 
 
 # -- against a fake Graph with Intune's sliding write window (moved here from the end-to-end tests) ------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import uuid
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import orjson
 import pytest
 
 from bulkconn.batching import envelope, error_from_body, request_for, unpack
+from bulkconn.engine.dispatch import new_request_id
 from bulkconn.errors import JobError
 from bulkconn.job import Invalid, LaneReader, scan_job
 from bulkconn.logs import redact
@@ -290,3 +292,12 @@ def test_decide_statuses_of_done() -> None:
     assert _answer(200).status == "succeeded"  # type: ignore[union-attr]
     assert _answer(404).status == "failed"  # type: ignore[union-attr]
     assert _answer(503, idempotent=False).status == "uncertain"  # type: ignore[union-attr]
+
+
+def test_client_request_ids_are_random_uuids_as_graph_expects() -> None:
+    """Each id reads back as the same version-4 RFC 4122 UUID, and no two are alike."""
+    ids = [new_request_id() for _ in range(2_000)]
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+    assert len(set(ids)) == len(ids)

@@ -19,3 +19,12 @@ def test_a_few_lanes_read_full_chunks_and_many_lanes_share_the_budget() -> None:
     """Up to READ_AHEAD // READ_CHUNK tenants read whole chunks; beyond that each reads its share."""
     assert read_chunk(READ_AHEAD // READ_CHUNK) == READ_CHUNK
     assert read_chunk(1_000) == READ_AHEAD // 1_000
+
+
+@pytest.mark.parametrize("configured", [1, 50, 64, 65, 1_000, 4_000])
+def test_what_the_scan_keeps_per_tenant_fits_its_lanes_first_trip(configured: int) -> None:
+    """The scan keeps read_chunk(configured tenants) per tenant; a run has at most that many lanes, each reading at
+    least as much per trip: the kept operations are a lane's first read-ahead, within the same budget."""
+    for lanes in {1, configured // 2 or 1, configured}:
+        assert read_chunk(configured) <= read_chunk(lanes)
+    assert read_chunk(configured) * configured <= max(READ_AHEAD, configured)

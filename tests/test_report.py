@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
@@ -59,6 +60,47 @@ def test_writer_appends_after_a_torn_line_and_closes_as_a_context_manager(tmp_pa
     assert fmt.decode(lines[1]) is None
     intent = fmt.decode(lines[2])
     assert intent is not None and intent["type"] == "intent" and intent["key"] == "1" and intent["action"] == "sync"
+
+
+def _keys(path: Path) -> list[str]:
+    return [str(orjson.loads(line)["key"]) for line in path.read_bytes().splitlines()]
+
+
+def test_writer_flushes_a_steps_results_before_the_run_waits_and_at_once_outside_a_loop(tmp_path: Path) -> None:
+    """In a loop, a step's lines reach the file together once the step ends; outside a loop, each one at once."""
+    path = tmp_path / "report.jsonl"
+    outcome = _outcome()
+
+    async def scenario(writer: ReportWriter) -> list[str]:
+        for key in ("1", "2", "3"):
+            outcome.key = key
+            writer.result(outcome)
+        await asyncio.sleep(0)  # the step ended: the loop ran the flush before anything that waits
+        return _keys(path)
+
+    with ReportWriter(path) as writer:
+        assert asyncio.run(scenario(writer)) == ["1", "2", "3"]
+        outcome.key = "4"
+        writer.result(outcome)
+        assert _keys(path) == ["1", "2", "3", "4"]
+
+
+def test_an_intent_is_durable_after_the_lines_before_it_and_close_writes_what_is_pending(tmp_path: Path) -> None:
+    """An intent flushes the step's pending results first (file order is write order); closing loses nothing."""
+    path = tmp_path / "report.jsonl"
+    outcome = _outcome()
+    sync = Operation("s", 9, "contoso", "exchangeConnector", "abc", Action.SYNC, sync_type="fullSync")
+
+    async def scenario() -> list[str]:
+        with ReportWriter(path) as writer:
+            writer.result(outcome)
+            writer.intent(sync)
+            assert _keys(path) == ["7", "s"]  # in the file before the action is sent, without a turn of the loop
+            outcome.key = "8"
+            writer.result(outcome)
+        return _keys(path)
+
+    assert asyncio.run(scenario()) == ["7", "s", "8"]
 
 
 def test_a_report_written_before_the_refactor_still_resumes(tmp_path: Path) -> None:

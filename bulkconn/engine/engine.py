@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -28,14 +27,14 @@ from msgspec import Struct, field
 from bulkconn.auth import TokenProvider
 from bulkconn.batching import MAX_BATCH
 from bulkconn.config import TenantConfig
-from bulkconn.engine.dispatch import dispatch
+from bulkconn.engine.dispatch import dispatch, new_request_id
 from bulkconn.engine.lane import Lane, OpState, read_chunk
 from bulkconn.engine.reading import ReadFirst, Skip, after_read, read_url
 from bulkconn.errors import AuthError, JobChanged
 from bulkconn.job import JobScan, LaneReader
 from bulkconn.model import ErrorInfo, Operation, Outcome, Progress, Status, utc_now
 from bulkconn.pacing import GLOBAL_PER_APP, GLOBAL_WINDOW_S, Pacers, Pacing, heard
-from bulkconn.retry import Answer, Done, Retry, RetryPolicy, decide
+from bulkconn.retry import Answer, Done, Retry, RetryPolicy, decide, succeeded
 from bulkconn.transport import Clock, LoopClock, Transport
 
 if TYPE_CHECKING:  # reads are imported when a job reads first (--skip-unchanged, --backup, expect)
@@ -83,6 +82,8 @@ class Engine:
         self.on_backup = on_backup
         self.progress = Progress(started=self.clock.now()) if progress is None else progress
         self.stopping = asyncio.Event()
+        self._waiting: set[asyncio.Task[Any]] = set()  # workers waiting in _unless_stopped
+        self._stopped_waits: set[asyncio.Task[Any]] = set()  # ... of which stop() cancelled the wait
         self.auth_failures: dict[str, ErrorInfo] = {}
         self.job_changed: JobChanged | None = None  # why the run stopped by itself, if the job changed under it
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -99,6 +100,10 @@ class Engine:
     def stop(self) -> None:
         """Start nothing new; operations in flight finish and are recorded."""
         self.stopping.set()
+        waiting, self._waiting = self._waiting, set()
+        for worker in waiting:  # see _unless_stopped
+            self._stopped_waits.add(worker)
+            worker.cancel()
         for lane in self._lanes.values():
             task = asyncio.get_running_loop().create_task(self._wake(lane))
             self._wakers.add(task)
@@ -112,6 +117,7 @@ class Engine:
         """Send every valid operation of ``scan``; return the counters."""
         self.progress.total += scan.operations
         readers = {alias: LaneReader(scan, alias) for alias in scan.offsets}
+        scan.kept.clear()  # each reader took its tenant's; what is left belongs to no lane (another shard's tenants)
         try:
             async with asyncio.TaskGroup() as group:
                 chunk = read_chunk(len(readers))  # the read-ahead budget, shared by the lanes
@@ -139,7 +145,8 @@ class Engine:
 
     async def _worker(self, lane: Lane) -> None:
         while True:
-            limit = min(lane.pacer.max_batch, self.settings.batch_size)
+            size = self.settings.batch_size
+            limit = min(lane.pacer.max_batch, size) if size > 1 else size  # max_batch is never below 1
             batch = await lane.take(limit, self.stopping)
             if batch is None:
                 if lane.quarantine is not None:
@@ -177,7 +184,7 @@ class Engine:
         A stop while we wait drops the batch unsent (it is redone on resume).
         """
         while True:
-            if batch is not None and len(batch) > (fits := lane.pacer.max_batch):
+            if batch is not None and len(batch) > 1 and len(batch) > (fits := lane.pacer.max_batch):
                 await lane.give_back(batch[fits:])
                 del batch[fits:]
             writes = len(batch) if batch is not None else 0
@@ -193,7 +200,8 @@ class Engine:
 
     async def _read_first(self, lane: Lane, batch: list[OpState]) -> list[OpState] | None:
         """Read the objects the batch must read first and settle them; the states to write now (None: stopped)."""
-        reading = [s for s in batch if not s.read_done and self.settings.read_first.needed(s.op)]
+        needed = self.settings.read_first.needed
+        reading = [s for s in batch if not s.read_done and needed(s.op)]
         if not reading:
             return batch
         while True:
@@ -216,13 +224,13 @@ class Engine:
         lane.pacer.heard(heard([r.answer for r in reads], sent_at=sent_at, reads=True, retry_after_cap_s=cap_s))
         for state, read in zip(reading, reads, strict=True):
             await self._settle_read(lane, state, read, token)
-        return [s for s in batch if s.read_done or not self.settings.read_first.needed(s.op)]
+        return [s for s in batch if s.read_done or not needed(s.op)]
 
     async def _get(self, lane: Lane, reading: list[OpState], token: str, sent_at: float) -> list[Read]:
         """GET the objects of ``reading`` in one request (a single GET or a ``$batch``)."""
         from bulkconn.reads import get_objects
 
-        client_request_id = str(uuid.uuid4())
+        client_request_id = new_request_id()
         for state in reading:
             state.begin_read(sent_at, client_request_id)
         return await get_objects(
@@ -258,20 +266,30 @@ class Engine:
             state.read_done = True
 
     async def _unless_stopped(self, waiting: Coroutine[Any, Any, None]) -> bool:
-        """Await ``waiting`` unless the run is stopped first (then cancel it and return False)."""
-        task = asyncio.ensure_future(waiting)
-        stop = asyncio.ensure_future(self.stopping.wait())
+        """Await ``waiting`` unless the run is stopped first (then it is cancelled, and False returned).
+
+        Without a task per wait (workers wait many times per second while a tenant starts): :meth:`stop` cancels
+        the workers waiting here, and each takes back the cancellation the stop caused (``uncancel``); any
+        other cancellation goes on up.
+        """
+        if self.stopping.is_set():
+            waiting.close()
+            return False
+        worker = asyncio.current_task()
+        assert worker is not None
+        self._waiting.add(worker)
         try:
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await waiting
+        except asyncio.CancelledError:
+            if worker not in self._stopped_waits:
+                raise
+            self._stopped_waits.discard(worker)
+            if worker.uncancel() > 0:  # cancelled by something else as well
+                raise
+            return False
         finally:
-            for pending in (task, stop):
-                if not pending.done():
-                    pending.cancel()
-            await asyncio.gather(task, stop, return_exceptions=True)
-        failure = task.exception() if task.done() and not task.cancelled() else None
-        if failure is not None:
-            raise failure
-        return task.done() and not task.cancelled() and not self.stopping.is_set()
+            self._waiting.discard(worker)
+        return not self.stopping.is_set()
 
     async def _fail_all(self, lane: Lane) -> None:
         """End every remaining operation of a quarantined lane as failed, with the reason."""
@@ -287,7 +305,11 @@ class Engine:
     def _finish(self, state: OpState, status: Status, error: ErrorInfo | None, reason: ErrorInfo | None = None) -> None:
         outcome = state.outcome(status, error, now=self.clock.now(), finished_at=utc_now())
         outcome.reason = reason
-        self.progress.record(outcome.tenant, status, reason=reason.code if reason else "")
+        self._record(outcome)
+
+    def _record(self, outcome: Outcome) -> None:
+        reason = outcome.reason
+        self.progress.record(outcome.tenant, outcome.status, reason=reason.code if reason else "")
         self.on_outcome(outcome)
 
     async def _token(self, lane: Lane) -> str | None:
@@ -303,7 +325,7 @@ class Engine:
             self.auth_failures[lane.tenant.alias] = error
 
     async def _send(self, lane: Lane, batch: list[OpState], token: str | None, sent_at: float) -> None:
-        client_request_id = str(uuid.uuid4())
+        client_request_id = new_request_id()
         for state in batch:
             state.begin_attempt(sent_at, client_request_id)
             if not state.op.idempotent:  # a sync, a wipe...: recorded first, so a resume never sends it twice
@@ -326,9 +348,13 @@ class Engine:
         cap_s = self.settings.policy.retry_after_cap_s
         lane.pacer.heard(heard(sent.answers, sent_at=sent_at, retry_after_cap_s=cap_s))
         self._note_limit(lane)
+        now, finished_at = self.clock.now(), utc_now()
         for state, answer, request_id in zip(batch, sent.answers, sent.request_ids, strict=True):
             state.answered(answer.status, request_id)
-            await self._settle(lane, state, answer, token)
+            if succeeded(answer.status):  # nearly every answer: what decide() says, without its inputs
+                self._record(state.outcome(Status.SUCCEEDED, None, now=now, finished_at=finished_at))
+            else:
+                await self._settle(lane, state, answer, token)
 
     async def _settle(self, lane: Lane, state: OpState, answer: Answer, token: str) -> None:
         """Carry out the decision for one operation's answer."""

@@ -23,6 +23,8 @@ from bulkconn.transport import Clock
 
 READ_CHUNK = 512  # most operations a lane reads per trip to a thread (each trip costs a thread-pool hand-off)
 READ_AHEAD = 32_768  # most operations read ahead by all lanes together: thousands of tenants hold few each
+# A run's scan keeps each tenant's first read_chunk operations (JobScan.kept): a lane's first trip for operations
+# needs no read of the job (a job of a few hundred operations per tenant is read once), and within the same budget.
 
 
 def read_chunk(lanes: int) -> int:
@@ -144,8 +146,24 @@ class Lane:
 
     async def _refill(self) -> None:
         if not self.pending and self.reader.remaining:
-            ops = await asyncio.to_thread(self.reader.read, self.chunk)
+            if self.reader.kept:  # validated by the scan and still in memory: no file read, no trip to a thread
+                ops = self.reader.read_kept(self.chunk)
+            else:
+                ops = await asyncio.to_thread(self.reader.read, self.chunk)
             self.pending.extend(OpState(op) for op in ops)
+
+    async def _pick_batch(self, limit: int) -> list[OpState]:
+        """Up to ``limit`` operations to send now: retries that are due first, then the job's, in order."""
+        picked: list[OpState] = []
+        while self.retry and self.retry[0][0] <= self.clock.now() and len(picked) < limit:
+            self._pick(heapq.heappop(self.retry)[2], picked)
+        while len(picked) < limit:
+            if not self.pending:  # checked here: a call of the coroutine per operation costs
+                await self._refill()
+                if not self.pending:
+                    break
+            self._pick(self.pending.popleft(), picked)
+        return picked
 
     def _has_work(self) -> bool:
         return bool(self.pending or self.retry or self.parked or self.reader.remaining or self.inflight)
@@ -161,14 +179,7 @@ class Lane:
                     while self.inflight:
                         await self.cond.wait()
                     return None
-                picked: list[OpState] = []
-                while self.retry and self.retry[0][0] <= self.clock.now() and len(picked) < limit:
-                    self._pick(heapq.heappop(self.retry)[2], picked)
-                while len(picked) < limit:
-                    await self._refill()
-                    if not self.pending:
-                        break
-                    self._pick(self.pending.popleft(), picked)
+                picked = await self._pick_batch(limit)
                 if picked:
                     self.inflight += 1
                     return picked

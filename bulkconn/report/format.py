@@ -223,7 +223,7 @@ def summary(
 
 def encode(record: Record) -> bytes:
     """One report line, newline included."""
-    return orjson.dumps(record) + b"\n"
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def decode(raw: bytes) -> dict[str, Any] | None:

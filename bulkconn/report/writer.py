@@ -1,11 +1,19 @@
-"""The append-only JSONL report: one writer, a flush per line, regular fsyncs.
+"""The append-only JSONL report: one writer, a flush per step of the run, regular fsyncs.
 
 What each line holds is :mod:`bulkconn.report.format`; this module only makes lines durable. Use it as a
 (sync or async) context manager: it is closed, flushed and fsynced on exit.
+
+Inside a running event loop, the lines written during one step of the loop (the results of one answer: up to 20
+for a ``$batch``) go out together in one ``write`` and one flush, scheduled with ``call_soon``: they reach the
+kernel before the loop waits for anything (it does not block while a callback is ready). A kill before that flush
+loses only results whose answers had just arrived: those operations count as in flight and are sent again by
+``--resume``, which the durability guarantee (``docs/report-format.md``) allows. Outside a loop every line is
+flushed at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterable
@@ -18,7 +26,8 @@ from bulkconn.report import format as fmt
 
 
 class ReportWriter:
-    """Appends report lines; every line is flushed, and fsynced at most every ``fsync_every_s``.
+    """Appends report lines; every step's lines are flushed (see the module doc), and fsynced at most every
+    ``fsync_every_s``.
 
     A new report is created owner-only (0600); an existing one keeps its mode. Nothing else is created: a
     missing directory is an error, not made. Raises ``OSError`` when the report cannot be opened (the
@@ -31,6 +40,8 @@ class ReportWriter:
         self._last_fsync = time.monotonic()
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
         self._handle: BinaryIO = os.fdopen(fd, "ab")
+        self._pending: list[bytes] = []  # encoded lines waiting for this step's flush
+        self._flush_scheduled = False
         self._repair_torn_tail()
 
     def __enter__(self) -> Self:
@@ -61,32 +72,53 @@ class ReportWriter:
                 self._handle.flush()
 
     def write(self, record: fmt.Record) -> None:
-        self._handle.write(fmt.encode(record))
+        """Append one line: flushed at the end of this step of the event loop, or at once outside a loop."""
+        self._pending.append(fmt.encode(record))
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the pending lines in one ``write`` and flush them; fsync if the last was ``fsync_every_s`` ago."""
+        self._flush_scheduled = False
+        if self._handle.closed:
+            return
+        if self._pending:
+            self._handle.write(b"".join(self._pending))
+            self._pending.clear()
         self._handle.flush()
         now = time.monotonic()
         if now - self._last_fsync >= self._fsync_every_s:
-            os.fsync(self._handle.fileno())
-            self._last_fsync = now
+            self._fsync(now)
+
+    def _fsync(self, now: float) -> None:
+        os.fsync(self._handle.fileno())
+        self._last_fsync = now
 
     def intent(self, op: Operation) -> None:
-        """Record, durably, that a non-idempotent action is about to be sent."""
-        self.write(fmt.intent(op, at=utc_now()))
-        os.fsync(self._handle.fileno())
+        """Record, durably, that a non-idempotent action is about to be sent (the lines before it too)."""
+        self.durable([fmt.intent(op, at=utc_now())])
 
     def durable(self, records: Iterable[fmt.Record]) -> None:
-        """Write ``records`` and fsync before returning: a selector's expansion before the first write of its
-        line, a pre-image (``backup``) before its write."""
-        for record in records:
-            self._handle.write(fmt.encode(record))
+        """Write ``records`` (after the pending lines) and fsync before returning: a selector's expansion before
+        the first write of its line, a pre-image (``backup``) before its write, an ``intent`` before its action."""
+        self._pending.extend(fmt.encode(record) for record in records)
+        self._handle.write(b"".join(self._pending))
+        self._pending.clear()
         self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self._last_fsync = time.monotonic()
+        self._fsync(time.monotonic())
 
     def result(self, outcome: Outcome) -> None:
         self.write(fmt.result(outcome))
 
     def close(self) -> None:
         if not self._handle.closed:
-            self._handle.flush()
+            self.flush()
             os.fsync(self._handle.fileno())
             self._handle.close()
