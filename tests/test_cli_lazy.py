@@ -65,7 +65,7 @@ def test_run_command_imports_nothing_beyond_what_sending_needs() -> None:
 
 # What only some jobs or flags use: selector lines (selectors, listing, expansion, values), reads first (reads,
 # precheck), device-code tenants (tokencache), a CSV job (jobcsv), --resume or a report already there (resume,
-# report.reader, glob), --shard/--shards (shards), --processes (processes, scaleout, merge) and --dry-run or a
+# report.reader; not the stdlib's glob they use, which coverage imports into every interpreter CI starts), --shard/--shards (shards), --processes (processes, scaleout, merge) and --dry-run or a
 # question at a terminal (dryrun, confirm).
 ON_DEMAND = (
     "bulkconn.selectors",
@@ -78,7 +78,6 @@ ON_DEMAND = (
     "bulkconn.jobcsv",
     "bulkconn.resume",
     "bulkconn.report.reader",
-    "glob",
     "bulkconn.shards",
     "bulkconn.processes",
     "bulkconn.cli.scaleout",
