@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from bulkconn.cli.display import Display, progress_line, summary_grid, summary_table, summary_text
+from bulkconn.cli.display import Display, drawn_plain, progress_line, summary_grid, summary_table, summary_text
 from bulkconn.model import Progress
 
 
@@ -99,3 +99,13 @@ def test_plain_summary_is_what_rich_draws_off_a_terminal(
 def test_plain_summary_leaves_wide_characters_to_rich() -> None:
     """Only rich knows how wide a non-ASCII alias is on screen: the plain drawing declines it."""
     assert summary_text(*summary_grid(Counter({"succeeded": 1}), {"東京": {"succeeded": 1}})) is None
+
+
+def test_only_a_utf8_stream_off_a_terminal_gets_the_plain_drawing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rich draws ASCII boxes on a stream that is not UTF-8 (a Windows log in cp1252): that stays rich's job."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    assert drawn_plain(io.TextIOWrapper(io.BytesIO(), encoding="utf-8"))
+    assert not drawn_plain(io.TextIOWrapper(io.BytesIO(), encoding="cp1252"))
+    monkeypatch.setenv("COLUMNS", "80")
+    assert not drawn_plain(io.TextIOWrapper(io.BytesIO(), encoding="utf-8"))

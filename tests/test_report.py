@@ -6,12 +6,13 @@ import asyncio
 from pathlib import Path
 
 import orjson
+import pytest
 
 from bulkconn.job import fingerprint
 from bulkconn.model import Action, ErrorInfo, Operation, Outcome, Status
 from bulkconn.report import format as fmt
 from bulkconn.report.reader import read_state, summarize
-from bulkconn.report.writer import ReportWriter
+from bulkconn.report.writer import MAX_PENDING, ReportWriter
 from bulkconn.resume import plan_resume
 
 RESULT_FIELDS = [
@@ -101,6 +102,42 @@ def test_an_intent_is_durable_after_the_lines_before_it_and_close_writes_what_is
         return _keys(path)
 
     assert asyncio.run(scenario()) == ["7", "s", "8"]
+
+
+def test_many_lines_in_one_step_reach_the_file_without_waiting_for_the_step_to_end(tmp_path: Path) -> None:
+    """A step that records many lines (a job's invalid lines) holds at most MAX_PENDING of them in memory."""
+    path = tmp_path / "report.jsonl"
+    outcome = _outcome()
+    lines = MAX_PENDING * 3 + 5
+
+    async def scenario(writer: ReportWriter) -> int:
+        for key in range(lines):
+            outcome.key = str(key)
+            writer.result(outcome)
+        return len(_keys(path))  # still inside the step: only what the bound flushed is there
+
+    with ReportWriter(path) as writer:
+        in_file = asyncio.run(scenario(writer))
+    assert lines - MAX_PENDING < in_file < lines
+    assert _keys(path) == [str(key) for key in range(lines)]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_failed_flush_in_the_loop_stops_the_next_write_instead_of_vanishing() -> None:
+    """A full disk met by a step's flush is raised by the next write: the run stops rather than sending on."""
+
+    async def scenario(writer: ReportWriter) -> None:
+        writer.result(_outcome())
+        await asyncio.sleep(0)  # the scheduled flush meets ENOSPC
+        with pytest.raises(OSError):
+            writer.result(_outcome())
+        with pytest.raises(OSError):
+            writer.durable([])
+
+    writer = ReportWriter(Path("/dev/full"))
+    asyncio.run(scenario(writer))
+    with pytest.raises(OSError):
+        writer.close()
 
 
 def test_a_report_written_before_the_refactor_still_resumes(tmp_path: Path) -> None:

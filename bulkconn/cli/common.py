@@ -16,7 +16,7 @@ import orjson
 from msgspec import Struct
 
 from bulkconn.childpipe import final_record
-from bulkconn.cli.display import ChildProgress, Display, rich_summary, summary_grid, summary_text
+from bulkconn.cli.display import ChildProgress, Display, drawn_plain, rich_summary, summary_grid, summary_text
 from bulkconn.cli.problems import (
     RunCommands,
     echo_next_steps,
@@ -208,21 +208,12 @@ def _quarantine_line(result: RunResult, tenant: str, *, markup: bool) -> str:
     return line + (f"; {unsent} operation(s) failed unsent for this reason (each is in the report)" if unsent else "")
 
 
-def _plain_stderr() -> bool:
-    """Off a terminal, with neither COLUMNS nor FORCE_COLOR: rich would add no colour and wrap nothing there."""
-    try:
-        terminal = sys.stderr.isatty()
-    except (AttributeError, ValueError):  # a closed or unusual stream is not a terminal
-        terminal = False
-    return not terminal and not os.environ.get("COLUMNS") and not os.environ.get("FORCE_COLOR")
-
-
 def print_summary(result: RunResult, commands: RunCommands, final: Final) -> None:
     """The table, the first problems and the next commands, on stderr."""
     grid = summary_grid(
         result.counts, result.per_tenant, already_final=result.skipped_by_tenant, conflicts=result.conflicts_by_tenant
     )
-    text = summary_text(*grid) if _plain_stderr() else None
+    text = summary_text(*grid) if drawn_plain(sys.stderr) else None
     if text is None:
         _print_rich(result, grid)
     else:  # the same characters rich would write here, without importing it

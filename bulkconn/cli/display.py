@@ -7,6 +7,7 @@ Otherwise: a plain line every ``plain_every_s`` seconds. ``--quiet``: nothing un
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -203,6 +204,18 @@ def rich_summary(header: list[str], rows: list[list[str]]) -> Table:
         table.add_row(escape(row[0]), *row[1:])  # a tenant alias is text, never markup
     table.add_row(*(f"[b]{cell}[/b]" for cell in rows[-1]))
     return table
+
+
+def drawn_plain(stream: TextIO) -> bool:
+    """Whether rich would draw on ``stream`` exactly what :func:`summary_text` draws: off a terminal (no colour,
+    no wrapping), with neither COLUMNS nor FORCE_COLOR set, and UTF-8 (rich falls back to ASCII boxes otherwise,
+    as on a Windows log file in the ANSI code page)."""
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream is not a terminal
+        terminal = False
+    utf8 = (getattr(stream, "encoding", None) or "").lower().replace("-", "").startswith("utf")
+    return utf8 and not terminal and not os.environ.get("COLUMNS") and not os.environ.get("FORCE_COLOR")
 
 
 def summary_text(header: list[str], rows: list[list[str]]) -> str | None:

@@ -8,7 +8,12 @@ for a ``$batch``) go out together in one ``write`` and one flush, scheduled with
 kernel before the loop waits for anything (it does not block while a callback is ready). A kill before that flush
 loses only results whose answers had just arrived: those operations count as in flight and are sent again by
 ``--resume``, which the durability guarantee (``docs/report-format.md``) allows. Outside a loop every line is
-flushed at once.
+flushed at once, and so are the waiting lines once there are ``MAX_PENDING`` of them (a run that records many
+invalid lines in one step holds no more than that in memory).
+
+A write error in a scheduled flush (a full disk) cannot reach the engine from the loop's callback: it is kept
+and raised by the next ``write``, ``durable`` or ``close``, so the run stops on the next result, as it did when
+every line was written at once.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import BinaryIO, Self
 
 from bulkconn.model import Operation, Outcome, utc_now
 from bulkconn.report import format as fmt
+
+MAX_PENDING = 256  # lines held for one step's flush at most
 
 
 class ReportWriter:
@@ -42,6 +49,7 @@ class ReportWriter:
         self._handle: BinaryIO = os.fdopen(fd, "ab")
         self._pending: list[bytes] = []  # encoded lines waiting for this step's flush
         self._flush_scheduled = False
+        self._failed: OSError | None = None  # a scheduled flush's error, raised by the next call
         self._repair_torn_tail()
 
     def __enter__(self) -> Self:
@@ -73,7 +81,11 @@ class ReportWriter:
 
     def write(self, record: fmt.Record) -> None:
         """Append one line: flushed at the end of this step of the event loop, or at once outside a loop."""
+        self._raise_failure()
         self._pending.append(fmt.encode(record))
+        if len(self._pending) >= MAX_PENDING:
+            self.flush()
+            return
         if self._flush_scheduled:
             return
         try:
@@ -82,7 +94,18 @@ class ReportWriter:
             self.flush()
             return
         self._flush_scheduled = True
-        loop.call_soon(self.flush)
+        loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        """``flush`` from the loop: an error is kept for the next call instead of going to the loop's handler."""
+        try:
+            self.flush()
+        except OSError as exc:
+            self._failed = exc
+
+    def _raise_failure(self) -> None:
+        if self._failed is not None:
+            raise self._failed
 
     def flush(self) -> None:
         """Write the pending lines in one ``write`` and flush them; fsync if the last was ``fsync_every_s`` ago."""
@@ -90,8 +113,9 @@ class ReportWriter:
         if self._handle.closed:
             return
         if self._pending:
-            self._handle.write(b"".join(self._pending))
+            lines = b"".join(self._pending)
             self._pending.clear()
+            self._handle.write(lines)
         self._handle.flush()
         now = time.monotonic()
         if now - self._last_fsync >= self._fsync_every_s:
@@ -108,6 +132,7 @@ class ReportWriter:
     def durable(self, records: Iterable[fmt.Record]) -> None:
         """Write ``records`` (after the pending lines) and fsync before returning: a selector's expansion before
         the first write of its line, a pre-image (``backup``) before its write, an ``intent`` before its action."""
+        self._raise_failure()
         self._pending.extend(fmt.encode(record) for record in records)
         self._handle.write(b"".join(self._pending))
         self._pending.clear()
@@ -118,7 +143,12 @@ class ReportWriter:
         self.write(fmt.result(outcome))
 
     def close(self) -> None:
-        if not self._handle.closed:
+        """Flush, fsync and close; raises a write error met on the way, or one a scheduled flush kept."""
+        if self._handle.closed:
+            return
+        try:
             self.flush()
             os.fsync(self._handle.fileno())
+        finally:
             self._handle.close()
+        self._raise_failure()
