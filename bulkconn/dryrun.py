@@ -15,7 +15,8 @@ from typing import Any
 
 from bulkconn.batching import request_for
 from bulkconn.config import Config
-from bulkconn.job import Invalid, LaneReader
+from bulkconn.jobline import Invalid
+from bulkconn.lanereader import LaneReader
 from bulkconn.runner import strict_check
 
 PLAN_EXAMPLES = 3  # requests shown per tenant by --dry-run

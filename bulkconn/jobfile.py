@@ -174,7 +174,7 @@ class LineStream(Struct):
     """Physical lines of a job file (byte-order mark removed), numbered from 1, hashed as they are read.
 
     After iterating, ``sha256``, ``size`` and ``lines`` describe the whole file exactly as
-    :func:`bulkconn.job.fingerprint` does.
+    :func:`bulkconn.fingerprint.fingerprint` does.
     """
 
     path: Path

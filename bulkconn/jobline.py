@@ -1,7 +1,7 @@
 """One line of a job, checked: a valid :class:`~bulkconn.model.Operation`, or :class:`Invalid` and why.
 
 :class:`LineParser` applies a job's defaults line and the configured tenants to each parsed line (a JSON object,
-or the object a CSV row becomes). The scan (:mod:`bulkconn.job`) calls it once per line of a job of any size:
+or the object a CSV row becomes). The scan (:mod:`bulkconn.jobscan`) calls it once per line of a job of any size:
 :meth:`LineParser.plain_tenant` decides the common line (a valid plain PATCH) at a glance, and everything else
 goes through :meth:`LineParser.parse`, which words every problem with its line number and a "did you mean".
 """

@@ -4,7 +4,7 @@ The runner calls :func:`expand` after the report's header and before the lanes s
 that has selector lines without a complete record in the report is listed once for all of them (paced reads,
 following ``@odata.nextLink``, ``$select`` of ``id`` and the ``where`` properties), matched by an
 :class:`~bulkconn.expansion.Expander`, and its records go to ``on_records`` (which writes and fsyncs them)
-before :func:`expand` returns. The matches are attached to the scan (:attr:`bulkconn.job.JobScan.expansion`),
+before :func:`expand` returns. The matches are attached to the scan (:attr:`bulkconn.jobscan.JobScan.expansion`),
 where the lane readers find them.
 
 A collection that cannot be listed in a tenant (credentials refused, 403, retries spent) becomes one ``failed``
@@ -19,7 +19,7 @@ from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 
 from bulkconn.expansion import Expander, Match, RecordedExpansion
-from bulkconn.job import JobScan
+from bulkconn.jobscan import JobScan
 from bulkconn.model import ErrorInfo, Outcome, Status, utc_now
 from bulkconn.reads import Reads
 from bulkconn.report.format import ExpansionDoneRecord, ExpansionRecord

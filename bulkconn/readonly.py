@@ -19,7 +19,9 @@ from typing import Any
 from bulkconn.auth import MsalTokenProvider, TokenProvider
 from bulkconn.config import Config
 from bulkconn.expansion import RecordedExpansion
-from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
+from bulkconn.jobline import Invalid
+from bulkconn.jobscan import JobScan, scan_job
+from bulkconn.lanereader import LaneReader
 from bulkconn.listing import expand
 from bulkconn.model import Action, ErrorInfo, Operation
 from bulkconn.plan import PlanEntry, Planner, invalid_entry

@@ -12,7 +12,7 @@ from typing import Any
 
 from bulkconn.errors import ResumeError
 from bulkconn.expansion import RecordedExpansion, read_expansion
-from bulkconn.job import fingerprint
+from bulkconn.fingerprint import fingerprint
 from bulkconn.model import Outcome
 from bulkconn.report.reader import ReportState, check_job, iter_lines, read_state
 from bulkconn.shards import ShardSpec

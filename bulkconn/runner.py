@@ -30,7 +30,8 @@ from bulkconn.config import Config
 from bulkconn.engine import Engine, EngineSettings
 from bulkconn.engine.lane import read_chunk
 from bulkconn.errors import IDENTITY_UNREACHABLE, JobError, UsageError
-from bulkconn.job import Invalid, JobScan, scan_job
+from bulkconn.jobline import Invalid
+from bulkconn.jobscan import JobScan, scan_job
 from bulkconn.lock import ReportLock
 from bulkconn.model import NO_TENANT, ErrorInfo, Outcome, Progress, Status, reached, utc_now
 from bulkconn.report import format as fmt

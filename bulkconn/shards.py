@@ -28,7 +28,7 @@ import msgspec
 import orjson
 
 from bulkconn.errors import ResumeError, UsageError
-from bulkconn.job import JobScan
+from bulkconn.jobscan import JobScan
 from bulkconn.report.format import ShardRecord
 from bulkconn.shardenv import INDEX_ENV, MAX_SHARDS, SHARD_ENV
 

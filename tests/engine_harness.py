@@ -20,7 +20,7 @@ from bulkconn import retry
 from bulkconn.config import Config, TenantConfig, parse_config
 from bulkconn.engine import Engine, EngineSettings
 from bulkconn.errors import AuthError
-from bulkconn.job import scan_job
+from bulkconn.jobscan import scan_job
 from bulkconn.model import Operation, Outcome
 from bulkconn.pacing import Pacing
 from bulkconn.precheck import Backup

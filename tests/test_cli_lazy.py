@@ -115,7 +115,7 @@ def test_a_job_without_selector_lines_is_scanned_without_importing_selectors(tmp
     selecting = tmp_path / "selecting.jsonl"
     selecting.write_text('{"tenant": "a", "where": {"status": "connected"}, "patch": {"version": "2"}}\n')
     probe = (
-        "import sys\nfrom pathlib import Path\nfrom bulkconn.job import scan_job\n"
+        "import sys\nfrom pathlib import Path\nfrom bulkconn.jobscan import scan_job\n"
         "for job in sys.argv[1:]:\n"
         "    scan = scan_job(Path(job), ['a'], on_invalid=print)\n"
         "    print(scan.valid, len(scan.selectors), 'bulkconn.selectors' in sys.modules)\n"

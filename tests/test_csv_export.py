@@ -12,7 +12,9 @@ from bulkconn.cli.undo import export_format
 from bulkconn.csvout import BOM, CsvExportError, CsvJobWriter
 from bulkconn.emulator.state import generate_world
 from bulkconn.errors import UsageError
-from bulkconn.job import Invalid, LaneReader, scan_job
+from bulkconn.jobline import Invalid
+from bulkconn.jobscan import scan_job
+from bulkconn.lanereader import LaneReader
 from bulkconn.registry import Resource
 from bulkconn.rollback import export_line, writable_properties
 from bulkconn.targets import resolve_resource

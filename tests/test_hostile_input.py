@@ -20,8 +20,10 @@ from hypothesis import strategies as st
 
 from bulkconn.config import _KEYS, parse_config
 from bulkconn.errors import ConfigError, JobError
-from bulkconn.job import LINE_FIELDS, Invalid, LaneReader, scan_job
 from bulkconn.jobfile import MAX_LINE_BYTES
+from bulkconn.jobline import LINE_FIELDS, Invalid
+from bulkconn.jobscan import scan_job
+from bulkconn.lanereader import LaneReader
 
 # Property-based tests run 150 examples each: on a loaded 2-core machine that can pass the 10 s unit budget.
 pytestmark = pytest.mark.timeout(60)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bulkconn import jobfile
-from bulkconn.job import scan_job
 from bulkconn.jobfile import LineStream
+from bulkconn.jobscan import scan_job
 
 _LIMIT = 40  # a tiny MAX_LINE_BYTES and block size, so that lines cross blocks and outgrow the limit
 

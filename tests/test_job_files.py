@@ -11,7 +11,10 @@ from bulkconn.emulator import Emulator, EmulatorOptions
 from bulkconn.emulator.artifacts import write_config
 from bulkconn.engine import EngineSettings
 from bulkconn.errors import JobError
-from bulkconn.job import Invalid, JobScan, LaneReader, fingerprint, job_objects, scan_job
+from bulkconn.fingerprint import fingerprint
+from bulkconn.jobline import Invalid
+from bulkconn.jobscan import JobScan, job_objects, scan_job
+from bulkconn.lanereader import LaneReader
 from bulkconn.model import Operation
 from bulkconn.runner import RunOptions, execute
 from bulkconn.suggest import closest

@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
-from bulkconn.jobline import LineParser
+from bulkconn.jobline import Invalid, LineParser
+from bulkconn.jobscan import JobScan, scan_job
+from bulkconn.lanereader import LaneReader
 from bulkconn.model import Operation
 
 TENANTS = ["contoso", "fabrikam"]

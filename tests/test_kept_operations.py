@@ -10,7 +10,8 @@ import pytest
 
 from bulkconn.engine import EngineSettings, lane
 from bulkconn.errors import JobChanged
-from bulkconn.job import JobScan, LaneReader, scan_job
+from bulkconn.jobscan import JobScan, scan_job
+from bulkconn.lanereader import LaneReader
 from bulkconn.model import Operation
 from bulkconn.runner import RunOptions, execute
 from tests.conftest import read_report

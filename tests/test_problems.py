@@ -10,7 +10,7 @@ from pathlib import Path
 from bulkconn.cli import option_variables
 from bulkconn.cli.problems import RunCommands, invalid_line, outcome_line, problem_line
 from bulkconn.expansion import RecordedExpansion
-from bulkconn.job import Invalid
+from bulkconn.jobline import Invalid
 from bulkconn.model import ErrorInfo, Outcome, Status
 from bulkconn.resume import ResumePlan
 
@@ -18,7 +18,7 @@ COMMANDS = RunCommands(Path("jobs/rename servers.jsonl"), Path("out/r.jsonl"), P
 
 
 def test_problem_lines_are_compiler_style() -> None:
-    """FILE:LINE: message for lines, FILE: message without one; job.py's own "line N:" is not repeated."""
+    """FILE:LINE: message for lines, FILE: message without one; jobline.py's own "line N:" is not repeated."""
     assert problem_line("job.jsonl", 7, "missing 'id'") == "job.jsonl:7: missing 'id'"
     assert problem_line("job.jsonl", 0, "not UTF-8") == "job.jsonl: not UTF-8"
     assert invalid_line("j.csv", Invalid.of_line(3, "expected a JSON object")) == "j.csv:3: expected a JSON object"

@@ -14,7 +14,9 @@ import pytest
 from bulkconn.batching import envelope, error_from_body, request_for, unpack
 from bulkconn.engine.dispatch import new_request_id
 from bulkconn.errors import JobError
-from bulkconn.job import Invalid, LaneReader, scan_job
+from bulkconn.jobline import Invalid
+from bulkconn.jobscan import scan_job
+from bulkconn.lanereader import LaneReader
 from bulkconn.logs import redact
 from bulkconn.model import Action, ErrorInfo, Operation
 from bulkconn.resources import EXCHANGE_CONNECTOR, parse_datetime_offset, validate_patch

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bulkconn.job import fingerprint
+from bulkconn.fingerprint import fingerprint
 from bulkconn.model import Action, ErrorInfo, Operation, Outcome, Status
 from bulkconn.report import format as fmt
 from bulkconn.report.reader import read_state, summarize

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from msgspec.structs import replace
 
 from bulkconn.cli import cli
-from bulkconn.job import fingerprint
+from bulkconn.fingerprint import fingerprint
 from bulkconn.model import Action, ErrorInfo, Operation, Outcome, Status
 from bulkconn.report import format as fmt
 from bulkconn.report.handover import UNCERTAIN_WHY, change_summary, load_handover, readable_error, span

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulkconn.job import scan_job
+from bulkconn.jobscan import scan_job
 from bulkconn.report import format as fmt
 from bulkconn.report.keycodes import KeyCodes, KeySet, line_number
 from bulkconn.report.reader import read_state, update_state

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulkconn.batching import envelope, request_for
-from bulkconn.job import scan_job
+from bulkconn.jobscan import scan_job
 from bulkconn.model import Action, Operation
 
 ROOT = "https://graph.example/v1.0"

@@ -13,7 +13,10 @@ import pytest
 from bulkconn.batching import envelope, request_for
 from bulkconn.engine import EngineSettings
 from bulkconn.errors import JobError
-from bulkconn.job import Invalid, LaneReader, fingerprint, resolve_resource, scan_job
+from bulkconn.fingerprint import fingerprint
+from bulkconn.jobline import Invalid
+from bulkconn.jobscan import scan_job
+from bulkconn.lanereader import LaneReader
 from bulkconn.model import Action, Operation
 from bulkconn.precheck import backup_for, backup_record
 from bulkconn.registry import resource
@@ -21,6 +24,7 @@ from bulkconn.report import format as fmt
 from bulkconn.resources import EXCHANGE_CONNECTOR
 from bulkconn.resume import plan_resume
 from bulkconn.rollback import build_undo
+from bulkconn.targets import resolve_resource
 from bulkconn.transport import HttpRequest, HttpResponse
 from tests.engine_harness import POLICY, run_engine
 from tests.fakes import respond

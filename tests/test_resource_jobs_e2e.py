@@ -14,7 +14,8 @@ import pytest
 from bulkconn.emulator import Emulator
 from bulkconn.emulator.artifacts import write_job
 from bulkconn.emulator.seeding import SEEDED
-from bulkconn.job import LaneReader, scan_job
+from bulkconn.jobscan import scan_job
+from bulkconn.lanereader import LaneReader
 from bulkconn.model import Operation
 from bulkconn.resume import plan_resume
 from bulkconn.targets import resolve_resource

@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 import pytest
 
-from bulkconn import __version__
-from bulkconn import job as job_module
+from bulkconn import __version__, jobscan
 from bulkconn.errors import JobError, ResumeError
-from bulkconn.job import JobScan, fingerprint, scan_job
+from bulkconn.fingerprint import fingerprint
 from bulkconn.jobline import LineParser
+from bulkconn.jobscan import JobScan, scan_job
 from bulkconn.report.keycodes import KeyCodes, KeySet
 from bulkconn.resume import plan_resume
 from bulkconn.shards import operation_counts
@@ -83,7 +83,7 @@ def _counts(scan: JobScan) -> tuple[Any, ...]:
 
 def _without_proof(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every line read and checked in full, as before the proof (nothing is counted on sight)."""
-    monkeypatch.setattr(job_module, "_proof", lambda skip_keys: None)
+    monkeypatch.setattr(jobscan, "_proof", lambda skip_keys: None)
     monkeypatch.setattr(LineParser, "plain_tenant", lambda self, data: None)
 
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from bulkconn.emulator.state import generate_world
-from bulkconn.job import scan_job
+from bulkconn.jobscan import scan_job
 from bulkconn.model import Action, Operation
 from bulkconn.precheck import SkipCode, backup_for, backup_record, decide, read_backup
 from bulkconn.registry import resource, validate_patch

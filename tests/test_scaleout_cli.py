@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bulkconn.cli import cli
-from bulkconn.job import fingerprint
+from bulkconn.fingerprint import fingerprint
 from bulkconn.model import Status
 from tests.test_merge import Shard, complete_set, outcome, plan_for
 

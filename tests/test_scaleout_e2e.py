@@ -27,7 +27,7 @@ import yaml
 from bulkconn.config import load_config
 from bulkconn.emulator import Emulator, EmulatorOptions, EmulatorThread
 from bulkconn.emulator.artifacts import write_config, write_job
-from bulkconn.job import scan_job
+from bulkconn.jobscan import scan_job
 from bulkconn.shardenv import INDEX_ENV
 from bulkconn.shards import Partition, operation_counts, partition
 from tests.conftest import World, read_report

@@ -14,7 +14,9 @@ from click.testing import CliRunner
 from bulkconn.cli import cli
 from bulkconn.cli.common import EXIT_CHANGES_PENDING, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from bulkconn.expansion import Match, RecordedExpansion
-from bulkconn.job import Invalid, JobScan, LaneReader, scan_job
+from bulkconn.jobline import Invalid
+from bulkconn.jobscan import JobScan, scan_job
+from bulkconn.lanereader import LaneReader
 from bulkconn.listing import expand
 from bulkconn.model import Action, ErrorInfo, Outcome, Status
 from bulkconn.plan import EXIT_NOTHING_TO_CHANGE, PlanCounts, PlanEntry, PlanState

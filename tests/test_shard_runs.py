@@ -16,7 +16,7 @@ import pytest
 from bulkconn.config import Config
 from bulkconn.engine import EngineSettings
 from bulkconn.errors import ResumeError
-from bulkconn.job import scan_job
+from bulkconn.jobscan import scan_job
 from bulkconn.report.reader import read_state
 from bulkconn.runner import RunOptions, RunResult, execute, user_agent
 from bulkconn.shardenv import process_share

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from bulkconn.errors import ResumeError, UsageError
-from bulkconn.job import scan_job
+from bulkconn.jobscan import scan_job
 from bulkconn.shards import (
     GLOBAL_REQUESTS_PER_WINDOW,
     ShardSpec,

@@ -13,7 +13,7 @@ import orjson
 from bulkconn.cli.common import exit_code_for
 from bulkconn.cli.display import progress_line, summary_table
 from bulkconn.cli.problems import RunCommands, outcome_json, outcome_line
-from bulkconn.job import fingerprint
+from bulkconn.fingerprint import fingerprint
 from bulkconn.model import CONFLICT, UNCHANGED, ErrorInfo, Outcome, Progress, Status, reached
 from bulkconn.report import format as fmt
 from bulkconn.report.handover import load_handover

@@ -27,7 +27,7 @@ from bulkconn.cli.problems import (
 )
 from bulkconn.config import Config, load_config
 from bulkconn.errors import IDENTITY_UNREACHABLE, AuthError, IdentityUnreachable, JobError, UsageError
-from bulkconn.job import JobScan
+from bulkconn.jobscan import JobScan
 from bulkconn.lock import ReportLock
 from bulkconn.model import CONFLICT
 from bulkconn.runner import RunOptions, RunResult, StrictRefusal, execute

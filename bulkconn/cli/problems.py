@@ -15,7 +15,7 @@ from typing import Any
 import click
 from msgspec import Struct
 
-from bulkconn.job import Invalid
+from bulkconn.jobline import Invalid
 from bulkconn.model import Outcome, Status
 
 SHOWN = 20
@@ -27,7 +27,7 @@ def problem_line(file: Path | str, line: int, message: str) -> str:
 
 
 def _without_line(message: str, line: int) -> str:
-    # job.py writes "line N: ..." so that a message stands alone; here the line is already in front.
+    # jobline.py writes "line N: ..." so that a message stands alone; here the line is already in front.
     return message.removeprefix(f"line {line}: ")
 
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from bulkconn.cli.common import EXIT_OK, user_errors
 from bulkconn.cli.console import console as rich_console
 from bulkconn.errors import UsageError
-from bulkconn.job import fingerprint
+from bulkconn.fingerprint import fingerprint
 from bulkconn.merge import merge_reports
 from bulkconn.outputs import check_output, is_stdout, written
 from bulkconn.report.handover import load_handover

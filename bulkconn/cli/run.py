@@ -38,7 +38,7 @@ from bulkconn.config import Config
 from bulkconn.engine import EngineSettings
 from bulkconn.engine.reading import ReadFirst
 from bulkconn.errors import UsageError
-from bulkconn.job import JobScan
+from bulkconn.jobscan import JobScan
 from bulkconn.lock import ReportLock
 from bulkconn.retry import RetryPolicy
 from bulkconn.runner import RunOptions, strict_check

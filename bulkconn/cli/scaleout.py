@@ -31,7 +31,7 @@ from bulkconn.cli.common import (
 from bulkconn.cli.display import Display
 from bulkconn.cli.problems import RunCommands
 from bulkconn.errors import UsageError
-from bulkconn.job import JobScan
+from bulkconn.jobscan import JobScan
 from bulkconn.lock import ReportLock
 from bulkconn.processes import ProcessesResult, ShardRun, run_shards, shard_commands, shard_reports
 from bulkconn.shards import ShardSpec, operation_counts, partition

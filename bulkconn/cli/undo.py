@@ -16,7 +16,7 @@ from bulkconn.cli.plan import config_file, write_jsonl
 from bulkconn.config import Config
 from bulkconn.csvout import CsvJobWriter
 from bulkconn.errors import UsageError
-from bulkconn.job import is_csv
+from bulkconn.jobscan import is_csv
 from bulkconn.outputs import check_output, is_stdout, written
 from bulkconn.readonly import Exported, export_objects, open_reads
 from bulkconn.registry import Kind, Resource

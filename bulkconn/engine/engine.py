@@ -31,7 +31,8 @@ from bulkconn.engine.dispatch import dispatch, new_request_id
 from bulkconn.engine.lane import Lane, OpState, read_chunk
 from bulkconn.engine.reading import ReadFirst, Skip, after_read, read_url
 from bulkconn.errors import AuthError, JobChanged
-from bulkconn.job import JobScan, LaneReader
+from bulkconn.jobscan import JobScan
+from bulkconn.lanereader import LaneReader
 from bulkconn.model import ErrorInfo, Operation, Outcome, Progress, Status, utc_now
 from bulkconn.pacing import GLOBAL_PER_APP, GLOBAL_WINDOW_S, Pacers, Pacing, heard
 from bulkconn.retry import Answer, Done, Retry, RetryPolicy, decide, succeeded

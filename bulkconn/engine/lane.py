@@ -15,7 +15,7 @@ from collections import deque
 from msgspec import Struct
 
 from bulkconn.config import TenantConfig
-from bulkconn.job import LaneReader
+from bulkconn.lanereader import LaneReader
 from bulkconn.model import ErrorInfo, Operation, Outcome, Status
 from bulkconn.pacing import Pacing
 from bulkconn.retry import Attempt, Retry

@@ -20,7 +20,8 @@ from typing import Any
 import orjson
 
 from bulkconn.errors import IDENTITY_UNREACHABLE, UsageError
-from bulkconn.job import fingerprint, job_objects
+from bulkconn.fingerprint import fingerprint
+from bulkconn.jobscan import job_objects
 from bulkconn.model import CONFLICT, Status
 from bulkconn.report.reader import iter_lines
 from bulkconn.suggest import did_you_mean

@@ -19,7 +19,7 @@ import orjson
 
 from bulkconn import __version__
 from bulkconn.errors import ResumeError
-from bulkconn.job import job_objects
+from bulkconn.jobscan import job_objects
 from bulkconn.model import CONFLICT, NO_TENANT, Action, Status, tenant_order
 from bulkconn.report import format as fmt
 from bulkconn.report.keycodes import MAX_LINE as _MAX_LINE

@@ -1,13 +1,10 @@
-"""Stream a job file (JSON Lines, or CSV from a spreadsheet) into validated operations; errors carry file and line.
+"""The scan of a job file: every line checked before anything is sent, counted, and placed for its lane.
 
-A job is read twice, never held in memory:
-
-1. :func:`scan_job` checks every line before anything is sent (so ``--strict`` can refuse the whole
-   job), hashes the file, and remembers the byte offset of each valid line, per tenant (8 bytes per
-   operation), plus, for a run, each tenant's first ``keep`` operations themselves (a bounded number).
-2. :class:`LaneReader` hands out one tenant's kept operations, then re-reads its lines by offset as its
-   lane needs them, so a tenant with 3 operations at the end of the file starts at once, next to one
-   with 100,000.
+:func:`scan_job` checks every line before anything is sent (so ``--strict`` can refuse the whole job), hashes the
+file, and remembers the byte offset of each valid line, per tenant (8 bytes per operation), plus, for a run, each
+tenant's first ``keep`` operations themselves (a bounded number). The lane reader (:mod:`bulkconn.lanereader`)
+reads them back; the lines themselves come from :mod:`bulkconn.jobitems`. On a resume, the lines the report
+proves valid and final are counted by tenant without being parsed (:class:`Unparsed`, :func:`_proof`).
 
 The file's encoding (UTF-8, with or without a BOM, or UTF-16 from PowerShell) is :mod:`bulkconn.jobfile`'s
 concern; a CSV row becomes the very object its JSON line would be (:mod:`bulkconn.jobcsv`), so everything
@@ -21,37 +18,29 @@ at the selector's place in the job.
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import os
 from array import array
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Collection, Container, Iterator, Mapping, Sized
 from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
-import orjson
 from msgspec import Struct, field
 
-from bulkconn.errors import JobChanged, JobError
-from bulkconn.jobfile import MAX_LINE_BYTES, UTF8, Encoding, LineStream, decode, lines_from
-from bulkconn.jobline import LINE_FIELDS, Invalid, read_defaults
+from bulkconn.errors import JobError
+from bulkconn.jobfile import UTF8, Encoding, LineStream
+from bulkconn.jobitems import csv_items, jsonl_items
+from bulkconn.jobline import Invalid, read_defaults
 from bulkconn.jobline import LineParser as _LineParser
 from bulkconn.model import Operation
 from bulkconn.report.keycodes import KeySet, LineProof
-from bulkconn.targets import UPDATE, resolve_resource
+from bulkconn.targets import UPDATE
 
 if TYPE_CHECKING:  # imported where used: a JSON Lines job without selector lines never loads them
     from bulkconn.expansion import Match
     from bulkconn.jobcsv import CsvLayout
     from bulkconn.selectors import Selector
-
-# resolve_resource: the one resource resolution, for selectors, plan and rollback too; Invalid and LINE_FIELDS: what
-# a checked line is, and its fields (bulkconn.jobline's), for the modules that read jobs.
-__all__ = ["LINE_FIELDS", "Invalid", "resolve_resource"]
-
-_REREAD_CHUNK = 4096  # a lane re-reads one line at a time: read UTF-16 in small pieces
 
 
 class JobScan(Struct):
@@ -110,7 +99,7 @@ def is_csv(path: Path) -> bool:
     return path.suffix.lower() == ".csv"
 
 
-class _Unparsed(Struct):
+class Unparsed(Struct):
     """On a resumed scan of JSON Lines: the lines a report proves valid and final, counted by tenant unread.
 
     Such a line is known by its number alone (:class:`~bulkconn.report.keycodes.LineProof`, which also names its
@@ -126,7 +115,7 @@ class _Unparsed(Struct):
     counted: list[int]  # by tenant index
 
     @classmethod
-    def of(cls, proof: LineProof, configured: Collection[str]) -> _Unparsed:
+    def of(cls, proof: LineProof, configured: Collection[str]) -> Unparsed:
         codes, proven = proof.table()
         usable = bytes(bool(name) and name in configured for name in proof.tenant_names)
         return cls(codes, proven, proof.tenants, proof.tenant_names, usable, [0] * len(usable))
@@ -141,110 +130,11 @@ class _Unparsed(Struct):
                 scan.skipped += n
 
 
-def _jsonl_items(stream: LineStream, unparsed: _Unparsed | None = None) -> Iterator[tuple[int, int, Any]]:
-    """``(line, offset, parsed object or Invalid)`` for every non-blank JSON line, but those ``unparsed`` counts."""
-    if not stream.encoding.utf8:
-        yield from _wide_jsonl_items(stream)
-        return
-    loads, problem = orjson.loads, orjson.JSONDecodeError
-    codes, proven, tenants, usable, counted = (
-        (unparsed.codes, unparsed.proven, unparsed.tenants, unparsed.usable, unparsed.counted)
-        if unparsed is not None
-        else (bytearray(), bytes(256), array("H"), b"", [])
-    )
-    upto = 0  # until the first readable line (it may be the defaults, which decide how the rest read), none is proven
-    for number, offset, content in stream.contents():
-        if number < upto and proven[codes[number]] and usable[index := tenants[number]]:
-            counted[index] += 1
-            continue
-        if content is None:
-            yield number, offset, _too_long(stream, number)
-            continue
-        try:
-            data = loads(content)
-        except problem as exc:
-            if content.strip():
-                yield number, offset, _malformed(stream, number, content, exc)
-            continue
-        yield number, offset, data
-        upto = len(codes)
-
-
-def _malformed(stream: LineStream, number: int, content: bytes, exc: orjson.JSONDecodeError) -> Invalid:
-    """A UTF-8 line that is not JSON; bytes that are not UTF-8 stop the job with one message instead."""
-    stream.text(content, number)
-    # The parser places its complaint by the line's own newline (see _json_problem): ask about the line as read.
-    whole = content if stream.unterminated and number == stream.lines else content + b"\n"
-    try:
-        orjson.loads(whole)
-    except orjson.JSONDecodeError as again:
-        exc = again
-    return Invalid.of_line(number, f"malformed JSON ({_json_problem(exc)})")
-
-
-def _wide_jsonl_items(stream: LineStream) -> Iterator[tuple[int, int, Any]]:
-    """:func:`_jsonl_items` of a UTF-16 file: each line decoded to text first."""
-    for number, offset, raw in stream:
-        if raw is None:
-            yield number, offset, _too_long(stream, number)
-            continue
-        content = stream.text(raw, number)
-        if not content.strip():
-            continue
-        try:
-            yield number, offset, orjson.loads(content)
-        except orjson.JSONDecodeError as exc:
-            yield number, offset, Invalid.of_line(number, f"malformed JSON ({_json_problem(exc)})")
-
-
-def _too_long(stream: LineStream, number: int) -> Invalid:
-    message = f"too long ({stream.last_size} bytes; a line holds one operation, at most {MAX_LINE_BYTES} bytes)"
-    return Invalid.of_line(number, message)
-
-
-def _json_problem(exc: orjson.JSONDecodeError) -> str:
-    """The parser's complaint, placed in the file's own line (the parser counts its newline as a line 2)."""
-    if exc.lineno > 1 or exc.msg.startswith("unexpected end of data"):
-        return f"{exc.msg} at the end of the line: is a }} or ] missing?"
-    return f"{exc.msg} at column {exc.colno}"
-
-
-def _bounded(raw: bytes | None, number: int, file: str) -> bytes:
-    if raw is None:  # a spreadsheet row cannot be skipped alone: a quoted cell may continue on the next line
-        raise JobError(
-            f"a line is longer than {MAX_LINE_BYTES} bytes; a row holds one operation", file=file, line=number
-        )
-    return raw
-
-
-def _csv_items(stream: LineStream, scan: JobScan) -> Iterator[tuple[int, int, Any]]:
-    """``(line, offset, object or Invalid)`` for every CSV data row, the header read into ``scan.layout``."""
-    file = str(stream.path)
-    texts = ((number, offset, stream.text(_bounded(raw, number, file), number)) for number, offset, raw in stream)
-    head = next(texts, None)
-    while head is not None and not head[2].strip():
-        head = next(texts, None)
-    if head is None:
-        return
-    from bulkconn.jobcsv import read_header, records, row_object, sniff_delimiter
-
-    rows = records(itertools.chain([head], texts), sniff_delimiter(head[2]), file)
-    number, _, cells = next(rows)
-    scan.layout = read_header(cells, sniff_delimiter(head[2]), file, number)
-    for number, offset, cells in rows:
-        data = row_object(scan.layout, cells)
-        yield (
-            number,
-            offset,
-            data if isinstance(data, dict) else Invalid.of_line(number, str(data)),
-        )
-
-
 def job_objects(path: Path) -> Iterator[tuple[int, Any]]:
     """``(line number, object)`` of every well-formed line, JSON Lines or CSV rows alike (for rewriting a job)."""
     stream = LineStream.open(path)
     with closing(stream):
-        items = _csv_items(stream, JobScan(path)) if is_csv(path) else _jsonl_items(stream)
+        items = csv_items(stream, JobScan(path)) if is_csv(path) else jsonl_items(stream)
         for number, _, data in items:
             if not isinstance(data, Invalid):
                 yield number, data
@@ -270,8 +160,8 @@ def scan_job(
     scan = JobScan(path, encoding=stream.encoding, identity=file_identity(path), positions=positions, keep=keep)
     with closing(stream):
         proof = _proof(skip_keys)
-        unparsed = _Unparsed.of(proof, frozenset(tenants)) if proof is not None else None
-        items = _csv_items(stream, scan) if is_csv(path) else _jsonl_items(stream, unparsed)
+        unparsed = Unparsed.of(proof, frozenset(tenants)) if proof is not None else None
+        items = csv_items(stream, scan) if is_csv(path) else jsonl_items(stream, unparsed)
         _check_items(scan, items, list(tenants), on_invalid, skip_keys)
     if unparsed is not None:
         unparsed.add_to(scan)
@@ -466,153 +356,3 @@ def _place(offsets: dict[str, array[int]], numbers: dict[str, array[int]], tenan
         numbers[tenant] = array("q")
     found.append(start)
     numbers[tenant].append(line)
-
-
-class Fingerprint(Struct, frozen=True):
-    """What identifies a job file's content: recorded in the report header, checked on resume."""
-
-    sha256: str
-    size: int
-    lines: int  # counted as the scan counts them: a last line without a newline is a line
-
-
-def fingerprint(path: Path) -> Fingerprint:
-    """The job file's hash, size and line count, counted as :func:`scan_job` counts them."""
-    stream = LineStream.open(path)
-    if not stream.encoding.utf8:  # a UTF-16 line ends at a code unit, not at any 0x0A byte
-        with closing(stream):
-            for _ in stream:
-                pass
-        return Fingerprint(stream.sha256, stream.size, stream.lines)
-    stream.close()
-    digest = hashlib.sha256()
-    size = lines = 0
-    last = b"\n"
-    try:
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-                size += len(chunk)
-                lines += chunk.count(b"\n")
-                last = chunk[-1:]
-    except OSError as exc:
-        raise JobError(f"cannot read the job file: {exc.strerror or exc}", file=str(path)) from exc
-    return Fingerprint(digest.hexdigest(), size, lines + (last != b"\n"))
-
-
-class LaneReader:
-    """Hands out one tenant's valid operations in file order: first those the scan kept (:attr:`JobScan.kept`),
-    then its lines read back by offset (blocking reads: call :meth:`read` in a thread)."""
-
-    def __init__(self, scan: JobScan, tenant: str) -> None:
-        self._offsets = scan.offsets.get(tenant, array("q"))
-        self._lines = scan.line_numbers.get(tenant, array("q"))
-        self._next = 0
-        self._tenant = tenant
-        self._scan = scan
-        self._kept: deque[Operation] = deque(scan.kept.pop(tenant, ()))  # handed out once, then freed
-        self._expanded: deque[Operation] = deque()  # the rest of a selector line's matches
-        self._parser = _LineParser(scan.defaults, [tenant])
-        self._path = scan.path
-        self._encoding = scan.encoding
-        self._layout = scan.layout
-        self._identity = scan.identity
-        self._handle: BinaryIO | None = None
-
-    @property
-    def remaining(self) -> int:
-        return len(self._offsets) - self._next + len(self._expanded)
-
-    @property
-    def kept(self) -> int:
-        """How many of the next operations :meth:`read_kept` hands out from memory."""
-        return len(self._kept)
-
-    def read_kept(self, count: int) -> list[Operation]:
-        """Up to ``count`` of the operations the scan kept: no file read, so the event loop may call it.
-
-        Raises :class:`JobChanged` when the file is no longer the one scanned, as :meth:`read` does: a job edited
-        during the run stops it at the lane's next trip for operations, wherever they come from.
-        """
-        self._check_identity()
-        taken = [self._kept.popleft() for _ in range(min(count, len(self._kept)))]
-        self._next += len(taken)
-        return taken
-
-    def _check_identity(self) -> None:
-        if self._identity and file_identity(self._path) != self._identity:
-            raise JobChanged(
-                "the job changed while running (edited, replaced or removed since it was validated)",
-                file=str(self._path),
-            )
-
-    def read(self, count: int) -> list[Operation]:
-        """The next ``count`` operations of this tenant, in file order (a selector line's matches in its place).
-
-        Raises :class:`JobChanged` when the file is no longer the one scanned (edited, replaced, appended
-        to or removed): a line read by its old offset could be another operation.
-        """
-        out = self.read_kept(count)  # checks the file's identity
-        if len(out) == count:
-            return out
-        try:
-            if self._handle is None:
-                self._handle = self._path.open("rb")
-            return out + self._read(self._handle, count - len(out))
-        except JobChanged:
-            raise
-        except (OSError, ValueError, JobError) as exc:  # orjson.JSONDecodeError is a ValueError
-            raise JobChanged(
-                f"the job changed while running: it cannot be read as validated ({exc})", file=str(self._path)
-            ) from None
-
-    def _read(self, handle: BinaryIO, count: int) -> list[Operation]:
-        out: list[Operation] = []
-        while len(out) < count and (self._expanded or self._next < len(self._offsets)):
-            if self._expanded:
-                out.append(self._expanded.popleft())
-                continue
-            offset, line = self._offsets[self._next], self._lines[self._next]
-            self._next += 1
-            selector = self._scan.selectors.get(line)
-            if selector is not None:
-                self._expand(selector)
-                continue
-            result = self._parser.parse(self._object_at(handle, offset, line), line)
-            if not isinstance(result, Operation):
-                raise JobChanged(
-                    f"the job changed while running: the line is not as validated: {result.message}",
-                    file=str(self._path),
-                    line=line,
-                )
-            out.append(result)
-        return out
-
-    def _expand(self, selector: Selector) -> None:
-        from bulkconn.expansion import operation_for
-
-        matches = self._scan.expansion.get((selector.line, self._tenant), ())
-        skip = self._scan.skip_keys
-        self._expanded.extend(operation_for(selector, m) for m in matches if m.key not in skip)
-
-    def _object_at(self, handle: BinaryIO, offset: int, line: int) -> Any:
-        file = str(self._path)
-        if self._layout is None and self._encoding.utf8:
-            handle.seek(offset)
-            return orjson.loads(handle.readline(MAX_LINE_BYTES + 1))
-        raws = lines_from(handle, self._encoding, offset, chunk=_REREAD_CHUNK)
-        if self._layout is None:
-            return orjson.loads(decode(_bounded(next(raws)[1], line, file), self._encoding, file, line))
-        texts = (
-            (line + i, at, decode(_bounded(raw, line + i, file), self._encoding, file, line + i))
-            for i, (at, raw, _) in enumerate(raws)
-        )
-        from bulkconn.jobcsv import records, row_object
-
-        _, _, cells = next(records(texts, self._layout.delimiter, file))
-        return row_object(self._layout, cells)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
