@@ -1,148 +1,33 @@
-"""Pure pacing arithmetic: exact sliding-window logs of our own sends, and the real limit learned from 429s.
+"""One tenant's pacing state: every limit at once, the cool-down, the batch size and the window search.
 
 No clock and no I/O: every method takes ``now`` (loop time, seconds) so that the pacer can run it on the
 event loop and tests can run it in a discrete-event simulation. See ``docs/pacing.md``.
 
-* :class:`SendLog` counts our own sends in a trailing window exactly (a deque of ``[time, count]``
-  entries and a running sum). A send is allowed when the count over the last ``window_s + margin_s``
-  plus the new requests stays within the limit. The margin is *time* (the spread of network latency
-  between our clock and the service's), not a share of the limit, so a window is filled to the limit.
 * :class:`TenantLimits` applies every documented limit of one tenant at once (writes per app, writes
   per tenant, any request per app, any request per tenant; each ``$batch`` sub-request counts once),
-  plus the process-wide :class:`SharedLimit` (Graph's per-app limit across all tenants).
+  plus the process-wide :class:`~bulkconn.sendlog.SharedLimit` (Graph's per-app limit across all tenants),
+  each counted exactly by a :class:`~bulkconn.sendlog.SendLog`.
 * On a 429 it learns the real write limit from what the service admitted in the trailing window and
-  from ``Retry-After`` (the moment the oldest admitted request leaves the service's window), keeps a
-  shared cool-down until the latest ``Retry-After`` (or, when absent, until the learned window has
-  room), and probes upwards after a stable period (:mod:`bulkconn.learning`) so a raised limit is
-  followed within a few windows. Without any ``Retry-After`` after a fresh start, single writes at
-  growing intervals find the window's length. An envelope-level 429 halves the batch size; stable
-  windows double it back.
+  from ``Retry-After`` (:mod:`bulkconn.episode`), keeps a shared cool-down until the latest
+  ``Retry-After`` (or, when absent, until the learned window has room), and probes upwards after a
+  stable period (:mod:`bulkconn.learning`) so a raised limit is followed within a few windows. Without
+  any ``Retry-After`` after a fresh start, single writes at growing intervals find the window's length.
+  An envelope-level 429 halves the batch size; stable windows double it back.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 
 from msgspec import Struct
 
-from bulkconn.learning import MIN_WINDOW_S, RESOLUTION_S, Learned, Learner
+from bulkconn.episode import SATURATED, EpisodeReading
+from bulkconn.learning import MIN_WINDOW_S, Learned, Learner
+from bulkconn.sendlog import DEFAULT_MARGIN_S, SendLog, SharedLimit
 
-DEFAULT_MARGIN_S = 0.25  # latency spread between our send time and the service's arrival time
-ROUNDING_S = 2.0  # an HTTP-date Retry-After can be up to this much late (whole seconds, rounded up)
 SEARCH_FIRST = 1 / 32  # without Retry-After, the first probe tests a window this share of the configured one
 SEARCH_RATIO = 2.0  # ... and each next probe a window this much longer
 SEARCH_LONGEST = 4.0  # ... up to this many times the configured window
-SATURATED = 0.9  # a learned window counts as holding only when we sent at least this share of its limit in it
-
-
-class SendLog:
-    """Our own sends in the trailing ``retention_s`` seconds: O(1) amortised per send.
-
-    Entries are ``[time, count]`` in send order; the running sum is kept so that a full-window count is
-    O(1). Counting a shorter span walks back from the newest entry (a few entries: one per batch).
-    """
-
-    __slots__ = ("_entries", "_total", "retention_s")
-
-    def __init__(self, *, retention_s: float) -> None:
-        self.retention_s = retention_s
-        self._entries: deque[list[float]] = deque()
-        self._total = 0
-
-    def _prune(self, now: float) -> None:
-        cutoff = now - self.retention_s
-        while self._entries and self._entries[0][0] <= cutoff:
-            self._total -= int(self._entries.popleft()[1])
-
-    def add(self, now: float, count: int) -> None:
-        """Record ``count`` requests sent at ``now``."""
-        self._prune(now)
-        if count > 0:
-            self._entries.append([now, float(count)])
-            self._total += count
-
-    def forget(self, count: int, *, sent_at: float | None = None) -> None:
-        """Remove ``count`` sends (the service refused them, so they do not occupy its window).
-
-        With ``sent_at``, from the entries sent at that time (the refused request's own, even when later sends
-        of other workers or tenants follow it); without, from the newest.
-        """
-        for index in range(len(self._entries) - 1, -1, -1):
-            if count <= 0:
-                break
-            entry = self._entries[index]
-            if sent_at is not None and entry[0] != sent_at:
-                if entry[0] < sent_at:
-                    break  # older than the request: it was never logged, or has left the log
-                continue
-            taken = min(count, int(entry[1]))
-            entry[1] -= taken
-            self._total -= taken
-            count -= taken
-            if entry[1] <= 0:
-                del self._entries[index]
-
-    def __len__(self) -> int:
-        """Entries held (one per send), for memory checks."""
-        return len(self._entries)
-
-    def count_since(self, now: float, start: float) -> int:
-        """Sends strictly after ``start`` (``start`` at or before the retention horizon: all of them)."""
-        self._prune(now)
-        return self._count_pruned(now, start)
-
-    def _count_pruned(self, now: float, start: float) -> int:
-        if start <= now - self.retention_s:
-            return self._total
-        total = 0
-        for when, count in reversed(self._entries):
-            if when <= start:
-                break
-            total += int(count)
-        return total
-
-    def oldest_since(self, now: float, start: float) -> float | None:
-        """Time of the oldest send strictly after ``start``, or None."""
-        self._prune(now)
-        oldest = None
-        for when, _ in reversed(self._entries):
-            if when <= start:
-                break
-            oldest = when
-        return oldest
-
-    def room_at(self, now: float, *, limit: int, span_s: float, count: int) -> float:
-        """The earliest time >= ``now`` at which ``count`` more sends keep every ``span_s`` window within ``limit``."""
-        if count > limit:
-            count = limit  # a request larger than the window still goes out once the window is empty
-        if self._total + count <= limit:
-            return now  # the whole log has room, so every span of it does: no need to look closer
-        self._prune(now)
-        excess = self._count_pruned(now, now - span_s) + count - limit
-        if excess <= 0:
-            return now
-        for when, sent in self._entries:  # oldest first: wait until enough of them leave the span
-            if when <= now - span_s:
-                continue
-            excess -= int(sent)
-            if excess <= 0:
-                return when + span_s
-        return now  # unreachable: the entries in the span hold the whole excess
-
-
-class SharedLimit:
-    """One limit shared by every tenant of the process (Graph: 130,000 requests per 10 s per app)."""
-
-    def __init__(
-        self, *, per_window: int = 130_000, window_s: float = 10.0, margin_s: float = DEFAULT_MARGIN_S
-    ) -> None:
-        self.per_window = per_window
-        self.span_s = window_s + margin_s
-        self.log = SendLog(retention_s=self.span_s)
-
-    def room_at(self, now: float, count: int) -> float:
-        return self.log.room_at(now, limit=self.per_window, span_s=self.span_s, count=count)
 
 
 class _Search(Struct):
@@ -159,7 +44,7 @@ class _Search(Struct):
     low: float = 0.0  # the longest span a probe showed too short
 
 
-class TenantLimits:
+class TenantLimits(EpisodeReading):
     """Every limit of one tenant for one app, the limit learned from 429s, the cool-down and the batch size.
 
     The pacer calls :meth:`room` (or :meth:`earliest_send_at`) before a request, :meth:`record_send` when it
@@ -444,73 +329,3 @@ class TenantLimits:
         span = max(self.window_s * SEARCH_FIRST, low * SEARCH_RATIO)
         if span < SEARCH_LONGEST * self.window_s:
             self._search = _Search(origin=oldest, started=now, span=span, low=low)
-
-    def _learn(self, now: float, sent_at: float, refused: int, retry_after_s: float | None, *, dated: bool) -> None:
-        new_episode = sent_at >= self._episode_at
-        if new_episode:
-            self._episode_at = now
-            # The later answers of a refused burst are read against what we believed before it, and share
-            # the tightest window any of them measured (one of them may lack Retry-After).
-            self._episode_base = self.learner.current
-            self._episode_window = None
-            self._episode_floor = MIN_WINDOW_S
-        estimate = self._estimate(now, sent_at, refused, retry_after_s, self._episode_base)
-        if dated and self._episode_window is not None:
-            self._episode_floor = max(self._episode_floor, self._episode_window - RESOLUTION_S)
-        self.learner.refused(
-            now,
-            sent_at=sent_at,
-            new_episode=new_episode,
-            estimate=estimate,
-            measured=self._episode_window is not None,
-            window_floor_s=self._episode_floor,
-            informed=retry_after_s is not None,
-            saturated=self._saturated(now, sent_at, refused, self._episode_base),
-            admitted=self.writes.count_since(now, sent_at - self._episode_base.window_s),
-        )
-
-    def _saturated(self, now: float, sent_at: float, refused: int, base: Learned) -> bool:
-        """Whether the refused request filled our own log of the window we believed to (nearly) its limit."""
-        start = sent_at - base.window_s - self.margin_s
-        ours = self.writes.count_since(now, start) - self.writes.count_since(now, sent_at) + refused
-        return ours >= SATURATED * base.per_window
-
-    def _estimate(
-        self, now: float, sent_at: float, refused: int, retry_after_s: float | None, base: Learned
-    ) -> Learned:
-        """The write limit the service enforces, from its admitted count and its ``Retry-After``.
-
-        ``base`` is what we believed when the episode began. The service reopens when the oldest request in
-        its window leaves it, at ``now + Retry-After``; after a fresh start (nothing of ours left in any window)
-        the oldest send we still hold is that request, so ``now + Retry-After - oldest`` bounds the window from
-        above. The limit is what we sent in the window that the service admitted.
-        """
-        window = base.window_s
-        if retry_after_s is not None:
-            self._measure(now, retry_after_s, window)
-        window = self._episode_window or window
-        admitted = self.writes.count_since(now, now - window - self.margin_s)
-        if admitted == 0:
-            # Refused with nothing of ours in the window we believe: older sends still count, it is longer.
-            return Learned(base.per_window, 2 * window)
-        # A learned limit at most halves per episode: a window a little too short also shows few sends in it.
-        floor = base.per_window // 2 if base != self.learner.configured else 1
-        return Learned(min(max(admitted, floor), self.learner.configured.per_window), window)
-
-    def _measure(self, now: float, retry_after_s: float, window: float) -> None:
-        """Bound the window with ``Retry-After`` after a fresh start (see :meth:`_estimate`)."""
-        lookback = max(window, self.window_s) + self.margin_s
-        oldest = self.writes.oldest_since(now, now - lookback)
-        # Only after a fresh start can our oldest send be the request the service waits for; otherwise an
-        # older request (ours, or another app's) may leave the window first and the length cannot be read.
-        # The first send of the burst may itself have been refused (latency reorders arrivals): any send of
-        # the burst's first moments (within the margin) will do.
-        if oldest is None or not self._burst_start <= oldest <= self._burst_start + self.margin_s:
-            return
-        if retry_after_s < now - oldest:
-            return
-        # Whole seconds and dates are rounded up and latency adds to it: take the tightest bound, but
-        # a Retry-After well beyond the window we believe means the window is longer.
-        bound = max(now + retry_after_s - oldest, MIN_WINDOW_S)
-        measured = bound if retry_after_s > window + ROUNDING_S else min(window, bound)
-        self._episode_window = min(measured, self._episode_window or measured)

@@ -16,7 +16,7 @@ replace this one without touching the engine (``Engine(pacer_factory=...)``):
 
 :func:`acquire` waits and takes in one go, for callers without a global slot (reads for plan and selectors).
 :class:`Pacers` is the default factory: one :class:`Pacer` per tenant over a
-:class:`~bulkconn.limits.TenantLimits`, and one :class:`~bulkconn.limits.SharedLimit` per app (client id)
+:class:`~bulkconn.limits.TenantLimits`, and one :class:`~bulkconn.sendlog.SharedLimit` per app (client id)
 for Graph's global limit, shared by every tenant of this process that uses the app. docs/pacing.md explains
 the model and the figures measured.
 """
@@ -32,8 +32,9 @@ from msgspec import Struct
 
 from bulkconn.config import TenantConfig
 from bulkconn.learning import Learned
-from bulkconn.limits import DEFAULT_MARGIN_S, SharedLimit, TenantLimits
+from bulkconn.limits import TenantLimits
 from bulkconn.retry import Answer, parse_retry_after
+from bulkconn.sendlog import DEFAULT_MARGIN_S, SharedLimit
 from bulkconn.transport import Clock, LoopClock
 
 # Graph's global limit: any request per app across all tenants (docs/pacing.md).
@@ -220,7 +221,7 @@ def margin_for(window_s: float) -> float:
 class Pacers:
     """The default pacer factory: a :class:`Pacer` per tenant, and Graph's global limit shared per app.
 
-    Every tenant configured with the same ``client_id`` shares one :class:`~bulkconn.limits.SharedLimit` of
+    Every tenant configured with the same ``client_id`` shares one :class:`~bulkconn.sendlog.SharedLimit` of
     ``global_share`` x ``global_per_window`` requests per ``global_window_s``: several processes (shards) using
     the same app each take a share, so that together they stay under the limit.
     """

@@ -20,7 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from bulkconn.limits import SharedLimit, TenantLimits
+from bulkconn.limits import TenantLimits
+from bulkconn.sendlog import SharedLimit
 
 FORMS = ("seconds", "fractional", "date", "absent")
 

@@ -1,11 +1,12 @@
-"""bulkconn.limits: the pure pacing arithmetic, one behaviour per test (no loop, no clock)."""
+"""bulkconn.limits, .sendlog and .episode: the pure pacing arithmetic, one behaviour per test (no loop, no clock)."""
 
 from __future__ import annotations
 
 import pytest
 
 from bulkconn.learning import Learned
-from bulkconn.limits import SendLog, SharedLimit, TenantLimits
+from bulkconn.limits import TenantLimits
+from bulkconn.sendlog import SendLog, SharedLimit
 
 
 def test_send_log_room_is_exact_with_a_time_margin() -> None:
