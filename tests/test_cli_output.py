@@ -124,6 +124,22 @@ def test_json_output_is_one_document_on_stdout(world: World) -> None:
     assert [t["result"] for t in orjson.loads(auth.stdout)["tenants"]] == ["ok", "ok"]
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["validate", "missing.jsonl", "--config", "bulkconn.toml"], "missing.jsonl"),
+        (["run", "job.jsonl", "--config", "nowhere.toml"], "nowhere.toml"),
+        (["report", "summary", "bulkconn.toml"], "not a bulkconn report"),
+    ],
+)
+def test_a_mistake_under_json_still_gives_one_document(world: World, args: list[str], said: str) -> None:
+    """A script reading --json gets a document on a mistake too: the message and the exit code, also on stderr."""
+    done = world.bulkconn(*args, "--json")
+    document = orjson.loads(done.stdout)
+    assert done.returncode == 2 and document["exit_code"] == 2
+    assert said in document["error"] and document["error"] in done.stderr and "Traceback" not in done.stderr
+
+
 def test_every_option_reads_a_bulkconn_variable(world: World) -> None:
     """BULKCONN_CONFIG and BULKCONN_<COMMAND>_<OPTION> stand in for the options; a bad value is named."""
     env = {"BULKCONN_CONFIG": "bulkconn.toml", "BULKCONN_RUN_JSON": "1", "BULKCONN_RUN_QUIET": "1"}

@@ -65,46 +65,51 @@ def _output_gone() -> None:
     sys.exit(EXIT_PIPE)
 
 
-def _auth_failed(exc: AuthError) -> NoReturn:
+def _auth_failed(exc: AuthError, *, as_json: bool) -> NoReturn:
     if isinstance(exc, IdentityUnreachable):  # no answer at all: not a verdict on the credentials
-        err(exc.describe())
-        sys.exit(EXIT_SERVICE)
-    err(f"authentication failed: {exc}")
-    sys.exit(EXIT_AUTH)
+        _fail(EXIT_SERVICE, exc.describe(), as_json=as_json)
+    _fail(EXIT_AUTH, f"authentication failed: {exc}", as_json=as_json)
+
+
+def _fail(code: int, message: str, *, as_json: bool, said: str | None = None) -> NoReturn:
+    """Say ``said`` (default ``bulkconn: MESSAGE``) on stderr and exit ``code``; with ``--json`` stdout holds
+    ``{"error": MESSAGE, "exit_code": CODE}`` too."""
+    click.echo(said if said is not None else f"bulkconn: {message}", err=True)
+    if as_json:
+        click.echo(orjson.dumps({"error": message, "exit_code": code}).decode())
+    sys.exit(code)
 
 
 def user_errors(fn: F) -> F:
-    """Turn the user's own mistakes into one clear line and exit code 2, never a traceback."""
+    """Turn the user's own mistakes into one clear line and exit code 2, never a traceback.
+
+    A command given ``--json`` (``as_json``) also writes ``{"error": MESSAGE, "exit_code": CODE}`` on stdout, so a
+    script reading the document gets one whatever happened (docs/command-line.md).
+    """
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
         except BrokenPipeError:
             _output_gone()
         except StrictRefusal as exc:
             echo_problems((invalid_line(exc.file, p) for p in exc.problems), exc.invalid)
-            err(f"error: {exc}")
-            sys.exit(EXIT_USAGE)
+            _fail(EXIT_USAGE, str(exc), as_json=as_json, said=f"bulkconn: error: {exc}")
         except JobError as exc:  # FILE:LINE: message, like every other problem in a job
-            if exc.file:
-                click.echo(str(exc), err=True)
-            else:
-                err(f"error: {exc}")
-            sys.exit(EXIT_USAGE)
+            _fail(EXIT_USAGE, str(exc), as_json=as_json, said=str(exc) if exc.file else f"bulkconn: error: {exc}")
         except UsageError as exc:
-            err(f"error: {exc}")
-            sys.exit(EXIT_USAGE)
+            _fail(EXIT_USAGE, str(exc), as_json=as_json, said=f"bulkconn: error: {exc}")
         except AuthError as exc:
-            _auth_failed(exc)
+            _auth_failed(exc, as_json=as_json)
         except KeyboardInterrupt:
-            err("interrupted")
-            sys.exit(EXIT_INTERRUPTED)
+            _fail(EXIT_INTERRUPTED, "interrupted", as_json=as_json)
         except OSError as exc:
             # A disk that filled up or a file that vanished mid-run: say so plainly. What the report
             # already holds is durable; resume once the cause is fixed.
-            err(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
-            sys.exit(EXIT_FAILED)
+            message = f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"
+            _fail(EXIT_FAILED, message, as_json=as_json, said=f"bulkconn: error: {message}")
 
     return wrapper  # type: ignore[return-value]
 
