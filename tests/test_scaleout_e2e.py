@@ -142,8 +142,9 @@ class Node:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[Emulator, Node]]:
-    """8 tenants x 40 connectors at a 5 s window: each of 4 shards runs for a few seconds."""
-    options = EmulatorOptions(tenants=8, connectors_per_tenant=40, time_scale=0.25, seed=14)
+    """8 tenants x 40 connectors at a 5 s window and 20 writes per window: each of 4 shards needs two windows, so a
+    pod killed after its first results is killed mid-run however fast the client is."""
+    options = EmulatorOptions(tenants=8, connectors_per_tenant=40, time_scale=0.25, seed=14, writes_per_app=20)
     with EmulatorThread(options) as emu:
         yield emu, Node(tmp_path)
 
