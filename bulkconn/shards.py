@@ -255,10 +255,6 @@ class GlobalShare:
     requests_per_window: int
     window_s: float
 
-    @property
-    def requests_per_s(self) -> float:
-        return self.requests_per_window / self.window_s
-
 
 def global_share(
     count: int,

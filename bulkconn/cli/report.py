@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 import orjson
+from rich.markup import escape
 from rich.table import Table
 
 from bulkconn.cli.common import EXIT_OK, user_errors
@@ -67,7 +68,7 @@ def summary(reports: tuple[Path, ...], as_json: bool) -> None:
     for status in statuses:
         table.add_column(status, justify="right")
     for tenant, row in data["by_tenant"].items():
-        table.add_row(tenant, *(str(row.get(s, 0)) for s in statuses))
+        table.add_row(escape(tenant), *(str(row.get(s, 0)) for s in statuses))  # an alias is text, not markup
     table.add_row("[b]total[/b]", *(f"[b]{data['by_status'][s]}[/b]" for s in statuses))
     console.print(table)
     for code, count in data["by_error_code"].items():

@@ -308,15 +308,11 @@ def _row(record: dict[str, Any]) -> Row:
 
 def _intent_row(record: dict[str, Any]) -> Row:
     """A sync whose intent is the latest line: sent, or about to be, when the run stopped."""
-    return Row(
-        key=str(record.get("key", "")),
-        line=int(record.get("line") or 0),
-        tenant=str(record.get("tenant") or ""),
-        object_id=str(record.get("id") or ""),
-        action=str(record.get("action") or "sync"),
-        status=Status.UNCERTAIN,
-        finished_at=str(record.get("at") or ""),
-    )
+    row = _row(record)  # an intent has no answer: no HTTP status, attempts or error
+    row.action = row.action or "sync"
+    row.status = Status.UNCERTAIN
+    row.finished_at = str(record.get("at") or "")
+    return row
 
 
 @dataclass(slots=True)

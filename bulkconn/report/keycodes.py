@@ -174,11 +174,6 @@ class KeySet(Set[str]):
         self._size = sum(n for code, n in codes.code_counts().items() if code not in self._excluded)
         self.proof = proof
 
-    def has_line(self, number: int) -> bool:
-        """Whether line-number key ``number`` is in the set (what a job scan asks once per line)."""
-        code = self._codes.code_of_line(number)
-        return code != 0 and code not in self._excluded
-
     def __contains__(self, key: object) -> bool:
         # Asked once per job line by a resumed scan: KeyCodes._code inlined for line-number keys.
         if not isinstance(key, str):
