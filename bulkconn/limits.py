@@ -102,10 +102,32 @@ class TenantLimits(EpisodeReading):
 
     def earliest_send_at(self, now: float, *, writes: int, reads: int = 0) -> float:
         """The earliest time >= ``now`` at which ``writes`` writes and ``reads`` reads may go out."""
+        if self._clear(now, writes, writes + reads):
+            return now
         at = self._own_earliest(now, writes=writes, reads=reads)
         if self.shared is not None:  # other tenants change it at any time: never cached
             at = max(at, self.shared.room_at(now, writes + reads))
         return at
+
+    def _clear(self, now: float, writes: int, requests: int) -> bool:
+        """True when nothing holds the request back: :meth:`earliest_send_at` is ``now``, shown without asking.
+
+        The common case (asked two or three times per request): no cool-down, no start-up, no search, no
+        probe, the configured limit in force (``learned`` None: nothing learned, so nothing probed either), and
+        every log holding so few sends that the request fits in all of it (a log's ``total`` is never below the
+        count of any of its spans). Anything else takes the full computation, which gives ``now`` whenever this
+        does (tests/test_pacing_fast.py checks it over simulated runs).
+        """
+        shared = self.shared
+        return (
+            now >= self.cooldown_until
+            and self.learner.learned is None
+            and self._search is None
+            and not (self._starting and self._start_inflight)
+            and self.writes.total + writes <= self.learner.configured.per_window
+            and self.anything.total + requests <= self.any_limit
+            and (shared is None or shared.log.total + requests <= shared.per_window)
+        )
 
     def _own_earliest(self, now: float, *, writes: int, reads: int) -> float:
         """:meth:`_own_limits_at`, remembered for the last question until the state changes.
@@ -242,7 +264,12 @@ class TenantLimits(EpisodeReading):
         # a cool-down) or by a lack of work proves nothing, and probing on it would creep up unchecked.
         probing = self.learner.held is not None
         self._probe_grants += probing
-        if self.writes.count_since(now, now - current.window_s - self.margin_s) >= SATURATED * current.per_window:
+        # Nothing learned, nothing to probe (stable() returns at once): the count is not needed.
+        saturated = SATURATED * current.per_window
+        if (
+            self.learner.learned is not None
+            and self.writes.count_since(now, now - current.window_s - self.margin_s) >= saturated
+        ):
             self.learner.stable(now)
         if not probing:
             self._probe_grants = 0

@@ -70,6 +70,9 @@ def heard(
     A 429 is refused; any other HTTP answer was admitted by the throttling (it counts in the service's windows);
     no answer at all is neither. ``Retry-After`` is parsed raw (None when absent), capped at ``retry_after_cap_s``.
     """
+    if len(answers) == 1 and answers[0].status not in (None, 429) and not answers[0].whole_envelope:
+        # Nearly every single request: one answer, admitted, nothing more to say (what the loop below finds).
+        return Heard(sent_at=sent_at, admitted_writes=0 if reads else 1, admitted_reads=int(reads), writes=not reads)
     raw: list[str | None] = []  # the Retry-After of each 429
     admitted = 0
     envelope_failed = False
@@ -203,9 +206,10 @@ class Pacer:
         if answer.admitted_writes:
             self.limits.succeeded(now, sent_at=answer.sent_at)
         # What may go when has changed (sooner after a probe holds or a search ends): waiters look again.
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            _wake(waiter)
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                _wake(waiter)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

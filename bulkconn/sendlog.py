@@ -22,26 +22,33 @@ class SendLog:
 
     Entries are ``[time, count]`` in send order; the running sum is kept so that a full-window count is
     O(1). Counting a shorter span walks back from the newest entry (a few entries: one per batch).
+
+    ``total`` is the running sum: the sends held, including any older than ``retention_s`` not pruned yet, so
+    it is never below the count of any span. ``total + count <= limit`` therefore proves room for ``count``
+    more in every span without looking closer (what :meth:`room_at` checks first, and the pacer's fast path).
     """
 
-    __slots__ = ("_entries", "_total", "retention_s")
+    __slots__ = ("_entries", "retention_s", "total")
 
     def __init__(self, *, retention_s: float) -> None:
         self.retention_s = retention_s
         self._entries: deque[list[float]] = deque()
-        self._total = 0
+        self.total = 0
 
     def _prune(self, now: float) -> None:
         cutoff = now - self.retention_s
         while self._entries and self._entries[0][0] <= cutoff:
-            self._total -= int(self._entries.popleft()[1])
+            self.total -= int(self._entries.popleft()[1])
 
     def add(self, now: float, count: int) -> None:
         """Record ``count`` requests sent at ``now``."""
-        self._prune(now)
+        entries = self._entries
+        cutoff = now - self.retention_s
+        while entries and entries[0][0] <= cutoff:  # _prune, inlined: three logs take every send
+            self.total -= int(entries.popleft()[1])
         if count > 0:
-            self._entries.append([now, float(count)])
-            self._total += count
+            entries.append([now, float(count)])
+            self.total += count
 
     def forget(self, count: int, *, sent_at: float | None = None) -> None:
         """Remove ``count`` sends (the service refused them, so they do not occupy its window).
@@ -59,7 +66,7 @@ class SendLog:
                 continue
             taken = min(count, int(entry[1]))
             entry[1] -= taken
-            self._total -= taken
+            self.total -= taken
             count -= taken
             if entry[1] <= 0:
                 del self._entries[index]
@@ -75,7 +82,7 @@ class SendLog:
 
     def _count_pruned(self, now: float, start: float) -> int:
         if start <= now - self.retention_s:
-            return self._total
+            return self.total
         total = 0
         for when, count in reversed(self._entries):
             if when <= start:
@@ -97,7 +104,7 @@ class SendLog:
         """The earliest time >= ``now`` at which ``count`` more sends keep every ``span_s`` window within ``limit``."""
         if count > limit:
             count = limit  # a request larger than the window still goes out once the window is empty
-        if self._total + count <= limit:
+        if self.total + count <= limit:
             return now  # the whole log has room, so every span of it does: no need to look closer
         self._prune(now)
         excess = self._count_pruned(now, now - span_s) + count - limit
