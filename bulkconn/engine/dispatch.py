@@ -48,11 +48,12 @@ async def dispatch(
     fresh_connection: bool,
 ) -> Dispatched:
     """Send ``ops`` (one: a single request; more: a ``$batch``) and return one answer per operation."""
+    root = tenant.graph_root
     if len(ops) == 1:
         req = request_for(ops[0])
-        method, url, body = req.method, f"{tenant.graph_root}{req.url}", orjson.dumps(req.body)
+        method, url, body = req.method, f"{root}{req.url}", orjson.dumps(req.body)
     else:
-        method, url, body = "POST", f"{tenant.graph_root}/$batch", envelope(ops)
+        method, url, body = "POST", f"{root}/$batch", envelope(ops)
     request = HttpRequest(
         method=method,
         url=url,
@@ -61,6 +62,7 @@ async def dispatch(
         body=body,
         ca_bundle=tenant.ca_bundle,
         fresh_connection=fresh_connection,
+        root=root,  # the path after it is percent-encoded already (registry.item_path)
     )
     try:
         resp = await transport.send(request)
