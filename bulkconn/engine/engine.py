@@ -30,6 +30,7 @@ from bulkconn.config import TenantConfig
 from bulkconn.engine.dispatch import dispatch, new_request_id
 from bulkconn.engine.lane import Lane, OpState, read_chunk
 from bulkconn.engine.reading import ReadFirst, Skip, after_read, read_url
+from bulkconn.engine.slots import Slots
 from bulkconn.errors import AuthError, JobChanged
 from bulkconn.jobscan import JobScan
 from bulkconn.lanereader import LaneReader
@@ -87,7 +88,7 @@ class Engine:
         self._stopped_waits: set[asyncio.Task[Any]] = set()  # ... of which stop() cancelled the wait
         self.auth_failures: dict[str, ErrorInfo] = {}
         self.job_changed: JobChanged | None = None  # why the run stopped by itself, if the job changed under it
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._slots = Slots(settings.concurrency)
         self._rng = random.Random(settings.seed)
         self._lanes: dict[str, Lane] = {}
         self._wakers: set[asyncio.Task[None]] = set()
@@ -167,7 +168,8 @@ class Engine:
                 return False
             # The token first: a slow identity service must not hold one of the global slots.
             token = await self._token(lane)
-            async with self._slots:
+            await self._slots.take()
+            try:
                 if self.stopping.is_set():
                     return False
                 # Counted as sent only now, in the slot: a wait for a slot never hides in the pacer's log. Another
@@ -176,6 +178,8 @@ class Engine:
                 if sent_at is not None:
                     await self._send(lane, batch, token, sent_at)
                     return True
+            finally:
+                self._slots.give_back()
 
     async def _paced(self, lane: Lane, batch: list[OpState] | None = None, *, reads: int = 0) -> bool:
         """Wait until the pacer lets ``batch``'s writes (or ``reads`` reads) go; False when the run stopped first.
@@ -214,13 +218,16 @@ class Engine:
                 for state in batch:
                     self._finish(state, Status.FAILED, lane.quarantine)
                 return []
-            async with self._slots:
+            await self._slots.take()
+            try:
                 if self.stopping.is_set():
                     return None
                 sent_at = lane.pacer.take(writes=0, reads=len(reading))
                 if sent_at is not None:
                     reads = await self._get(lane, reading, token, sent_at)
                     break
+            finally:
+                self._slots.give_back()
         cap_s = self.settings.policy.retry_after_cap_s
         lane.pacer.heard(heard([r.answer for r in reads], sent_at=sent_at, reads=True, retry_after_cap_s=cap_s))
         for state, read in zip(reading, reads, strict=True):
