@@ -31,7 +31,7 @@ def new_request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
-class Dispatched(Struct, frozen=True):
+class Dispatched(Struct):  # not frozen: one per request on the hot path (a frozen __init__ costs more)
     """The answers to one request, one per operation, with the request's ids."""
 
     answers: list[Answer]
@@ -70,6 +70,8 @@ async def dispatch(
         failed = Answer(status=None, error=ErrorInfo(exc.code, exc.message), sent=exc.sent)
         return Dispatched([failed] * len(ops), [""] * len(ops))
     request_id = resp.headers.get("request-id", "")
+    if len(ops) == 1 and 200 <= resp.status < 300:  # nearly every single answer: what parse_single gives, directly
+        return Dispatched([Answer(status=resp.status, headers=resp.headers)], [request_id])
     whole = parse_single(resp.status, resp.headers, resp.body)
     if len(ops) == 1 or resp.status != 200:
         # A single answer, or an envelope that failed as a whole: every operation shares it.

@@ -146,6 +146,7 @@ class Engine:
             self.stop()
 
     async def _worker(self, lane: Lane) -> None:
+        needed = self.settings.read_first.needed
         while True:
             size = self.settings.batch_size
             limit = min(lane.pacer.max_batch, size) if size > 1 else size  # max_batch is never below 1
@@ -155,7 +156,8 @@ class Engine:
                     await self._fail_all(lane)
                 return
             try:
-                to_write = await self._read_first(lane, batch)
+                reading = [s for s in batch if not s.read_done and needed(s.op)]
+                to_write = await self._read_first(lane, batch, reading) if reading else batch
                 if to_write is None or (to_write and not await self._write(lane, to_write)):
                     return
             finally:
@@ -164,7 +166,8 @@ class Engine:
     async def _write(self, lane: Lane, batch: list[OpState]) -> bool:
         """Send ``batch``'s writes once pacing, a token and a global slot allow; False when the run stopped first."""
         while True:
-            if not await self._paced(lane, batch):
+            # A single write the pacer lets go at once (nearly every one) is asked here, without _paced's coroutine.
+            if not (len(batch) == 1 and lane.pacer.ready(writes=1)) and not await self._paced(lane, batch):
                 return False
             # The token first: a slow identity service must not hold one of the global slots.
             token = await self._token(lane)
@@ -203,12 +206,10 @@ class Engine:
         limit = lane.pacer.limit
         self.progress.limit_by_tenant[lane.tenant.alias] = (limit.per_window, limit.window_s)
 
-    async def _read_first(self, lane: Lane, batch: list[OpState]) -> list[OpState] | None:
-        """Read the objects the batch must read first and settle them; the states to write now (None: stopped)."""
+    async def _read_first(self, lane: Lane, batch: list[OpState], reading: list[OpState]) -> list[OpState] | None:
+        """Read the objects of ``reading`` (those of the batch not read yet that must be) and settle them; the states
+        of the batch to write now (None: stopped)."""
         needed = self.settings.read_first.needed
-        reading = [s for s in batch if not s.read_done and needed(s.op)]
-        if not reading:
-            return batch
         while True:
             if not await self._paced(lane, reads=len(reading)):
                 return None
@@ -334,8 +335,10 @@ class Engine:
 
     async def _send(self, lane: Lane, batch: list[OpState], token: str | None, sent_at: float) -> None:
         client_request_id = new_request_id()
+        fresh = False
         for state in batch:
             state.begin_attempt(sent_at, client_request_id)
+            fresh = state.take_fresh_connection() or fresh  # every flag is taken
             if not state.op.idempotent:  # a sync, a wipe...: recorded first, so a resume never sends it twice
                 self.on_intent(state.op)
         if token is None:
@@ -343,7 +346,6 @@ class Engine:
             for state in batch:
                 self._finish(state, Status.FAILED, lane.quarantine)
             return
-        fresh = any([state.take_fresh_connection() for state in batch])  # a list: every flag is taken
         sent = await dispatch(
             self.transport,
             lane.tenant,
