@@ -118,7 +118,7 @@ class AiohttpTransport:
         # is known never to have left (TransportError.sent is False).
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s / 2, 30.0))
         self._pool_size = pool_size
-        self._sessions: dict[tuple[str, bool], aiohttp.ClientSession] = {}
+        self._sessions: dict[tuple[Path | None, bool], aiohttp.ClientSession] = {}
         self._roots: dict[str, URL | None] = {}  # see _target
         self._proxies: dict[str, _Proxy] = {}  # see _env_proxy
 
@@ -131,7 +131,7 @@ class AiohttpTransport:
         await self.aclose()
 
     def _session(self, ca_bundle: Path | None, fresh: bool) -> aiohttp.ClientSession:
-        key = (str(ca_bundle or ""), fresh)
+        key = (ca_bundle, fresh)
         session = self._sessions.get(key)
         if session is None:
             context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)

@@ -34,6 +34,7 @@ from bulkconn.engine.slots import Slots
 from bulkconn.errors import AuthError, JobChanged
 from bulkconn.jobscan import JobScan
 from bulkconn.lanereader import LaneReader
+from bulkconn.learning import Learned
 from bulkconn.model import ErrorInfo, Operation, Outcome, Progress, Status, utc_now
 from bulkconn.pacing import GLOBAL_PER_APP, GLOBAL_WINDOW_S, Pacers, Pacing, heard
 from bulkconn.retry import Answer, Done, Retry, RetryPolicy, decide, succeeded
@@ -91,6 +92,7 @@ class Engine:
         self._slots = Slots(settings.concurrency)
         self._rng = random.Random(settings.seed)
         self._lanes: dict[str, Lane] = {}
+        self._noted: dict[str, Learned] = {}  # the limit last shown per tenant (see _note_limit)
         self._wakers: set[asyncio.Task[None]] = set()
         self._pacer_factory = pacer_factory or Pacers(
             global_share=settings.global_share,
@@ -204,7 +206,9 @@ class Engine:
     def _note_limit(self, lane: Lane) -> None:
         """Show the write limit the tenant's pacer paces to now (learned from 429s, or configured)."""
         limit = lane.pacer.limit
-        self.progress.limit_by_tenant[lane.tenant.alias] = (limit.per_window, limit.window_s)
+        if self._noted.get(lane.tenant.alias) is not limit:  # after every request: most leave it as it was
+            self._noted[lane.tenant.alias] = limit
+            self.progress.limit_by_tenant[lane.tenant.alias] = (limit.per_window, limit.window_s)
 
     async def _read_first(self, lane: Lane, batch: list[OpState], reading: list[OpState]) -> list[OpState] | None:
         """Read the objects of ``reading`` (those of the batch not read yet that must be) and settle them; the states
