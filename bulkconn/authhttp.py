@@ -226,13 +226,21 @@ class LoopHttp:
                 await session.close()
 
     def close(self) -> None:
-        """Refuse new calls, wake every waiting thread (:class:`LoopClosed`), have the sessions closed. On the loop."""
+        """Refuse new calls, wake every waiting thread (:class:`LoopClosed`), have the sessions closed (a closed loop
+        closed them when it cancelled its tasks)."""
         self._closed = True
         with self._lock:
             waiting, self._waiting = list(self._waiting), set()
         for future in waiting:
             future.cancel()
-        self._stop.set()
+        try:
+            on_loop = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._stop.set()
+        elif not self.loop.is_closed():  # from another thread: an asyncio.Event is set on its loop only
+            self.loop.call_soon_threadsafe(self._stop.set)
 
     async def aclose(self) -> None:
         """:meth:`close`, and wait until the sessions are closed."""
