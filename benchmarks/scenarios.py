@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import contenders as c
-from benchmarks.alternation import alternate, patch_only, scenario_result
+from benchmarks.alternation import alternate, marginal_result, patch_only, scenario_result
 from benchmarks.contenders import Contender
 from benchmarks.measure import run_measured
 from benchmarks.server import Server, ServerSpec, pinned
@@ -30,12 +30,12 @@ IDENTITY_LATENCY_MS = 200
 class Sizes:
     """How big each scenario is; ``QUICK`` keeps the whole harness well under a minute."""
 
-    rounds: int = 3
+    rounds: int = 5
     warm_up: bool = True
     overhead_tenants: int = 50
     overhead_ops: int = 20_000
     sdk_ops: int = 2_000
-    startup_rounds: int = 5
+    startup_rounds: int = 15
     throttle_window_scale: float = 0.02
     throttle_ops_one: int = 1_000
     throttle_ops_each: int = 500
@@ -112,6 +112,27 @@ def overhead(env: Env) -> dict[str, Any]:
     field = [c.floor(1), c.bulkconn(1), c.floor(20), c.bulkconn(20)]
     pairs = [("bulkconn-single", "floor-single"), ("bulkconn-batch", "floor-batch")]
     return _unthrottled(env, "overhead", env.sizes.overhead_ops, field, pairs)
+
+
+def marginal(env: Env) -> dict[str, Any]:
+    """(1d) CPU per operation with start-up and per-tenant costs taken out: each contender on a tenth of the overhead
+    job and on the whole job, on one server, in A B A B order; the slope between the two sizes is what one more
+    operation costs, the intercept what a run costs before its first operation (imports, tokens, set-up)."""
+    big = env.sizes.overhead_ops
+    small = big // 10
+    tenants = env.sizes.overhead_tenants
+    spec = ServerSpec(tenants, big // tenants + 1, big, UNTHROTTLED, extra=NO_THROTTLING)
+    field = [c.floor(1), c.bulkconn(1), c.floor(20), c.bulkconn(20)]
+    work = env.work / "marginal"
+    with Server(spec, work, env.server_cpu) as server:
+        jobs = {n: work / f"job-{n}.jsonl" for n in (small, big)}
+        for n, path in jobs.items():
+            patch_only(server.sample_job, path, n)
+        runs = {n: alternate(server, field, job, rounds=env.sizes.rounds, warm_up=env.sizes.warm_up, work=work,
+                             client_cpu=env.client_cpu) for n, job in jobs.items()}  # fmt: skip
+    result = marginal_result(runs, small, big, [("bulkconn-single", "floor-single"), ("bulkconn-batch", "floor-batch")])
+    result["setup"].update(tenants=tenants, time_scale=UNTHROTTLED, emulator_flags=list(NO_THROTTLING))
+    return result
 
 
 def sdk(env: Env) -> dict[str, Any]:
@@ -221,6 +242,7 @@ def startup(env: Env) -> dict[str, Any]:
 SCENARIOS: dict[str, Callable[[Env], dict[str, Any]]] = {
     "startup": startup,
     "overhead": overhead,
+    "marginal": marginal,
     "sdk": sdk,
     "sdk-batch": sdk_batch_large,
     "throttle-1": throttle_one,
