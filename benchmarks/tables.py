@@ -47,6 +47,7 @@ EXTRA: dict[str, list[tuple[str, str, str]]] = {
     "overhead": [("µs CPU / op", "cpu_us_per_op", ".0f"), ("ops / CPU s", "ops_per_cpu_s", ",.0f")],
     "sdk": [("µs CPU / op", "cpu_us_per_op", ".0f"), ("ops / CPU s", "ops_per_cpu_s", ",.0f")],
     "sdk-batch": [("µs CPU / op", "cpu_us_per_op", ".0f"), ("ops / CPU s", "ops_per_cpu_s", ",.0f")],
+    "sdk-single": [("µs CPU / op", "cpu_us_per_op", ".0f"), ("ops / CPU s", "ops_per_cpu_s", ",.0f")],
     "throttle-1": [
         ("wall / ideal", "wall_over_ideal", ".2f"),
         ("utilisation", "utilisation", ".0%"),
@@ -66,8 +67,9 @@ TITLES = {
     " click",
     "overhead": "(1) Client overhead: PATCHes over 50 tenants, no throttling",
     "marginal": "(1d) CPU per operation without start-up: the overhead job at two sizes, slope and intercept",
-    "sdk": "(1b) msgraph-sdk against bulkconn (same shape, smaller job)",
+    "sdk": "(1b) msgraph-sdk against bulkconn on a short job (2,000 operations: start-up weighs more)",
     "sdk-batch": "(1c) `$batch` on the full overhead job: msgraph-sdk against bulkconn and the floor",
+    "sdk-single": "(1e) One request per operation on the full overhead job: msgraph-sdk against bulkconn",
     "throttle-1": "(2a) Throttle-bound: 1 tenant at Intune's write limit (time-scaled)",
     "throttle-20": "(2b) Throttle-bound: 20 tenants at the limit (time-scaled)",
     "latency": "(3) Latency-bound: 100 ± 30 ms per request, 20 tenants",
