@@ -4,17 +4,18 @@ MSAL is synchronous, so :mod:`bulkconn.auth` runs it in worker threads. With a :
 ``http_client``, each of MSAL's requests is handed to the event loop (``asyncio.run_coroutine_threadsafe``) and
 sent there over one aiohttp session per CA bundle, while the worker thread waits for the answer. That costs a
 fraction of a ``requests`` call (no per-call merging of environment settings, no guessing of the body's charset,
-no connection per thread), and the identity calls follow the same TLS and proxy rules as Graph's
-(:mod:`bulkconn.transport`):
+no connection per thread). What it keeps and what it changes:
 
-* trust: the tenant's ``ca_bundle`` exactly, else the system store (``ssl.create_default_context``);
-* proxies: none with a ``ca_bundle``; otherwise ``HTTPS_PROXY``/``HTTP_PROXY`` unless ``NO_PROXY`` lists the host,
-  looked up once per host (the proxy's credentials may come from ``~/.netrc``, the identity host's never do);
+* trust: the tenant's ``ca_bundle`` exactly, else the system store (``ssl.create_default_context``, as Graph's
+  calls in :mod:`bulkconn.transport`; ``requests`` used certifi's bundle, or ``REQUESTS_CA_BUNDLE``);
+* proxies: none with a ``ca_bundle``; otherwise the environment's, chosen as ``requests`` chooses them
+  (``HTTPS_PROXY``, else ``ALL_PROXY``, unless ``NO_PROXY`` lists the host; credentials in the proxy's URL), read
+  once per host; never ``~/.netrc``;
 * every request bounded by ``timeout_s``, the connection and TLS handshake included; without a ``ca_bundle`` a
   failed connection is tried once more at once, as MSAL's own ``requests`` session does.
 
-aiohttp's and asyncio's errors reach the caller as they are, with their cause (the socket or ssl error), and
-:func:`bulkconn.auth.unreachable` says which way the service could not be reached. A loop that is gone or closing
+aiohttp's and asyncio's errors reach MSAL's caller as :class:`NoAnswer` caused by them (and so by the socket or
+ssl error), and :func:`bulkconn.auth.unreachable` says which way the service could not be reached. A loop that is gone or closing
 fails the waiting thread with :class:`LoopClosed` at once: never a hang.
 """
 
@@ -29,14 +30,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
+from requests.structures import CaseInsensitiveDict
 
 log = logging.getLogger(__name__)
-_Proxy = tuple[URL, aiohttp.BasicAuth | None] | None
 
 
 class NoAnswer(Exception):
@@ -62,7 +61,7 @@ class Answer:
 
     __slots__ = ("headers", "status_code", "text")
 
-    def __init__(self, status_code: int, text: str, headers: CIMultiDict[str]) -> None:
+    def __init__(self, status_code: int, text: str, headers: CaseInsensitiveDict[str]) -> None:
         self.status_code, self.text, self.headers = status_code, text, headers
 
     def raise_for_status(self) -> None:
@@ -77,13 +76,9 @@ def _encoded(fields: Mapping[str, Any] | str | bytes | None) -> str | bytes | No
     return urlencode({k: v for k, v in fields.items() if v is not None}, doseq=True)
 
 
-def _merged(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """Repeated headers joined into one, comma-separated, as MSAL's Response protocol asks."""
-    merged: CIMultiDict[str] = CIMultiDict()
-    for name in headers:
-        if name not in merged:
-            merged[name] = ", ".join(headers.getall(name))
-    return merged
+def _merged(resp: aiohttp.ClientResponse) -> CaseInsensitiveDict[str]:
+    """The answer's headers, a repeated one joined with commas, as MSAL's Response protocol asks."""
+    return CaseInsensitiveDict({name: ", ".join(resp.headers.getall(name)) for name in resp.headers})
 
 
 class _Request:
@@ -91,7 +86,7 @@ class _Request:
 
     def __init__(self, method: str, url: str, body: bytes | None, headers: dict[str, str], bundle: Path | None) -> None:
         self.method, self.url, self.body, self.headers, self.bundle = method, url, body, headers, bundle
-        self.proxy: _Proxy = None
+        self.proxy: str | None = None
 
 
 class BundleClient:
@@ -124,7 +119,7 @@ class LoopHttp:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._pool = pool
         self._sessions: dict[Path | None, aiohttp.ClientSession] = {}
-        self._proxies: dict[tuple[str, str], _Proxy] = {}  # (scheme, host) -> the environment's proxy for it
+        self._proxies: dict[tuple[str, str], str | None] = {}  # (scheme, host) -> the environment's proxy for it
         self._waiting: set[concurrent.futures.Future[Answer]] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -146,7 +141,7 @@ class LoopHttp:
             sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
         body = _encoded(data)
         request = _Request(method, url, body.encode() if isinstance(body, str) else body, sent, bundle)
-        request.proxy = self._proxy(url, bundle)  # may read the environment and ~/.netrc: here, not on the loop
+        request.proxy = self._proxy(url, bundle)  # may read the system's settings: here, not on the loop
         return self._wait(request)
 
     def _wait(self, request: _Request) -> Answer:
@@ -173,17 +168,16 @@ class LoopHttp:
             with self._lock:
                 self._waiting.discard(future)
 
-    def _proxy(self, url: str, bundle: Path | None) -> _Proxy:
-        """The environment's proxy for ``url`` (read here, in the worker thread: it may read ``~/.netrc``)."""
+    def _proxy(self, url: str, bundle: Path | None) -> str | None:
+        """The environment's proxy for ``url``, chosen as ``requests`` chooses it (read once per host)."""
         if bundle is not None:
             return None  # a tenant's own CA (the emulator, a private endpoint): no proxy, as for Graph
         parts = urlsplit(url)
         key = (parts.scheme, parts.hostname or "")
         if key not in self._proxies:
-            try:
-                self._proxies[key] = get_env_proxy_for_url(URL(url))
-            except LookupError:  # none set, or NO_PROXY lists the host
-                self._proxies[key] = None
+            proxies = getproxies()  # HTTPS_PROXY, HTTP_PROXY, ALL_PROXY (any case); the system's settings elsewhere
+            bypass = not proxies or proxy_bypass(key[1])  # NO_PROXY
+            self._proxies[key] = None if bypass else proxies.get(key[0]) or proxies.get("all")
         return self._proxies[key]
 
     def _session(self, bundle: Path | None) -> aiohttp.ClientSession:
@@ -191,7 +185,7 @@ class LoopHttp:
         if session is None:
             context = ssl.create_default_context(cafile=str(bundle) if bundle is not None else None)
             connector = aiohttp.TCPConnector(ssl=context, limit=self._pool)
-            # trust_env off: the proxy is chosen per host in _proxy, and ~/.netrc never adds credentials.
+            # trust_env off: the proxy is chosen per host in _proxy, and no ~/.netrc credentials are added.
             session = self._sessions[bundle] = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return session
 
@@ -199,17 +193,15 @@ class LoopHttp:
         if self._closed:
             raise LoopClosed("the run is ending")
         session = self._session(request.bundle)
-        proxy, proxy_auth = request.proxy or (None, None)
         attempts = 1 if request.bundle is not None else 2
         for attempt in range(1, attempts + 1):
             try:
                 async with session.request(
-                    request.method, request.url, data=request.body, headers=request.headers,
-                    proxy=proxy, proxy_auth=proxy_auth,
-                ) as resp:  # fmt: skip
+                    request.method, request.url, data=request.body, headers=request.headers, proxy=request.proxy
+                ) as resp:
                     text = await resp.text()
                     log.debug("%s %s -> %s", request.method, request.url.split("?")[0], resp.status)
-                    return Answer(resp.status, text, _merged(resp.headers))
+                    return Answer(resp.status, text, _merged(resp))
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc, aiohttp.ClientSSLError) or attempt == attempts:
                     raise

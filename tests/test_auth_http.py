@@ -6,6 +6,7 @@ Over real loopback sockets: the emulator's HTTPS, a CONNECT proxy, servers that 
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -117,6 +118,7 @@ class ConnectProxy:
 
     def __init__(self) -> None:
         self.targets: list[str] = []
+        self.credentials: list[str] = []  # Proxy-Authorization values seen
         self.url = ""
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -134,6 +136,8 @@ class ConnectProxy:
         head = await reader.readuntil(b"\r\n\r\n")
         method, target, _ = head.split(b"\r\n")[0].decode().split(" ")
         self.targets.append(f"{method} {target}")
+        self.credentials += [line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                             if line.lower().startswith(b"proxy-authorization:")]  # fmt: skip
         host, port = target.rsplit(":", 1)
         up_reader, up_writer = await asyncio.open_connection(host, int(port))
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -163,12 +167,14 @@ async def proxy() -> AsyncIterator[ConnectProxy]:
         yield running
 
 
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "all_proxy"])
 async def test_without_a_ca_bundle_the_environments_proxy_is_used_unless_no_proxy_lists_the_host(
-    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy: ConnectProxy
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy: ConnectProxy, variable: str
 ) -> None:
-    """HTTPS_PROXY carries the identity calls (a CONNECT per connection); NO_PROXY naming the host bypasses it."""
+    """HTTPS_PROXY (else ALL_PROXY, as requests) carries the identity calls, with the credentials in its URL;
+    NO_PROXY naming the host bypasses it."""
     monkeypatch.setenv("SSL_CERT_FILE", str(emu.ca_file))
-    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.setenv(variable, proxy.url.replace("http://", "http://someone:pa%40ss@"))
     provider = _provider(emu, tmp_path, ca_bundle=None)
     try:
         assert (await provider.token("contoso")).count(".") == 2
@@ -176,6 +182,7 @@ async def test_without_a_ca_bundle_the_environments_proxy_is_used_unless_no_prox
         await provider.aclose()
     host = emu.base_url.removeprefix("https://")
     assert proxy.targets and set(proxy.targets) == {f"CONNECT {host}"}
+    assert set(proxy.credentials) == {"Basic " + base64.b64encode(b"someone:pa@ss").decode()}
     proxy.targets.clear()
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     provider = _provider(emu, tmp_path, ca_bundle=None)
