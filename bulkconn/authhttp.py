@@ -135,7 +135,7 @@ class LoopHttp:
         """Send one request on the loop and wait for its answer (blocking: never call this on the loop's thread)."""
         query = _encoded(params)
         if query:
-            url = f"{url}{'&' if '?' in url else '?'}{query!s}"
+            url += ("&" if "?" in url else "?") + (query.decode() if isinstance(query, bytes) else query)
         sent = {k: str(v) for k, v in (headers or {}).items() if v is not None}
         if isinstance(data, Mapping):
             sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
@@ -160,7 +160,7 @@ class LoopHttp:
             return future.result(timeout=(self._timeout.total or 0) * 2 + 1)
         except concurrent.futures.CancelledError:
             raise LoopClosed("the run is ending") from None
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, OSError) as exc:  # OSError: TimeoutError, and any socket error aiohttp let by
             if not future.done():  # this wait ran out, not aiohttp's timeout: the loop stopped turning
                 future.cancel()
             raise NoAnswer(type(exc).__name__) from exc
@@ -200,7 +200,8 @@ class LoopHttp:
                     request.method, request.url, data=request.body, headers=request.headers, proxy=request.proxy
                 ) as resp:
                     text = await resp.text()
-                    log.debug("%s %s -> %s", request.method, request.url.split("?")[0], resp.status)
+                    if log.isEnabledFor(logging.DEBUG):  # method, URL without its query, status: never a body
+                        log.debug("%s %s -> %s", request.method, request.url.split("?")[0], resp.status)
                     return Answer(resp.status, text, _merged(resp))
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc, aiohttp.ClientSSLError) or attempt == attempts:

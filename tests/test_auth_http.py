@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -231,21 +232,29 @@ async def test_a_name_that_is_not_found_is_named(tmp_path: Path, monkeypatch: py
     assert error.reason == "the name was not found (DNS)" and error.attempts == 3
 
 
-async def _reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    writer.transport.abort()  # an RST, before any TLS
+@pytest.mark.parametrize(("ca_bundle", "connections"), [(False, 6), (True, 3)], ids=["system-store", "ca-bundle"])
+async def test_a_reset_connection_is_named_and_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca_bundle: bool, connections: int
+) -> None:
+    """A server that resets every connection: "connection reset" after 3 tries; without a ca_bundle each try
+    connects twice (MSAL's own requests session retried a failed connection once)."""
+    accepted: list[int] = []
 
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        writer.transport.abort()  # an RST, before any TLS
 
-async def test_a_reset_connection_is_named_and_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A server that resets every connection: "connection reset", tried 3 times."""
-    server = await asyncio.start_server(_reset, "127.0.0.1", 0, family=socket.AF_INET)
+    server = await asyncio.start_server(reset, "127.0.0.1", 0, family=socket.AF_INET)
     port = server.sockets[0].getsockname()[1]
+    bundle = {"ca_bundle": str(ensure_tls(tmp_path / "ca").ca_file)} if ca_bundle else {}
     try:
-        provider = _unreachable_provider(monkeypatch, tmp_path, f"https://127.0.0.1:{port}")
+        provider = _unreachable_provider(monkeypatch, tmp_path, f"https://127.0.0.1:{port}", **bundle)
         error = await _failure(provider)
     finally:
         server.close()
         await server.wait_closed()
     assert error.reason == "connection reset" and error.attempts == 3
+    assert len(accepted) == connections
 
 
 async def test_a_silent_service_is_a_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -315,3 +324,18 @@ def test_forms_and_queries_are_encoded_as_requests_encodes_them(fields: object) 
     """What MSAL hands over is sent byte for byte as its own requests session would send it."""
     expected = requests.Request("POST", "https://login.example.test/", data=fields).prepare().body
     assert _encoded(fields) == expected  # type: ignore[arg-type]
+
+
+async def test_debug_logs_name_the_calls_but_no_secret_or_token(
+    emu: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At DEBUG the identity calls are logged as method, URL and status; the secret and the token never appear."""
+    caplog.set_level(logging.DEBUG)
+    provider = _provider(emu, tmp_path, ca_bundle=emu.ca_file)
+    try:
+        token = await provider.token("contoso")
+    finally:
+        await provider.aclose()
+    secret = (tmp_path / "bulkconn.secrets" / "contoso.secret").read_text().strip()
+    assert "/oauth2/v2.0/token -> 200" in caplog.text
+    assert secret not in caplog.text and token not in caplog.text and token.split(".")[2] not in caplog.text
