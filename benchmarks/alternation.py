@@ -111,6 +111,39 @@ def scenario_result(
     }
 
 
+def marginal_result(
+    runs: dict[int, dict[str, list[Sample]]], small: int, big: int, pairs: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """Slope (CPU per extra operation) and intercept of every contender between two job sizes, and slope ratios.
+
+    Round n of the small job and round n of the big one make one slope; medians over rounds, and the ratio of two
+    contenders' slopes round by round (as :func:`paired_ratios`).
+    """
+
+    def slopes(name: str) -> list[float]:
+        return [(b.cpu_s - a.cpu_s) / (big - small) for a, b in zip(runs[small][name], runs[big][name], strict=True)]
+
+    contenders: dict[str, Any] = {}
+    for name in runs[big]:
+        slope = statistics.median(slopes(name))
+        small_cpu = statistics.median(s.cpu_s for s in runs[small][name])
+        big_cpu = statistics.median(s.cpu_s for s in runs[big][name])
+        contenders[name] = {
+            "median": {
+                "cpu_s_small": small_cpu,
+                "cpu_s": big_cpu,
+                "us_per_op": slope * 1e6,
+                "fixed_cpu_s": small_cpu - slope * small,
+            },
+            "runs": {str(n): [s.as_json() for s in runs[n][name]] for n in (small, big)},
+        }
+    ratios = [
+        {"a": a, "b": b, "us_per_op": statistics.median(x / y for x, y in zip(slopes(a), slopes(b), strict=True))}
+        for a, b in pairs
+    ]
+    return {"setup": {"operations": [small, big]}, "contenders": contenders, "ratios": ratios}
+
+
 def patch_only(source: Path, target: Path, limit: int | None = None) -> int:
     """Copy the emulator's sample job, turning its occasional sync into a PATCH: every contender sends PATCHes."""
     written = 0

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import contenders as c
-from benchmarks.alternation import alternate, patch_only, scenario_result
+from benchmarks.alternation import alternate, marginal_result, patch_only, scenario_result
 from benchmarks.contenders import Contender
 from benchmarks.measure import run_measured
 from benchmarks.server import Server, ServerSpec, pinned
@@ -30,12 +30,13 @@ IDENTITY_LATENCY_MS = 200
 class Sizes:
     """How big each scenario is; ``QUICK`` keeps the whole harness well under a minute."""
 
-    rounds: int = 3
+    rounds: int = 5
     warm_up: bool = True
     overhead_tenants: int = 50
     overhead_ops: int = 20_000
     sdk_ops: int = 2_000
-    startup_rounds: int = 5
+    sdk_large_rounds: int = 3
+    startup_rounds: int = 15
     throttle_window_scale: float = 0.02
     throttle_ops_one: int = 1_000
     throttle_ops_each: int = 500
@@ -53,6 +54,7 @@ QUICK = Sizes(
     overhead_tenants=5,
     overhead_ops=400,
     sdk_ops=100,
+    sdk_large_rounds=1,
     startup_rounds=1,
     throttle_window_scale=0.005,
     throttle_ops_one=200,
@@ -76,14 +78,28 @@ class Env:
 
 
 def _alternated(
-    env: Env, name: str, spec: ServerSpec, ops: int, field: list[Contender], pairs: list[tuple[str, str]]
+    env: Env,
+    name: str,
+    spec: ServerSpec,
+    ops: int,
+    field: list[Contender],
+    pairs: list[tuple[str, str]],
+    *,
+    rounds: int | None = None,
+    warm_up: bool | None = None,
 ) -> dict[str, Any]:
     work = env.work / name
     with Server(spec, work, env.server_cpu) as server:
         job = work / "job.jsonl"
         patch_only(server.sample_job, job, ops)
         samples = alternate(
-            server, field, job, rounds=env.sizes.rounds, warm_up=env.sizes.warm_up, work=work, client_cpu=env.client_cpu
+            server,
+            field,
+            job,
+            rounds=rounds or env.sizes.rounds,
+            warm_up=env.sizes.warm_up if warm_up is None else warm_up,
+            work=work,
+            client_cpu=env.client_cpu,
         )
     setup = {
         "tenants": spec.tenants,
@@ -95,11 +111,20 @@ def _alternated(
     return scenario_result(samples, pairs, setup)
 
 
-def _unthrottled(env: Env, name: str, ops: int, field: list[Contender], pairs: list[tuple[str, str]]) -> dict[str, Any]:
+def _unthrottled(
+    env: Env,
+    name: str,
+    ops: int,
+    field: list[Contender],
+    pairs: list[tuple[str, str]],
+    *,
+    rounds: int | None = None,
+    warm_up: bool | None = None,
+) -> dict[str, Any]:
     """``ops`` PATCHes over the overhead scenario's tenants with throttling out of reach; CPU per operation added."""
     tenants = env.sizes.overhead_tenants
     spec = ServerSpec(tenants, ops // tenants + 1, ops, UNTHROTTLED, extra=NO_THROTTLING)
-    result = _alternated(env, name, spec, ops, field, pairs)
+    result = _alternated(env, name, spec, ops, field, pairs, rounds=rounds, warm_up=warm_up)
     for entry in result["contenders"].values():
         cpu = entry["median"]["cpu_s"]
         entry["median"]["cpu_us_per_op"] = cpu / ops * 1e6
@@ -114,8 +139,41 @@ def overhead(env: Env) -> dict[str, Any]:
     return _unthrottled(env, "overhead", env.sizes.overhead_ops, field, pairs)
 
 
+def marginal(env: Env) -> dict[str, Any]:
+    """(1d) CPU per operation with start-up and per-tenant costs taken out: each contender on a tenth of the overhead
+    job and on the whole job, on one server, in A B A B order; the slope between the two sizes is what one more
+    operation costs, the intercept what a run costs before its first operation (imports, tokens, set-up)."""
+    big = env.sizes.overhead_ops
+    small = big // 10
+    tenants = env.sizes.overhead_tenants
+    spec = ServerSpec(tenants, big // tenants + 1, big, UNTHROTTLED, extra=NO_THROTTLING)
+    field = [c.floor(1), c.bulkconn(1), c.floor(20), c.bulkconn(20)]
+    work = env.work / "marginal"
+    with Server(spec, work, env.server_cpu) as server:
+        jobs = {n: work / f"job-{n}.jsonl" for n in (small, big)}
+        for n, path in jobs.items():
+            patch_only(server.sample_job, path, n)
+        runs = {n: alternate(server, field, job, rounds=env.sizes.rounds, warm_up=env.sizes.warm_up, work=work,
+                             client_cpu=env.client_cpu) for n, job in jobs.items()}  # fmt: skip
+    result = marginal_result(runs, small, big, [("bulkconn-single", "floor-single"), ("bulkconn-batch", "floor-batch")])
+    result["setup"].update(tenants=tenants, time_scale=UNTHROTTLED, emulator_flags=list(NO_THROTTLING))
+    return result
+
+
+def sdk_single_large(env: Env) -> dict[str, Any]:
+    """(1e) One request per operation on the overhead scenario's full job: msgraph-sdk's per-object ``patch()`` against
+    bulkconn single. The SDK costs about 7 ms of CPU per request, so each of its runs takes minutes: the issue's
+    minimum of 3 counted rounds here and no warm-up run (in a full run scenario (1b) has already run both contenders on the same
+    shape, so files and bytecode are warm; the client CPU of a first run on a fresh emulator is not affected)."""
+    field = [c.bulkconn(1), c.sdk(1)]
+    pairs = [("msgraph-sdk-single", "bulkconn-single")]
+    return _unthrottled(
+        env, "sdk-single", env.sizes.overhead_ops, field, pairs, rounds=env.sizes.sdk_large_rounds, warm_up=False
+    )
+
+
 def sdk(env: Env) -> dict[str, Any]:
-    """(1b) msgraph-sdk against bulkconn on a smaller job of the same shape (its single mode is slow per request)."""
+    """(1b) msgraph-sdk against bulkconn on a short job of the same shape (2,000 operations: start-up weighs more)."""
     field = [c.bulkconn(1), c.sdk(1), c.bulkconn(20), c.sdk(20)]
     pairs = [("msgraph-sdk-single", "bulkconn-single"), ("msgraph-sdk-batch", "bulkconn-batch")]
     return _unthrottled(env, "sdk", env.sizes.sdk_ops, field, pairs)
@@ -221,8 +279,10 @@ def startup(env: Env) -> dict[str, Any]:
 SCENARIOS: dict[str, Callable[[Env], dict[str, Any]]] = {
     "startup": startup,
     "overhead": overhead,
+    "marginal": marginal,
     "sdk": sdk,
     "sdk-batch": sdk_batch_large,
+    "sdk-single": sdk_single_large,
     "throttle-1": throttle_one,
     "throttle-20": throttle_twenty,
     "latency": latency,

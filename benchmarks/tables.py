@@ -47,6 +47,7 @@ EXTRA: dict[str, list[tuple[str, str, str]]] = {
     "overhead": [("µs CPU / op", "cpu_us_per_op", ".0f"), ("ops / CPU s", "ops_per_cpu_s", ",.0f")],
     "sdk": [("µs CPU / op", "cpu_us_per_op", ".0f"), ("ops / CPU s", "ops_per_cpu_s", ",.0f")],
     "sdk-batch": [("µs CPU / op", "cpu_us_per_op", ".0f"), ("ops / CPU s", "ops_per_cpu_s", ",.0f")],
+    "sdk-single": [("µs CPU / op", "cpu_us_per_op", ".0f"), ("ops / CPU s", "ops_per_cpu_s", ",.0f")],
     "throttle-1": [
         ("wall / ideal", "wall_over_ideal", ".2f"),
         ("utilisation", "utilisation", ".0%"),
@@ -65,8 +66,10 @@ TITLES = {
     "startup": "Start-up: `bulkconn --version` and loading `bulkconn.cli.run` as the command line does, against importing aiohttp, msal, orjson,"
     " click",
     "overhead": "(1) Client overhead: PATCHes over 50 tenants, no throttling",
-    "sdk": "(1b) msgraph-sdk against bulkconn (same shape, smaller job)",
+    "marginal": "(1d) CPU per operation without start-up: the overhead job at two sizes, slope and intercept",
+    "sdk": "(1b) msgraph-sdk against bulkconn on a short job (2,000 operations: start-up weighs more)",
     "sdk-batch": "(1c) `$batch` on the full overhead job: msgraph-sdk against bulkconn and the floor",
+    "sdk-single": "(1e) One request per operation on the full overhead job: msgraph-sdk against bulkconn",
     "throttle-1": "(2a) Throttle-bound: 1 tenant at Intune's write limit (time-scaled)",
     "throttle-20": "(2b) Throttle-bound: 20 tenants at the limit (time-scaled)",
     "latency": "(3) Latency-bound: 100 ± 30 ms per request, 20 tenants",
@@ -89,6 +92,22 @@ def _scale(result: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _marginal(result: dict[str, Any]) -> list[str]:
+    small, big = result["setup"]["operations"]
+    rows = [
+        f"| contender | client CPU s, {small:,} ops | client CPU s, {big:,} ops | µs CPU per extra op | fixed CPU s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, entry in result["contenders"].items():
+        m = entry["median"]
+        rows.append(
+            f"| {name} | {m['cpu_s_small']:.2f} | {m['cpu_s']:.2f} | {m['us_per_op']:.1f} | {m['fixed_cpu_s']:.2f} |"
+        )
+    rows += ["", "| ratio (median of paired rounds) | CPU per extra operation |", "|---|---|"]
+    rows += [f"| {r['a']} / {r['b']} | {r['us_per_op']:.2f}x |" for r in result["ratios"]]
+    return rows
+
+
 def render(results: dict[str, Any]) -> str:
     """Every scenario of ``results`` as Markdown."""
     machine = results["machine"]
@@ -105,6 +124,9 @@ def render(results: dict[str, Any]) -> str:
             out += [f"Measured {result['measured_at']} (load average after the scenario {load}).", ""]
         if name == "scale":
             out += _scale(result)
+            continue
+        if name == "marginal":
+            out += [_setup(result), "", *_marginal(result)]
             continue
         if "setup" in result and "tenants" in result["setup"]:
             out += [_setup(result), ""]
