@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp.helpers
 import msgspec
 import pytest
 import yarl
@@ -165,13 +166,13 @@ class _Proxy:
 async def test_the_environment_proxy_is_used_and_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a ca_bundle, HTTPS_PROXY carries the requests (a CONNECT to Graph's host), looked up once per host."""
     lookups: list[yarl.URL] = []
-    real = transport_module.get_env_proxy_for_url
+    real = aiohttp.helpers.get_env_proxy_for_url
 
     def counted(url: yarl.URL) -> object:
         lookups.append(url)
         return real(url)
 
-    monkeypatch.setattr(transport_module, "get_env_proxy_for_url", counted)
+    monkeypatch.setattr(transport_module, "get_env_proxy_for_url", counted)  # where the transport looks it up
     for name in ("NO_PROXY", "no_proxy", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
     async with _Proxy() as proxy, AiohttpTransport(timeout_s=5) as transport:
