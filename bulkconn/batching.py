@@ -10,11 +10,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from msgspec import Struct, field
+from msgspec import DecodeError, Raw, Struct, field, json
 
-from bulkconn.model import Action, ErrorInfo, Operation
-from bulkconn.registry import ODATA_TYPE
-from bulkconn.targets import resolve_resource
+from bulkconn.model import ErrorInfo, Operation
+from bulkconn.registry import ODATA_TYPE, Resource
+from bulkconn.targets import UPDATE, resolve_resource
 
 MAX_BATCH = 20
 _IDS = [str(index) for index in range(1, MAX_BATCH + 1)]  # the sub-request ids envelope() gives, in order
@@ -33,25 +33,42 @@ class Request(Struct):
 def request_for(op: Operation) -> Request:
     """``PATCH {item}`` with the patch, or ``POST {item}/{action}`` (``{collection}/{action}`` for an action bound
     to the collection) with the parameters. A PATCH body says the object's type: the line's, else the declared one."""
+    if op.action == UPDATE:
+        return Request("PATCH", *_patch(op))
     resource = resolve_resource(op.resource)
-    if op.action == Action.UPDATE:
-        body = {ODATA_TYPE: op.odata_type or resource.odata_type, **op.patch}
-        return Request("PATCH", resource.item_path(op.object_id), body)
     action = resource.actions[op.action]
     target = f"/{resource.path}" if action.on_collection else resource.item_path(op.object_id)
     params = {"syncType": op.sync_type} if op.sync_type and not op.params else op.params
     return Request("POST", f"{target}/{action.name}", dict(params))
 
 
+_PATCHED: dict[str, tuple[Resource, str]] = {}  # a line's resource name -> the resource and its declared type
+
+
+def _patch(op: Operation) -> tuple[str, dict[str, Any]]:
+    """The URL and body of ``op``'s PATCH. The resource is looked up once per name: the registry never changes,
+    and the lookup and the declared type's name cost more than the rest of a sub-request."""
+    found = _PATCHED.get(op.resource)
+    if found is None:
+        resource = resolve_resource(op.resource)
+        found = _PATCHED[op.resource] = (resource, resource.odata_type)
+    resource, declared = found
+    return resource.item_path(op.object_id), {ODATA_TYPE: op.odata_type or declared, **op.patch}
+
+
 def envelope(ops: Sequence[Operation]) -> bytes:
     """A ``$batch`` body for ``ops``; sub-request ids are their positions as strings ("1".."20")."""
     if not 0 < len(ops) <= MAX_BATCH:
         raise ValueError(f"a batch holds 1 to {MAX_BATCH} operations, not {len(ops)}")
-    requests = []
-    for rid, op in zip(_ids(len(ops)), ops, strict=True):
-        req = request_for(op)
-        requests.append({"id": rid, "method": req.method, "url": req.url, "headers": _JSON, "body": req.body})
-    return orjson.dumps({"requests": requests})
+    return orjson.dumps({"requests": [_sub_request(rid, op) for rid, op in zip(_ids(len(ops)), ops, strict=True)]})
+
+
+def _sub_request(rid: str, op: Operation) -> dict[str, Any]:
+    if op.action == UPDATE:  # nearly every one: no Request in between
+        url, body = _patch(op)
+        return {"id": rid, "method": "PATCH", "url": url, "headers": _JSON, "body": body}
+    req = request_for(op)
+    return {"id": rid, "method": req.method, "url": req.url, "headers": _JSON, "body": req.body}
 
 
 class SubResult(Struct):
@@ -60,7 +77,14 @@ class SubResult(Struct):
     status: int | None  # None: the envelope gave no usable answer for it
     headers: Mapping[str, str] = field(default_factory=dict)
     error: ErrorInfo | None = None
-    body: Any = None  # the sub-response's JSON body (what a GET read)
+    # The sub-response's JSON body as text (empty: none), decoded by `body` only when asked: a write's answer is
+    # never read, and skipping the object it holds is most of what decoding a $batch answer costs.
+    raw_body: bytes | Raw = b""
+
+    @property
+    def body(self) -> Any:
+        """The sub-response's JSON body (what a GET read), or None; decoded on each call."""
+        return json.decode(self.raw_body) if self.raw_body else None
 
 
 def readable_message(message: str) -> str:
@@ -131,8 +155,50 @@ def foreign_error(status: int, headers: Mapping[str, str], body: bytes) -> Error
     )
 
 
+class _Sub(Struct):
+    """A well-formed sub-response, as the fast path of :func:`unpack` decodes it (its body left undecoded)."""
+
+    id: str
+    status: int
+    headers: dict[str, str] = {}
+    body: Raw = Raw()
+
+
+class _Envelope(Struct):
+    responses: list[_Sub]
+
+
+_decode_envelope = json.Decoder(_Envelope).decode
+
+
 def unpack(raw: bytes, count: int) -> list[SubResult]:
     """Match an envelope's sub-responses to the ``count`` operations sent (ids "1".."count")."""
+    # The fast path leaves bodies undecoded, so it would not see invalid UTF-8 in one: only for ASCII answers.
+    if not raw.isascii():
+        return _unpack_loose(raw, count)
+    try:
+        subs = _decode_envelope(raw).responses
+    except DecodeError:  # not the well-formed shape (a ValidationError is a DecodeError): checked item by item
+        return _unpack_loose(raw, count)
+    seen = {sub.id.lower(): sub for sub in subs}
+    if len(seen) != len(subs) or len(seen) != count:  # duplicated, missing or unasked-for ids
+        return _unpack_loose(raw, count)
+    try:
+        matched = [seen[rid] for rid in _ids(count)]
+    except KeyError:
+        return _unpack_loose(raw, count)
+    return [_result(sub.status, sub.headers, sub.body) for sub in matched]
+
+
+def _result(status: int, headers: dict[str, str], body: bytes | Raw) -> SubResult:
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if 200 <= status < 300:
+        return SubResult(status, lowered, None, body)
+    return SubResult(status, lowered, error_from_body(json.decode(body) if body else None, status), body)
+
+
+def _unpack_loose(raw: bytes, count: int) -> list[SubResult]:
+    """:func:`unpack` for an answer that is not the well-formed shape: each sub-response checked on its own."""
     try:
         data = orjson.loads(raw)
         responses = data["responses"]
@@ -183,4 +249,4 @@ def _sub_result(rid: str, seen: dict[str, dict[str, Any]], duplicated: set[str],
     )
     body = item.get("body")
     error = None if 200 <= status < 300 else error_from_body(body, status)
-    return SubResult(status, headers, error, body)
+    return SubResult(status, headers, error, b"" if "body" not in item else orjson.dumps(body))

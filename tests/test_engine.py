@@ -11,8 +11,10 @@ import pytest
 
 from bulkconn.config import TenantConfig
 from bulkconn.engine import Engine, EngineSettings
+from bulkconn.engine.lane import OpState
 from bulkconn.errors import TransportError
 from bulkconn.limits import TenantLimits
+from bulkconn.model import ErrorInfo, Operation, Outcome, Status
 from bulkconn.pacing import Heard, Pacer, Pacing
 from bulkconn.retry import RetryPolicy
 from bulkconn.transport import Clock, HttpRequest, HttpResponse
@@ -40,6 +42,30 @@ def script(*responses: HttpResponse | TransportError) -> Handler:
         return answer
 
     return handler
+
+
+def test_an_operations_outcome_carries_each_of_its_states_fields() -> None:
+    """OpState.outcome fills Outcome's fields by position (once per operation): each lands in its own field."""
+    op = Operation("key-1", 7, "contoso", "exchangeConnector", "obj-1", "wipe")
+    state = OpState(op, attempts=3, throttled=2, started=10.0, last_status=503, request_id="r", client_request_id="c")
+    error = ErrorInfo("Code", "message")
+    outcome = state.outcome(Status.FAILED, error, now=10.25, finished_at="2026-01-01T00:00:00.000Z")
+    assert outcome == Outcome(
+        key="key-1",
+        line=7,
+        tenant="contoso",
+        object_id="obj-1",
+        action="wipe",
+        status=Status.FAILED,
+        http_status=503,
+        attempts=3,
+        throttled=2,
+        error=error,
+        request_id="r",
+        client_request_id="c",
+        duration_ms=250,
+        finished_at="2026-01-01T00:00:00.000Z",
+    )
 
 
 def test_429_then_200_waits_retry_after_and_counts_the_throttle(

