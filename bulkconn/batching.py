@@ -21,8 +21,9 @@ _IDS = [str(index) for index in range(1, MAX_BATCH + 1)]  # the sub-request ids 
 _JSON = {"Content-Type": "application/json"}  # every sub-request's headers: one dict, only ever read
 
 
-# Request and SubResult are not frozen: built once per operation on the hot path (a frozen __init__ costs 4x).
-class Request(Struct):
+# Request and SubResult are not frozen: built once per operation on the hot path (a frozen __init__ costs 4x);
+# gc=False for the same reason as model.Operation.
+class Request(Struct, gc=False):
     """A single Graph request for one operation: method, URL below the version, JSON body."""
 
     method: str
@@ -60,18 +61,18 @@ def envelope(ops: Sequence[Operation]) -> bytes:
     """A ``$batch`` body for ``ops``; sub-request ids are their positions as strings ("1".."20")."""
     if not 0 < len(ops) <= MAX_BATCH:
         raise ValueError(f"a batch holds 1 to {MAX_BATCH} operations, not {len(ops)}")
-    return orjson.dumps({"requests": [_sub_request(rid, op) for rid, op in zip(_ids(len(ops)), ops, strict=True)]})
+    requests = []
+    for rid, op in zip(_ids(len(ops)), ops, strict=True):
+        if op.action == UPDATE:  # nearly every one: no Request in between
+            method, (url, body) = "PATCH", _patch(op)
+        else:
+            req = request_for(op)
+            method, url, body = req.method, req.url, req.body
+        requests.append({"id": rid, "method": method, "url": url, "headers": _JSON, "body": body})
+    return orjson.dumps({"requests": requests})
 
 
-def _sub_request(rid: str, op: Operation) -> dict[str, Any]:
-    if op.action == UPDATE:  # nearly every one: no Request in between
-        url, body = _patch(op)
-        return {"id": rid, "method": "PATCH", "url": url, "headers": _JSON, "body": body}
-    req = request_for(op)
-    return {"id": rid, "method": req.method, "url": req.url, "headers": _JSON, "body": req.body}
-
-
-class SubResult(Struct):
+class SubResult(Struct, gc=False):
     """What the envelope says about one operation."""
 
     status: int | None  # None: the envelope gave no usable answer for it
@@ -155,7 +156,7 @@ def foreign_error(status: int, headers: Mapping[str, str], body: bytes) -> Error
     )
 
 
-class _Sub(Struct):
+class _Sub(Struct, gc=False):  # gc=False: see model.Operation
     """A well-formed sub-response, as the fast path of :func:`unpack` decodes it (its body left undecoded)."""
 
     id: str
@@ -187,14 +188,16 @@ def unpack(raw: bytes, count: int) -> list[SubResult]:
         matched = [seen[rid] for rid in _ids(count)]
     except KeyError:
         return _unpack_loose(raw, count)
-    return [_result(sub.status, sub.headers, sub.body) for sub in matched]
-
-
-def _result(status: int, headers: dict[str, str], body: bytes | Raw) -> SubResult:
-    lowered = {k.lower(): v for k, v in headers.items()}
-    if 200 <= status < 300:
-        return SubResult(status, lowered, None, body)
-    return SubResult(status, lowered, error_from_body(json.decode(body) if body else None, status), body)
+    results = []
+    raw_headers: dict[str, str] | None = None
+    headers: dict[str, str] = {}
+    for sub in matched:
+        if sub.headers != raw_headers:  # the sub-responses of an answer mostly repeat the same few headers
+            raw_headers, headers = sub.headers, {k.lower(): v for k, v in sub.headers.items()}
+        status = sub.status
+        error = None if 200 <= status < 300 else error_from_body(json.decode(sub.body) if sub.body else None, status)
+        results.append(SubResult(status, headers, error, sub.body))
+    return results
 
 
 def _unpack_loose(raw: bytes, count: int) -> list[SubResult]:

@@ -228,7 +228,7 @@ def encode(record: Record) -> bytes:
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
-class ResultLine(Struct, tag="result", tag_field="type", rename={"object_id": "id"}):
+class ResultLine(Struct, gc=False, tag="result", tag_field="type", rename={"object_id": "id"}):  # gc: model.Operation
     """A ``result`` line as msgspec encodes it (:func:`result_line`): the very bytes :func:`encode` gives for
     :func:`result`'s record, same fields in the same order, ``reason`` left out when unset."""
 
