@@ -7,9 +7,11 @@
   between runs by :mod:`bulkconn.tokencache` (the OS's encrypted store, else an owner-only file).
 * A custom authority host (the emulator, a proxy) skips instance discovery, which would otherwise go
   to login.microsoftonline.com.
-* Every tenant's app shares one ``requests`` session (per CA bundle): one connection pool and TLS setup for the
-  identity service, not one per tenant. With ``ca_bundle`` that session trusts exactly that bundle and
-  ignores ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` (which would override ``verify=``; docs/service-facts.md §5).
+* Every tenant's app sends its requests through the run's event loop (:mod:`bulkconn.authhttp`): one aiohttp
+  session per CA bundle, so one connection pool and TLS setup for the identity service, not one per tenant, and
+  the same trust and proxy rules as Graph's. With ``ca_bundle`` it trusts exactly that bundle and no proxy.
+  Without a running loop (``bulkconn login``) a shared ``requests`` session does the same, with ``trust_env`` off
+  for a ``ca_bundle`` (``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` would override ``verify=``; docs/service-facts.md §5).
 * MSAL calls run in the provider's own pool of :data:`TOKEN_THREADS` threads, not asyncio's default executor
   (a handful of threads): 1,000 tenants whose identity answers take 200 ms each get their tokens in seconds.
 * An identity service that does not answer at all (name not found, connection refused or reset, timeout) is
@@ -17,8 +19,9 @@
   :class:`IdentityUnreachable`: not a refused credential. Callers waiting on the same tenant share that one
   failure instead of each trying again.
 
-msal, msal-extensions and requests exceptions are translated to :class:`AuthError` here and nowhere else. Error
-texts carry Entra's code and description, never a secret, assertion or token.
+msal, msal-extensions, requests and (wrapped in :class:`~bulkconn.authhttp.NoAnswer`) aiohttp exceptions are
+translated to :class:`AuthError` here and nowhere else. Error texts carry Entra's code and description, never a
+secret, assertion or token.
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import aiohttp
 import msal
 import requests
 from requests.adapters import HTTPAdapter
 
+from bulkconn.authhttp import LoopClosed, LoopHttp, NoAnswer
 from bulkconn.config import (
     CertificateCredential,
     Config,
@@ -112,26 +117,33 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         todo += [i for i in inner if isinstance(i, BaseException)]
 
 
-_REASONS: tuple[tuple[type[BaseException], str], ...] = (
-    (ssl.SSLCertVerificationError, "its TLS certificate is not trusted; check the tenant's ca_bundle"),
-    (socket.gaierror, "the name was not found (DNS)"),
-    (ConnectionRefusedError, "connection refused"),
-    (ConnectionResetError, "connection reset"),
-    (requests.exceptions.Timeout, "no answer in {timeout_s:g} s"),
-    (requests.exceptions.ProxyError, "the proxy failed"),
-    (ssl.SSLError, "the TLS handshake failed"),
+_REASONS: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
+    ((LoopClosed,), "the run ended before it answered"),
+    ((ssl.SSLCertVerificationError,), "its TLS certificate is not trusted; check the tenant's ca_bundle"),
+    # Before the socket errors: a proxy that refuses the connection is the proxy's failure, not the service's.
+    (
+        (requests.exceptions.ProxyError, aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError),
+        "the proxy failed",
+    ),
+    ((socket.gaierror,), "the name was not found (DNS)"),
+    ((ConnectionRefusedError,), "connection refused"),
+    ((ConnectionResetError, aiohttp.ServerDisconnectedError), "connection reset"),
+    ((requests.exceptions.Timeout, TimeoutError), "no answer in {timeout_s:g} s"),
+    ((ssl.SSLError,), "the TLS handshake failed"),
 )
+_NOT_TRANSIENT = (LoopClosed, ssl.SSLCertVerificationError)  # the same every time: not tried again
+_NO_ANSWER = (requests.exceptions.RequestException, NoAnswer)
 
 
 def unreachable(alias: str, authority_host: str, exc: BaseException, *, timeout_s: float) -> IdentityUnreachable:
     """The identity service did not answer ``exc``'s request: why, in a few words (never a URL's query)."""
     host = urlsplit(authority_host).netloc or authority_host
     causes = list(_causes(exc))
-    for kind, reason in _REASONS:
-        if any(isinstance(cause, kind) for cause in causes):
-            transient = kind is not ssl.SSLCertVerificationError  # the same certificate is refused every time
+    for kinds, reason in _REASONS:
+        if any(isinstance(cause, kinds) for cause in causes):
+            transient = not issubclass(kinds[0], _NOT_TRANSIENT)
             return IdentityUnreachable(alias, host, reason.format(timeout_s=timeout_s), transient=transient)
-    return IdentityUnreachable(alias, host, type(exc).__name__)
+    return IdentityUnreachable(alias, host, str(exc) if isinstance(exc, NoAnswer) else type(exc).__name__)
 
 
 def _describe(result: dict[str, Any]) -> str:
@@ -159,6 +171,7 @@ class MsalTokenProvider:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bulkconn-token")
         self._apps: dict[str, msal.ClientApplication] = {}
         self._sessions: dict[str | None, requests.Session] = {}  # CA bundle (None: the system's) -> shared session
+        self._http: LoopHttp | None = None  # the identity calls' aiohttp sessions, on the loop that first used this
         self._locks: dict[str, asyncio.Lock] = {}
         self._issued: dict[str, str] = {}
         self._fresh_until: dict[str, float] = {}  # tenant -> monotonic time until which _issued is served as is
@@ -168,11 +181,17 @@ class MsalTokenProvider:
         """How many times this provider went to the identity service for ``tenant``."""
         return self._requests.get(tenant, 0)
 
-    def _session(self, tenant: TenantConfig) -> requests.Session:
-        """The session every app with this tenant's CA bundle shares (created on first use).
+    def _http_client(self, tenant: TenantConfig) -> Any:
+        """What this tenant's app sends its requests with: the loop's aiohttp sessions once a coroutine has used
+        this provider (a run, ``auth check``), else a ``requests`` session (``bulkconn login``, without a loop)."""
+        if self._http is not None:
+            return self._http.client(tenant.ca_bundle)
+        return self._session(tenant)
 
-        Its pool keeps one connection per thread, so tokens for a thousand tenants reuse a few dozen TLS
-        connections. Without a bundle it is what MSAL would build for each app (one retry on a failed connection).
+    def _session(self, tenant: TenantConfig) -> requests.Session:
+        """The session every app with this tenant's CA bundle shares when there is no event loop (created on first use).
+
+        Without a bundle it is what MSAL would build for each app (one retry on a failed connection).
         """
         bundle = None if tenant.ca_bundle is None else str(tenant.ca_bundle)
         session = self._sessions.get(bundle)
@@ -194,7 +213,7 @@ class MsalTokenProvider:
         }
         if tenant.custom_authority:
             common["instance_discovery"] = False
-        common["http_client"] = self._session(tenant)
+        common["http_client"] = self._http_client(tenant)
         if isinstance(cred, DeviceCodeCredential):
             from bulkconn.tokencache import token_cache  # device-code tenants only
 
@@ -236,7 +255,7 @@ class MsalTokenProvider:
                     raise AuthError(
                         tenant.alias, "login_required", f"no signed-in user: run `bulkconn login {tenant.alias}`"
                     )
-        except requests.exceptions.RequestException as exc:
+        except _NO_ANSWER as exc:
             raise unreachable(tenant.alias, tenant.authority_host, exc, timeout_s=self._timeout_s) from None
         except msal.exceptions.MsalServiceError as exc:
             raise AuthError(tenant.alias, "identity_service_error", str(exc)[:200]) from None
@@ -265,7 +284,16 @@ class MsalTokenProvider:
         except KeyError:
             raise AuthError(alias, "unknown_tenant", "not in the configuration") from None
 
+    def _bind(self) -> None:
+        """Send the identity calls on the running loop (the first one to use this provider: one loop per provider)."""
+        loop = asyncio.get_running_loop()
+        if self._http is None:
+            self._http = LoopHttp(loop, timeout_s=self._timeout_s, pool=self._threads)
+        elif self._http.loop is not loop:
+            raise RuntimeError("a token provider serves the event loop that first used it, not another")
+
     async def _in_thread(self, fn: Callable[[], Any], alias: str) -> Any:
+        self._bind()
         try:
             return await asyncio.wait_for(
                 asyncio.get_running_loop().run_in_executor(self._executor, fn), self._timeout_s * 3
@@ -333,10 +361,19 @@ class MsalTokenProvider:
                 await self._in_thread(lambda: _drop_access_tokens(app.token_cache), tenant)
 
     def close(self) -> None:
+        """Stop: waiting MSAL calls fail at once, the sessions close (on the loop's next turn when there is one)."""
+        if self._http is not None:
+            self._http.close()
         for session in self._sessions.values():
             session.close()
         self._sessions.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        """:meth:`close`, and wait until the loop's sessions are closed."""
+        self.close()
+        if self._http is not None:
+            await self._http.aclose()
 
 
 def device_login(config: Config, alias: str, echo: Callable[[str], None], *, timeout_s: float = 30.0) -> str:
