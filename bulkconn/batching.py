@@ -48,7 +48,7 @@ _PATCHED: dict[str, tuple[Resource, str]] = {}  # a line's resource name -> the 
 
 def _patch(op: Operation) -> tuple[str, dict[str, Any]]:
     """The URL and body of ``op``'s PATCH. The resource is looked up once per name: the registry never changes,
-    and the lookup and the declared type's name cost more than the rest of a sub-request."""
+    and the lookup and the declared type's name cost as much as the rest of a sub-request."""
     found = _PATCHED.get(op.resource)
     if found is None:
         resource = resolve_resource(op.resource)
@@ -76,7 +76,7 @@ class SubResult(Struct, gc=False):
     """What the envelope says about one operation."""
 
     status: int | None  # None: the envelope gave no usable answer for it
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)  # read only: the sub-results of an answer may share one
     error: ErrorInfo | None = None
     # The sub-response's JSON body as text (empty: none), decoded by `body` only when asked: a write's answer is
     # never read, and skipping the object it holds is most of what decoding a $batch answer costs.

@@ -4,7 +4,8 @@ What each line holds is :mod:`bulkconn.report.format`; this module only makes li
 (sync or async) context manager: it is closed, flushed and fsynced on exit.
 
 Inside a running event loop, the lines written during one step of the loop (the results of one answer: up to 20
-for a ``$batch``) go out together in one ``write`` and one flush, scheduled with ``call_soon``: they reach the
+for a ``$batch``, encoded together by :func:`~bulkconn.report.format.encode_lines`) go out together in one
+``write`` and one flush, scheduled with ``call_soon``: they reach the
 kernel before the loop waits for anything (it does not block while a callback is ready). A kill before that flush
 loses only results whose answers had just arrived: those operations count as in flight and are sent again by
 ``--resume``, which the durability guarantee (``docs/report-format.md``) allows. Outside a loop every line is
