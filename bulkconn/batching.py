@@ -10,19 +10,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from msgspec import Struct, field
+from msgspec import DecodeError, Raw, Struct, field, json
 
-from bulkconn.model import Action, ErrorInfo, Operation
-from bulkconn.registry import ODATA_TYPE
-from bulkconn.targets import resolve_resource
+from bulkconn.model import ErrorInfo, Operation
+from bulkconn.registry import ODATA_TYPE, Resource
+from bulkconn.targets import UPDATE, resolve_resource
 
 MAX_BATCH = 20
 _IDS = [str(index) for index in range(1, MAX_BATCH + 1)]  # the sub-request ids envelope() gives, in order
 _JSON = {"Content-Type": "application/json"}  # every sub-request's headers: one dict, only ever read
 
 
-# Request and SubResult are not frozen: built once per operation on the hot path (a frozen __init__ costs 4x).
-class Request(Struct):
+# Request and SubResult are not frozen: built once per operation on the hot path (a frozen __init__ costs 4x);
+# gc=False for the same reason as model.Operation.
+class Request(Struct, gc=False):
     """A single Graph request for one operation: method, URL below the version, JSON body."""
 
     method: str
@@ -33,14 +34,27 @@ class Request(Struct):
 def request_for(op: Operation) -> Request:
     """``PATCH {item}`` with the patch, or ``POST {item}/{action}`` (``{collection}/{action}`` for an action bound
     to the collection) with the parameters. A PATCH body says the object's type: the line's, else the declared one."""
+    if op.action == UPDATE:
+        return Request("PATCH", *_patch(op))
     resource = resolve_resource(op.resource)
-    if op.action == Action.UPDATE:
-        body = {ODATA_TYPE: op.odata_type or resource.odata_type, **op.patch}
-        return Request("PATCH", resource.item_path(op.object_id), body)
     action = resource.actions[op.action]
     target = f"/{resource.path}" if action.on_collection else resource.item_path(op.object_id)
     params = {"syncType": op.sync_type} if op.sync_type and not op.params else op.params
     return Request("POST", f"{target}/{action.name}", dict(params))
+
+
+_PATCHED: dict[str, tuple[Resource, str]] = {}  # a line's resource name -> the resource and its declared type
+
+
+def _patch(op: Operation) -> tuple[str, dict[str, Any]]:
+    """The URL and body of ``op``'s PATCH. The resource is looked up once per name: the registry never changes,
+    and the lookup and the declared type's name cost as much as the rest of a sub-request."""
+    found = _PATCHED.get(op.resource)
+    if found is None:
+        resource = resolve_resource(op.resource)
+        found = _PATCHED[op.resource] = (resource, resource.odata_type)
+    resource, declared = found
+    return resource.item_path(op.object_id), {ODATA_TYPE: op.odata_type or declared, **op.patch}
 
 
 def envelope(ops: Sequence[Operation]) -> bytes:
@@ -49,18 +63,29 @@ def envelope(ops: Sequence[Operation]) -> bytes:
         raise ValueError(f"a batch holds 1 to {MAX_BATCH} operations, not {len(ops)}")
     requests = []
     for rid, op in zip(_ids(len(ops)), ops, strict=True):
-        req = request_for(op)
-        requests.append({"id": rid, "method": req.method, "url": req.url, "headers": _JSON, "body": req.body})
+        if op.action == UPDATE:  # nearly every one: no Request in between
+            method, (url, body) = "PATCH", _patch(op)
+        else:
+            req = request_for(op)
+            method, url, body = req.method, req.url, req.body
+        requests.append({"id": rid, "method": method, "url": url, "headers": _JSON, "body": body})
     return orjson.dumps({"requests": requests})
 
 
-class SubResult(Struct):
+class SubResult(Struct, gc=False):
     """What the envelope says about one operation."""
 
     status: int | None  # None: the envelope gave no usable answer for it
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)  # read only: the sub-results of an answer may share one
     error: ErrorInfo | None = None
-    body: Any = None  # the sub-response's JSON body (what a GET read)
+    # The sub-response's JSON body as text (empty: none), decoded by `body` only when asked: a write's answer is
+    # never read, and skipping the object it holds is most of what decoding a $batch answer costs.
+    raw_body: bytes | Raw = b""
+
+    @property
+    def body(self) -> Any:
+        """The sub-response's JSON body (what a GET read), or None; decoded on each call."""
+        return json.decode(self.raw_body) if self.raw_body else None
 
 
 def readable_message(message: str) -> str:
@@ -131,8 +156,52 @@ def foreign_error(status: int, headers: Mapping[str, str], body: bytes) -> Error
     )
 
 
+class _Sub(Struct, gc=False):  # gc=False: see model.Operation
+    """A well-formed sub-response, as the fast path of :func:`unpack` decodes it (its body left undecoded)."""
+
+    id: str
+    status: int
+    headers: dict[str, str] = {}
+    body: Raw = Raw()
+
+
+class _Envelope(Struct):
+    responses: list[_Sub]
+
+
+_decode_envelope = json.Decoder(_Envelope).decode
+
+
 def unpack(raw: bytes, count: int) -> list[SubResult]:
     """Match an envelope's sub-responses to the ``count`` operations sent (ids "1".."count")."""
+    # The fast path leaves bodies undecoded, so it would not see invalid UTF-8 in one: only for ASCII answers.
+    if not raw.isascii():
+        return _unpack_loose(raw, count)
+    try:
+        subs = _decode_envelope(raw).responses
+    except DecodeError:  # not the well-formed shape (a ValidationError is a DecodeError): checked item by item
+        return _unpack_loose(raw, count)
+    seen = {sub.id.lower(): sub for sub in subs}
+    if len(seen) != len(subs) or len(seen) != count:  # duplicated, missing or unasked-for ids
+        return _unpack_loose(raw, count)
+    try:
+        matched = [seen[rid] for rid in _ids(count)]
+    except KeyError:
+        return _unpack_loose(raw, count)
+    results = []
+    raw_headers: dict[str, str] | None = None
+    headers: dict[str, str] = {}
+    for sub in matched:
+        if sub.headers != raw_headers:  # the sub-responses of an answer mostly repeat the same few headers
+            raw_headers, headers = sub.headers, {k.lower(): v for k, v in sub.headers.items()}
+        status = sub.status
+        error = None if 200 <= status < 300 else error_from_body(json.decode(sub.body) if sub.body else None, status)
+        results.append(SubResult(status, headers, error, sub.body))
+    return results
+
+
+def _unpack_loose(raw: bytes, count: int) -> list[SubResult]:
+    """:func:`unpack` for an answer that is not the well-formed shape: each sub-response checked on its own."""
     try:
         data = orjson.loads(raw)
         responses = data["responses"]
@@ -183,4 +252,4 @@ def _sub_result(rid: str, seen: dict[str, dict[str, Any]], duplicated: set[str],
     )
     body = item.get("body")
     error = None if 200 <= status < 300 else error_from_body(body, status)
-    return SubResult(status, headers, error, body)
+    return SubResult(status, headers, error, b"" if "body" not in item else orjson.dumps(body))

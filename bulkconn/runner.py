@@ -196,6 +196,11 @@ async def execute(
     report lines) until the header is written, so even a job of a million bad lines is not held in memory.
     """
     async with contextlib.AsyncExitStack() as held:
+        # What is alive now lives as long as the run (every module, the configuration; then the scan and the
+        # operations it kept): out of the cyclic collector's way, its full collections stop walking all of it
+        # (tens of milliseconds each, the first during the scan). Given back at the end: nothing frozen outlives it.
+        gc.freeze()
+        held.callback(gc.unfreeze)
         if lock is None:
             lock = await held.enter_async_context(ReportLock(options.report))
         elif not lock.held or lock.report != options.report:
@@ -300,11 +305,7 @@ class _Run:
         install_signals: bool,
     ) -> RunResult:
         async with contextlib.AsyncExitStack() as stack:
-            # What is alive now lives as long as the run (every module, the configuration, the scan and the
-            # operations it kept): out of the cyclic collector's way, its full collections stop walking all of
-            # it (tens of milliseconds each). Given back at the end, so nothing frozen outlives the run.
-            gc.freeze()
-            stack.callback(gc.unfreeze)
+            gc.freeze()  # the scan and the operations it kept, too (see execute)
             self.writer = stack.enter_context(self._open_report())
             stack.callback(self._write_summary)  # runs before the report closes, also after Ctrl-C or a crash
             if transport is None:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
+from bulkconn.batching import request_for, unpack
 from bulkconn.config import TenantConfig
 from bulkconn.engine import Engine, EngineSettings
+from bulkconn.engine.lane import OpState
 from bulkconn.errors import TransportError
 from bulkconn.limits import TenantLimits
+from bulkconn.model import ErrorInfo, Operation, Outcome, Status
 from bulkconn.pacing import Heard, Pacer, Pacing
+from bulkconn.report import format as fmt
 from bulkconn.retry import RetryPolicy
 from bulkconn.transport import Clock, HttpRequest, HttpResponse
 from tests.engine_harness import GRAPH, POLICY, FakeAuth, oid, run_engine, sync, update
@@ -40,6 +45,30 @@ def script(*responses: HttpResponse | TransportError) -> Handler:
         return answer
 
     return handler
+
+
+def test_an_operations_outcome_carries_each_of_its_states_fields() -> None:
+    """OpState.outcome fills Outcome's fields by position (once per operation): each lands in its own field."""
+    op = Operation("key-1", 7, "contoso", "exchangeConnector", "obj-1", "wipe")
+    state = OpState(op, attempts=3, throttled=2, started=10.0, last_status=503, request_id="r", client_request_id="c")
+    error = ErrorInfo("Code", "message")
+    outcome = state.outcome(Status.FAILED, error, now=10.25, finished_at="2026-01-01T00:00:00.000Z")
+    assert outcome == Outcome(
+        key="key-1",
+        line=7,
+        tenant="contoso",
+        object_id="obj-1",
+        action="wipe",
+        status=Status.FAILED,
+        http_status=503,
+        attempts=3,
+        throttled=2,
+        error=error,
+        request_id="r",
+        client_request_id="c",
+        duration_ms=250,
+        finished_at="2026-01-01T00:00:00.000Z",
+    )
 
 
 def test_429_then_200_waits_retry_after_and_counts_the_throttle(
@@ -383,3 +412,14 @@ def test_a_pacer_from_the_factory_hears_every_answer(tmp_path: Path, monkeypatch
     ]
     assert [h.sent_at for h in heard] == pytest.approx([t for t, _ in run.requests], abs=1e-6)
     assert run.requests[1][0] >= 3.0
+
+
+def test_the_values_built_per_operation_are_not_tracked_by_the_cyclic_collector() -> None:
+    """An operation's values hold no reference cycle, so the collector does not track them: a run allocates no
+    tracked object per operation (its collections stay short and rare)."""
+    op = Operation("1", 1, "contoso", "exchangeConnector", "obj-1", "update", {"serverName": "s"})
+    state = OpState(op)
+    outcome = state.outcome(Status.SUCCEEDED, None, now=1.0, finished_at="2026-01-01T00:00:00.000Z")
+    answer = orjson.dumps({"responses": [{"id": "1", "status": 204, "headers": {"A": "b"}}]})
+    values = [op, state, outcome, fmt.result_line(outcome), request_for(op), *unpack(answer, 1)]
+    assert [type(v).__name__ for v in values if gc.is_tracked(v)] == []

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from bulkconn import runner
 from bulkconn.engine import EngineSettings, lane
 from bulkconn.errors import JobChanged
 from bulkconn.jobscan import JobScan, scan_job
@@ -120,3 +122,28 @@ def test_a_run_keeps_each_lanes_first_read_ahead_and_reads_the_rest_back(
     _, results, _ = read_report(tmp_path / "report.jsonl")
     assert sorted(int(r["key"]) for r in results) == list(range(1, 101))
     assert all(r["status"] == "succeeded" for r in results)
+
+
+def test_a_run_scans_with_the_heap_frozen_and_gives_it_back_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan runs with what was alive before it frozen (no full collection walks every module meanwhile),
+    and the run leaves nothing frozen behind."""
+    frozen_during_scan: list[int] = []
+
+    def scan(*args: Any, **kwargs: Any) -> JobScan:
+        frozen_during_scan.append(gc.get_freeze_count())
+        return scan_job(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "scan_job", scan)
+    job = _write(tmp_path / "job.jsonl", [update(n) for n in range(1, 4)])
+    options = RunOptions(report=tmp_path / "report.jsonl", settings=EngineSettings(seed=1, policy=POLICY))
+
+    async def scenario() -> None:
+        async with FakeTransport(FakeGraph()) as transport:
+            cfg = config(tmp_path, monkeypatch)
+            await execute(job, cfg, options, auth=FakeAuth(), transport=transport, install_signals=False)
+
+    run_virtual(scenario())
+    assert frozen_during_scan and frozen_during_scan[0] > 0
+    assert gc.get_freeze_count() == 0

@@ -50,6 +50,23 @@ def test_result_record_round_trips_with_the_documented_fields_in_order() -> None
     assert fmt.decode(b'{"type": "res') is None and fmt.decode(b"[1]") is None
 
 
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        _outcome(),
+        Outcome("1", 1, "contoso", "abc", "update", Status.SUCCEEDED, 204, 1, 0, None, "r", "c", 5, "2026-01-01Z"),
+        Outcome("k", 2, "t", "", Action.SYNC, Status.UNCERTAIN, None, error=ErrorInfo("UncertainSync", "may have")),
+        Outcome("3", 3, "t", "i", "update", Status.SKIPPED, 200, reason=ErrorInfo("Unchanged", "already so")),
+        Outcome('\u00e9\n"\\\x01\u2028😀', 2**40, "t", "i", "wipe", Status.FAILED, 500, 3, 2, ErrorInfo("c", "\t")),
+    ],
+)
+def test_the_writers_result_lines_are_the_records_bytes(outcome: Outcome) -> None:
+    """The result lines the writer encodes together are byte for byte what encoding the record gives: the same
+    fields in the same order, ``reason`` only when set, the same escaping."""
+    line = fmt.result_line(outcome)
+    assert fmt.encode_lines([line, line]) == fmt.encode(fmt.result(outcome)) * 2
+
+
 def test_writer_appends_after_a_torn_line_and_closes_as_a_context_manager(tmp_path: Path) -> None:
     """A crash left half a line: the writer ends it first, so the next record is a line of its own."""
     path = tmp_path / "report.jsonl"

@@ -11,6 +11,7 @@ Exit codes: see :mod:`.common` and docs/command-line.md.
 
 from __future__ import annotations
 
+import gc
 import importlib
 from collections.abc import Mapping
 
@@ -188,4 +189,10 @@ def option_variables() -> list[tuple[str, str, str]]:
 
 def main() -> None:
     """Console-script entry point (also ``python -m bulkconn``)."""
-    cli(prog_name=PROG)
+    try:
+        cli(prog_name=PROG)
+    finally:
+        # The process ends here. The interpreter's exit runs the cyclic collector over everything still alive
+        # (every module, a run's configuration and connections): 70 ms of CPU after a run, for memory the exit
+        # frees anyway. Frozen objects are out of its reach; files and the report are closed already.
+        gc.freeze()

@@ -32,7 +32,7 @@ def read_chunk(lanes: int) -> int:
     return max(1, min(READ_CHUNK, READ_AHEAD // max(1, lanes)))
 
 
-class OpState(Struct):
+class OpState(Struct, gc=False):  # gc=False: see model.Operation
     """One operation on its way through the engine; changed only through the methods below."""
 
     op: Operation
@@ -95,21 +95,21 @@ class OpState(Struct):
     def outcome(self, status: Status, error: ErrorInfo | None, *, now: float, finished_at: str) -> Outcome:
         """The operation's report line."""
         op = self.op
-        return Outcome(
-            key=op.key,
-            line=op.line,
-            tenant=op.tenant,
-            object_id=op.object_id,
-            action=str(op.action),
-            status=status,
-            http_status=self.last_status,
-            attempts=self.attempts,
-            throttled=self.throttled,
-            error=error,
-            request_id=self.request_id,
-            client_request_id=self.client_request_id,
-            duration_ms=int((now - self.started) * 1000) if self.started else 0,
-            finished_at=finished_at,
+        return Outcome(  # positional (the order of Outcome's fields): once per operation, a third faster
+            op.key,
+            op.line,
+            op.tenant,
+            op.object_id,
+            str(op.action),
+            status,
+            self.last_status,
+            self.attempts,
+            self.throttled,
+            error,
+            self.request_id,
+            self.client_request_id,
+            int((now - self.started) * 1000) if self.started else 0,
+            finished_at,
         )
 
 
@@ -150,19 +150,26 @@ class Lane:
                 ops = self.reader.read_kept(self.chunk)
             else:
                 ops = await asyncio.to_thread(self.reader.read, self.chunk)
-            self.pending.extend(OpState(op) for op in ops)
+            self.pending.extend(map(OpState, ops))
 
     async def _pick_batch(self, limit: int) -> list[OpState]:
         """Up to ``limit`` operations to send now: retries that are due first, then the job's, in order."""
         picked: list[OpState] = []
         while self.retry and self.retry[0][0] <= self.clock.now() and len(picked) < limit:
             self._pick(heapq.heappop(self.retry)[2], picked)
+        pending, busy = self.pending, self.busy
         while len(picked) < limit:
-            if not self.pending:  # checked here: a call of the coroutine per operation costs
+            if not pending:  # checked here: a call of the coroutine per operation costs
                 await self._refill()
-                if not self.pending:
+                if not pending:
                     break
-            self._pick(self.pending.popleft(), picked)
+            state = pending.popleft()
+            oid = state.op.object_id.lower()
+            if oid in busy:
+                self.parked.setdefault(oid, deque()).append(state)
+            else:  # nearly every one: _pick, without a call per operation
+                busy.add(oid)
+                picked.append(state)
         return picked
 
     def _has_work(self) -> bool:

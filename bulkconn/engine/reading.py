@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec import Struct
 
-from bulkconn.model import Action, Operation
-from bulkconn.targets import resolve_resource
+from bulkconn.model import Operation
+from bulkconn.targets import UPDATE, resolve_resource
 
 if TYPE_CHECKING:  # imported by the functions below: only a job that reads first needs them
     from bulkconn.precheck import Backup, SkipReason
@@ -35,7 +35,8 @@ class ReadFirst(Struct, frozen=True, kw_only=True):
 
     def needed(self, op: Operation) -> bool:
         """Whether ``op`` is read before it is written (updates only: an action has nothing to compare)."""
-        return op.action == Action.UPDATE and (self.skip_unchanged or self.backup or op.expect is not None)
+        # Asked once per operation: the common answer (nothing read) first, without the enum's attribute lookup.
+        return (self.skip_unchanged or self.backup or op.expect is not None) and op.action == UPDATE
 
 
 class Skip(Struct, frozen=True):

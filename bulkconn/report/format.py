@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
+import msgspec
 import orjson
+from msgspec import UNSET, Struct, UnsetType
 
 from bulkconn.model import ErrorInfo, Operation, Outcome, Status
 
@@ -224,6 +226,54 @@ def summary(
 def encode(record: Record) -> bytes:
     """One report line, newline included."""
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+class ResultLine(Struct, gc=False, tag="result", tag_field="type", rename={"object_id": "id"}):  # gc: model.Operation
+    """A ``result`` line as msgspec encodes it (:func:`result_line`): the very bytes :func:`encode` gives for
+    :func:`result`'s record, same fields in the same order, ``reason`` left out when unset."""
+
+    key: str
+    line: int
+    tenant: str
+    object_id: str
+    action: str
+    status: Status
+    http_status: int | None
+    attempts: int
+    throttled: int
+    error: ErrorInfo | None
+    request_id: str
+    client_request_id: str
+    duration_ms: int
+    finished_at: str
+    reason: ErrorInfo | UnsetType = UNSET
+
+
+def result_line(o: Outcome) -> ResultLine:
+    """One operation's final state, as :func:`result` gives it, for :func:`encode_lines` (a copy: ``o`` may change)."""
+    return ResultLine(
+        o.key,
+        o.line,
+        o.tenant,
+        o.object_id,
+        o.action,
+        o.status,
+        o.http_status,
+        o.attempts,
+        o.throttled,
+        o.error,
+        o.request_id,
+        o.client_request_id,
+        o.duration_ms,
+        o.finished_at,
+        UNSET if o.reason is None else o.reason,
+    )
+
+
+# The writer encodes a step's result lines (up to 20 for a $batch answer) in one call: a third of the CPU of
+# encoding each with orjson from the record's dict.
+encode_lines = msgspec.json.Encoder().encode_lines
+"""``encode_lines(lines)``: the lines of a list of :class:`ResultLine`, each ending in a newline."""
 
 
 def decode(raw: bytes) -> dict[str, Any] | None:

@@ -4,7 +4,8 @@ What each line holds is :mod:`bulkconn.report.format`; this module only makes li
 (sync or async) context manager: it is closed, flushed and fsynced on exit.
 
 Inside a running event loop, the lines written during one step of the loop (the results of one answer: up to 20
-for a ``$batch``) go out together in one ``write`` and one flush, scheduled with ``call_soon``: they reach the
+for a ``$batch``, encoded together by :func:`~bulkconn.report.format.encode_lines`) go out together in one
+``write`` and one flush, scheduled with ``call_soon``: they reach the
 kernel before the loop waits for anything (it does not block while a callback is ready). A kill before that flush
 loses only results whose answers had just arrived: those operations count as in flight and are sent again by
 ``--resume``, which the durability guarantee (``docs/report-format.md``) allows. Outside a loop every line is
@@ -25,6 +26,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Self
+
+import msgspec
 
 from bulkconn.model import Operation, Outcome, utc_now
 from bulkconn.report import format as fmt
@@ -48,8 +51,9 @@ class ReportWriter:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
         self._handle: BinaryIO = os.fdopen(fd, "ab")
         self._pending: list[bytes] = []  # encoded lines waiting for this step's flush
+        self._results: list[fmt.ResultLine] = []  # result lines waiting after those, encoded together (`result`)
         self._flush_scheduled = False
-        self._failed: OSError | None = None  # a scheduled flush's error, raised by the next call
+        self._failed: Exception | None = None  # a scheduled flush's error, raised by the next call
         self._repair_torn_tail()
 
     def __enter__(self) -> Self:
@@ -82,8 +86,28 @@ class ReportWriter:
     def write(self, record: fmt.Record) -> None:
         """Append one line: flushed at the end of this step of the event loop, or at once outside a loop."""
         self._raise_failure()
+        self._encode_results()
         self._pending.append(fmt.encode(record))
-        if len(self._pending) >= MAX_PENDING:
+        self._schedule()
+
+    def result(self, outcome: Outcome) -> None:
+        """Append one operation's ``result`` line, as :meth:`write` does (the outcome as it is now): the results of
+        a step are encoded together when it is flushed (:func:`~bulkconn.report.format.encode_lines`)."""
+        if self._failed is not None:
+            raise self._failed
+        self._results.append(fmt.result_line(outcome))
+        if not self._flush_scheduled or len(self._results) >= MAX_PENDING:
+            self._schedule()
+
+    def _encode_results(self) -> None:
+        """Encode the waiting results into ``_pending`` (before a line written after them)."""
+        if self._results:
+            self._pending.append(fmt.encode_lines(self._results))
+            self._results.clear()
+
+    def _schedule(self) -> None:
+        """Flush at the end of this step of the loop; at once outside a loop or when enough lines wait."""
+        if len(self._pending) + len(self._results) >= MAX_PENDING:
             self.flush()
             return
         if self._flush_scheduled:
@@ -100,7 +124,7 @@ class ReportWriter:
         """``flush`` from the loop: an error is kept for the next call instead of going to the loop's handler."""
         try:
             self.flush()
-        except OSError as exc:
+        except (OSError, ValueError, msgspec.EncodeError) as exc:  # a write, or a line that cannot be encoded
             self._failed = exc
 
     def _raise_failure(self) -> None:
@@ -112,6 +136,7 @@ class ReportWriter:
         self._flush_scheduled = False
         if self._handle.closed:
             return
+        self._encode_results()
         if self._pending:
             lines = b"".join(self._pending)
             self._pending.clear()
@@ -133,14 +158,12 @@ class ReportWriter:
         """Write ``records`` (after the pending lines) and fsync before returning: a selector's expansion before
         the first write of its line, a pre-image (``backup``) before its write, an ``intent`` before its action."""
         self._raise_failure()
+        self._encode_results()
         self._pending.extend(fmt.encode(record) for record in records)
         self._handle.write(b"".join(self._pending))
         self._pending.clear()
         self._handle.flush()
         self._fsync(time.monotonic())
-
-    def result(self, outcome: Outcome) -> None:
-        self.write(fmt.result(outcome))
 
     def close(self) -> None:
         """Flush, fsync and close; raises a write error met on the way, or one a scheduled flush kept."""
