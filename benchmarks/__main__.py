@@ -1,4 +1,4 @@
-"""``python -m benchmarks run [--quick] [--only NAME]``, ``python -m benchmarks tables``, ``... profile``."""
+"""``python -m benchmarks run [--quick] [--only NAME]``, ``python -m benchmarks tables``, ``... profile``, ``... tokens``."""
 
 from __future__ import annotations
 
@@ -32,10 +32,18 @@ if __name__ == "__main__":
     prof.add_argument("--batch-size", type=int, default=20)
     prof.add_argument("--ops", type=int, default=20_000)
     prof.add_argument("--all-threads", action="store_true", help="sample every busy thread, not only the GIL holder")
+    tokens = commands.add_parser("tokens", help="CPU of fetching every tenant's token at once, by call gate size")
+    tokens.add_argument("--tenants", type=int, default=50)
+    tokens.add_argument("--rounds", type=int, default=7)
+    tokens.add_argument("--starts", default="8,128", help="gate sizes to compare, comma-separated")
     args = parser.parse_args()
     if args.command == "tables":
         write_readme(json.loads(Path(args.results).read_text()), HERE / "README.md")
         sys.exit(0)
+    if args.command == "tokens":
+        from benchmarks.tokens import main as token_cost
+
+        sys.exit(token_cost(args.tenants, args.rounds, [int(x) for x in args.starts.split(",")]))
     if args.command == "profile":
         from benchmarks.profile import main as profile
 

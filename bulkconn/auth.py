@@ -12,8 +12,10 @@
   the same trust and proxy rules as Graph's. With ``ca_bundle`` it trusts exactly that bundle and no proxy.
   Without a running loop (``bulkconn login``) a shared ``requests`` session does the same, with ``trust_env`` off
   for a ``ca_bundle`` (``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` would override ``verify=``; docs/service-facts.md §5).
-* MSAL calls run in the provider's own pool of :data:`TOKEN_THREADS` threads, not asyncio's default executor
-  (a handful of threads): 1,000 tenants whose identity answers take 200 ms each get their tokens in seconds.
+* MSAL calls run in the provider's own pool of up to :data:`TOKEN_THREADS` threads, not asyncio's default executor
+  (a handful of threads): 1,000 tenants whose identity answers take 200 ms each get their tokens in seconds. How many
+  run at once starts small and grows while calls wait on the service (:mod:`bulkconn.callgate`): threads that all
+  run at once against a quick service cost more CPU handing the GIL around than MSAL spends working.
 * An identity service that does not answer at all (name not found, connection refused or reset, timeout) is
   tried :data:`CONNECT_ATTEMPTS` times, :data:`CONNECT_BACKOFF_S` then twice that apart, and then reported as
   :class:`IdentityUnreachable`: not a refused credential. Callers waiting on the same tenant share that one
@@ -42,6 +44,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from bulkconn.authhttp import LoopClosed, LoopHttp, NoAnswer
+from bulkconn.callgate import CallGate
 from bulkconn.config import (
     CertificateCredential,
     Config,
@@ -169,6 +172,7 @@ class MsalTokenProvider:
         self._failures: dict[str, tuple[int, AuthError]] = {}  # tenant -> (how many so far, the latest)
         self._threads = threads
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bulkconn-token")
+        self._gate = CallGate(threads)
         self._apps: dict[str, msal.ClientApplication] = {}
         self._sessions: dict[str | None, requests.Session] = {}  # CA bundle (None: the system's) -> shared session
         self._http: LoopHttp | None = None  # the identity calls' aiohttp sessions, on the loop that first used this
@@ -294,6 +298,7 @@ class MsalTokenProvider:
 
     async def _in_thread(self, fn: Callable[[], Any], alias: str) -> Any:
         self._bind()
+        slot = await self._gate.enter()  # a few calls at once while they are quick, more while they wait (callgate)
         try:
             return await asyncio.wait_for(
                 asyncio.get_running_loop().run_in_executor(self._executor, fn), self._timeout_s * 3
@@ -303,6 +308,8 @@ class MsalTokenProvider:
             host = urlsplit(self._tenant(alias).authority_host).netloc
             reason = f"no answer in {self._timeout_s * 3:g} s"
             raise IdentityUnreachable(alias, host, reason, transient=False) from None
+        finally:
+            self._gate.leave(slot)
 
     async def _fetch(self, cfg: TenantConfig) -> str:
         """A token from the identity service, trying again (with backoff) while it cannot be reached."""
