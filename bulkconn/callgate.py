@@ -2,9 +2,10 @@
 
 Every MSAL call runs in a thread of its own. When the identity service answers within milliseconds (on the same
 network, or the emulator), the calls are CPU work, and fifty threads runnable at once spend more CPU handing the GIL
-to each other than MSAL spends working: tokens for 50 tenants cost about 85 ms of CPU with 128 threads and about
-35 ms with 16 or fewer (``benchmarks/README.md``, "Tokens"). When the service takes 200 ms to answer, the threads
-mostly wait, and only many of them keep a thousand tenants from queueing behind each other.
+to each other than MSAL spends working: tokens for 50 tenants fetched at once cost about 64 ms of CPU with every call
+running at once and about 39 ms with 8 at a time (``python -m benchmarks tokens``; ``benchmarks/README.md``). When the
+service takes 200 ms to answer, the threads mostly wait, and only many of them keep a thousand tenants from queueing
+behind each other.
 
 So :class:`CallGate` starts at :data:`START` calls at once and doubles its limit, up to ``most``, each time a call has
 been running for :data:`SLOW_S` while others wait for a slot: slow calls mean waiting on the service, where more at
