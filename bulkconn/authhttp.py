@@ -9,8 +9,8 @@ no connection per thread). What it keeps and what it changes:
 * trust: the tenant's ``ca_bundle`` exactly, else the system store (``ssl.create_default_context``, as Graph's
   calls in :mod:`bulkconn.transport`; ``requests`` used certifi's bundle, or ``REQUESTS_CA_BUNDLE``);
 * proxies: none with a ``ca_bundle``; otherwise the environment's, chosen as ``requests`` chooses them
-  (``HTTPS_PROXY``, else ``ALL_PROXY``, unless ``NO_PROXY`` lists the host; credentials in the proxy's URL), read
-  once per host; never ``~/.netrc``;
+  (``HTTPS_PROXY``, else ``ALL_PROXY``, unless ``NO_PROXY`` lists the host; credentials in the proxy's URL; a
+  value without a scheme is ``http://``), read once per host; never ``~/.netrc``;
 * every request bounded by ``timeout_s``, the connection and TLS handshake included; without a ``ca_bundle`` a
   failed connection is tried once more at once, as MSAL's own ``requests`` session does.
 
@@ -34,6 +34,8 @@ from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 from requests.structures import CaseInsensitiveDict
+
+from bulkconn.proxies import with_scheme
 
 log = logging.getLogger(__name__)
 
@@ -155,12 +157,16 @@ class LoopHttp:
             raise LoopClosed("the run is ending") from None
         with self._lock:
             self._waiting.add(future)
+            if self._closed:  # close() took its list of waiting calls between the check above and now
+                future.cancel()
         try:
             # aiohttp's timeout ends the request; this deadline only guards against a loop that stopped turning.
             return future.result(timeout=(self._timeout.total or 0) * 2 + 1)
         except concurrent.futures.CancelledError:
             raise LoopClosed("the run is ending") from None
-        except (aiohttp.ClientError, OSError) as exc:  # OSError: TimeoutError, and any socket error aiohttp let by
+        except LoopClosed:
+            raise
+        except Exception as exc:  # aiohttp's, socket and ssl errors, an answer that could not be read: no answer
             if not future.done():  # this wait ran out, not aiohttp's timeout: the loop stopped turning
                 future.cancel()
             raise NoAnswer(type(exc).__name__) from exc
@@ -177,7 +183,8 @@ class LoopHttp:
         if key not in self._proxies:
             proxies = getproxies()  # HTTPS_PROXY, HTTP_PROXY, ALL_PROXY (any case); the system's settings elsewhere
             bypass = not proxies or proxy_bypass(key[1])  # NO_PROXY
-            self._proxies[key] = None if bypass else proxies.get(key[0]) or proxies.get("all")
+            found = None if bypass else proxies.get(key[0]) or proxies.get("all")
+            self._proxies[key] = with_scheme(found) if found else None
         return self._proxies[key]
 
     def _session(self, bundle: Path | None) -> aiohttp.ClientSession:
@@ -199,7 +206,7 @@ class LoopHttp:
                 async with session.request(
                     request.method, request.url, data=request.body, headers=request.headers, proxy=request.proxy
                 ) as resp:
-                    text = await resp.text()
+                    text = await resp.text(errors="replace")  # as requests: a proxy's Latin-1 error page reads
                     if log.isEnabledFor(logging.DEBUG):  # method, URL without its query, status: never a body
                         log.debug("%s %s -> %s", request.method, request.url.split("?")[0], resp.status)
                     return Answer(resp.status, text, _merged(resp))

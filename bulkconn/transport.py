@@ -34,6 +34,7 @@ from yarl import URL
 
 from bulkconn import __version__
 from bulkconn.errors import TransportError
+from bulkconn.proxies import with_scheme
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 16 * 1024 * 1024  # Graph's answers to a PATCH, an action or a $batch of 20 are a few KiB
@@ -228,6 +229,8 @@ def _lookup_proxy(origin: str) -> _Proxy:
         proxy, auth = get_env_proxy_for_url(URL(origin))
     except LookupError:  # no proxy for this scheme, or NO_PROXY lists the host
         return _NO_PROXY
+    if not proxy.host:  # HTTPS_PROXY=proxy.corp:3128 parses as a scheme and a path
+        proxy = URL(with_scheme(str(proxy)))
     return _Proxy(proxy, {"Proxy-Authorization": auth.encode()} if auth else None)
 
 

@@ -168,14 +168,18 @@ async def proxy() -> AsyncIterator[ConnectProxy]:
         yield running
 
 
-@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "all_proxy"])
+@pytest.mark.parametrize(
+    ("variable", "scheme"), [("HTTPS_PROXY", "http://"), ("all_proxy", "http://"), ("HTTPS_PROXY", "")],
+    ids=["https_proxy", "all_proxy", "no-scheme"],
+)  # fmt: skip
 async def test_without_a_ca_bundle_the_environments_proxy_is_used_unless_no_proxy_lists_the_host(
-    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy: ConnectProxy, variable: str
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy: ConnectProxy, variable: str, scheme: str
 ) -> None:
-    """HTTPS_PROXY (else ALL_PROXY, as requests) carries the identity calls, with the credentials in its URL;
-    NO_PROXY naming the host bypasses it."""
+    """HTTPS_PROXY (else ALL_PROXY, as requests) carries the identity calls, with the credentials in its URL, also
+    written without a scheme (`proxy.corp:3128`, read as http:// like curl and requests); NO_PROXY naming the host
+    bypasses it."""
     monkeypatch.setenv("SSL_CERT_FILE", str(emu.ca_file))
-    monkeypatch.setenv(variable, proxy.url.replace("http://", "http://someone:pa%40ss@"))
+    monkeypatch.setenv(variable, proxy.url.replace("http://", f"{scheme}someone:pa%40ss@"))
     provider = _provider(emu, tmp_path, ca_bundle=None)
     try:
         assert (await provider.token("contoso")).count(".") == 2

@@ -184,6 +184,17 @@ async def test_the_environment_proxy_is_used_and_looked_up_once(monkeypatch: pyt
     assert lookups == [yarl.URL("https://127.0.0.1:9")]
 
 
+async def test_a_proxy_written_without_a_scheme_is_an_http_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPS_PROXY=127.0.0.1:PORT (no http://, as people write it for curl and requests) still carries the requests."""
+    for name in ("NO_PROXY", "no_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with _Proxy() as proxy, AiohttpTransport(timeout_s=5) as transport:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url.removeprefix("http://"))
+        with pytest.raises(TransportError):
+            await transport.send(_request("https://127.0.0.1:9/v1.0/x"))
+    assert proxy.lines == ["CONNECT 127.0.0.1:9 HTTP/1.1"]
+
+
 async def test_no_proxy_and_a_ca_bundle_each_keep_requests_off_the_proxy(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
