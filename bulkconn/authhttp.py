@@ -30,12 +30,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
-from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 from requests.structures import CaseInsensitiveDict
 
-from bulkconn.proxies import with_scheme
+from bulkconn.proxies import env_proxy
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +180,7 @@ class LoopHttp:
         parts = urlsplit(url)
         key = (parts.scheme, parts.hostname or "")
         if key not in self._proxies:
-            proxies = getproxies()  # HTTPS_PROXY, HTTP_PROXY, ALL_PROXY (any case); the system's settings elsewhere
-            bypass = not proxies or proxy_bypass(key[1])  # NO_PROXY
-            found = None if bypass else proxies.get(key[0]) or proxies.get("all")
-            self._proxies[key] = with_scheme(found) if found else None
+            self._proxies[key] = env_proxy(url)
         return self._proxies[key]
 
     def _session(self, bundle: Path | None) -> aiohttp.ClientSession:
@@ -192,7 +188,7 @@ class LoopHttp:
         if session is None:
             context = ssl.create_default_context(cafile=str(bundle) if bundle is not None else None)
             connector = aiohttp.TCPConnector(ssl=context, limit=self._pool)
-            # trust_env off: the proxy is chosen per host in _proxy, and no ~/.netrc credentials are added.
+            # trust_env off: the proxy is chosen per host in _proxy (bulkconn.proxies), no ~/.netrc credentials.
             session = self._sessions[bundle] = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return session
 

@@ -1,9 +1,29 @@
-"""Proxy settings from the environment, read the way curl and ``requests`` read them."""
+"""The proxy the environment names for a URL: one rule for Graph's calls and the identity calls.
+
+Chosen as ``requests`` chooses it, with the standard library's ``urllib.request.getproxies`` and ``proxy_bypass``:
+the URL's scheme's proxy (``HTTPS_PROXY``, any case), else ``ALL_PROXY``, unless ``NO_PROXY`` lists the host (by name
+or suffix); credentials only from the proxy's own URL (never ``~/.netrc``); a value without a scheme is ``http://``,
+as curl and ``requests`` read it. Reading the environment (and on Windows and macOS the system's settings) is done
+once per host by the callers, not per request.
+"""
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 
 def with_scheme(proxy: str) -> str:
     """``proxy.corp:3128`` is ``http://proxy.corp:3128`` (curl and ``requests`` assume ``http://``; aiohttp would refuse
     the value as an invalid URL on every request)."""
     return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy to send ``url``'s request through, or None to go direct."""
+    parts = urlsplit(url)
+    proxies = getproxies()  # HTTPS_PROXY, HTTP_PROXY, ALL_PROXY (any case); the system's settings elsewhere
+    if not proxies or proxy_bypass(parts.hostname or ""):  # NO_PROXY
+        return None
+    found = proxies.get(parts.scheme) or proxies.get("all")
+    return with_scheme(found) if found else None

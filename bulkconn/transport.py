@@ -25,16 +25,15 @@ import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple, Protocol, Self
+from typing import Protocol, Self
 
 import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
 from msgspec import Struct
 from yarl import URL
 
 from bulkconn import __version__
 from bulkconn.errors import TransportError
-from bulkconn.proxies import with_scheme
+from bulkconn.proxies import env_proxy
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 16 * 1024 * 1024  # Graph's answers to a PATCH, an action or a $batch of 20 are a few KiB
@@ -121,7 +120,7 @@ class AiohttpTransport:
         self._pool_size = pool_size
         self._sessions: dict[tuple[Path | None, bool], aiohttp.ClientSession] = {}
         self._roots: dict[str, URL | None] = {}  # see _target
-        self._proxies: dict[str, _Proxy] = {}  # see _env_proxy
+        self._proxies: dict[str, URL | None] = {}  # see _env_proxy
 
     async def __aenter__(self) -> Self:
         return self
@@ -144,14 +143,13 @@ class AiohttpTransport:
             )
         return session
 
-    async def _env_proxy(self, url: str) -> _Proxy:
-        """The environment's proxy for ``url`` (``HTTPS_PROXY``/``HTTP_PROXY`` unless ``NO_PROXY`` lists the host;
-        credentials from the proxy URL or ``~/.netrc``), looked up once per origin."""
+    async def _env_proxy(self, url: str) -> URL | None:
+        """The environment's proxy for ``url`` (``HTTPS_PROXY``, else ``ALL_PROXY``, unless ``NO_PROXY`` lists the
+        host; credentials from the proxy URL), looked up once per origin."""
         origin = "/".join(url.split("/", 3)[:3])  # scheme://host[:port]
-        found = self._proxies.get(origin)
-        if found is None:
-            found = self._proxies[origin] = await asyncio.to_thread(_lookup_proxy, origin)  # it may read ~/.netrc
-        return found
+        if origin not in self._proxies:  # None is an answer too: go direct
+            self._proxies[origin] = await asyncio.to_thread(_lookup_proxy, origin)  # may read the system's settings
+        return self._proxies[origin]
 
     def _target(self, request: HttpRequest) -> str | URL:
         """The URL to send to: a ``str`` aiohttp parses and percent-encodes, or a ``URL`` it takes as it is.
@@ -181,7 +179,7 @@ class AiohttpTransport:
         # With a tenant's own ca_bundle (the emulator, a private endpoint) the environment's proxy settings are
         # ignored, as for the identity calls; otherwise HTTPS_PROXY/NO_PROXY apply, as users expect.
         no_env = request.ca_bundle is not None
-        proxy, proxy_headers = _NO_PROXY if no_env else await self._env_proxy(request.url)
+        proxy = None if no_env else await self._env_proxy(request.url)  # its credentials, if any, in the URL
         try:
             async with session.request(
                 request.method,
@@ -190,7 +188,6 @@ class AiohttpTransport:
                 headers=headers,
                 allow_redirects=False,
                 proxy=proxy,
-                proxy_headers=proxy_headers,
             ) as resp:
                 raw = await _read_capped(resp, request.url)
                 if log.isEnabledFor(logging.DEBUG):  # the arguments cost, on every request
@@ -215,23 +212,10 @@ class AiohttpTransport:
         await asyncio.sleep(0)  # let aiohttp finish closing transports
 
 
-class _Proxy(NamedTuple):
-    url: URL | None
-    headers: dict[str, str] | None  # Proxy-Authorization, when the proxy needs credentials
-
-
-_NO_PROXY = _Proxy(None, None)
-
-
-def _lookup_proxy(origin: str) -> _Proxy:
-    """What aiohttp's ``trust_env`` finds for ``origin`` (its own lookup, done once here rather than per request)."""
-    try:
-        proxy, auth = get_env_proxy_for_url(URL(origin))
-    except LookupError:  # no proxy for this scheme, or NO_PROXY lists the host
-        return _NO_PROXY
-    if not proxy.host:  # HTTPS_PROXY=proxy.corp:3128 parses as a scheme and a path
-        proxy = URL(with_scheme(str(proxy)))
-    return _Proxy(proxy, {"Proxy-Authorization": auth.encode()} if auth else None)
+def _lookup_proxy(origin: str) -> URL | None:
+    """The environment's proxy for ``origin`` (:func:`bulkconn.proxies.env_proxy`, the identity calls' rule too)."""
+    found = env_proxy(origin)
+    return URL(found) if found else None
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, url: str) -> bytes:

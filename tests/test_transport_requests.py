@@ -4,10 +4,10 @@ percent-encoded exactly as built, in one segment), its headers, and the proxy th
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp.helpers
 import msgspec
 import pytest
 import yarl
@@ -15,6 +15,7 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bulkconn import proxies
 from bulkconn import transport as transport_module
 from bulkconn.batching import request_for
 from bulkconn.config import parse_config
@@ -142,12 +143,15 @@ class _Proxy:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.credentials: list[str] = []  # Proxy-Authorization values seen
         self.server: asyncio.Server | None = None
         self.url = ""
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         self.lines.append(head.split(b"\r\n", 1)[0].decode())
+        self.credentials += [line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                             if line.lower().startswith(b"proxy-authorization:")]  # fmt: skip
         writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         await writer.drain()
         writer.close()
@@ -165,14 +169,14 @@ class _Proxy:
 
 async def test_the_environment_proxy_is_used_and_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a ca_bundle, HTTPS_PROXY carries the requests (a CONNECT to Graph's host), looked up once per host."""
-    lookups: list[yarl.URL] = []
-    real = aiohttp.helpers.get_env_proxy_for_url
+    lookups: list[str] = []
+    real = proxies.env_proxy
 
-    def counted(url: yarl.URL) -> object:
+    def counted(url: str) -> str | None:
         lookups.append(url)
         return real(url)
 
-    monkeypatch.setattr(transport_module, "get_env_proxy_for_url", counted)  # where the transport looks it up
+    monkeypatch.setattr(transport_module, "env_proxy", counted)  # where the transport looks it up
     for name in ("NO_PROXY", "no_proxy", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
     async with _Proxy() as proxy, AiohttpTransport(timeout_s=5) as transport:
@@ -181,7 +185,7 @@ async def test_the_environment_proxy_is_used_and_looked_up_once(monkeypatch: pyt
             with pytest.raises(TransportError):
                 await transport.send(_request("https://127.0.0.1:9/v1.0/x"))
     assert proxy.lines == ["CONNECT 127.0.0.1:9 HTTP/1.1"] * 3
-    assert lookups == [yarl.URL("https://127.0.0.1:9")]
+    assert lookups == ["https://127.0.0.1:9"]
 
 
 async def test_a_proxy_written_without_a_scheme_is_an_http_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,6 +197,21 @@ async def test_a_proxy_written_without_a_scheme_is_an_http_proxy(monkeypatch: py
         with pytest.raises(TransportError):
             await transport.send(_request("https://127.0.0.1:9/v1.0/x"))
     assert proxy.lines == ["CONNECT 127.0.0.1:9 HTTP/1.1"]
+
+
+async def test_all_proxy_with_credentials_carries_graph_calls_as_it_does_identity_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only ALL_PROXY set, with a user and password in its URL: Graph's requests go through it (one rule with the
+    identity calls, bulkconn/proxies.py), the credentials as Proxy-Authorization."""
+    for name in ("NO_PROXY", "no_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with _Proxy() as proxy, AiohttpTransport(timeout_s=5) as transport:
+        monkeypatch.setenv("ALL_PROXY", proxy.url.replace("http://", "http://someone:pa%40ss@"))
+        with pytest.raises(TransportError):
+            await transport.send(_request("https://127.0.0.1:9/v1.0/x"))
+    assert proxy.lines == ["CONNECT 127.0.0.1:9 HTTP/1.1"]
+    assert proxy.credentials == ["Basic " + base64.b64encode(b"someone:pa@ss").decode()]
 
 
 async def test_no_proxy_and_a_ca_bundle_each_keep_requests_off_the_proxy(
