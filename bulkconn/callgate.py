@@ -15,23 +15,27 @@ once is what helps. It never shrinks within a run. Slots are handed over first c
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+
+from bulkconn.slots import Slots
 
 START = 8  # calls at once before any of them has been slow
 SLOW_S = 0.05  # a call running this long is waiting on the service (MSAL's own work takes a millisecond or two)
 
 
 class CallGate:
-    """At most :attr:`limit` callers between :meth:`enter` and :meth:`leave`; the limit grows while calls are slow."""
+    """At most :attr:`limit` callers between :meth:`enter` and :meth:`leave`; the limit grows while calls are slow.
 
-    __slots__ = ("_busy", "_limit", "_most", "_slow_s", "_waiters")
+    The slots themselves (first come, first served, cancellation at any moment) are :class:`bulkconn.slots.Slots`;
+    growing the limit is giving it more slots, which go to the callers waiting first.
+    """
+
+    __slots__ = ("_limit", "_most", "_slots", "_slow_s")
 
     def __init__(self, most: int, *, start: int = START, slow_s: float = SLOW_S) -> None:
         self._most = most
         self._limit = max(1, min(start, most))
         self._slow_s = slow_s
-        self._busy = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._slots = Slots(self._limit)
 
     @property
     def limit(self) -> int:
@@ -40,45 +44,23 @@ class CallGate:
 
     @property
     def busy(self) -> int:
-        """Calls between :meth:`enter` and :meth:`leave` now."""
-        return self._busy
+        """Calls between :meth:`enter` and :meth:`leave` now (free slots and waiters never coexist)."""
+        return self._limit - self._slots.free
 
     async def enter(self) -> asyncio.TimerHandle:
         """Wait for a slot (first come, first served); the handle returned goes back to :meth:`leave`."""
-        loop = asyncio.get_running_loop()
-        if self._busy < self._limit and not self._waiters:
-            self._busy += 1
-        else:
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter  # the slot is counted in _busy by whoever handed it over
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._release()  # handed a slot as we were cancelled: pass it on
-                elif waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                raise
-        return loop.call_later(self._slow_s, self._slow)
+        await self._slots.take()
+        return asyncio.get_running_loop().call_later(self._slow_s, self._slow)
 
     def leave(self, handle: asyncio.TimerHandle) -> None:
         """Give the slot taken by :meth:`enter` back."""
         handle.cancel()
-        self._release()
+        self._slots.give_back()
 
     def _slow(self) -> None:
         """A call has run for ``slow_s``: if others wait, allow twice as many at once (up to ``most``)."""
-        if self._waiters and self._limit < self._most:
-            self._limit = min(self._most, self._limit * 2)
-            self._hand_over()
-
-    def _release(self) -> None:
-        self._busy -= 1
-        self._hand_over()
-
-    def _hand_over(self) -> None:
-        while self._waiters and self._busy < self._limit:
-            waiter = self._waiters.popleft()
-            if not waiter.done():  # done: cancelled, its task not yet run to take itself off
-                self._busy += 1
-                waiter.set_result(None)
+        if self._slots.waiting and self._limit < self._most:
+            added = min(self._most, self._limit * 2) - self._limit
+            self._limit += added
+            for _ in range(added):
+                self._slots.give_back()  # to the longest waiters first, the rest stay free

@@ -47,6 +47,20 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+async def _slow_calls(gate: CallGate, n: int) -> tuple[int, int]:
+    """``n`` calls that take a second (virtual): (how many are inside after it, the most inside at once), after
+    every call has finished."""
+    calls = _Calls(gate)
+    calls.start(*range(n))
+    await asyncio.sleep(1.0)
+    await _settle()
+    inside = calls.inside
+    calls.finish(*range(n))
+    while calls.inside or len(calls.order) < n:
+        await _settle()
+    return inside, calls.most
+
+
 def test_quick_calls_never_raise_the_limit() -> None:
     """Forty calls, each finished before it has run for slow_s: never more than START (8) at once, in arrival order."""
 
@@ -95,36 +109,15 @@ def test_the_limit_grows_only_while_someone_waits() -> None:
     """Ten slow calls, 8 at once: the first slow timer doubles the limit to 16 and lets the 2 waiting in; the other
     timers find nobody waiting and leave it at 16."""
 
-    async def scenario() -> tuple[int, int]:
-        gate = CallGate(128, start=8, slow_s=0.05)
-        calls = _Calls(gate)
-        calls.start(*range(10))
-        await asyncio.sleep(1.0)
-        await _settle()
-        inside = calls.inside
-        calls.finish(*range(10))
-        await _settle()
-        return inside, gate.limit
-
-    assert run_virtual(scenario()) == (10, 16)
+    gate = CallGate(128, start=8, slow_s=0.05)
+    inside, _ = run_virtual(_slow_calls(gate, 10))
+    assert (inside, gate.limit) == (10, 16)
 
 
 def test_the_limit_stops_at_its_most() -> None:
     """200 slow calls with a most of 32: 32 at once, however many doublings the slow timers ask for."""
 
-    async def scenario() -> tuple[int, int]:
-        gate = CallGate(32, start=8, slow_s=0.05)
-        calls = _Calls(gate)
-        calls.start(*range(200))
-        await asyncio.sleep(1.0)
-        await _settle()
-        inside = calls.inside
-        calls.finish(*range(200))
-        while calls.inside or len(calls.order) < 200:
-            await _settle()
-        return inside, calls.most
-
-    assert run_virtual(scenario()) == (32, 32)
+    assert run_virtual(_slow_calls(CallGate(32, start=8, slow_s=0.05), 200)) == (32, 32)
 
 
 def test_a_slow_call_without_anyone_waiting_leaves_the_limit_alone() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import io
 from pathlib import Path
 
 import orjson
@@ -139,8 +141,17 @@ def test_many_lines_in_one_step_reach_the_file_without_waiting_for_the_step_to_e
     assert _keys(path) == [str(key) for key in range(lines)]
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
-def test_a_failed_flush_in_the_loop_stops_the_next_write_instead_of_vanishing() -> None:
+class _FullDisk(io.RawIOBase):
+    """A file on a full disk, on every platform: every write fails with ENOSPC (what /dev/full does on Linux)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_failed_flush_in_the_loop_stops_the_next_write_instead_of_vanishing(tmp_path: Path) -> None:
     """A full disk met by a step's flush is raised by the next write: the run stops rather than sending on."""
 
     async def scenario(writer: ReportWriter) -> None:
@@ -151,7 +162,9 @@ def test_a_failed_flush_in_the_loop_stops_the_next_write_instead_of_vanishing() 
         with pytest.raises(OSError):
             writer.durable([])
 
-    writer = ReportWriter(Path("/dev/full"))
+    writer = ReportWriter(tmp_path / "report.jsonl")
+    writer._handle.close()
+    writer._handle = io.BufferedWriter(_FullDisk())  # the disk fills up once the report is open
     asyncio.run(scenario(writer))
     with pytest.raises(OSError):
         writer.close()

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from bulkconn.engine.slots import Slots
+from bulkconn.slots import Slots
 
 
 class _Holders:

@@ -30,7 +30,6 @@ from bulkconn.config import TenantConfig
 from bulkconn.engine.dispatch import dispatch, new_request_id
 from bulkconn.engine.lane import Lane, OpState, read_chunk
 from bulkconn.engine.reading import ReadFirst, Skip, after_read, read_url
-from bulkconn.engine.slots import Slots
 from bulkconn.errors import AuthError, JobChanged
 from bulkconn.jobscan import JobScan
 from bulkconn.lanereader import LaneReader
@@ -38,6 +37,7 @@ from bulkconn.learning import Learned
 from bulkconn.model import ErrorInfo, Operation, Outcome, Progress, Status, utc_now
 from bulkconn.pacing import GLOBAL_PER_APP, GLOBAL_WINDOW_S, Pacers, Pacing, heard
 from bulkconn.retry import Answer, Done, Retry, RetryPolicy, decide, succeeded
+from bulkconn.slots import Slots
 from bulkconn.transport import Clock, LoopClock, Transport
 
 if TYPE_CHECKING:  # reads are imported when a job reads first (--skip-unchanged, --backup, expect)

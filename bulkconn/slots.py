@@ -1,4 +1,5 @@
-"""The global in-flight slots: a FIFO semaphore that hands a freed slot straight to the longest waiter.
+"""A FIFO semaphore that hands a freed slot straight to the longest waiter: the engine's global in-flight slots, and
+the identity calls' gate (:mod:`bulkconn.callgate`, which adds slots while calls are slow).
 
 ``asyncio.Semaphore`` (Python 3.11) wakes a waiter by scanning its queue for one not yet woken, and each woken
 waiter stays in the queue until it runs: with hundreds of workers waiting for 64 slots, most of a request's
@@ -20,6 +21,11 @@ class Slots:
     def __init__(self, limit: int) -> None:
         self._free = limit
         self._waiters: deque[asyncio.Future[None]] = deque()  # a hand-over pops its waiter; see give_back
+
+    @property
+    def waiting(self) -> bool:
+        """Whether someone waits for a slot (a cancelled waiter not yet gone may count for a moment)."""
+        return bool(self._waiters)
 
     @property
     def free(self) -> int:
