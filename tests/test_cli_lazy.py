@@ -123,3 +123,51 @@ def test_a_job_without_selector_lines_is_scanned_without_importing_selectors(tmp
     command = [sys.executable, "-c", probe, str(plain), str(selecting)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.split("\n")[:2] == ["1 0 False", "1 1 True"]
+
+
+def _probe_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """A module that records, as it is imported, whether the cyclic collector runs."""
+    (tmp_path / f"{name}.py").write_text("import gc\nCOLLECTOR_RAN = gc.isenabled()\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_a_command_module_is_imported_with_the_collector_paused_then_restored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a command's modules load the collector waits (it would walk them again and again, freeing nothing);
+    afterwards it runs again, and one paused by the caller stays paused."""
+    import gc
+
+    from bulkconn.cli import import_without_collector
+
+    _probe_module(tmp_path, monkeypatch, "probe_enabled")
+    _probe_module(tmp_path, monkeypatch, "probe_disabled")
+    assert gc.isenabled()
+    assert import_without_collector("probe_enabled").COLLECTOR_RAN is False
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert import_without_collector("probe_disabled").COLLECTOR_RAN is False
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(ModuleNotFoundError):
+        import_without_collector("probe_that_does_not_exist")
+    assert gc.isenabled()  # restored after a failed import too
+
+
+def test_the_command_line_loads_commands_with_the_collector_paused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bulkconn run` loads its module the paused way (the start-up benchmark measures that path)."""
+    import bulkconn.cli as cli_module
+
+    _probe_module(tmp_path, monkeypatch, "probe_command")
+    (tmp_path / "probe_command.py").write_text(
+        "import click, gc\nCOLLECTOR_RAN = gc.isenabled()\n\n@click.command()\ndef hello() -> None:\n    pass\n",
+        encoding="utf-8",
+    )
+    group = cli_module.LazyGroup(lazy={"hello": ("probe_command", "hello", "Say hello.")})
+    with click.Context(group) as ctx:
+        assert group.get_command(ctx, "hello") is not None
+    assert sys.modules["probe_command"].COLLECTOR_RAN is False
