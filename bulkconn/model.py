@@ -45,7 +45,8 @@ class Status(StrEnum):
     UNCERTAIN = "uncertain"  # a non-idempotent action may or may not have happened (see docs/report-format.md)
 
 
-_UPDATE, _SKIPPED = Action.UPDATE.value, Status.SKIPPED.value  # plain text, for comparisons once per operation
+# plain text, for comparisons once per operation
+_UPDATE, _SKIPPED, _SUCCEEDED = Action.UPDATE.value, Status.SKIPPED.value, Status.SUCCEEDED.value
 
 UNCHANGED = "Unchanged"  # the reason of a skip: the object already had every patched value (nothing to do)
 CONFLICT = "Conflict"  # the reason of a skip: an undo line's object was changed since bulkconn wrote it (left alone)
@@ -195,6 +196,15 @@ class Progress(Struct):
             self.skip_reasons[reason or UNCHANGED] += 1
             if reason == CONFLICT:
                 self.conflicts_by_tenant[tenant] += 1
+
+    def record_succeeded(self, tenant: str, count: int) -> None:
+        """``count`` operations of ``tenant`` succeeded: what ``count`` calls of :meth:`record` count, in one
+        (the engine's tally of a batch whose answers all succeeded)."""
+        self.done[_SUCCEEDED] += count
+        counts = self.per_tenant.get(tenant)
+        if counts is None:
+            counts = self.per_tenant[tenant] = Counter()
+        counts[_SUCCEEDED] += count
 
     def record_throttled(self, tenant: str) -> None:
         self.throttled += 1

@@ -71,6 +71,30 @@ def test_an_operations_outcome_carries_each_of_its_states_fields() -> None:
     )
 
 
+def test_a_batchs_outcomes_arrive_in_its_order_and_are_tallied_as_each_would_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Successes are recorded together, but a failure between them keeps its place in the report, and the counters
+    (per tenant and in all) are what one record per operation gives."""
+
+    def handler(request: HttpRequest) -> HttpResponse:
+        return batch_response(
+            {rid: (400, {}, error_body("BadRequest")) if rid == "2" else (204, {}, None) for rid in batch_ids(request)}
+        )
+
+    run = run_engine(tmp_path, monkeypatch, [update(n) for n in range(1, 5)], handler)
+    assert [(o.line, str(o.status)) for o in run.outcomes] == [
+        (1, "succeeded"),
+        (2, "failed"),
+        (3, "succeeded"),
+        (4, "succeeded"),
+    ]
+    progress = run.engine.progress
+    assert progress.done == {"succeeded": 3, "failed": 1}
+    assert progress.per_tenant == {"contoso": {"succeeded": 3, "failed": 1}}
+    assert progress.finished == 4
+
+
 def test_429_then_200_waits_retry_after_and_counts_the_throttle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

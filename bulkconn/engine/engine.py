@@ -341,8 +341,7 @@ class Engine:
         client_request_id = new_request_id()
         fresh = False
         for state in batch:
-            state.begin_attempt(sent_at, client_request_id)
-            fresh = state.take_fresh_connection() or fresh  # every flag is taken
+            fresh = state.begin_attempt(sent_at, client_request_id) or fresh  # every flag is taken
             if not state.op.idempotent:  # a sync, a wipe...: recorded first, so a resume never sends it twice
                 self.on_intent(state.op)
         if token is None:
@@ -363,12 +362,23 @@ class Engine:
         lane.pacer.heard(heard(sent.answers, sent_at=sent_at, retry_after_cap_s=cap_s))
         self._note_limit(lane)
         now, finished_at = self.clock.now(), utc_now()
+        done: list[Outcome] = []  # succeeded, not yet recorded: tallied together, reported in the batch's order
         for state, answer, request_id in zip(batch, sent.answers, sent.request_ids, strict=True):
             state.answered(answer.status, request_id)
             if succeeded(answer.status):  # nearly every answer: what decide() says, without its inputs
-                self._record(state.outcome(Status.SUCCEEDED, None, now=now, finished_at=finished_at))
+                done.append(state.outcome(Status.SUCCEEDED, None, now=now, finished_at=finished_at))
             else:
+                self._record_succeeded(lane, done)
                 await self._settle(lane, state, answer, token)
+        self._record_succeeded(lane, done)
+
+    def _record_succeeded(self, lane: Lane, done: list[Outcome]) -> None:
+        """What :meth:`_record` does for each of ``done`` (successes: no reason), with one tally; then empty it."""
+        if done:
+            self.progress.record_succeeded(lane.tenant.alias, len(done))
+            for outcome in done:
+                self.on_outcome(outcome)
+            done.clear()
 
     async def _settle(self, lane: Lane, state: OpState, answer: Answer, token: str) -> None:
         """Carry out the decision for one operation's answer."""

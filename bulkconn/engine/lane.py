@@ -60,11 +60,14 @@ class OpState(Struct, gc=False):  # gc=False: see model.Operation
             number=self.reads, elapsed_s=now - self.started, idempotent=True, reauthenticated=self.auth_retried
         )
 
-    def begin_attempt(self, now: float, client_request_id: str) -> None:
-        """Count an attempt about to be sent (the first one starts the operation's clock)."""
+    def begin_attempt(self, now: float, client_request_id: str) -> bool:
+        """Count an attempt about to be sent (the first one starts the operation's clock); whether it must use a new
+        connection, as :meth:`take_fresh_connection` says (taken here: one call per operation sent)."""
         self.started = self.started or now
         self.attempts += 1
         self.client_request_id = client_request_id
+        fresh, self.fresh_connection = self.fresh_connection, False
+        return fresh
 
     def take_fresh_connection(self) -> bool:
         """Whether this attempt must use a new connection (asked for once, by the previous decision)."""
