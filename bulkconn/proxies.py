@@ -2,15 +2,17 @@
 
 Chosen as ``requests`` chooses it, with the standard library's ``urllib.request.getproxies`` and ``proxy_bypass``:
 the URL's scheme's proxy (``HTTPS_PROXY``, any case), else ``ALL_PROXY``, unless ``NO_PROXY`` lists the host (by name
-or suffix); credentials only from the proxy's own URL (never ``~/.netrc``); a value without a scheme is ``http://``,
+or suffix, or an address range such as ``10.0.0.0/8`` holding an address host, which ``requests`` honours and the
+standard library does not); credentials only from the proxy's own URL (never ``~/.netrc``); a value without a scheme is ``http://``,
 as curl and ``requests`` read it. Reading the environment (and on Windows and macOS the system's settings) is done
 once per host by the callers, not per request.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
-from urllib.request import getproxies, proxy_bypass
+from urllib.request import getproxies, getproxies_environment, proxy_bypass
 
 
 def with_scheme(proxy: str) -> str:
@@ -23,7 +25,30 @@ def env_proxy(url: str) -> str | None:
     """The proxy to send ``url``'s request through, or None to go direct."""
     parts = urlsplit(url)
     proxies = getproxies()  # HTTPS_PROXY, HTTP_PROXY, ALL_PROXY (any case); the system's settings elsewhere
-    if not proxies or proxy_bypass(parts.hostname or ""):  # NO_PROXY
+    host = parts.hostname or ""
+    if not proxies or proxy_bypass(host) or _in_listed_range(host):  # NO_PROXY
         return None
     found = proxies.get(parts.scheme) or proxies.get("all")
     return with_scheme(found) if found else None
+
+
+def _in_listed_range(host: str) -> bool:
+    """Whether ``host`` is an IP address inside an address range (``10.0.0.0/8``, ``fd00::/8``) that ``NO_PROXY``
+    lists; names and single addresses are ``proxy_bypass``'s to match."""
+    listed = getproxies_environment().get("no", "")
+    if "/" not in listed:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a name
+        return False
+    for entry in listed.split(","):
+        entry = entry.strip()
+        if "/" not in entry:
+            continue
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:  # not a range: ignored, as requests ignores it
+            continue
+    return False

@@ -198,6 +198,22 @@ async def test_without_a_ca_bundle_the_environments_proxy_is_used_unless_no_prox
     assert proxy.targets == []
 
 
+async def test_no_proxy_listing_an_address_range_holding_the_identity_host_bypasses_the_proxy(
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy: ConnectProxy
+) -> None:
+    """NO_PROXY=127.0.0.0/8 (a range, as requests honoured it for MSAL's calls before they moved to aiohttp) keeps
+    the identity calls to 127.0.0.1 off the proxy."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(emu.ca_file))
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "10.0.0.0/8, 127.0.0.0/8")
+    provider = _provider(emu, tmp_path, ca_bundle=None)
+    try:
+        assert (await provider.token("contoso")).count(".") == 2
+    finally:
+        await provider.aclose()
+    assert proxy.targets == []
+
+
 async def test_a_ca_bundle_tenant_ignores_the_environments_proxy(
     emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy: ConnectProxy
 ) -> None:

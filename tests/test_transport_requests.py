@@ -217,7 +217,8 @@ async def test_all_proxy_with_credentials_carries_graph_calls_as_it_does_identit
 async def test_no_proxy_and_a_ca_bundle_each_keep_requests_off_the_proxy(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """A host NO_PROXY lists goes direct; so does a tenant with its own ca_bundle, whatever the environment says."""
+    """A host NO_PROXY lists (by address or in an address range) goes direct; so does a tenant with its own
+    ca_bundle, whatever the environment says."""
     ca = ensure_tls(tmp_path).ca_file
     async with _Proxy() as proxy:
         monkeypatch.setenv("HTTPS_PROXY", proxy.url)
@@ -232,5 +233,9 @@ async def test_no_proxy_and_a_ca_bundle_each_keep_requests_off_the_proxy(
         async with AiohttpTransport(timeout_s=5) as transport:
             with pytest.raises(TransportError) as bypassed:
                 await transport.send(_request("https://127.0.0.1:9/v1.0/x"))
+        monkeypatch.setenv("NO_PROXY", "127.0.0.0/8")  # a range holding the address
+        async with AiohttpTransport(timeout_s=5) as transport:
+            with pytest.raises(TransportError) as in_range:
+                await transport.send(_request("https://127.0.0.1:9/v1.0/x"))
     assert proxy.lines == []
-    assert direct.value.code == bypassed.value.code == "ConnectionError"
+    assert direct.value.code == bypassed.value.code == in_range.value.code == "ConnectionError"
