@@ -163,8 +163,8 @@ def marginal(env: Env) -> dict[str, Any]:
 def sdk_single_large(env: Env) -> dict[str, Any]:
     """(1e) One request per operation on the overhead scenario's full job: msgraph-sdk's per-object ``patch()`` against
     bulkconn single. The SDK costs about 7 ms of CPU per request, so each of its runs takes minutes: the issue's
-    minimum of 3 counted rounds here and no warm-up run (in a full run scenario (1b) has already run both contenders on the same
-    shape, so files and bytecode are warm; the client CPU of a first run on a fresh emulator is not affected)."""
+    minimum of 3 counted rounds here and no warm-up run (in a full run scenario (1b) has already run both contenders on
+    the same shape, so files and bytecode are warm; the client CPU of a first run on a fresh emulator is not affected)."""
     field = [c.bulkconn(1), c.sdk(1)]
     pairs = [("msgraph-sdk-single", "bulkconn-single")]
     return _unthrottled(
@@ -249,9 +249,11 @@ def many_tenants_slow_identity(env: Env) -> dict[str, Any]:
     return _many_tenants(env, "tenants-200ms", IDENTITY_LATENCY_MS)
 
 
-# `bulkconn run` loads its command as the command line does (bulkconn.cli.import_without_collector), and both sides end
-# as `bulkconn` ends (gc.freeze() in bulkconn.cli.main): the interpreter's final collection over every object still
-# alive is not an import's cost, and it grows with what was imported, so neither side pays it here.
+# What `bulkconn run` imports before its first request, loaded as the command line loads it
+# (bulkconn.cli.import_without_collector: the collector paused, then what the import created frozen), ending as every
+# `bulkconn` command ends, with gc.freeze() (bulkconn.cli.main). The floor's script ends with gc.freeze() too: the
+# interpreter's final collection walks every object still alive, so it grows with what was imported, and it is not an
+# import's cost. Each side imports with the collector as it leaves it.
 RUN_IMPORTS = (
     "import gc; from bulkconn.cli import import_without_collector; import_without_collector('bulkconn.cli.run'); "
     "gc.freeze()"

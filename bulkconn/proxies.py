@@ -1,11 +1,11 @@
 """The proxy the environment names for a URL: one rule for Graph's calls and the identity calls.
 
 Chosen as ``requests`` chooses it, with the standard library's ``urllib.request.getproxies`` and ``proxy_bypass``:
-the URL's scheme's proxy (``HTTPS_PROXY``, any case), else ``ALL_PROXY``, unless ``NO_PROXY`` lists the host (by name
-or suffix, or an address range such as ``10.0.0.0/8`` holding an address host, which ``requests`` honours and the
-standard library does not); credentials only from the proxy's own URL (never ``~/.netrc``); a value without a scheme is ``http://``,
-as curl and ``requests`` read it. Reading the environment (and on Windows and macOS the system's settings) is done
-once per host by the callers, not per request.
+the URL's scheme's proxy (``HTTPS_PROXY``, any case), else ``ALL_PROXY``, unless ``NO_PROXY`` lists the host (by
+name or suffix, or an address range holding an address host: ``10.0.0.0/8``, ``fd00::/8``, as curl reads them
+since 7.86; ``requests`` takes IPv4 ranges only, the standard library none); credentials only from the proxy's own
+URL (never ``~/.netrc``); a value without a scheme is ``http://``, as curl and ``requests`` read it. Reading the
+environment (and on Windows and macOS the system's settings) is done once per host by the callers, not per request.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def env_proxy(url: str) -> str | None:
 def _in_listed_range(host: str) -> bool:
     """Whether ``host`` is an IP address inside an address range (``10.0.0.0/8``, ``fd00::/8``) that ``NO_PROXY``
     lists; names and single addresses are ``proxy_bypass``'s to match."""
-    listed = getproxies_environment().get("no", "")
+    listed = getproxies_environment().get("no", "").replace(" ", "")  # "10.0.0.0 /8" too, as requests reads it
     if "/" not in listed:
         return False
     try:
@@ -43,7 +43,6 @@ def _in_listed_range(host: str) -> bool:
     except ValueError:  # a name
         return False
     for entry in listed.split(","):
-        entry = entry.strip()
         if "/" not in entry:
             continue
         try:

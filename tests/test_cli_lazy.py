@@ -125,26 +125,32 @@ def test_a_job_without_selector_lines_is_scanned_without_importing_selectors(tmp
     assert done.stdout.split("\n")[:2] == ["1 0 False", "1 1 True"]
 
 
-def _probe_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    """A module that records, as it is imported, whether the cyclic collector runs."""
-    (tmp_path / f"{name}.py").write_text("import gc\nCOLLECTOR_RAN = gc.isenabled()\n", encoding="utf-8")
+def _probe_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str = "") -> None:
+    """A module that records, as it is imported, whether the cyclic collector runs (gone from sys.modules after)."""
+    (tmp_path / f"{name}.py").write_text(f"import gc\nCOLLECTOR_RAN = gc.isenabled()\n{text}", encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(sys.modules, name, None)  # so that the test's end removes the module it imported
+    del sys.modules[name]
 
 
-def test_a_command_module_is_imported_with_the_collector_paused_then_restored(
+def test_a_command_module_is_imported_with_the_collector_paused_then_frozen_and_restored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """While a command's modules load the collector waits (it would walk them again and again, freeing nothing);
-    afterwards it runs again, and one paused by the caller stays paused."""
+    """While a command's modules load the collector waits (it would walk them again and again); what they created is
+    then frozen, so no collection walks it later, and the collector runs again (one paused by the caller stays
+    paused)."""
     import gc
 
     from bulkconn.cli import import_without_collector
 
-    _probe_module(tmp_path, monkeypatch, "probe_enabled")
+    _probe_module(tmp_path, monkeypatch, "probe_enabled", "KEPT = [[n] for n in range(5000)]\n")
     _probe_module(tmp_path, monkeypatch, "probe_disabled")
-    assert gc.isenabled()
+    gc.unfreeze()  # what earlier tests froze goes back to the oldest generation
+    assert gc.isenabled() and gc.get_freeze_count() == 0
     assert import_without_collector("probe_enabled").COLLECTOR_RAN is False
     assert gc.isenabled()
+    assert gc.get_freeze_count() > 5000  # the module's objects, out of the collector's way
+    assert gc.get_count()[0] < 700  # nothing left waiting for the first collection
     gc.disable()
     try:
         assert import_without_collector("probe_disabled").COLLECTOR_RAN is False
@@ -162,10 +168,8 @@ def test_the_command_line_loads_commands_with_the_collector_paused(
     """`bulkconn run` loads its module the paused way (the start-up benchmark measures that path)."""
     import bulkconn.cli as cli_module
 
-    _probe_module(tmp_path, monkeypatch, "probe_command")
-    (tmp_path / "probe_command.py").write_text(
-        "import click, gc\nCOLLECTOR_RAN = gc.isenabled()\n\n@click.command()\ndef hello() -> None:\n    pass\n",
-        encoding="utf-8",
+    _probe_module(
+        tmp_path, monkeypatch, "probe_command", "import click\n\n@click.command()\ndef hello() -> None:\n    pass\n"
     )
     group = cli_module.LazyGroup(lazy={"hello": ("probe_command", "hello", "Say hello.")})
     with click.Context(group) as ctx:

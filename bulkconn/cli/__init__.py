@@ -93,18 +93,22 @@ def _debug_option() -> click.Option:
 
 
 def import_without_collector(module: str) -> ModuleType:
-    """Import ``module`` with the cyclic garbage collector paused (and restored as it was).
+    """Import ``module`` with the cyclic garbage collector paused, then freeze what is alive and restore the collector.
 
     A command's module brings in nearly everything it needs before its first request (aiohttp, msal, the engine):
-    objects that live as long as the process. While they are created the collector keeps walking them (about a
-    hundred collections while ``run``'s modules load, freeing next to nothing), so it waits until they are in place.
-    The benchmarks' start-up scenario loads ``run`` through this function (benchmarks/README.md).
+    tens of thousands of objects that live as long as the process. Imported with the collector running, they are
+    walked by some eighty collections as they are created; merely paused, they would all wait in the youngest
+    generation, for the first collection after the pause to walk at once. Frozen (``gc.freeze``), they
+    are out of every later collection's way and the generation counts start again from zero. A run gives frozen
+    objects back when it ends (:func:`bulkconn.runner.execute`); the command line freezes the heap again as it exits.
+    The benchmarks' start-up scenario loads ``run`` this way.
     """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         return importlib.import_module(module)
     finally:
+        gc.freeze()
         if was_enabled:
             gc.enable()
 

@@ -375,9 +375,9 @@ class Engine:
     def _record_succeeded(self, lane: Lane, done: list[Outcome]) -> None:
         """What :meth:`_record` does for each of ``done`` (successes: no reason), with one tally; then empty it."""
         if done:
-            self.progress.record_succeeded(lane.tenant.alias, len(done))
             for outcome in done:
                 self.on_outcome(outcome)
+            self.progress.record_succeeded(lane.tenant.alias, len(done))  # counted once reported
             done.clear()
 
     async def _settle(self, lane: Lane, state: OpState, answer: Answer, token: str) -> None:
