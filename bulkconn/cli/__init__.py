@@ -97,11 +97,11 @@ def import_without_collector(module: str) -> ModuleType:
 
     A command's module brings in nearly everything it needs before its first request (aiohttp, msal, the engine):
     tens of thousands of objects that live as long as the process. Imported with the collector running, they are
-    walked by some eighty collections as they are created; merely paused, they would all wait in the youngest
-    generation, for the first collection after the pause to walk at once. Frozen (``gc.freeze``), they
-    are out of every later collection's way and the generation counts start again from zero. A run gives frozen
-    objects back when it ends (:func:`bulkconn.runner.execute`); the command line freezes the heap again as it exits.
-    The benchmarks' start-up scenario loads ``run`` this way.
+    walked by dozens of collections as they are created, which free next to nothing; merely paused, they would all
+    wait in the youngest generation, for the first collection after the pause to walk at once. Frozen
+    (``gc.freeze``), they are out of every later collection's way and the generation counts start again from zero.
+    A run gives frozen objects back when it ends (:func:`bulkconn.runner.execute`); the command line freezes the heap
+    again as it exits. The benchmarks' start-up scenario loads ``run`` this way.
     """
     was_enabled = gc.isenabled()
     gc.disable()
