@@ -22,6 +22,7 @@ import errno
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -35,6 +36,11 @@ from bulkconn.errors import UsageError
 _WINDOWS_LOCK_OFFSET = 1 << 20
 _MAX_LABEL_BYTES = 4096
 _TAKEOVER_TRIES = 5
+# A holder writes its label right after taking the lock: a refused run that finds no label yet looks again for a
+# moment, so that it can name the holder (two runs started together meet in that gap).
+_LABEL_WAIT_S = 0.5
+_LABEL_POLL_S = 0.01
+_pause = time.sleep  # the wait between looks (tests replace it)
 
 if sys.platform == "win32":
     import msvcrt
@@ -102,6 +108,17 @@ def read_holder(path: Path) -> Holder | None:
         return None
 
 
+def _live_holder(path: Path) -> Holder | None:
+    """The label of the run that holds the lock now: it may have taken the lock and not written its label yet, so
+    an empty or unreadable label is read again for up to ``_LABEL_WAIT_S`` (only on the way to refusing a run)."""
+    for _ in range(round(_LABEL_WAIT_S / _LABEL_POLL_S)):
+        holder = read_holder(path)
+        if holder is not None:
+            return holder
+        _pause(_LABEL_POLL_S)
+    return read_holder(path)
+
+
 class ReportLock:
     """An exclusive, crash-safe lock on one report (use as a sync or async context manager).
 
@@ -127,13 +144,13 @@ class ReportLock:
             fd = self._open()
             if not _try_lock(fd):
                 os.close(fd)
-                raise ReportInUse(self.report, read_holder(self.path))
+                raise ReportInUse(self.report, _live_holder(self.path))
             if self._still_linked(fd):
                 return self._label(fd)
             # The previous holder removed the file between our open and our lock: lock the new one.
             _unlock(fd)
             os.close(fd)
-        raise ReportInUse(self.report, read_holder(self.path))
+        raise ReportInUse(self.report, _live_holder(self.path))
 
     def release(self) -> None:
         """Remove the label and let the lock go (idempotent)."""
@@ -196,7 +213,8 @@ class ReportLock:
         self.release()
 
     async def __aenter__(self) -> ReportLock:
-        # No thread hop: the try never waits, and the label is one small write to a local file.
+        # No thread hop: the try never waits (only a refusal may look at a holder's label again for a moment, on the
+        # way to ending the run), and the label is one small write to a local file.
         self.acquire()
         return self
 
