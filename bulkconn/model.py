@@ -187,11 +187,7 @@ class Progress(Struct):
     def record(self, tenant: str, status: Status, *, reason: str = "") -> None:
         """One operation reached its final status (``reason``: the code of a skip)."""
         key = str(status)  # the plain text, as `.value` gives it for a third of the CPU (once per operation)
-        self.done[key] += 1
-        counts = self.per_tenant.get(tenant)
-        if counts is None:  # not setdefault: that builds a Counter for every operation
-            counts = self.per_tenant[tenant] = Counter()
-        counts[key] += 1
+        self._count(tenant, key, 1)
         if key == _SKIPPED:
             self.skip_reasons[reason or UNCHANGED] += 1
             if reason == CONFLICT:
@@ -200,11 +196,14 @@ class Progress(Struct):
     def record_succeeded(self, tenant: str, count: int) -> None:
         """``count`` operations of ``tenant`` succeeded: what ``count`` calls of :meth:`record` count, in one
         (the engine's tally of a batch whose answers all succeeded)."""
-        self.done[_SUCCEEDED] += count
+        self._count(tenant, _SUCCEEDED, count)
+
+    def _count(self, tenant: str, key: str, count: int) -> None:
+        self.done[key] += count
         counts = self.per_tenant.get(tenant)
-        if counts is None:
+        if counts is None:  # not setdefault: that builds a Counter for every operation
             counts = self.per_tenant[tenant] = Counter()
-        counts[_SUCCEEDED] += count
+        counts[key] += count
 
     def record_throttled(self, tenant: str) -> None:
         self.throttled += 1

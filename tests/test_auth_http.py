@@ -49,6 +49,15 @@ def _provider(emu: Emulator, directory: Path, *, ca_bundle: Path | None, timeout
     return provider
 
 
+async def _signed_in(emu: Emulator, directory: Path, tenant: str, *, ca_bundle: Path | None) -> None:
+    """A fresh provider fetches ``tenant``'s token (a JWT) and is closed."""
+    provider = _provider(emu, directory, ca_bundle=ca_bundle)
+    try:
+        assert (await provider.token(tenant)).count(".") == 2
+    finally:
+        await provider.aclose()
+
+
 def _unreachable_provider(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, authority: str, **options: str) -> MsalTokenProvider:  # fmt: skip
     """A provider whose one tenant's identity service is at ``authority`` (nothing there answers as Entra does)."""
     monkeypatch.setenv("BULKCONN_TEST_SECRET", "not-a-real-secret")
@@ -107,11 +116,7 @@ async def test_without_a_ca_bundle_the_system_store_decides(
     error = await _failure(_provider(emu, tmp_path, ca_bundle=None))
     assert "its TLS certificate is not trusted" in error.reason
     monkeypatch.setenv("SSL_CERT_FILE", str(emu.ca_file))
-    provider = _provider(emu, tmp_path, ca_bundle=None)
-    try:
-        assert (await provider.token("contoso")).count(".") == 2
-    finally:
-        await provider.aclose()
+    await _signed_in(emu, tmp_path, "contoso", ca_bundle=None)
 
 
 class ConnectProxy:
@@ -180,21 +185,13 @@ async def test_without_a_ca_bundle_the_environments_proxy_is_used_unless_no_prox
     bypasses it."""
     monkeypatch.setenv("SSL_CERT_FILE", str(emu.ca_file))
     monkeypatch.setenv(variable, proxy.url.replace("http://", f"{scheme}someone:pa%40ss@"))
-    provider = _provider(emu, tmp_path, ca_bundle=None)
-    try:
-        assert (await provider.token("contoso")).count(".") == 2
-    finally:
-        await provider.aclose()
+    await _signed_in(emu, tmp_path, "contoso", ca_bundle=None)
     host = emu.base_url.removeprefix("https://")
     assert proxy.targets and set(proxy.targets) == {f"CONNECT {host}"}
     assert set(proxy.credentials) == {"Basic " + base64.b64encode(b"someone:pa@ss").decode()}
     proxy.targets.clear()
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    provider = _provider(emu, tmp_path, ca_bundle=None)
-    try:
-        assert (await provider.token("fabrikam")).count(".") == 2
-    finally:
-        await provider.aclose()
+    await _signed_in(emu, tmp_path, "fabrikam", ca_bundle=None)
     assert proxy.targets == []
 
 
@@ -206,11 +203,7 @@ async def test_no_proxy_listing_an_address_range_holding_the_identity_host_bypas
     monkeypatch.setenv("SSL_CERT_FILE", str(emu.ca_file))
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
     monkeypatch.setenv("NO_PROXY", "10.0.0.0/8, 127.0.0.0/8")
-    provider = _provider(emu, tmp_path, ca_bundle=None)
-    try:
-        assert (await provider.token("contoso")).count(".") == 2
-    finally:
-        await provider.aclose()
+    await _signed_in(emu, tmp_path, "contoso", ca_bundle=None)
     assert proxy.targets == []
 
 
@@ -219,11 +212,7 @@ async def test_a_ca_bundle_tenant_ignores_the_environments_proxy(
 ) -> None:
     """With a ca_bundle (the emulator, a private endpoint) the identity calls go direct, as Graph's do."""
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
-    provider = _provider(emu, tmp_path, ca_bundle=emu.ca_file)
-    try:
-        assert (await provider.token("contoso")).count(".") == 2
-    finally:
-        await provider.aclose()
+    await _signed_in(emu, tmp_path, "contoso", ca_bundle=emu.ca_file)
     assert proxy.targets == []
 
 

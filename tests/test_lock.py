@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -117,51 +118,50 @@ def test_symlinked_lock_file_is_refused(tmp_path: Path) -> None:
     assert target.read_text() == "keep me"
 
 
-def _locked_without_label(report: Path) -> int:
-    """A holder between its two steps: the lock taken (flock: per open file, so it refuses this process too), no
-    label written yet."""
-    import fcntl
+@contextlib.contextmanager
+def _unlabelled_holder(report: Path) -> Iterator[Callable[[bytes], None]]:
+    """A holder between its two steps: the lock taken through the lock's own open and lock calls (one lock per open
+    file on every platform, so it refuses this process too), no label yet. Yields how to write the label later."""
+    fd = ReportLock(report)._open()
+    assert lock_module._try_lock(fd)
 
-    fd = os.open(lock_path(report), os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return fd
+    def label(text: bytes) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)  # Windows locks a byte far past the label, and the lock call moved there
+        os.write(fd, text)
+
+    try:
+        yield label
+    finally:
+        lock_module._unlock(fd)
+        os.close(fd)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="the holder is simulated with flock (POSIX)")
 def test_a_refused_run_waits_a_moment_for_a_holder_that_has_not_labelled_the_lock_yet(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two runs started together: the loser may find the lock taken and the label not yet written. It looks again
     for a moment, so its message names the holder instead of "another run"."""
     report = tmp_path / "r.jsonl"
-    fd = _locked_without_label(report)
     looks: list[float] = []
+    with _unlabelled_holder(report) as label:
 
-    def pause(seconds: float) -> None:  # the holder labels the lock during the refused run's second wait
-        looks.append(seconds)
-        if len(looks) == 2:
-            os.write(fd, b'{"pid": 4242, "host": "runner-a", "started": "2026-11-29T03:00:00Z"}')
+        def pause(seconds: float) -> None:  # the holder labels the lock during the refused run's second wait
+            looks.append(seconds)
+            if len(looks) == 2:
+                label(b'{"pid": 4242, "host": "runner-a", "started": "2026-11-29T03:00:00Z"}')
 
-    monkeypatch.setattr(lock_module, "_pause", pause)
-    try:
+        monkeypatch.setattr(lock_module, "_pause", pause)
         with pytest.raises(ReportInUse, match="in use by pid 4242 on host runner-a since 2026-11-29T03:00:00Z"):
             ReportLock(report).acquire()
-    finally:
-        os.close(fd)
     assert len(looks) == 2
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="the holder is simulated with flock (POSIX)")
 def test_a_holder_that_never_labels_the_lock_is_another_run_after_a_bounded_wait(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     report = tmp_path / "r.jsonl"
-    fd = _locked_without_label(report)
     looks: list[float] = []
     monkeypatch.setattr(lock_module, "_pause", looks.append)
-    try:
-        with pytest.raises(ReportInUse, match="in use by another run; wait for it or stop it"):
-            ReportLock(report).acquire()
-    finally:
-        os.close(fd)
+    with _unlabelled_holder(report), pytest.raises(ReportInUse, match="in use by another run; wait for it or stop"):
+        ReportLock(report).acquire()
     assert 0 < sum(looks) <= 0.5 + 1e-9  # at most half a second in all, and only because it was refused
